@@ -1,0 +1,236 @@
+"""Pydantic configs for every command, and TOML loading with outer defaults.
+
+A config is one tree of pydantic models. Settings that describe the run as a whole (device,
+dtype, seed, model) may be written once at an outer level; every inner section that has a field
+of the same name and leaves it unset inherits the outer value. Unknown keys are errors, so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+INHERITED_KEYS = ("device", "dtype", "seed", "model")
+T = TypeVar("T", bound=BaseModel)
+
+Device = str  # "cpu", "cuda", "cuda:1", "mps"
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field path and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Which language model to hook.
+
+    `name` is `smollm2-135m` (packaged, offline), `tiny` (random TransformerBridge model for
+    tests), a local folder with a HF checkpoint, or any HF model id (needs internet once).
+    """
+
+    name: str = "smollm2-135m"
+    device: Device = "cpu"
+    dtype: DType = "float32"
+    seed: int = 0
+    # Only for name == "tiny": the random model's shape.
+    tiny_layers: int = Field(2, ge=1)
+    tiny_d_model: int = Field(64, ge=8)
+    tiny_vocab: int = Field(512, ge=16)
+
+
+class DataConfig(Section):
+    """Text to tokenize and pack into fixed-length contexts that start with BOS."""
+
+    source: str = Field(
+        "default",
+        description="'default' (offline Wikipedia corpus), a .txt/.jsonl path or folder, "
+        "or 'hf:NAME[:SPLIT]' for a HF dataset (needs internet)",
+    )
+    text_field: str = "text"
+    context_size: int = Field(128, ge=2)
+    max_tokens: int = Field(400_000, ge=1, description="Token budget (the main knob for quality)")
+    eval_tokens: int = Field(16_384, ge=0, description="Held-out tokens for evaluation")
+    seed: int = 0
+
+
+class ActivationsConfig(Section):
+    """Where activations come from and where they go."""
+
+    hooks: list[str] = Field(default_factory=lambda: ["blocks.6.hook_resid_post"], min_length=1)
+    store: bool = Field(True, description="Save shards to the object store; false: on the fly")
+    path: str | None = Field(None, description="Reuse (or write) shards here instead of OUTPUT/activations")
+    batch_contexts: int = Field(16, ge=1, description="Contexts per model forward")
+    shard_tokens: int = Field(65_536, ge=256)
+    buffer_tokens: int = Field(131_072, ge=256, description="Shuffle-buffer size in tokens")
+    dtype: DType = "float32"
+    device: Device = "cpu"
+
+
+class SAEConfig(Section):
+    """Shape and architecture of the dictionary. `hook_out` set and different: transcoder."""
+
+    architecture: str = "topk"
+    hook_in: str | None = None
+    hook_out: str | None = None
+    d_sae: int = Field(4608, ge=1)
+    k: int = Field(32, ge=1, description="Active latents per token (TopK family)")
+    aux_k: int | None = Field(None, description="Dead latents in the aux-k loss; default d_in // 2")
+    aux_k_coefficient: float = Field(1 / 32, ge=0)
+    l1_coefficient: float = Field(5.0, ge=0, description="ReLU sparsity penalty")
+    l0_coefficient: float = Field(1.0, ge=0, description="JumpReLU sparsity penalty")
+    jumprelu_bandwidth: float = Field(0.05, gt=0)
+    jumprelu_init_threshold: float = Field(0.01, ge=0)
+    normalize_input: bool = Field(True, description="Scale inputs to mean norm sqrt(d_in)")
+    device: Device = "cpu"
+    dtype: DType = "float32"
+    seed: int = 0
+
+
+class TrainConfig(Section):
+    batch_size: int = Field(4096, ge=1)
+    lr: float = Field(4e-4, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_warmup_steps: int = Field(50, ge=0)
+    lr_decay_fraction: float = Field(0.2, ge=0, le=1, description="Linear decay over the last part")
+    l1_warmup_steps: int = Field(100, ge=0)
+    dead_after_tokens: int = Field(200_000, ge=1, description="Latents silent this long are dead")
+    checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints; 0 = none")
+    log_every: int = Field(10, ge=1)
+    epochs: int = Field(1, ge=1)
+    device: Device = "cpu"
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    batch_contexts: int = Field(8, ge=1)
+    max_tokens: int | None = Field(None, description="Cap on held-out tokens used")
+    ce_loss: bool = Field(True, description="Splice the SAE into the model and measure LM loss")
+    dense_threshold: float = Field(0.1, gt=0, le=1)
+    device: Device = "cpu"
+
+
+class RunConfig(Section):
+    """Top-level config of `lm-saes train`."""
+
+    output: str = Field("runs/default", description="Local folder or s3://bucket/prefix")
+    device: Device = "cpu"
+    dtype: DType = "float32"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
+    sae: SAEConfig = Field(default_factory=SAEConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_hooks(self) -> RunConfig:
+        hooks = self.activations.hooks
+        hook_in = self.sae.hook_in or hooks[0]
+        hook_out = self.sae.hook_out or hook_in
+        for field, hook in (("sae.hook_in", hook_in), ("sae.hook_out", hook_out)):
+            if hook not in hooks:
+                raise ValueError(
+                    f"{field} = {hook!r} is not generated; add it to activations.hooks {hooks}"
+                )
+        self.sae.hook_in, self.sae.hook_out = hook_in, hook_out
+        from lm_saes.saes.registry import registered_architectures
+
+        if self.sae.architecture not in registered_architectures():
+            raise ValueError(
+                f"sae.architecture = {self.sae.architecture!r} is unknown; choose one of "
+                f"{sorted(registered_architectures())}"
+            )
+        return self
+
+
+def inherit_defaults(raw: dict[str, Any], model: type[BaseModel], inherited: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Copy outer `device`/`dtype`/`seed`/`model` values into inner sections that leave them unset."""
+    inherited = dict(inherited or {})
+    out = dict(raw)
+    if isinstance(out.get("model"), str):  # shorthand: model = "smollm2-135m"
+        out["model"] = {"name": out["model"]}
+    for key in INHERITED_KEYS:
+        if key in out:
+            inherited[key] = out[key]
+        elif key in inherited and key in model.model_fields:
+            out[key] = inherited[key]
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            value = out.get(name, {})
+            if isinstance(value, dict):
+                out[name] = inherit_defaults(value, sub, inherited)
+    return out
+
+
+def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """For an unknown key, the closest known field name of its section."""
+    cls: Any = model
+    for part in loc[:-1]:
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        cls = field.annotation
+    known = list(getattr(cls, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f"did you mean {close[0]!r}? " if close else f"known fields: {', '.join(known)}. "
+
+
+def format_validation_error(error: ValidationError, model: type[BaseModel], source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {path}: unknown field; {_suggest(item['loc'], model)}remove or rename it")
+        else:
+            got = item.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {path}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], model: type[T], source: str = "") -> T:
+    try:
+        return model.model_validate(inherit_defaults(raw, model))
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, model, source)) from None
+
+
+def load_config(path: str | Path, model: type[T], overrides: dict[str, Any] | None = None) -> T:
+    """Read TOML into `model`, applying outer defaults; errors name the field and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(raw, model, str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=1e-3` -> ("train.lr", 0.001); values are parsed as TOML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, value = text.split("=", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed

@@ -1,0 +1,148 @@
+"""A language model with TransformerLens hook names: the packaged SmolLM2, HF models, tiny ones.
+
+Everything goes through TransformerLens 4's `TransformerBridge`, so hook names are the familiar
+`blocks.6.hook_resid_post`, `blocks.3.hook_mlp_out`, ... for every architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lm_saes.config import ModelConfig
+from lm_saes.models.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass
+class LanguageModel:
+    name: str
+    bridge: torch.nn.Module
+    tokenizer: Tokenizer
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bridge.parameters()).device
+
+    def check_hooks(self, hooks: Iterable[str]) -> None:
+        """Raise a ValueError naming close matches for hooks the model does not have."""
+        known = set(self.bridge.hook_dict)
+        for hook in hooks:
+            if hook not in known:
+                layer = hook_layer(hook)
+                examples = sorted(h for h in known if h.startswith(f"blocks.{layer or 0}.hook_"))[:8]
+                raise ValueError(f"model {self.name!r} has no hook {hook!r}; e.g. {examples}")
+
+    def stop_layer(self, hooks: Iterable[str]) -> int | None:
+        """First block that no hook needs: the forward pass stops before it."""
+        layers = [hook_layer(h) for h in hooks]
+        if any(layer is None for layer in layers):
+            return None
+        last = max(layers) + 1
+        return None if last >= self.n_layers else last
+
+    @torch.no_grad()
+    def activations(self, tokens: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
+        """Run only as far as the deepest hook; return {hook: [batch, pos, d]}."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(name: str) -> Callable:
+            def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
+                captured[name] = tensor.detach()
+                return tensor
+
+            return fn
+
+        self.bridge.run_with_hooks(
+            tokens.to(self.device),
+            fwd_hooks=[(h, capture(h)) for h in hooks],
+            stop_at_layer=self.stop_layer(hooks),
+        )
+        return captured
+
+    @torch.no_grad()
+    def loss_per_token(
+        self, tokens: torch.Tensor, hook: str | None = None, replace: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Next-token cross-entropy [batch, pos-1], optionally replacing one hook's value."""
+        hooks = []
+        if hook is not None and replace is not None:
+            hooks = [(hook, lambda tensor, hook: replace(tensor))]
+        return self.bridge.run_with_hooks(
+            tokens.to(self.device), return_type="loss", loss_per_token=True, fwd_hooks=hooks
+        )
+
+
+def hook_layer(hook: str) -> int | None:
+    """`blocks.6.hook_resid_post` -> 6; hooks outside the blocks -> None (needs a full pass)."""
+    match = _LAYER.match(hook)
+    if match:
+        return int(match.group(1))
+    if hook.startswith(("hook_embed", "embed", "hook_pos_embed", "pos_embed")):
+        return -1
+    return None
+
+
+def load_language_model(cfg: ModelConfig) -> LanguageModel:
+    """Build the model named in `cfg` on its device and dtype, in eval mode."""
+    dtype = DTYPES[cfg.dtype]
+    if cfg.name == "tiny":
+        return _tiny_model(cfg, dtype)
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.sources import transformers as _tl_transformers  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_saes.models.smollm2 import PACKAGED_NAME, smollm2_checkpoint
+
+    source: str | Path = smollm2_checkpoint() if cfg.name == PACKAGED_NAME else cfg.name
+    if isinstance(source, str) and Path(source).expanduser().is_dir():
+        source = Path(source).expanduser()
+    hf_tokenizer = AutoTokenizer.from_pretrained(source)
+    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(
+        str(cfg.name), hf_model=hf_model, tokenizer=hf_tokenizer, dtype=dtype, device=cfg.device
+    )
+    bridge.eval()
+    return LanguageModel(cfg.name, bridge, HFTokenizer(hf_tokenizer))
+
+
+def _tiny_model(cfg: ModelConfig, dtype: torch.dtype) -> LanguageModel:
+    """A random TransformerBridge model with a byte tokenizer: builds in milliseconds."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.sources import native as _tl_native  # noqa: F401
+
+    tokenizer = ByteTokenizer()
+    d_model = cfg.tiny_d_model
+    n_heads = max(1, d_model // 16)
+    tl_cfg = TransformerBridgeConfig(
+        d_model=d_model,
+        n_layers=cfg.tiny_layers,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_mlp=4 * d_model,
+        d_vocab=max(cfg.tiny_vocab, tokenizer.vocab_size),
+        n_ctx=1024,
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=cfg.seed,
+    )
+    bridge = TransformerBridge.boot_native(tl_cfg, device=cfg.device, dtype=dtype)
+    bridge.eval()
+    return LanguageModel("tiny", bridge, tokenizer)

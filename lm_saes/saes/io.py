@@ -1,0 +1,21 @@
+"""Load a saved SAE from a local folder or an object-store URI."""
+
+from __future__ import annotations
+
+from lm_saes.saes.base import DTYPES, SPEC_KEY, WEIGHTS_KEY, SAESpec, SparseAutoencoder
+from lm_saes.saes.registry import build_sae
+from lm_saes.stores import ObjectNotFound, ObjectStore, open_store
+
+
+def load_sae(location: str | ObjectStore, device: str = "cpu") -> SparseAutoencoder:
+    """`location` holds sae.json + sae.safetensors (a folder, s3:// URI or store)."""
+    store = open_store(location) if isinstance(location, str) else location
+    try:
+        spec = SAESpec.model_validate(store.get_json(SPEC_KEY))
+    except ObjectNotFound:
+        raise FileNotFoundError(
+            f"no SAE at {store.uri}: expected {SPEC_KEY} and {WEIGHTS_KEY} (the 'sae' folder of a run)"
+        ) from None
+    sae = build_sae(spec)
+    sae.load_state_dict(store.get_tensors(WEIGHTS_KEY))
+    return sae.to(device=device, dtype=DTYPES[spec.dtype]).eval()

@@ -1,0 +1,86 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024): a latent fires when it exceeds its own threshold.
+
+The threshold gets gradients through straight-through estimators with a rectangle kernel of
+width `jumprelu_bandwidth`, both from the reconstruction (through the jump) and from the L0
+penalty, which is what the paper trains with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lm_saes.saes.base import ForwardOutput, SAESpec, SparseAutoencoder, TrainStepInfo
+from lm_saes.saes.registry import register
+
+
+def _rectangle(z: torch.Tensor) -> torch.Tensor:
+    return ((z > -0.5) & (z < 0.5)).to(z.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_pre = grad * (pre > threshold)
+        grad_threshold = -(threshold / bw) * _rectangle((pre - threshold) / bw) * grad
+        return grad_pre, grad_threshold.sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_threshold = -(1.0 / bw) * _rectangle((pre - threshold) / bw) * grad
+        return None, grad_threshold.sum(0), None
+
+
+@register("jumprelu")
+class JumpReLUSAE(SparseAutoencoder):
+    def __init__(self, spec: SAESpec):
+        super().__init__(spec)
+        init = max(spec.jumprelu_init_threshold, 1e-6)
+        self.log_threshold = nn.Parameter(torch.full((spec.d_sae,), math.log(init)))
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.log_threshold.exp()
+
+    def activate(self, pre_acts: torch.Tensor) -> torch.Tensor:
+        pre = pre_acts.relu()
+        return pre * (pre > self.threshold)
+
+    def training_forward(self, x: torch.Tensor, target: torch.Tensor, info: TrainStepInfo) -> ForwardOutput:
+        x, target = self.scaled(x, target)
+        pre = self.pre_acts(x).relu()
+        threshold = self.threshold
+        bw = self.spec.jumprelu_bandwidth
+        acts = _JumpReLU.apply(pre, threshold, bw)
+        recon = acts @ self.W_dec + self.b_dec
+        mse = self.mse(recon, target)
+        l0_per_token = _Step.apply(pre, threshold, bw).sum(-1).mean()
+        sparsity = self.spec.l0_coefficient * info.sparsity_warmup * l0_per_token
+        active = acts > 0
+        return ForwardOutput(
+            recon,
+            mse + sparsity,
+            {"mse": mse.detach(), "l0_penalty": sparsity.detach()},
+            active.any(0),
+            active.sum(-1).float().mean(),
+        )

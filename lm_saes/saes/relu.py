@@ -1,0 +1,44 @@
+"""ReLU SAE with an L1 penalty (Bricken et al. 2023; Anthropic's April 2024 recipe).
+
+The penalty weighs each activation by its decoder row's norm, so the decoder needs no norm
+constraint: shrinking a row cannot cheat the penalty. The L1 coefficient warms up linearly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lm_saes.saes.base import ForwardOutput, SAESpec, SparseAutoencoder, TrainStepInfo
+from lm_saes.saes.registry import register
+
+DECODER_INIT_NORM = 0.1
+
+
+@register("relu")
+class ReLUSAE(SparseAutoencoder):
+    constrain_decoder_norm = False
+
+    def __init__(self, spec: SAESpec):
+        super().__init__(spec)
+        with torch.no_grad():
+            self.W_dec.mul_(DECODER_INIT_NORM)
+            self.W_enc.mul_(DECODER_INIT_NORM)
+
+    def activate(self, pre_acts: torch.Tensor) -> torch.Tensor:
+        return pre_acts.relu()
+
+    def training_forward(self, x: torch.Tensor, target: torch.Tensor, info: TrainStepInfo) -> ForwardOutput:
+        x, target = self.scaled(x, target)
+        acts = self.pre_acts(x).relu()
+        recon = acts @ self.W_dec + self.b_dec
+        mse = self.mse(recon, target)
+        l1 = (acts * self.W_dec.norm(dim=1)).sum(-1).mean()
+        penalty = self.spec.l1_coefficient * info.sparsity_warmup * l1
+        active = acts > 0
+        return ForwardOutput(
+            recon,
+            mse + penalty,
+            {"mse": mse.detach(), "l1": l1.detach()},
+            active.any(0),
+            active.sum(-1).float().mean(),
+        )

@@ -60,33 +60,43 @@ class LanguageModel:
     @torch.no_grad()
     def activations(self, tokens: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
         """Run only as far as the deepest hook; return {hook: [batch, pos, d]}."""
+        _, captured = self._run(tokens, capture=hooks, stop_at_layer=self.stop_layer(hooks))
+        return captured
+
+    @torch.no_grad()
+    def loss_per_token(
+        self,
+        tokens: torch.Tensor,
+        capture: list[str] | tuple[str, ...] = (),
+        replace: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Next-token cross-entropy [batch, pos-1] and the captured hooks.
+
+        `replace` maps a hook to a function of its value whose result the model continues with;
+        captures run first, so a replacement may use a hook captured earlier in the pass.
+        """
+        return self._run(tokens, capture=capture, replace=replace, return_type="loss")
+
+    def _run(self, tokens, capture=(), replace=None, stop_at_layer=None, return_type=None):
         captured: dict[str, torch.Tensor] = {}
 
-        def capture(name: str) -> Callable:
+        def capture_fn(name: str) -> Callable:
             def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
                 captured[name] = tensor.detach()
                 return tensor
 
             return fn
 
-        self.bridge.run_with_hooks(
-            tokens.to(self.device),
-            fwd_hooks=[(h, capture(h)) for h in hooks],
-            stop_at_layer=self.stop_layer(hooks),
-        )
-        return captured
+        def replace_fn(fn: Callable) -> Callable:
+            return lambda tensor, hook: fn(tensor)
 
-    @torch.no_grad()
-    def loss_per_token(
-        self, tokens: torch.Tensor, hook: str | None = None, replace: Callable[[torch.Tensor], torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Next-token cross-entropy [batch, pos-1], optionally replacing one hook's value."""
-        hooks = []
-        if hook is not None and replace is not None:
-            hooks = [(hook, lambda tensor, hook: replace(tensor))]
-        return self.bridge.run_with_hooks(
-            tokens.to(self.device), return_type="loss", loss_per_token=True, fwd_hooks=hooks
+        hooks = [(h, capture_fn(h)) for h in capture]
+        hooks += [(h, replace_fn(fn)) for h, fn in (replace or {}).items()]
+        kwargs = {"return_type": return_type, "loss_per_token": True} if return_type == "loss" else {}
+        out = self.bridge.run_with_hooks(
+            tokens.to(self.device), fwd_hooks=hooks, stop_at_layer=stop_at_layer, **kwargs
         )
+        return out, captured
 
 
 def hook_layer(hook: str) -> int | None:

@@ -1,0 +1,117 @@
+"""Activation shards in an object store: safetensors chunks plus a manifest written last.
+
+Layout under a prefix:
+    shard-00000.safetensors   one tensor per hook, [n_tokens, d], same rows for every hook
+    ...
+    manifest.json             model, hooks (d, norm statistics), dtype, token counts, shards
+A reader that finds manifest.json finds every shard it lists complete.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import torch
+from pydantic import BaseModel
+
+from lm_saes.stores import ObjectNotFound, ObjectStore
+
+MANIFEST_KEY = "manifest.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class HookStats(BaseModel):
+    d: int
+    mean_norm: float  # mean over tokens of ||x||
+    rms_norm: float  # sqrt(mean ||x||^2)
+
+
+class ShardInfo(BaseModel):
+    key: str
+    n_tokens: int
+
+
+class ActivationManifest(BaseModel):
+    model: str
+    hooks: dict[str, HookStats]
+    dtype: str
+    context_size: int
+    n_tokens: int
+    shards: list[ShardInfo]
+    created: str
+
+
+class NormAccumulator:
+    """Running sums for the manifest's per-hook norm statistics."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.norm_sum = 0.0
+        self.sq_sum = 0.0
+
+    def add(self, acts: torch.Tensor) -> None:
+        norms = acts.float().norm(dim=-1)
+        self.count += norms.numel()
+        self.norm_sum += float(norms.sum())
+        self.sq_sum += float(norms.pow(2).sum())
+
+    def stats(self, d: int) -> HookStats:
+        count = max(self.count, 1)
+        return HookStats(d=d, mean_norm=self.norm_sum / count, rms_norm=math.sqrt(self.sq_sum / count))
+
+
+class ShardWriter:
+    """Buffers activation rows and writes fixed-size shards; `close` publishes the manifest."""
+
+    def __init__(self, store: ObjectStore, model: str, context_size: int, dtype: str = "float32", shard_tokens: int = 65_536):
+        self.store = store
+        self.model = model
+        self.context_size = context_size
+        self.dtype = dtype
+        self.shard_tokens = shard_tokens
+        self.pending: dict[str, list[torch.Tensor]] = {}
+        self.pending_tokens = 0
+        self.shards: list[ShardInfo] = []
+        self.norms: dict[str, NormAccumulator] = {}
+        self.dims: dict[str, int] = {}
+
+    def add(self, acts: dict[str, torch.Tensor]) -> None:
+        """Rows for every hook, aligned: {hook: [n_tokens, d]}."""
+        for hook, tensor in acts.items():
+            self.pending.setdefault(hook, []).append(tensor.to("cpu", DTYPES[self.dtype]))
+            self.norms.setdefault(hook, NormAccumulator()).add(tensor)
+            self.dims[hook] = tensor.shape[-1]
+        self.pending_tokens += next(iter(acts.values())).shape[0]
+        while self.pending_tokens >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def _flush(self, n: int) -> None:
+        rows = {hook: torch.cat(parts) for hook, parts in self.pending.items()}
+        key = f"shard-{len(self.shards):05d}.safetensors"
+        self.store.put_tensors(key, {hook: t[:n] for hook, t in rows.items()})
+        self.shards.append(ShardInfo(key=key, n_tokens=n))
+        self.pending = {hook: [t[n:]] for hook, t in rows.items()}
+        self.pending_tokens -= n
+
+    def close(self) -> ActivationManifest:
+        if self.pending_tokens:
+            self._flush(self.pending_tokens)
+        manifest = ActivationManifest(
+            model=self.model,
+            hooks={hook: acc.stats(self.dims[hook]) for hook, acc in self.norms.items()},
+            dtype=self.dtype,
+            context_size=self.context_size,
+            n_tokens=sum(s.n_tokens for s in self.shards),
+            shards=self.shards,
+            created=datetime.now(UTC).isoformat(),
+        )
+        self.store.put_json(MANIFEST_KEY, manifest.model_dump(mode="json"))
+        return manifest
+
+
+def read_manifest(store: ObjectStore) -> ActivationManifest | None:
+    try:
+        return ActivationManifest.model_validate(store.get_json(MANIFEST_KEY))
+    except ObjectNotFound:
+        return None

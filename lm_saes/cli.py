@@ -1,0 +1,129 @@
+"""`lm-saes`: a thin command line over `lm_saes.runner`; it validates, calls, and reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lm_saes.config import ConfigError, RunConfig, load_config, parse_override
+
+
+def _overrides(items: list[str]) -> dict:
+    return dict(parse_override(item) for item in items)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lm_saes.runner import run_train
+
+    cfg = load_config(args.config, RunConfig, _overrides(args.set))
+    run = run_train(cfg, progress=not args.quiet)
+    summary = run.summary()
+    print(json.dumps(summary, indent=2))
+    print(f"\nSAE saved to {summary['sae']}; metrics in {cfg.output}/eval.json, "
+          f"training log in {cfg.output}/metrics.jsonl")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lm_saes.runner import run_eval
+
+    data = eval_cfg = model = None
+    if args.config:
+        cfg = load_config(args.config, RunConfig, _overrides(args.set))
+        data, eval_cfg, model = cfg.data, cfg.eval, cfg.model
+    metrics = run_eval(args.sae, data, eval_cfg, model, progress=not args.quiet)
+    text = json.dumps(metrics.model_dump(), indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lm_saes.interop import export_saelens
+    from lm_saes.saes import load_sae
+
+    out = export_saelens(load_sae(args.sae), args.out)
+    print(f"exported {args.sae} as a SAELens SAE to {out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from lm_saes.interop import import_saelens
+    from lm_saes.stores import open_store
+
+    sae = import_saelens(args.source, args.hook_in, args.hook_out, args.model)
+    sae.save(open_store(args.out))
+    print(f"imported {args.source} ({sae.spec.architecture}, {sae.spec.hook_in}) to {args.out}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Build the offline corpus and convert the packaged model once (install step)."""
+    from lm_saes.data.corpus import ensure_default_corpus
+    from lm_saes.models.smollm2 import smollm2_checkpoint
+
+    print(f"corpus: {ensure_default_corpus()}")
+    print(f"model:  {smollm2_checkpoint()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lm-saes", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="generate activations, train and evaluate an SAE")
+    train.add_argument("config", help="TOML config (see examples/configuration)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set data.max_tokens=1_000_000")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained SAE (JSON out)")
+    evaluate.add_argument("--sae", required=True, help="folder or s3:// URI holding sae.json")
+    evaluate.add_argument("--config", help="TOML for data/eval/model (default: the run's own)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--out", help="also write the JSON here")
+    evaluate.set_defaults(func=cmd_eval)
+
+    export = sub.add_parser("export", help="write an SAE in another tool's format")
+    export.add_argument("--sae", required=True)
+    export.add_argument("--format", choices=["saelens"], default="saelens")
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import", help="read an SAE from another tool's format")
+    imp.add_argument("source", help="SAELens folder (cfg.json + sae_weights.safetensors)")
+    imp.add_argument("--format", choices=["saelens"], default="saelens")
+    imp.add_argument("--out", required=True, help="where to save it in lm-saes format")
+    imp.add_argument("--hook-in")
+    imp.add_argument("--hook-out")
+    imp.add_argument("--model")
+    imp.set_defaults(func=cmd_import)
+
+    prepare = sub.add_parser("prepare", help="build the offline corpus and cache the packaged model")
+    prepare.set_defaults(func=cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("LM_SAES_ONLINE") != "1" else None
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""One function per command: load what the config names, do the work, report where it went.
+
+The CLI and the services call these; they hold no argument parsing and no printing beyond
+progress bars.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lm_saes.activations import OnTheFlyActivations, StoredActivations, generate_activations, read_manifest
+from lm_saes.activations.buffer import ActivationSource
+from lm_saes.config import DataConfig, EvalConfig, ModelConfig, RunConfig
+from lm_saes.data.packing import TokenSplits, load_token_splits, non_bos_tokens
+from lm_saes.evaluation import EvalMetrics, evaluate
+from lm_saes.models import LanguageModel, load_language_model
+from lm_saes.saes import SAESpec, SparseAutoencoder, build_sae, load_sae
+from lm_saes.saes.base import DTYPES
+from lm_saes.stores import ObjectStore, open_store
+from lm_saes.training import Trainer
+
+log = logging.getLogger(__name__)
+SAE_PREFIX = "sae"
+EVAL_KEY = "eval.json"
+CONFIG_KEY = "config.json"
+SUMMARY_KEY = "summary.json"
+
+
+@dataclass
+class TrainRun:
+    output: str
+    sae: SparseAutoencoder
+    metrics: EvalMetrics | None
+    timings: dict[str, float] = field(default_factory=dict)
+    train_tokens: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "sae": f"{self.output.rstrip('/')}/{SAE_PREFIX}",
+            "train_tokens": self.train_tokens,
+            "timings_s": self.timings,
+            "eval": self.metrics.model_dump() if self.metrics else None,
+        }
+
+
+def activation_source(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, store: ObjectStore,
+                      progress: bool = True) -> ActivationSource:
+    """Stored shards (reused when they match the run, else generated) or on-the-fly activations."""
+    acts = cfg.activations
+    hooks = list(dict.fromkeys(acts.hooks))
+    if not acts.store:
+        return OnTheFlyActivations(model, splits.train, hooks, cfg.train.seed, acts.buffer_tokens, acts.batch_contexts)
+    act_store = open_store(acts.path) if acts.path else store.child("activations")
+    manifest = read_manifest(act_store)
+    expected = non_bos_tokens(splits.train, model.tokenizer.bos_token_id)
+    reusable = (
+        manifest is not None
+        and manifest.model == model.name
+        and set(hooks) <= set(manifest.hooks)
+        and manifest.context_size == cfg.data.context_size
+        and (acts.path is not None or manifest.n_tokens == expected)
+    )
+    if not reusable:
+        act_store.delete_prefix("")
+        generate_activations(model, splits.train, hooks, act_store, acts.batch_contexts,
+                             acts.shard_tokens, acts.dtype, progress)
+    return StoredActivations(act_store, hooks, cfg.train.seed, acts.buffer_tokens)
+
+
+def run_train(cfg: RunConfig, progress: bool = True) -> TrainRun:
+    """Tokens -> activations -> trained SAE -> evaluation, all under `cfg.output`."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    store = open_store(cfg.output)
+    store.put_json(CONFIG_KEY, cfg.model_dump(mode="json"))
+    model = load_language_model(cfg.model)
+    model.check_hooks(cfg.activations.hooks)
+    timings["load_model"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    splits = load_token_splits(cfg.data, model.tokenizer)
+    source = activation_source(cfg, model, splits, store, progress)
+    timings["activations"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    stats = source.stats()
+    spec = SAESpec(
+        **cfg.sae.model_dump(),
+        d_in=stats[cfg.sae.hook_in].d,
+        d_out=stats[cfg.sae.hook_out].d,
+        model=model.name,
+    )
+    sae = build_sae(spec).to(cfg.sae.device, DTYPES[cfg.sae.dtype])
+    summary = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress).run()
+    sae.save(store, SAE_PREFIX)
+    timings["train"] = time.perf_counter() - clock
+
+    metrics = None
+    if len(splits.eval):
+        clock = time.perf_counter()
+        metrics = evaluate(sae, model, splits.eval, cfg.eval, progress)
+        store.put_json(EVAL_KEY, metrics.model_dump())
+        timings["eval"] = time.perf_counter() - clock
+    run = TrainRun(cfg.output, sae, metrics, timings, summary.tokens)
+    store.put_json(SUMMARY_KEY, run.summary())
+    return run
+
+
+def run_eval(sae_location: str, data: DataConfig | None = None, eval_cfg: EvalConfig | None = None,
+             model_cfg: ModelConfig | None = None, progress: bool = True) -> EvalMetrics:
+    """Evaluate a saved SAE; without configs, use the run's own (config.json beside the SAE)."""
+    sae = load_sae(sae_location)
+    run_cfg = _run_config_beside(sae_location)
+    data = data or (run_cfg.data if run_cfg else DataConfig())
+    eval_cfg = eval_cfg or (run_cfg.eval if run_cfg else EvalConfig())
+    model_cfg = model_cfg or (run_cfg.model if run_cfg else ModelConfig(name=sae.spec.model))
+    model = load_language_model(model_cfg)
+    splits = load_token_splits(data, model.tokenizer)
+    sae.to(eval_cfg.device)
+    return evaluate(sae, model, splits.eval, eval_cfg, progress)
+
+
+def _run_config_beside(sae_location: str) -> RunConfig | None:
+    parent = sae_location.rstrip("/").rsplit("/", 1)[0] if "/" in sae_location.rstrip("/") else "."
+    store = open_store(parent)
+    if not store.exists(CONFIG_KEY):
+        return None
+    return RunConfig.model_validate(store.get_json(CONFIG_KEY))

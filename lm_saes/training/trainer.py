@@ -1,0 +1,167 @@
+"""The SAE training loop: Adam, LR warmup/decay, dead-latent tracking, checkpoints, metrics.
+
+Resuming from a checkpoint gives the same final weights as an uninterrupted run: the data
+order is a pure function of the step (see `activations.buffer`), and the checkpoint holds the
+SAE, the optimizer, and the dead-latent counters.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from lm_saes.activations.buffer import ActivationSource
+from lm_saes.config import TrainConfig
+from lm_saes.saes.base import SparseAutoencoder, TrainStepInfo
+from lm_saes.stores import ObjectStore
+from lm_saes.training.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint
+
+METRICS_KEY = "metrics.jsonl"
+
+
+def lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> float:
+    """Linear warmup, constant, then linear decay to zero over the last `decay_fraction`."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    decay_steps = int(total * decay_fraction)
+    decay_start = total - decay_steps
+    if decay_steps and step >= decay_start:
+        return max(0.0, (total - step) / decay_steps)
+    return 1.0
+
+
+def explained_variance(recon: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - SSE/SST with SST taken around the batch mean."""
+    sse = (recon - target).pow(2).sum()
+    sst = (target - target.mean(0)).pow(2).sum()
+    return float(1 - sse / sst.clamp_min(1e-12))
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    tokens: int
+    seconds: float
+    resumed_from: int
+    last_metrics: dict[str, float]
+
+
+class Trainer:
+    def __init__(self, sae: SparseAutoencoder, source: ActivationSource, cfg: TrainConfig,
+                 store: ObjectStore, hook_in: str, hook_out: str, progress: bool = True):
+        self.sae = sae
+        self.source = source
+        self.cfg = cfg
+        self.store = store
+        self.hook_in = hook_in
+        self.hook_out = hook_out
+        self.progress = progress
+        self.total_steps = source.tokens_per_epoch * cfg.epochs // cfg.batch_size
+        if self.total_steps < 1:
+            raise ValueError(
+                f"train.batch_size = {cfg.batch_size} exceeds the {source.tokens_per_epoch} training "
+                "tokens; lower it or raise data.max_tokens"
+            )
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
+        self.silent_tokens = torch.zeros(sae.d_sae, dtype=torch.long)
+        self.step = 0
+        self.metrics: list[dict] = []
+
+    # --- set-up ------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Dataset-wide input scaling and b_dec from data; or the latest checkpoint's state."""
+        checkpoint = latest_checkpoint(self.store)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+            return
+        stats = self.source.stats()
+        d_in, d_out = stats[self.hook_in].d, stats[self.hook_out].d
+        in_scale = math.sqrt(d_in) / stats[self.hook_in].mean_norm if self.sae.spec.normalize_input else 1.0
+        out_scale = math.sqrt(d_out) / stats[self.hook_out].mean_norm if self.sae.spec.normalize_input else 1.0
+        self.sae.set_scales(in_scale, out_scale)
+        first = next(self.source.batches(min(self.cfg.batch_size, 4096)))
+        self.sae.initialize_from_data(first[self.hook_in], first[self.hook_out])
+
+    def _restore(self, prefix: str) -> None:
+        state = torch.load(io.BytesIO(self.store.get_bytes(f"{prefix}/trainer.pt")), weights_only=False)
+        weights = self.store.get_tensors(f"{prefix}/sae.safetensors")
+        self.sae.load_state_dict(weights)
+        spec = self.store.get_json(f"{prefix}/sae.json")
+        self.sae.spec = self.sae.spec.model_validate(spec)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.silent_tokens = state["silent_tokens"]
+        self.step = state["step"]
+        if self.store.exists(METRICS_KEY):
+            lines = self.store.get_bytes(METRICS_KEY).decode().splitlines()
+            self.metrics = [m for m in map(json.loads, lines) if m["step"] <= self.step]
+
+    # --- loop --------------------------------------------------------------------------
+    def run(self) -> TrainSummary:
+        self.initialize()
+        resumed_from = self.step
+        device = self.sae.W_enc.device
+        cfg = self.cfg
+        batches = self.source.batches(cfg.batch_size, start_row=self.step * cfg.batch_size)
+        started = time.perf_counter()
+        last: dict[str, float] = {}
+        self.sae.train()
+        with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
+                  disable=not self.progress) as bar:
+            while self.step < self.total_steps:
+                batch = next(batches)
+                x = batch[self.hook_in].to(device, non_blocking=True)
+                y = batch[self.hook_out].to(device, non_blocking=True)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(self.step, self.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
+                info = TrainStepInfo(
+                    step=self.step,
+                    dead_mask=(self.silent_tokens >= cfg.dead_after_tokens).to(device),
+                    sparsity_warmup=min(1.0, (self.step + 1) / cfg.l1_warmup_steps) if cfg.l1_warmup_steps else 1.0,
+                )
+                out = self.sae.training_forward(x, y, info)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.sae.remove_parallel_decoder_grad()
+                self.optimizer.step()
+                self.sae.normalize_decoder()
+                fired = out.fired.cpu()
+                self.silent_tokens += x.shape[0]
+                self.silent_tokens[fired] = 0
+                self.step += 1
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    last = self._log(out, y, info)
+                    bar.set_postfix(loss=f"{last['loss']:.3g}", l0=f"{last['l0']:.1f}", ev=f"{last['explained_variance']:.3f}")
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.checkpoint()
+                bar.update(1)
+        self.sae.eval()
+        seconds = time.perf_counter() - started
+        return TrainSummary(self.step, self.step * cfg.batch_size, seconds, resumed_from, last)
+
+    def _log(self, out, target: torch.Tensor, info: TrainStepInfo) -> dict[str, float]:
+        _, target_scaled = self.sae.scaled(target, target)
+        record = {
+            "step": self.step,
+            "tokens": self.step * self.cfg.batch_size,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "loss": float(out.loss.detach()),
+            "l0": float(out.l0),
+            "explained_variance": explained_variance(out.recon.detach(), target_scaled),
+            "dead_fraction": float((self.silent_tokens >= self.cfg.dead_after_tokens).float().mean()),
+            **{k: float(v) for k, v in out.losses.items()},
+        }
+        self.metrics.append(record)
+        self.store.put_bytes(METRICS_KEY, "".join(json.dumps(m) + "\n" for m in self.metrics).encode())
+        return record
+
+    def checkpoint(self) -> str:
+        state = {"optimizer": self.optimizer.state_dict(), "silent_tokens": self.silent_tokens, "step": self.step}
+        prefix = save_checkpoint(self.store, self.step, self.sae, state)
+        prune_checkpoints(self.store, keep=2)
+        return prefix

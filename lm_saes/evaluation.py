@@ -101,17 +101,7 @@ def evaluate(sae: SparseAutoencoder, model: LanguageModel, contexts: torch.Tenso
         sums.add_reconstruction(acts[hook_out][keep], recon, features)
         if clean is None:
             continue
-        captured: dict[str, torch.Tensor] = {}
-
-        def splice(value: torch.Tensor, fn) -> torch.Tensor:
-            out = value.clone()
-            source = captured.get(hook_in, value) if hook_in != hook_out else value
-            out[keep] = fn(source[keep]).to(value.dtype)
-            return out
-
-        replace_sae = {hook_out: lambda v: splice(v, lambda s: sae(s))}
-        with_sae, _ = _run_splice(model, tokens, hook_in, hook_out, captured, replace_sae)
-        zero, _ = model.loss_per_token(tokens, replace={hook_out: lambda v: splice(v, torch.zeros_like)})
+        with_sae, zero = _spliced_losses(sae, model, tokens, keep)
         sums.ce["clean"] += float(clean.sum())
         sums.ce["sae"] += float(with_sae.sum())
         sums.ce["zero"] += float(zero.sum())
@@ -119,13 +109,31 @@ def evaluate(sae: SparseAutoencoder, model: LanguageModel, contexts: torch.Tenso
     return sums.metrics(cfg.dense_threshold)
 
 
-def _run_splice(model, tokens, hook_in, hook_out, captured, replace):
-    """Transcoders read `hook_in` earlier in the same pass; plain SAEs read `hook_out` itself."""
-    if hook_in == hook_out:
-        return model.loss_per_token(tokens, replace=replace)
+def _spliced_losses(sae: SparseAutoencoder, model: LanguageModel, tokens: torch.Tensor,
+                    keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LM loss with the SAE's output, and with zeros, in place of `hook_out` at kept positions.
 
-    def keep_input(value: torch.Tensor) -> torch.Tensor:
-        captured[hook_in] = value
+    Transcoders read `hook_in`, which the same pass reaches earlier; plain SAEs read the
+    value of `hook_out` itself.
+    """
+    hook_in, hook_out = sae.spec.hook_in, sae.spec.hook_out
+    seen: dict[str, torch.Tensor] = {}
+
+    def remember_input(value: torch.Tensor) -> torch.Tensor:
+        seen[hook_in] = value
         return value
 
-    return model.loss_per_token(tokens, replace={hook_in: keep_input, **replace})
+    def splice(value: torch.Tensor) -> torch.Tensor:
+        out = value.clone()
+        out[keep] = sae(seen.get(hook_in, value)[keep]).to(value.dtype)
+        return out
+
+    def zero(value: torch.Tensor) -> torch.Tensor:
+        out = value.clone()
+        out[keep] = 0
+        return out
+
+    replace = {hook_out: splice} if hook_in == hook_out else {hook_in: remember_input, hook_out: splice}
+    with_sae, _ = model.loss_per_token(tokens, replace=replace)
+    zeroed, _ = model.loss_per_token(tokens, replace={hook_out: zero})
+    return with_sae, zeroed

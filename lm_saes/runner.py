@@ -13,7 +13,12 @@ from typing import Any
 
 import torch
 
-from lm_saes.activations import OnTheFlyActivations, StoredActivations, generate_activations, read_manifest
+from lm_saes.activations import (
+    OnTheFlyActivations,
+    StoredActivations,
+    generate_activations,
+    read_manifest,
+)
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from lm_saes.data.packing import TokenSplits, load_token_splits, non_bos_tokens

@@ -115,7 +115,7 @@ def find_gensim_wheel(download_dir: Path) -> Path:
         "Downloading gensim %s wheel (for its test data) into %s", GENSIM_VERSION, download_dir
     )
     try:
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
     except (subprocess.CalledProcessError, OSError) as exc:
         raise RuntimeError(
             f"Could not download the gensim=={GENSIM_VERSION} wheel with pip ({exc}). "

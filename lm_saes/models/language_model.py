@@ -117,9 +117,11 @@ def load_language_model(cfg: ModelConfig) -> LanguageModel:
     from transformer_lens.model_bridge import TransformerBridge
     from transformer_lens.model_bridge.sources import transformers as _tl_transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from lm_saes.models.smollm2 import PACKAGED_NAME, smollm2_checkpoint
 
+    hf_logging.disable_progress_bar()
     source: str | Path = smollm2_checkpoint() if cfg.name == PACKAGED_NAME else cfg.name
     if isinstance(source, str) and Path(source).expanduser().is_dir():
         source = Path(source).expanduser()

@@ -102,8 +102,10 @@ class Trainer:
             self.metrics = [m for m in map(json.loads, lines) if m["step"] <= self.step]
 
     # --- loop --------------------------------------------------------------------------
-    def run(self) -> TrainSummary:
+    def run(self, stop_at_step: int | None = None) -> TrainSummary:
+        """Train to the end (or to `stop_at_step`, checkpointing there, as an interruption would)."""
         self.initialize()
+        last_step = min(stop_at_step or self.total_steps, self.total_steps)
         resumed_from = self.step
         device = self.sae.W_enc.device
         cfg = self.cfg
@@ -113,7 +115,7 @@ class Trainer:
         self.sae.train()
         with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                   disable=not self.progress) as bar:
-            while self.step < self.total_steps:
+            while self.step < last_step:
                 batch = next(batches)
                 x = batch[self.hook_in].to(device, non_blocking=True)
                 y = batch[self.hook_out].to(device, non_blocking=True)
@@ -140,6 +142,8 @@ class Trainer:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.checkpoint()
                 bar.update(1)
+        if self.step < self.total_steps:
+            self.checkpoint()
         self.sae.eval()
         seconds = time.perf_counter() - started
         return TrainSummary(self.step, self.step * cfg.batch_size, seconds, resumed_from, last)
@@ -153,7 +157,7 @@ class Trainer:
             "loss": float(out.loss.detach()),
             "l0": float(out.l0),
             "explained_variance": explained_variance(out.recon.detach(), target_scaled),
-            "dead_fraction": float((self.silent_tokens >= self.cfg.dead_after_tokens).float().mean()),
+            "dead_fraction": float(info.dead_mask.float().mean()),
             **{k: float(v) for k, v in out.losses.items()},
         }
         self.metrics.append(record)

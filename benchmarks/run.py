@@ -1,0 +1,152 @@
+"""`make bench`: speed of lm-saes against baselines measured in the same run.
+
+- train_topk: one TopK training step (576 -> 4608, k 32, batch 4096, fp32, Adam) of ours
+  vs SAELens's own trainer step (in its virtual environment), on the same SmolLM2 layer-6
+  activations. Rounds alternate candidate and baseline; medians are reported.
+- activations: generating and storing one mid-layer hook on SmolLM2 vs a bare forward pass
+  to the same layer over the same contexts.
+
+Prints a table and writes benchmarks/results.json. Ratios, not absolute times, are the
+figures to compare: this machine's speed drifts over a day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import safetensors.torch  # noqa: E402
+import torch  # noqa: E402
+
+from lm_saes.activations import generate_activations  # noqa: E402
+from lm_saes.config import DataConfig, ModelConfig  # noqa: E402
+from lm_saes.data.packing import load_token_splits  # noqa: E402
+from lm_saes.models import load_language_model  # noqa: E402
+from lm_saes.saes import SAESpec, TrainStepInfo, build_sae  # noqa: E402
+from lm_saes.stores import LocalObjectStore  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SAELENS_PY = HERE.parent / ".venv-saelens" / "bin" / "python"
+HOOK = "blocks.6.hook_resid_post"
+
+
+def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Generate + store shards vs bare forward to the hook's layer, alternating."""
+    tokens = int((contexts != model.tokenizer.bos_token_id).sum())
+    stop = model.stop_layer([HOOK])
+    ours, bare = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            generate_activations(model, contexts, [HOOK], LocalObjectStore(tmp), batch_contexts=32, progress=False)
+            ours.append(tokens / (time.perf_counter() - start))
+        start = time.perf_counter()
+        with torch.no_grad():
+            for i in range(0, len(contexts), 32):
+                model.bridge(contexts[i : i + 32], stop_at_layer=stop)
+        bare.append(tokens / (time.perf_counter() - start))
+    ours_median, bare_median = statistics.median(ours), statistics.median(bare)
+    return {"tokens_per_s": ours_median, "bare_forward_tokens_per_s": bare_median,
+            "ratio": ours_median / bare_median, "tokens": tokens, "rounds": rounds}
+
+
+def our_topk_steps(x: torch.Tensor, steps: int, warmup: int, batch: int = 4096) -> list[float]:
+    spec = SAESpec(architecture="topk", hook_in=HOOK, hook_out=HOOK, d_in=576, d_out=576, d_sae=4608, k=32)
+    sae = build_sae(spec).train()
+    scale = 576**0.5 / float(x.norm(dim=1).mean())
+    sae.set_scales(scale, scale)
+    sae.initialize_from_data(x[:batch], x[:batch])
+    optimizer = torch.optim.Adam(sae.parameters(), lr=3e-4)
+    no_dead = torch.zeros(4608, dtype=torch.bool)
+    times = []
+    for step in range(warmup + steps):
+        rows = x[(step * batch) % len(x) :][:batch]
+        start = time.perf_counter()
+        out = sae.training_forward(rows, rows, TrainStepInfo(step, no_dead, 1.0))
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        sae.remove_parallel_decoder_grad()
+        optimizer.step()
+        sae.normalize_decoder()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def saelens_topk_steps(inputs: Path, steps: int, warmup: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        subprocess.run([str(SAELENS_PY), str(HERE / "saelens_topk_step.py"), "--inputs", str(inputs),
+                        "--steps", str(steps), "--warmup", str(warmup), "--out", str(out)],
+                       check=True, capture_output=True, text=True)
+        return json.loads(out.read_text())["step_seconds"]
+
+
+def bench_train(x: torch.Tensor, rounds: int, steps: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "x.safetensors"
+        safetensors.torch.save_file({"x": x.contiguous()}, inputs)
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours += our_topk_steps(x, steps, warmup=2)
+            if SAELENS_PY.exists():
+                theirs += saelens_topk_steps(inputs, steps, warmup=2)
+    result = {"tokens_per_s": 4096 / statistics.median(ours), "step_seconds_median": statistics.median(ours)}
+    if theirs:
+        result["saelens_tokens_per_s"] = 4096 / statistics.median(theirs)
+        result["saelens_step_seconds_median"] = statistics.median(theirs)
+        result["speedup"] = result["tokens_per_s"] / result["saelens_tokens_per_s"]
+    result.update(rounds=rounds, steps_per_round=steps)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args()
+
+    model = load_language_model(ModelConfig())
+    splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
+    contexts = splits.train
+    activations = bench_activations(model, contexts, args.rounds)
+    x = model.activations(contexts[:72], [HOOK])[HOOK]
+    x = x[contexts[:72] != model.tokenizer.bos_token_id][:8192].float()
+    train_topk = bench_train(x, args.rounds, args.steps)
+
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads()},
+        "train_topk": train_topk,
+        "activations": activations,
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    rows = [
+        ("train_topk.tokens_per_s", train_topk["tokens_per_s"]),
+        ("train_topk.saelens_tokens_per_s", train_topk.get("saelens_tokens_per_s", float("nan"))),
+        ("train_topk.speedup", train_topk.get("speedup", float("nan"))),
+        ("activations.tokens_per_s", activations["tokens_per_s"]),
+        ("activations.bare_forward_tokens_per_s", activations["bare_forward_tokens_per_s"]),
+        ("activations.ratio", activations["ratio"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{'metric':<{width}}  value")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:,.2f}")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("LM_SAES_ONLINE") != "1" else None
+    if os.environ.get("LM_SAES_ONLINE") != "1":  # never wait on a model hub unless asked to
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

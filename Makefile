@@ -1,5 +1,6 @@
 # lm-saes: `make run` installs everything and runs the main job; `make test` installs and tests.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,8 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 CONFIG ?= examples/configuration/train.toml
 export HF_HUB_OFFLINE ?= 1
 export PIP_NO_WARN_SCRIPT_LOCATION := 1
-QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither" || true
+# pip prints one warning per local index miss; hide those, keep real errors (pipefail).
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 .PHONY: install saelens-venv run train-tiny test test-fast lint bench clean
 

@@ -104,7 +104,7 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw [batch, d_in] -> dense feature activations [batch, d_sae]."""
-        return self.activate(self.pre_acts(x.to(self.W_enc.dtype) * self.input_scale))
+        return self.activate(self.pre_acts(x.to(self.W_enc.device, self.W_enc.dtype) * self.input_scale))
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """Dense feature activations -> raw output [batch, d_out]."""
@@ -119,8 +119,8 @@ class SparseAutoencoder(nn.Module):
         raise NotImplementedError
 
     def scaled(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = self.W_enc.dtype
-        return x.to(dtype) * self.input_scale, target.to(dtype) * self.output_scale
+        dtype, device = self.W_enc.dtype, self.W_enc.device
+        return x.to(device, dtype) * self.input_scale, target.to(device, dtype) * self.output_scale
 
     @staticmethod
     def mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ def test_export_loads_in_saelens_with_identical_outputs(tmp_path, saelens_python
     if arch == "batchtopk":
         sae.threshold.fill_(0.25)
     sae.eval()
-    x = torch.randn(64, 24, generator=torch.Generator().manual_seed(0)) * 3
+    x = torch.randn(64, 24, generator=torch.Generator().manual_seed(0))
     export_saelens(sae, tmp_path / "sl")
     safetensors.torch.save_file({"x": x}, tmp_path / "x.safetensors")
     result = subprocess.run(

@@ -11,7 +11,7 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 # pip prints one warning per local index miss; hide those, keep real errors (pipefail).
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install saelens-venv run train-tiny test test-fast lint bench clean
+.PHONY: install saelens-venv jongodb run train-tiny test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,15 +27,26 @@ install: $(VENV)/.installed
 saelens-venv:
 	bash scripts/make_saelens_venv.sh
 
-## The main job: train an SAE on SmolLM2, evaluate it, print where the results are.
+JONGODB_PKG := @jongodb/memory-server-bin-linux-x64-gnu@0.1.6
+JONGODB_BIN := .cache/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb
+
+## A MongoDB wire-protocol server (jongodb, in memory) for the MongoDB document-store tests.
+jongodb: $(JONGODB_BIN)
+
+$(JONGODB_BIN):
+	npm install --prefix .cache/jongodb --no-audit --no-fund --loglevel=error $(JONGODB_PKG)
+
+## The main job: train an SAE on SmolLM2, evaluate it, analyze its features, show a few.
+RUN_DIR ?= runs/smollm2-l6-topk
 run: install
 	$(VENV)/bin/lm-saes train $(CONFIG)
+	$(VENV)/bin/lm-saes analyze examples/configuration/analyze.toml --sae $(RUN_DIR)/sae --show 3
 
 train-tiny: install
 	$(VENV)/bin/lm-saes train examples/configuration/train-tiny.toml
 
 ## Everything the tests need (SAELens in its own venv, a real S3 server from moto), then pytest.
-test: install saelens-venv
+test: install saelens-venv jongodb
 	$(PY) -m pytest -q -ra
 
 test-fast: $(VENV)/.installed

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from lm_saes.config import ConfigError, RunConfig, load_config, parse_override
+from lm_saes.config import AnalyzeConfig, ConfigError, RunConfig, load_config, parse_override
 
 
 def _overrides(items: list[str]) -> dict:
@@ -62,6 +62,39 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from lm_saes.analysis import format_feature, run_analysis
+    from lm_saes.stores.documents import open_document_store
+
+    cfg = load_config(args.config, AnalyzeConfig, _overrides(args.set))
+    result = run_analysis(cfg, args.sae, progress=not args.quiet)
+    print(f"analyzed {result.features_written} features of {result.sae_id} over {result.tokens:,} tokens "
+          f"in {result.seconds:.0f} s; results in {result.documents} (analysis {result.analysis_id})")
+    if args.show:
+        with open_document_store(cfg.documents) as documents:
+            page, _ = documents.list_features(result.sae_id, sort="max_activation", descending=True,
+                                              limit=args.show * 10, fields=["density"])
+            picks = [f["index"] for f in page if 1e-4 < f["density"] < 0.05][: args.show]
+            for index in picks:
+                print("\n" + format_feature(documents.get_feature(result.sae_id, index)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from lm_saes.analysis import format_feature
+    from lm_saes.stores.documents import open_document_store
+
+    with open_document_store(args.documents) as documents:
+        doc = documents.get_feature(args.sae_id, args.feature)
+        if doc is None:
+            sae = documents.get_sae(args.sae_id)
+            known = ", ".join(s["id"] for s in documents.list_saes()) or "none"
+            reason = f"no feature {args.feature}" if sae else f"no SAE {args.sae_id!r} (known: {known})"
+            raise FileNotFoundError(f"{reason} in {args.documents}; run `lm-saes analyze` first")
+        print(format_feature(doc, examples=args.examples))
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build the offline corpus and convert the packaged model once (install step)."""
     from lm_saes.data.corpus import ensure_default_corpus
@@ -105,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--hook-out")
     imp.add_argument("--model")
     imp.set_defaults(func=cmd_import)
+
+    analyze = sub.add_parser("analyze", help="analyze every feature of a trained SAE")
+    analyze.add_argument("config", help="TOML config (see examples/configuration/analyze.toml)")
+    analyze.add_argument("--sae", required=True, help="folder or s3:// URI holding sae.json")
+    analyze.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    analyze.add_argument("--show", type=int, default=0, metavar="N", help="print N features afterwards")
+    analyze.set_defaults(func=cmd_analyze)
+
+    show = sub.add_parser("show", help="print one feature's analysis")
+    show.add_argument("--sae-id", required=True, help="the SAE's name in the store (its run folder)")
+    show.add_argument("--feature", type=int, required=True)
+    show.add_argument("--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI")
+    show.add_argument("--examples", type=int, default=8)
+    show.set_defaults(func=cmd_show)
 
     prepare = sub.add_parser("prepare", help="build the offline corpus and cache the packaged model")
     prepare.set_defaults(func=cmd_prepare)

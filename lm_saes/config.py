@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -153,6 +153,37 @@ class RunConfig(Section):
         return self
 
 
+class AnalysisConfig(Section):
+    """How much to keep per feature, and how often to checkpoint the pass."""
+
+    top_n: int = Field(20, ge=1, le=200, description="Top activating contexts per feature")
+    window_before: int = Field(16, ge=0)
+    window_after: int = Field(7, ge=0)
+    samples_per_bucket: int = Field(2, ge=1, description="Random contexts kept per activation bucket")
+    quantile_intervals: int = Field(10, ge=1, description="Equal slices of (0, max] for samples")
+    samples_per_interval: int = Field(3, ge=1)
+    logit_lens_k: int = Field(10, ge=1)
+    batch_contexts: int = Field(16, ge=1)
+    checkpoint_every: int = Field(200, ge=0, description="Batches between checkpoints; 0 = none")
+    write_batch: int = Field(256, ge=1, description="Features per document-store write")
+    device: Device = "cpu"
+    seed: int = 0
+
+
+class AnalyzeConfig(Section):
+    """Top-level config of `lm-saes analyze`."""
+
+    output: str = Field("runs/analysis", description="Checkpoints of the pass (folder or s3://)")
+    documents: str = Field("runs/lm-saes.sqlite", description="SQLite file, or mongodb://HOST:PORT/DB")
+    sae_id: str | None = Field(None, description="Name of the SAE in the store; default: its run folder")
+    device: Device = "cpu"
+    dtype: DType = "float32"
+    seed: int = 0
+    model: ModelConfig | None = Field(None, description="Default: the model the SAE was trained on")
+    data: DataConfig = Field(default_factory=DataConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+
 def inherit_defaults(raw: dict[str, Any], model: type[BaseModel], inherited: dict[str, Any] | None = None) -> dict[str, Any]:
     """Copy outer `device`/`dtype`/`seed`/`model` values into inner sections that leave them unset."""
     inherited = dict(inherited or {})
@@ -165,12 +196,20 @@ def inherit_defaults(raw: dict[str, Any], model: type[BaseModel], inherited: dic
         elif key in inherited and key in model.model_fields:
             out[key] = inherited[key]
     for name, field in model.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, BaseModel):
+        sub = _section_type(field.annotation)
+        if sub is not None and (name in out or field.default is not None):
             value = out.get(name, {})
             if isinstance(value, dict):
                 out[name] = inherit_defaults(value, sub, inherited)
     return out
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside `Model` or `Model | None`, if any."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
@@ -180,7 +219,7 @@ def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
         field = getattr(cls, "model_fields", {}).get(part)
         if field is None:
             return ""
-        cls = field.annotation
+        cls = _section_type(field.annotation)
     known = list(getattr(cls, "model_fields", {}))
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f"did you mean {close[0]!r}? " if close else f"known fields: {', '.join(known)}. "

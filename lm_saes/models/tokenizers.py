@@ -29,7 +29,8 @@ class ByteTokenizer:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
     def token_strings(self, ids: list[int]) -> list[str]:
-        return ["<bos>" if i == self.bos_token_id else bytes([i]).decode("latin-1") for i in ids]
+        return [bytes([i]).decode("latin-1") if i < 256 else "<bos>" if i == self.bos_token_id else f"<{i}>"
+                for i in ids]
 
 
 class HFTokenizer:
@@ -55,4 +56,4 @@ class HFTokenizer:
         return self.hf.decode(ids)
 
     def token_strings(self, ids: list[int]) -> list[str]:
-        return [self.hf.decode([i]) for i in ids]
+        return self.hf.batch_decode([[i] for i in ids])

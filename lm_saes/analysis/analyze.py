@@ -1,0 +1,219 @@
+"""`lm-saes analyze`: one pass of text through the model and the SAE for all features.
+
+The pass checkpoints its collector state to the object store, so an interrupted analysis
+resumes at the batch it reached. Results go to the document store in batches of complete
+feature documents, then the analysis record flips to `succeeded`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import torch
+from tqdm.auto import tqdm
+
+from lm_saes.analysis.collector import FeatureCollector
+from lm_saes.analysis.logit_lens import logit_lens
+from lm_saes.config import AnalyzeConfig, ModelConfig
+from lm_saes.data.packing import load_token_splits
+from lm_saes.models import LanguageModel, load_language_model
+from lm_saes.saes import SparseAutoencoder, load_sae
+from lm_saes.stores import ObjectStore, open_store
+from lm_saes.stores.documents import DocumentStore, open_document_store
+
+CHECKPOINT_KEY = "analysis-checkpoint.pt"
+
+
+@dataclass
+class AnalysisResult:
+    sae_id: str
+    analysis_id: str
+    documents: str
+    tokens: int
+    seconds: float
+    features_written: int
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def default_sae_id(sae_location: str) -> str:
+    """`runs/smollm2-l6-topk/sae` -> `smollm2-l6-topk`."""
+    parts = [p for p in sae_location.rstrip("/").split("/") if p]
+    if len(parts) >= 2 and parts[-1] == "sae":
+        return parts[-2]
+    return parts[-1] if parts else "sae"
+
+
+@torch.no_grad()
+def feature_activations(model: LanguageModel, sae: SparseAutoencoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense activations [B, T, F] of every feature (zero at BOS) and the valid-position mask."""
+    valid = tokens != model.tokenizer.bos_token_id
+    x = model.activations(tokens, [sae.spec.hook_in])[sae.spec.hook_in]
+    acts = torch.zeros(*tokens.shape, sae.d_sae, device=x.device, dtype=sae.W_enc.dtype)
+    acts[valid.to(x.device)] = sae.encode(x[valid.to(x.device)])
+    return acts.float().cpu(), valid
+
+
+def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
+                 stop_after_batches: int | None = None) -> AnalysisResult:
+    started = time.perf_counter()
+    sae = load_sae(sae_location, device=cfg.analysis.device)
+    model = load_language_model(cfg.model or ModelConfig(name=sae.spec.model, device=cfg.device, dtype=cfg.dtype))
+    model.check_hooks([sae.spec.hook_in])
+    splits = load_token_splits(cfg.data, model.tokenizer)
+    contexts = torch.cat([splits.train, splits.eval])
+    sae_id = cfg.sae_id or default_sae_id(sae_location)
+    fingerprint = _fingerprint(cfg, sae_location)
+    analysis_id = f"{sae_id}-{fingerprint[:10]}"
+    store = open_store(cfg.output).child(analysis_id)
+    documents = open_document_store(cfg.documents)
+    try:
+        _register(documents, model, sae, sae_id, sae_location, analysis_id, cfg, len(contexts))
+        collector = FeatureCollector(sae.d_sae, cfg.analysis.top_n, cfg.analysis.samples_per_bucket,
+                                     cfg.analysis.window_before, cfg.analysis.window_after, cfg.analysis.seed)
+        batch_size = cfg.analysis.batch_contexts
+        n_batches = -(-len(contexts) // batch_size)
+        first = _restore(store, collector, fingerprint)
+        with tqdm(total=n_batches, initial=first, desc="analyze", unit="batch", disable=not progress) as bar:
+            for index in range(first, n_batches):
+                if stop_after_batches is not None and index >= stop_after_batches:
+                    _checkpoint(store, collector, fingerprint, index)
+                    raise InterruptedError(f"stopped after {index} batches (checkpoint saved)")
+                tokens = contexts[index * batch_size : (index + 1) * batch_size]
+                acts, valid = feature_activations(model, sae, tokens)
+                ids = torch.arange(index * batch_size, index * batch_size + len(tokens))
+                collector.update(tokens, acts, valid, ids)
+                bar.update(1)
+                every = cfg.analysis.checkpoint_every
+                if every and (index + 1) % every == 0 and index + 1 < n_batches:
+                    _checkpoint(store, collector, fingerprint, index + 1)
+        written = write_features(documents, collector, sae, model, sae_id, analysis_id, cfg)
+        documents.put_analysis({**documents.get_analysis(analysis_id), "state": "succeeded",
+                                "tokens": int(collector.state["tokens_seen"]), "updated": _now()})
+        store.delete(CHECKPOINT_KEY)
+        return AnalysisResult(sae_id, analysis_id, cfg.documents, int(collector.state["tokens_seen"]),
+                              time.perf_counter() - started, written)
+    finally:
+        documents.close()
+
+
+def write_features(documents: DocumentStore, collector: FeatureCollector, sae: SparseAutoencoder,
+                   model: LanguageModel, sae_id: str, analysis_id: str, cfg: AnalyzeConfig) -> int:
+    """Assemble one complete document per feature and write them in batches."""
+    strings = _vocab_strings(model)
+    lens = None
+    if sae.spec.d_out == model.d_model:
+        lens = logit_lens(sae.W_dec.detach(), model.bridge.W_U.detach(), cfg.analysis.logit_lens_k)
+    density, mean = collector.density(), collector.mean_activation()
+    max_act = collector.state["max_act"]
+    written = 0
+    batch: list[dict] = []
+    for feature in range(sae.d_sae):
+        top = collector.top_examples(feature)
+        quantiles = collector.quantile_samples(feature, cfg.analysis.quantile_intervals,
+                                               cfg.analysis.samples_per_interval)
+        for example in top + [e for q in quantiles for e in q["examples"]]:
+            example["tokens"] = [strings[i] for i in example["token_ids"]]
+        doc = {
+            "sae_id": sae_id,
+            "index": feature,
+            "analysis_id": analysis_id,
+            "density": float(density[feature]),
+            "max_activation": float(max_act[feature]),
+            "mean_activation": float(mean[feature]),
+            "histogram": collector.histogram(feature),
+            "top_examples": top,
+            "quantile_samples": quantiles,
+            "top_tokens": _top_tokens(top, cfg.analysis.window_before, strings),
+            "logit_lens": _lens_doc(lens, feature, strings) if lens else None,
+        }
+        batch.append(doc)
+        if len(batch) == cfg.analysis.write_batch:
+            documents.put_features(batch)
+            written += len(batch)
+            batch = []
+    if batch:
+        documents.put_features(batch)
+        written += len(batch)
+    return written
+
+
+def _top_tokens(examples: list[dict], before: int, strings: list[str]) -> list[dict]:
+    """Tokens at which the top examples peak, with how often and how strongly."""
+    counts: Counter[int] = Counter()
+    best: dict[int, float] = {}
+    for example in examples:
+        acts = example["activations"]
+        peak = max(range(len(acts)), key=acts.__getitem__)
+        token = example["token_ids"][peak]
+        counts[token] += 1
+        best[token] = max(best.get(token, 0.0), example["max_activation"])
+    return [{"token": strings[t], "token_id": t, "count": c, "max_activation": best[t]}
+            for t, c in counts.most_common(10)]
+
+
+def _lens_doc(lens, feature: int, strings: list[str]) -> dict:
+    top_v, top_i, bottom_v, bottom_i = (t[feature].tolist() for t in lens)
+    return {
+        "top": [{"token": strings[i], "token_id": i, "value": v} for i, v in zip(top_i, top_v, strict=True)],
+        "bottom": [{"token": strings[i], "token_id": i, "value": v} for i, v in zip(bottom_i, bottom_v, strict=True)],
+    }
+
+
+def _vocab_strings(model: LanguageModel) -> list[str]:
+    vocab = int(model.bridge.cfg.d_vocab)
+    return model.tokenizer.token_strings(list(range(vocab)))
+
+
+def _register(documents: DocumentStore, model: LanguageModel, sae: SparseAutoencoder, sae_id: str,
+              sae_location: str, analysis_id: str, cfg: AnalyzeConfig, n_contexts: int) -> None:
+    documents.put_model({"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model})
+    metrics = {}
+    parent = sae_location.rstrip("/").rsplit("/", 1)[0] if "/" in sae_location.rstrip("/") else "."
+    parent_store = open_store(parent)
+    if parent_store.exists("eval.json"):
+        metrics = parent_store.get_json("eval.json")
+    spec = sae.spec
+    documents.put_sae({
+        "id": sae_id, "model": spec.model or model.name, "hook_in": spec.hook_in, "hook_out": spec.hook_out,
+        "architecture": spec.architecture, "d_sae": spec.d_sae, "config": spec.model_dump(mode="json"),
+        "metrics": metrics, "artifact": sae_location, "created": _now(),
+    })
+    existing = documents.get_analysis(analysis_id)
+    documents.put_analysis({
+        "id": analysis_id, "sae_id": sae_id, "state": "running", "tokens": 0,
+        "contexts": n_contexts, "config": cfg.model_dump(mode="json"),
+        "created": existing["created"] if existing else _now(), "updated": _now(),
+    })
+
+
+def _fingerprint(cfg: AnalyzeConfig, sae_location: str) -> str:
+    """Same SAE + data + analysis settings -> same id, so a rerun resumes instead of restarting."""
+    key = {"sae": sae_location, "data": cfg.data.model_dump(), "analysis": cfg.analysis.model_dump(exclude={"device"})}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _checkpoint(store: ObjectStore, collector: FeatureCollector, fingerprint: str, next_batch: int) -> None:
+    buffer = io.BytesIO()
+    torch.save({"fingerprint": fingerprint, "next_batch": next_batch, "state": collector.state,
+                "rng": collector.generator.get_state()}, buffer)
+    store.put_bytes(CHECKPOINT_KEY, buffer.getvalue())
+
+
+def _restore(store: ObjectStore, collector: FeatureCollector, fingerprint: str) -> int:
+    if not store.exists(CHECKPOINT_KEY):
+        return 0
+    saved = torch.load(io.BytesIO(store.get_bytes(CHECKPOINT_KEY)), weights_only=False)
+    if saved["fingerprint"] != fingerprint:
+        return 0
+    collector.state = saved["state"]
+    collector.generator.set_state(saved["rng"])
+    return int(saved["next_batch"])

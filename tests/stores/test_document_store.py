@@ -1,0 +1,220 @@
+"""One suite, two backends: SQLite in tmp_path and MongoDB (jongodb) on loopback."""
+
+import sqlite3
+import threading
+import uuid
+
+import numpy as np
+import pytest
+
+from lm_saes.stores.documents import SQLiteDocumentStore, open_document_store
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def store_uri(request, tmp_path) -> str:
+    """A fresh, empty store per test: a new file, or a new database (jongodb has no `drop`)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "nested" / "docs.db")
+    return f"{request.getfixturevalue('mongodb_uri')}/t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(store_uri):
+    with open_document_store(store_uri) as store:
+        yield store
+
+
+def feature(index: int, sae_id: str = "sae-a", **extra) -> dict:
+    return {
+        "sae_id": sae_id, "index": index, "analysis_id": "an-1",
+        "density": (index * 7 % 5) / 10,  # ties: five values over many features
+        "max_activation": float(index % 3), "mean_activation": 0.5,
+        "histogram": {"edges": [0, 1, 2], "counts": [3, 4]},
+        "top_examples": [{"tokens": ["a", "b"], "acts": [0.0, 1.5]}],
+        "top_tokens": [{"token": "the", "token_id": 5, "count": 2, "max_activation": float(index)}],
+        **extra,
+    }
+
+
+def test_models_saes_analyses_roundtrip(store):
+    store.put_model({"name": "tiny", "n_layers": 2, "d_model": 32})
+    store.put_model({"name": "smollm2-135m", "n_layers": 30, "d_model": 576, "extra": {"a": [1]}})
+    assert store.get_model("tiny") == {"name": "tiny", "n_layers": 2, "d_model": 32}
+    assert [m["name"] for m in store.list_models()] == ["smollm2-135m", "tiny"]
+    assert store.get_model("nope") is None
+
+    sae = {"id": "sae-b", "model": "tiny", "hook_in": "blocks.0.hook_resid_post",
+           "hook_out": "blocks.0.hook_resid_post", "architecture": "topk", "d_sae": 128,
+           "config": {"k": 8}, "metrics": {"ev": 0.9}, "artifact": "runs/x/sae",
+           "created": "2025-01-01T00:00:00+00:00"}
+    store.put_sae(sae)
+    store.put_sae({**sae, "id": "sae-a", "model": "smollm2-135m"})
+    store.put_sae({**sae, "metrics": {"ev": 0.95}})  # upsert replaces
+    assert store.get_sae("sae-b") == {**sae, "metrics": {"ev": 0.95}}
+    assert [s["id"] for s in store.list_saes()] == ["sae-a", "sae-b"]
+    assert [s["id"] for s in store.list_saes(model="tiny")] == ["sae-b"]
+    assert store.list_saes(model="other") == []
+
+    run = {"id": "an-1", "sae_id": "sae-b", "state": "running", "tokens": 0, "config": {},
+           "created": "2025-01-01T00:00:00+00:00", "updated": "2025-01-01T00:00:00+00:00"}
+    store.put_analysis(run)
+    store.put_analysis({**run, "id": "an-2", "sae_id": "sae-a"})
+    store.put_analysis({**run, "state": "succeeded", "tokens": 1000})
+    assert store.get_analysis("an-1")["state"] == "succeeded"
+    assert [a["id"] for a in store.list_analyses()] == ["an-1", "an-2"]
+    assert [a["id"] for a in store.list_analyses(sae_id="sae-a")] == ["an-2"]
+
+    with pytest.raises(ValueError, match="'id'"):
+        store.put_sae({"model": "tiny"})
+    with pytest.raises(ValueError, match="state"):
+        store.put_analysis({**run, "state": "done"})
+
+
+def test_feature_upsert_replaces_whole_documents(store):
+    store.put_features([feature(i) for i in range(3)] + [feature(0, sae_id="sae-b")])
+    assert store.get_feature("sae-a", 1) == feature(1)
+    assert store.get_feature("sae-a", 9) is None
+    replacement = {"sae_id": "sae-a", "index": np.int64(1), "density": np.float32(0.25),
+                   "max_activation": 2, "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
+    store.put_features([replacement])
+    got = store.get_feature("sae-a", 1)
+    assert got == {"sae_id": "sae-a", "index": 1, "density": 0.25, "max_activation": 2.0,
+                   "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
+    assert type(got["index"]) is int and type(got["density"]) is float
+    assert [f["index"] for f in store.features_for_token("sae-a", "the")] == [2, 0]
+    assert [f["index"] for f in store.features_for_token("sae-a", "cat")] == [1]
+    # a key repeated within one batch keeps its last document
+    store.put_features([feature(5, mean_activation=1.0), feature(5, mean_activation=2.0)])
+    assert store.get_feature("sae-a", 5)["mean_activation"] == 2.0
+    assert store.list_features("sae-a")[1] == 4
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("sort", ["index", "density", "max_activation"])
+def test_list_features_sorts_and_pages(store, sort, descending):
+    store.put_features([feature(i) for i in range(23)] + [feature(0, sae_id="other")])
+    docs = [feature(i) for i in range(23)]
+    expected = [d["index"] for d in sorted(docs, key=lambda d: (d[sort], d["index"]), reverse=descending)]
+    got, totals = [], set()
+    for offset in range(0, 30, 7):
+        page, total = store.list_features("sae-a", sort=sort, descending=descending, offset=offset, limit=7)
+        got += [d["index"] for d in page]
+        totals.add(total)
+    assert got == expected and totals == {23}
+    assert store.list_features("sae-a", offset=100) == ([], 23)
+    assert store.list_features("missing") == ([], 0)
+
+
+def test_list_features_projects_fields(store):
+    store.put_features([feature(i) for i in range(4)])
+    page, total = store.list_features("sae-a", sort="density", fields=["density", "max_activation"])
+    assert total == 4 and all(set(d) == {"sae_id", "index", "density", "max_activation"} for d in page)
+    assert page[0] == {k: feature(page[0]["index"])[k] for k in ("sae_id", "index", "density", "max_activation")}
+    page, _ = store.list_features("sae-a", fields=["histogram", "not_there"], limit=1)
+    assert page == [{"sae_id": "sae-a", "index": 0, "histogram": feature(0)["histogram"]}]
+    full, _ = store.list_features("sae-a", limit=1)
+    assert full == [feature(0)]
+
+
+def test_features_for_token_orders_by_that_token(store):
+    def tokens(*pairs):
+        return [{"token": t, "token_id": 0, "count": 1, "max_activation": a} for t, a in pairs]
+
+    store.put_features([
+        feature(0, top_tokens=tokens(("dog", 1.0), ("cat", 9.0))),
+        feature(1, top_tokens=tokens(("cat", 2.0), ("cat", 5.0))),  # repeated: strongest counts
+        feature(2, top_tokens=tokens(("cat", 5.0))),
+        feature(3, top_tokens=tokens(("dog", 4.0))),
+        feature(4, top_tokens=[]),
+        feature(0, sae_id="sae-b", top_tokens=tokens(("cat", 99.0))),
+    ])
+    hits = store.features_for_token("sae-a", "cat")
+    assert [(h["index"], h["top_token"]["max_activation"]) for h in hits] == [(0, 9.0), (1, 5.0), (2, 5.0)]
+    assert set(hits[0]) == {"sae_id", "index", "density", "max_activation", "top_token"}
+    assert hits[0]["density"] == feature(0)["density"] and hits[0]["sae_id"] == "sae-a"
+    assert [h["index"] for h in store.features_for_token("sae-a", "cat", limit=2)] == [0, 1]
+    assert [h["index"] for h in store.features_for_token("sae-a", "dog")] == [3, 0]
+    assert store.features_for_token("sae-a", "cow") == []
+
+
+def test_delete_features(store):
+    store.put_features([feature(i) for i in range(5)] + [feature(i, sae_id="keep") for i in range(2)])
+    assert store.delete_features("sae-a") == 5
+    assert store.list_features("sae-a") == ([], 0)
+    assert store.features_for_token("sae-a", "the") == []
+    assert store.list_features("keep")[1] == 2 and len(store.features_for_token("keep", "the")) == 2
+    assert store.delete_features("sae-a") == 0
+
+
+def test_bad_arguments_name_the_field(store):
+    with pytest.raises(ValueError, match="sort"):
+        store.list_features("s", sort="mean_activation")
+    with pytest.raises(ValueError, match="offset"):
+        store.list_features("s", offset=-1)
+    for limit in (0, 1001, 2.5):
+        with pytest.raises(ValueError, match="limit"):
+            store.list_features("s", limit=limit)
+    with pytest.raises(ValueError, match="fields"):
+        store.list_features("s", fields="density")
+    with pytest.raises(ValueError, match="limit"):
+        store.features_for_token("s", "the", limit=0)
+    for bad, field in [({"density": None}, "density"), ({"max_activation": float("nan")}, "max_activation"),
+                       ({"index": -1}, "index"), ({"index": "3"}, "index"), ({"sae_id": ""}, "sae_id"),
+                       ({"top_tokens": [{"token": 3, "max_activation": 1.0}]}, "top_tokens")]:
+        with pytest.raises(ValueError, match=field):
+            store.put_features([feature(0) | bad])
+    assert store.list_features("sae-a") == ([], 0)  # a bad document fails the whole batch
+
+
+def test_data_survives_reopen(store_uri):
+    with open_document_store(store_uri) as store:
+        store.put_model({"name": "tiny", "n_layers": 2, "d_model": 32})
+        store.put_features([feature(i) for i in range(3)])
+    with open_document_store(store_uri) as store:  # a new connection / client, indexes re-ensured
+        assert store.get_model("tiny")["d_model"] == 32
+        assert store.list_features("sae-a", sort="max_activation", descending=True)[1] == 3
+        assert [h["index"] for h in store.features_for_token("sae-a", "the")] == [2, 1, 0]
+
+
+def test_open_document_store_uris(tmp_path, mongodb_uri):
+    plain = open_document_store(tmp_path / "a" / "b" / "docs.db")
+    assert isinstance(plain, SQLiteDocumentStore) and (tmp_path / "a" / "b" / "docs.db").is_file()
+    plain.close()
+    with open_document_store(f"sqlite:///{tmp_path}/c.db") as store:
+        assert store.path == tmp_path / "c.db"
+    mode = sqlite3.connect(tmp_path / "c.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    with open_document_store(mongodb_uri) as store:
+        assert store.db.name == "lm_saes"
+    with open_document_store(f"{mongodb_uri}/other") as store:
+        assert store.db.name == "other"
+    with pytest.raises(ValueError, match="scheme"):
+        open_document_store("postgres://host/db")
+
+
+def test_sqlite_reader_sees_whole_batches(tmp_path):
+    """A second connection sees none or all of each 500-feature batch, never part of one."""
+    path = tmp_path / "docs.db"
+    writer, reader = open_document_store(path), open_document_store(path)
+    seen: list[tuple[int, set]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            page, total = reader.list_features("sae-a", limit=1000, fields=["generation"])
+            seen.append((total, {d["generation"] for d in page}))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for generation in range(6):
+            writer.put_features([feature(i, generation=generation, top_examples=[{"t": "x" * 200}] * 20)
+                                 for i in range(500)])
+    finally:
+        done.set()
+        thread.join()
+    writer.close()
+    reader.close()
+    assert seen, "the reader never ran"
+    assert all(total in (0, 500) and len(generations) <= 1 for total, generations in seen), \
+        sorted({(t, len(g)) for t, g in seen})

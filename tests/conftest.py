@@ -11,6 +11,8 @@ import torch  # noqa: E402
 from lm_saes.config import ModelConfig  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
 
+pytest_plugins = ["tests.mongo_server"]  # the `mongodb_uri` fixture: a real MongoDB wire server
+
 
 @pytest.fixture(scope="session")
 def tiny_model():

@@ -5,6 +5,8 @@
   activations. Rounds alternate candidate and baseline; medians are reported.
 - activations: generating and storing one mid-layer hook on SmolLM2 vs a bare forward pass
   to the same layer over the same contexts.
+- analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
+  features of the default SAE, over the same contexts, as a ratio to activation generation.
 
 Prints a table and writes benchmarks/results.json. Ratios, not absolute times, are the
 figures to compare: this machine's speed drifts over a day.
@@ -29,23 +31,47 @@ import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 
 from lm_saes.activations import generate_activations  # noqa: E402
+from lm_saes.analysis.analyze import feature_activations  # noqa: E402
+from lm_saes.analysis.collector import FeatureCollector  # noqa: E402
 from lm_saes.config import DataConfig, ModelConfig  # noqa: E402
 from lm_saes.data.packing import load_token_splits  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
-from lm_saes.saes import SAESpec, TrainStepInfo, build_sae  # noqa: E402
+from lm_saes.saes import SAESpec, TrainStepInfo, build_sae, load_sae  # noqa: E402
 from lm_saes.stores import LocalObjectStore  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SAELENS_PY = HERE.parent / ".venv-saelens" / "bin" / "python"
 HOOK = "blocks.6.hook_resid_post"
+RUN_SAE = HERE.parent / "runs" / "smollm2-l6-topk" / "sae"
+
+
+def analysis_pass(model, sae, contexts: torch.Tensor, batch_contexts: int = 16) -> None:
+    """The streaming part of `lm-saes analyze`: model, SAE and collector over every batch."""
+    collector = FeatureCollector(sae.d_sae)
+    for start in range(0, len(contexts), batch_contexts):
+        tokens = contexts[start : start + batch_contexts]
+        acts, valid = feature_activations(model, sae, tokens)
+        collector.update(tokens, acts, valid, torch.arange(start, start + len(tokens)))
+
+
+def default_sae():
+    """The main job's SAE if it exists (else an untrained one of the same shape)."""
+    if (RUN_SAE / "sae.json").is_file():
+        return load_sae(str(RUN_SAE)), "trained (runs/smollm2-l6-topk)"
+    spec = SAESpec(architecture="topk", hook_in=HOOK, hook_out=HOOK, d_in=576, d_out=576, d_sae=4608, k=32)
+    return build_sae(spec).eval(), "untrained, same shape"
 
 
 def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Generate + store shards vs bare forward to the hook's layer, alternating."""
+    """Generate + store shards, bare forward to the hook's layer, and the analysis pass, alternating."""
     tokens = int((contexts != model.tokenizer.bos_token_id).sum())
     stop = model.stop_layer([HOOK])
-    ours, bare = [], []
+    sae, sae_kind = default_sae()
+    ours, bare, analysis = [], [], []
     for _ in range(rounds):
+        start = time.perf_counter()
+        analysis_pass(model, sae, contexts)
+        analysis.append(tokens / (time.perf_counter() - start))
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             generate_activations(model, contexts, [HOOK], LocalObjectStore(tmp), batch_contexts=32, progress=False)
@@ -56,8 +82,13 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
                 model.bridge(contexts[i : i + 32], stop_at_layer=stop)
         bare.append(tokens / (time.perf_counter() - start))
     ours_median, bare_median = statistics.median(ours), statistics.median(bare)
-    return {"tokens_per_s": ours_median, "bare_forward_tokens_per_s": bare_median,
-            "ratio": ours_median / bare_median, "tokens": tokens, "rounds": rounds}
+    analysis_median = statistics.median(analysis)
+    return {
+        "activations": {"tokens_per_s": ours_median, "bare_forward_tokens_per_s": bare_median,
+                        "ratio": ours_median / bare_median, "tokens": tokens, "rounds": rounds},
+        "analysis": {"tokens_per_s": analysis_median, "ratio_to_activations": analysis_median / ours_median,
+                     "sae": sae_kind, "features": sae.d_sae, "tokens": tokens, "rounds": rounds},
+    }
 
 
 def our_topk_steps(x: torch.Tensor, steps: int, warmup: int, batch: int = 4096) -> list[float]:
@@ -120,7 +151,8 @@ def main() -> int:
     model = load_language_model(ModelConfig())
     splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
     contexts = splits.train
-    activations = bench_activations(model, contexts, args.rounds)
+    forward = bench_activations(model, contexts, args.rounds)
+    activations, analysis = forward["activations"], forward["analysis"]
     x = model.activations(contexts[:72], [HOOK])[HOOK]
     x = x[contexts[:72] != model.tokenizer.bos_token_id][:8192].float()
     train_topk = bench_train(x, args.rounds, args.steps)
@@ -130,6 +162,7 @@ def main() -> int:
                     "threads": torch.get_num_threads()},
         "train_topk": train_topk,
         "activations": activations,
+        "analysis": analysis,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -139,6 +172,8 @@ def main() -> int:
         ("activations.tokens_per_s", activations["tokens_per_s"]),
         ("activations.bare_forward_tokens_per_s", activations["bare_forward_tokens_per_s"]),
         ("activations.ratio", activations["ratio"]),
+        ("analysis.tokens_per_s", analysis["tokens_per_s"]),
+        ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

@@ -72,12 +72,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
           f"in {result.seconds:.0f} s; results in {result.documents} (analysis {result.analysis_id})")
     if args.show:
         with open_document_store(cfg.documents) as documents:
-            page, _ = documents.list_features(result.sae_id, sort="max_activation", descending=True,
-                                              limit=args.show * 10, fields=["density"])
-            picks = [f["index"] for f in page if 1e-4 < f["density"] < 0.05][: args.show]
-            for index in picks:
-                print("\n" + format_feature(documents.get_feature(result.sae_id, index)))
+            for index in _showcase(documents, result.sae_id, args.show):
+                print("\n" + format_feature(documents.get_feature(result.sae_id, index), examples=5, samples=0))
     return 0
+
+
+def _showcase(documents, sae_id: str, n: int) -> list[int]:
+    """N features spread evenly over those firing on 0.1%-1% of tokens (neither rare nor dense)."""
+    page, total = documents.list_features(sae_id, sort="density", descending=True, limit=1000, fields=["density"])
+    for offset in range(1000, total, 1000):
+        page += documents.list_features(sae_id, sort="density", descending=True, offset=offset, limit=1000,
+                                        fields=["density"])[0]
+    band = [f["index"] for f in page if 1e-3 <= f["density"] <= 1e-2] or [f["index"] for f in page]
+    step = max(1, len(band) // n)
+    return band[::step][:n]
 
 
 def cmd_show(args: argparse.Namespace) -> int:

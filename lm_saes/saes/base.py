@@ -122,6 +122,15 @@ class SparseAutoencoder(nn.Module):
         dtype, device = self.W_enc.dtype, self.W_enc.device
         return x.to(device, dtype) * self.input_scale, target.to(device, dtype) * self.output_scale
 
+    @classmethod
+    def dense_output(cls, acts: torch.Tensor, recon: torch.Tensor, target: torch.Tensor,
+                     penalty_name: str, penalty: torch.Tensor) -> ForwardOutput:
+        """ForwardOutput for architectures with dense activations and an additive sparsity penalty."""
+        mse = cls.mse(recon, target)
+        active = acts > 0
+        return ForwardOutput(recon, mse + penalty, {"mse": mse.detach(), penalty_name: penalty.detach()},
+                             active.any(0), active.sum(-1).float().mean())
+
     @staticmethod
     def mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Squared error summed over features, averaged over tokens."""

@@ -72,15 +72,6 @@ class JumpReLUSAE(SparseAutoencoder):
         threshold = self.threshold
         bw = self.spec.jumprelu_bandwidth
         acts = _JumpReLU.apply(pre, threshold, bw)
-        recon = acts @ self.W_dec + self.b_dec
-        mse = self.mse(recon, target)
         l0_per_token = _Step.apply(pre, threshold, bw).sum(-1).mean()
         sparsity = self.spec.l0_coefficient * info.sparsity_warmup * l0_per_token
-        active = acts > 0
-        return ForwardOutput(
-            recon,
-            mse + sparsity,
-            {"mse": mse.detach(), "l0_penalty": sparsity.detach()},
-            active.any(0),
-            active.sum(-1).float().mean(),
-        )
+        return self.dense_output(acts, acts @ self.W_dec + self.b_dec, target, "l0_penalty", sparsity)

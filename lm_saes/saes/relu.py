@@ -30,15 +30,6 @@ class ReLUSAE(SparseAutoencoder):
     def training_forward(self, x: torch.Tensor, target: torch.Tensor, info: TrainStepInfo) -> ForwardOutput:
         x, target = self.scaled(x, target)
         acts = self.pre_acts(x).relu()
-        recon = acts @ self.W_dec + self.b_dec
-        mse = self.mse(recon, target)
         l1 = (acts * self.W_dec.norm(dim=1)).sum(-1).mean()
         penalty = self.spec.l1_coefficient * info.sparsity_warmup * l1
-        active = acts > 0
-        return ForwardOutput(
-            recon,
-            mse + penalty,
-            {"mse": mse.detach(), "l1": l1.detach()},
-            active.any(0),
-            active.sum(-1).float().mean(),
-        )
+        return self.dense_output(acts, acts @ self.W_dec + self.b_dec, target, "l1_penalty", penalty)

@@ -89,11 +89,18 @@ class Trainer:
         self.sae.initialize_from_data(first[self.hook_in], first[self.hook_out])
 
     def _restore(self, prefix: str) -> None:
+        saved = self.sae.spec.model_validate(self.store.get_json(f"{prefix}/sae.json"))
+        ignore = {"input_scale", "output_scale", "seed", "device"}
+        ours, theirs = self.sae.spec.model_dump(exclude=ignore), saved.model_dump(exclude=ignore)
+        changed = sorted(k for k in ours if ours[k] != theirs[k])
+        if changed:
+            raise ValueError(
+                f"{self.store.uri} holds checkpoints of a different SAE (sae.{', sae.'.join(changed)} "
+                "differ); use a new output folder or delete its checkpoints/ to start over"
+            )
         state = torch.load(io.BytesIO(self.store.get_bytes(f"{prefix}/trainer.pt")), weights_only=False)
-        weights = self.store.get_tensors(f"{prefix}/sae.safetensors")
-        self.sae.load_state_dict(weights)
-        spec = self.store.get_json(f"{prefix}/sae.json")
-        self.sae.spec = self.sae.spec.model_validate(spec)
+        self.sae.load_state_dict(self.store.get_tensors(f"{prefix}/sae.safetensors"))
+        self.sae.spec = saved
         self.optimizer.load_state_dict(state["optimizer"])
         self.silent_tokens = state["silent_tokens"]
         self.step = state["step"]

@@ -54,6 +54,12 @@ def test_variants_train(tmp_path, capsys, overrides):
     assert summary["eval"]["tokens"] > 0 and summary["eval"]["ce_loss_clean"] > 0
 
 
+def test_checkpoints_of_another_sae_are_refused(tmp_path, capsys):
+    assert _train(tmp_path, "train.checkpoint_every=5") == 0
+    assert _train(tmp_path, "train.checkpoint_every=5", "sae.d_sae=128") == 1
+    assert "holds checkpoints of a different SAE (sae.d_sae differ)" in capsys.readouterr().err
+
+
 def test_bad_config_stops_before_work_with_field_and_fix(tmp_path, capsys):
     assert _train(tmp_path, "train.batch_sise=12") == 2
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +79,12 @@ def activation_source(cfg: RunConfig, model: LanguageModel, splits: TokenSplits,
     return StoredActivations(act_store, hooks, cfg.train.seed, acts.buffer_tokens)
 
 
-def run_train(cfg: RunConfig, progress: bool = True) -> TrainRun:
-    """Tokens -> activations -> trained SAE -> evaluation, all under `cfg.output`."""
+def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> TrainRun | None:
+    """Tokens -> activations -> trained SAE -> evaluation, all under `cfg.output`.
+
+    Returns None when `should_stop` interrupted training (a checkpoint holds the progress).
+    """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -103,7 +108,10 @@ def run_train(cfg: RunConfig, progress: bool = True) -> TrainRun:
         model=model.name,
     )
     sae = build_sae(spec).to(cfg.sae.device, DTYPES[cfg.sae.dtype])
-    summary = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress).run()
+    trainer = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress, on_log, should_stop)
+    summary = trainer.run()
+    if summary.steps < trainer.total_steps:
+        return None
     sae.save(store, SAE_PREFIX)
     timings["train"] = time.perf_counter() - clock
 

@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -63,7 +64,10 @@ def feature_activations(model: LanguageModel, sae: SparseAutoencoder, tokens: to
 
 
 def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
-                 stop_after_batches: int | None = None) -> AnalysisResult:
+                 stop_after_batches: int | None = None, on_batch: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> AnalysisResult:
+    """Analyze every feature; `on_batch(done, total)` reports progress; when `should_stop()`
+    turns true (or after `stop_after_batches`) the pass checkpoints and raises InterruptedError."""
     started = time.perf_counter()
     sae = load_sae(sae_location, device=cfg.analysis.device)
     model = load_language_model(cfg.model or ModelConfig(name=sae.spec.model, device=cfg.device, dtype=cfg.dtype))
@@ -84,7 +88,8 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
         first = _restore(store, collector, fingerprint)
         with tqdm(total=n_batches, initial=first, desc="analyze", unit="batch", disable=not progress) as bar:
             for index in range(first, n_batches):
-                if stop_after_batches is not None and index >= stop_after_batches:
+                stop = should_stop is not None and should_stop()
+                if stop or (stop_after_batches is not None and index >= stop_after_batches):
                     _checkpoint(store, collector, fingerprint, index)
                     raise InterruptedError(f"stopped after {index} batches (checkpoint saved)")
                 tokens = contexts[index * batch_size : (index + 1) * batch_size]
@@ -92,6 +97,8 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
                 ids = torch.arange(index * batch_size, index * batch_size + len(tokens))
                 collector.update(tokens, acts, valid, ids)
                 bar.update(1)
+                if on_batch:
+                    on_batch(index + 1, n_batches)
                 every = cfg.analysis.checkpoint_every
                 if every and (index + 1) % every == 0 and index + 1 < n_batches:
                     _checkpoint(store, collector, fingerprint, index + 1)

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +55,10 @@ class TrainSummary:
 
 class Trainer:
     def __init__(self, sae: SparseAutoencoder, source: ActivationSource, cfg: TrainConfig,
-                 store: ObjectStore, hook_in: str, hook_out: str, progress: bool = True):
+                 store: ObjectStore, hook_in: str, hook_out: str, progress: bool = True,
+                 on_log: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None):
+        """`on_log` receives each metrics record; `should_stop` is polled every step (a job's
+        shutdown or cancel): when it turns true the trainer checkpoints and returns early."""
         self.sae = sae
         self.source = source
         self.cfg = cfg
@@ -62,6 +66,8 @@ class Trainer:
         self.hook_in = hook_in
         self.hook_out = hook_out
         self.progress = progress
+        self.on_log = on_log
+        self.should_stop = should_stop
         self.total_steps = source.tokens_per_epoch * cfg.epochs // cfg.batch_size
         if self.total_steps < 1:
             raise ValueError(
@@ -122,7 +128,7 @@ class Trainer:
         self.sae.train()
         with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                   disable=not self.progress) as bar:
-            while self.step < last_step:
+            while self.step < last_step and not (self.should_stop and self.should_stop()):
                 batch = next(batches)
                 x = batch[self.hook_in].to(device, non_blocking=True)
                 y = batch[self.hook_out].to(device, non_blocking=True)
@@ -167,7 +173,10 @@ class Trainer:
             "dead_fraction": float(info.dead_mask.float().mean()),
             **{k: float(v) for k, v in out.losses.items()},
         }
+        record["total_steps"] = self.total_steps
         self.metrics.append(record)
+        if self.on_log:
+            self.on_log(record)
         self.store.put_bytes(METRICS_KEY, "".join(json.dumps(m) + "\n" for m in self.metrics).encode())
         return record
 

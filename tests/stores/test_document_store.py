@@ -70,6 +70,20 @@ def test_models_saes_analyses_roundtrip(store):
         store.put_analysis({**run, "state": "done"})
 
 
+def test_jobs_roundtrip_and_state_check(store):
+    from lm_saes.jobs import new_job
+
+    job = new_job("training", {"output": "x"}, request_id="r1")
+    store.put_job(job)
+    store.put_job(new_job("analysis", {"sae": "y"}))
+    store.put_job({**job, "state": "running", "progress": 0.5})
+    assert store.get_job(job["id"])["progress"] == 0.5
+    assert [j["kind"] for j in store.list_jobs(kind="training")] == ["training"]
+    assert len(store.list_jobs()) == 2
+    with pytest.raises(ValueError, match="state must be one of"):
+        store.put_job({**job, "state": "sleeping"})
+
+
 def test_feature_upsert_replaces_whole_documents(store):
     store.put_features([feature(i) for i in range(3)] + [feature(0, sae_id="sae-b")])
     assert store.get_feature("sae-a", 1) == feature(1)

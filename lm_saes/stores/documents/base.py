@@ -7,6 +7,9 @@ Records are plain JSON-able dicts, in and out (a stored `_id` never comes back):
   `metrics` (dict), `artifact` (URI of the saved SAE), `created` (ISO time).
 - analysis: `id` (key), `sae_id`, `state` ("running" | "succeeded" | "failed"), `tokens`,
   `config` (dict), `created`, `updated`.
+- job: `id` (key), `kind` ("training" | "analysis" | "activations"), `state` (one of
+  JOB_STATES), `progress`, `metrics`, `error`, `request_id`, `config`, `result`, `created`,
+  `updated`. Workers write it; readers only read it.
 - feature: `sae_id` + `index` (key), `analysis_id`, `density`, `max_activation` (finite numbers:
   they are sort keys), `mean_activation`, `histogram`, `top_examples`, `quantile_samples`,
   `logit_lens`, and `top_tokens`: a list of `{"token", "token_id", "count", "max_activation"}`
@@ -26,6 +29,7 @@ from typing import Any, Literal
 FeatureSort = Literal["index", "density", "max_activation"]
 SORT_KEYS: tuple[str, ...] = ("index", "density", "max_activation")
 ANALYSIS_STATES = ("running", "succeeded", "failed")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 MAX_PAGE = 1000
 # Feature fields kept outside the JSON document too (SQLite columns): pages that ask only for
 # these never decode the (large) documents.
@@ -44,6 +48,7 @@ class Kind:
 MODELS = Kind("models", "name", None)
 SAES = Kind("saes", "id", "model")
 ANALYSES = Kind("analyses", "id", "sae_id")
+JOBS = Kind("jobs", "id", "kind")
 
 
 class DocumentStore(ABC):
@@ -114,6 +119,18 @@ class DocumentStore(ABC):
 
     def list_analyses(self, sae_id: str | None = None) -> list[dict[str, Any]]:
         return self._list_records(ANALYSES, sae_id)
+
+    def put_job(self, doc: dict[str, Any]) -> None:
+        doc = _keyed(doc, JOBS)
+        if doc.get("state") not in JOB_STATES:
+            raise ValueError(f"job {doc['id']}: state must be one of {JOB_STATES}, got {doc.get('state')!r}")
+        self._put_record(JOBS, doc)
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        return self._get_record(JOBS, job_id)
+
+    def list_jobs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return self._list_records(JOBS, kind)
 
     def put_features(self, docs: list[dict[str, Any]]) -> None:
         """Upsert a batch keyed by (sae_id, index), replacing whole documents.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lm_saes.stores.documents.base import ANALYSES, MODELS, SAES, DocumentStore, Kind, project
+from lm_saes.stores.documents.base import ANALYSES, JOBS, MODELS, SAES, DocumentStore, Kind, project
 
 DEFAULT_DATABASE = "lm_saes"
 
@@ -28,7 +28,7 @@ class MongoDocumentStore(DocumentStore):
         """Idempotent: create_index is a no-op for an index that already exists."""
         from pymongo import ASCENDING as UP
 
-        for kind in (MODELS, SAES, ANALYSES):
+        for kind in (MODELS, SAES, ANALYSES, JOBS):
             self.db[kind.collection].create_index([(kind.key, UP)], unique=True)
             if kind.owner:
                 self.db[kind.collection].create_index([(kind.owner, UP), (kind.key, UP)])

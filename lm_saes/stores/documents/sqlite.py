@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS saes (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT 
 CREATE INDEX IF NOT EXISTS saes_owner ON saes (owner, key);
 CREATE TABLE IF NOT EXISTS analyses (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS analyses_owner ON analyses (owner, key);
+CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, key);
 CREATE TABLE IF NOT EXISTS features (
     sae_id TEXT NOT NULL, idx INTEGER NOT NULL,
     density REAL NOT NULL, max_activation REAL NOT NULL, doc TEXT NOT NULL

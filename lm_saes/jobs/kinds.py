@@ -1,0 +1,38 @@
+"""What each kind of job does: thin adapters from a job record to the core runners."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lm_saes.config import AnalyzeConfig, RunConfig, parse_config
+from lm_saes.jobs.records import JobReporter
+
+
+def training_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+    """`config` is a `lm-saes train` config; its output (checkpoints) makes the job resumable."""
+    from lm_saes.runner import run_train
+
+    cfg = parse_config(job["config"], RunConfig, f"job {job['id']}")
+
+    def on_log(record: dict) -> None:
+        keys = ("step", "tokens", "loss", "l0", "explained_variance", "total_steps")
+        reporter.progress(record["step"] / record["total_steps"], {k: float(record[k]) for k in keys},
+                          force=record["step"] == record["total_steps"])
+
+    run = run_train(cfg, progress=False, on_log=on_log, should_stop=should_stop)
+    return None if run is None else run.summary()
+
+
+def analysis_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+    """`config` holds `sae` (the SAE's location) and `analyze` (a `lm-saes analyze` config)."""
+    from lm_saes.analysis import run_analysis
+
+    cfg = parse_config(job["config"].get("analyze", {}), AnalyzeConfig, f"job {job['id']}")
+    result = run_analysis(cfg, job["config"]["sae"], progress=False, should_stop=should_stop,
+                          on_batch=lambda done, total: reporter.progress(done / total, {"batches": done}))
+    return {"sae_id": result.sae_id, "analysis_id": result.analysis_id, "documents": result.documents,
+            "tokens": result.tokens, "features": result.features_written, "seconds": result.seconds}
+
+
+JOB_KINDS: dict[str, Callable[..., dict | None]] = {"training": training_job, "analysis": analysis_job}

@@ -1,0 +1,85 @@
+"""Job records in the document store, and the reporter a worker uses to update its own.
+
+A job is one document: id, kind, state, progress, metrics, error, request id, config, result,
+timestamps. Workers write it; services and clients only read it, so a restarted service learns
+everything from the store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from lm_saes.stores.documents import DocumentStore
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+JOB_NAMESPACE = uuid.UUID("8e5d1a52-2c39-4e06-9b55-5f1f2c7a9d10")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def job_id_for(kind: str, request_id: str | None) -> str:
+    """A stable id for a request id (so a duplicate submit finds the same job), else a fresh one."""
+    if request_id:
+        return f"{kind}-{uuid.uuid5(JOB_NAMESPACE, f'{kind}:{request_id}').hex[:16]}"
+    return f"{kind}-{uuid.uuid4().hex[:16]}"
+
+
+def new_job(kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    stamp = now()
+    return {
+        "id": job_id_for(kind, request_id), "kind": kind, "state": "queued", "progress": 0.0,
+        "metrics": {}, "error": "", "request_id": request_id or "", "config": config, "result": {},
+        "created": stamp, "updated": stamp,
+    }
+
+
+class JobReporter:
+    """Updates one job's record from inside its worker; never overwrites a cancellation."""
+
+    def __init__(self, documents: DocumentStore, job_id: str, min_interval_s: float = 0.5):
+        self.documents = documents
+        self.job_id = job_id
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+
+    def _update(self, **fields: Any) -> dict[str, Any]:
+        job = self.documents.get_job(self.job_id)
+        if job is None:
+            raise KeyError(f"job {self.job_id} vanished from the store")
+        if job["state"] == "cancelled":
+            return job
+        job.update(fields, updated=now())
+        self.documents.put_job(job)
+        return job
+
+    def state(self) -> str:
+        job = self.documents.get_job(self.job_id)
+        return job["state"] if job else "cancelled"
+
+    def running(self) -> None:
+        self._update(state="running", error="")
+
+    def progress(self, progress: float, metrics: dict[str, float] | None = None, force: bool = False) -> None:
+        """Throttled: at most one write per `min_interval_s` unless forced."""
+        if not force and time.monotonic() - self._last < self.min_interval_s:
+            return
+        self._last = time.monotonic()
+        fields: dict[str, Any] = {"progress": max(0.0, min(1.0, progress))}
+        if metrics is not None:
+            fields["metrics"] = metrics
+        self._update(**fields)
+
+    def requeued(self) -> None:
+        """Stopped by a shutdown with its work checkpointed: the next service start resumes it."""
+        self._update(state="queued")
+
+    def succeeded(self, result: dict[str, Any]) -> None:
+        self._update(state="succeeded", progress=1.0, result=result)
+
+    def failed(self, error: str) -> None:
+        self._update(state="failed", error=error)

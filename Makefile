@@ -11,7 +11,7 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 # pip prints one warning per local index miss; hide those, keep real errors (pipefail).
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: install saelens-venv jongodb run train-tiny test test-fast lint bench clean
+.PHONY: up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,5 +58,19 @@ lint: $(VENV)/.installed
 bench: install saelens-venv
 	$(PY) benchmarks/run.py
 
+## Every service as a local process (embedded stores); up-real adds moto S3 and jongodb MongoDB.
+up: install
+	$(PY) scripts/stack.py up
+
+up-real: install jongodb
+	$(PY) scripts/stack.py up --real
+
+down:
+	$(PY) scripts/stack.py down
+
 clean:
 	rm -rf $(VENV) .venv-saelens runs
+
+## Regenerate the gRPC stubs in lm_saes/proto/ from protos/ (commit both).
+proto: $(VENV)/.installed
+	$(PY) scripts/gen_protos.py

@@ -103,6 +103,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_activations(args: argparse.Namespace) -> int:
+    from lm_saes.client import ActivationClient, format_token_features
+
+    with ActivationClient(args.address, timeout=args.timeout) as client:
+        tokens = client.feature_activations(args.sae, args.text, args.top_k)
+    print(format_token_features(tokens))
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build the offline corpus and convert the packaged model once (install step)."""
     from lm_saes.data.corpus import ensure_default_corpus
@@ -160,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI")
     show.add_argument("--examples", type=int, default=8)
     show.set_defaults(func=cmd_show)
+
+    acts = sub.add_parser("activations", help="per-token SAE features of a text, from the activation service")
+    acts.add_argument("--sae", required=True, help="the SAE's id in the service's document store")
+    acts.add_argument("--text", required=True)
+    acts.add_argument("--address", default=os.environ.get("LM_SAES_ADDRESS", "localhost:50051"),
+                      help="host:port of the activation service (default $LM_SAES_ADDRESS or localhost:50051)")
+    acts.add_argument("--top-k", type=int, default=5, help="features shown per token")
+    acts.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    acts.set_defaults(func=cmd_activations)
 
     prepare = sub.add_parser("prepare", help="build the offline corpus and cache the packaged model")
     prepare.set_defaults(func=cmd_prepare)

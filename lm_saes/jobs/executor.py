@@ -28,8 +28,19 @@ def _job_functions() -> dict[str, JobFunction]:
     return JOB_KINDS
 
 
+def _die_with_parent() -> None:
+    """Linux: a hard-killed service takes its workers with it (no orphan keeps writing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(documents_uri: str, job_id: str) -> None:
     """Process entry point: run one job to an end state (or back to `queued` on SIGTERM)."""
+    _die_with_parent()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {job_id} %(levelname)s %(name)s: %(message)s")

@@ -35,4 +35,25 @@ def analysis_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callab
             "tokens": result.tokens, "features": result.features_written, "seconds": result.seconds}
 
 
-JOB_KINDS: dict[str, Callable[..., dict | None]] = {"training": training_job, "analysis": analysis_job}
+def activations_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+    """`config`: `model` (name), `output` (folder or s3://), `data` and `activations` sections."""
+    from lm_saes.activations import generate_activations
+    from lm_saes.config import ActivationsConfig, DataConfig, ModelConfig
+    from lm_saes.data.packing import load_token_splits
+    from lm_saes.models import load_language_model
+    from lm_saes.stores import open_store
+
+    config = job["config"]
+    data = parse_config(config.get("data", {}), DataConfig, f"job {job['id']} data")
+    acts = parse_config(config.get("activations", {}), ActivationsConfig, f"job {job['id']} activations")
+    model = load_language_model(ModelConfig(name=config["model"]))
+    contexts = load_token_splits(data, model.tokenizer).train
+    manifest = generate_activations(model, contexts, acts.hooks, open_store(config["output"]), acts.batch_contexts,
+                                    acts.shard_tokens, acts.dtype, progress=False)
+    return {"output": config["output"], "n_tokens": manifest.n_tokens, "shards": len(manifest.shards),
+            "hooks": list(manifest.hooks)}
+
+
+JOB_KINDS: dict[str, Callable[..., dict | None]] = {
+    "training": training_job, "analysis": analysis_job, "activations": activations_job,
+}

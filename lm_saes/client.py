@@ -1,0 +1,238 @@
+"""Python clients for the lm-saes gRPC services, over the generated stubs.
+
+Results come back as plain dicts and tensors; failures raise `ServiceError` carrying the gRPC
+status code and the server's message (which names the offending field).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC
+from typing import Any, TypeVar
+
+import grpc
+import torch
+
+from lm_saes.proto.lm_saes.v1 import (
+    activation_pb2,
+    activation_pb2_grpc,
+    analysis_pb2,
+    analysis_pb2_grpc,
+    common_pb2,
+    training_pb2,
+    training_pb2_grpc,
+)
+from lm_saes.wire import JOB_STATE_NAMES, JOB_STATES, job_to_dict, tensor_from_proto
+
+T = TypeVar("T")
+FEATURE_SORTS = {"index": analysis_pb2.FEATURE_SORT_INDEX, "density": analysis_pb2.FEATURE_SORT_DENSITY,
+                 "max_activation": analysis_pb2.FEATURE_SORT_MAX_ACTIVATION}
+
+
+class ServiceError(RuntimeError):
+    """A failed RPC: `code` is the grpc.StatusCode, the message is the server's."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.details = message
+
+
+class _Client:
+    """A channel to one address, with a default deadline and raised message limits."""
+
+    def __init__(self, address: str = "localhost:50051", timeout: float | None = 60.0,
+                 max_message_mb: int = 64, channel: grpc.Channel | None = None):
+        limit = max_message_mb * 1024 * 1024
+        self.address = address
+        self.timeout = timeout
+        self.channel = channel or grpc.insecure_channel(
+            address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the channel connects (raise ServiceError UNAVAILABLE after `timeout`)."""
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE, f"no server at {self.address} after {timeout:.0f} s") from None
+
+    def _call(self, method: Callable[..., T], request: Any, timeout: float | None = -1.0) -> T:
+        try:
+            return method(request, timeout=self.timeout if timeout == -1.0 else timeout)
+        except grpc.RpcError as error:
+            raise ServiceError(error.code(), error.details() or "") from None
+
+    def _stream(self, method: Callable[..., Iterator[T]], request: Any, timeout: float | None = -1.0) -> Iterator[T]:
+        try:
+            yield from method(request, timeout=self.timeout if timeout == -1.0 else timeout)
+        except grpc.RpcError as error:
+            raise ServiceError(error.code(), error.details() or "") from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ActivationClient(_Client):
+    """Tokens, hook activations and per-token SAE features from an ActivationService."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stub = activation_pb2_grpc.ActivationServiceStub(self.channel)
+
+    def tokenize(self, text: str, model: str = "", prepend_bos: bool = False) -> dict[str, Any]:
+        """{"token_ids": [...], "tokens": [...], "bos_token_id": int}."""
+        reply = self._call(self.stub.Tokenize, activation_pb2.TokenizeRequest(model=model, text=text,
+                                                                              prepend_bos=prepend_bos))
+        return {"token_ids": list(reply.token_ids), "tokens": list(reply.tokens), "bos_token_id": reply.bos_token_id}
+
+    def feature_activations(self, sae_id: str, text: str, top_k: int = 5,
+                            features: list[int] | None = None) -> list[dict[str, Any]]:
+        """One dict per token of `text` (BOS excluded): position, token, token_id, and
+        `features`: [{"index", "value"}], the top-k active ones strongest first, or the
+        requested `features` in their order."""
+        request = activation_pb2.GetFeatureActivationsRequest(sae_id=sae_id, text=text, top_k=top_k,
+                                                              features=features or [])
+        reply = self._call(self.stub.GetFeatureActivations, request)
+        return [{"position": t.position, "token": t.token, "token_id": t.token_id,
+                 "features": [{"index": i, "value": v} for i, v in zip(t.indices, t.values, strict=True)]}
+                for t in reply.tokens]
+
+    def activations(self, hooks: list[str], text: str | None = None, tokens: list[int] | None = None,
+                    model: str = "", dtype: str = "", store_uri: str = "") -> dict[str, Any]:
+        """{"token_ids", "tokens", "activations": {hook: [positions, d] tensor}} (BOS included);
+        with `store_uri`, "refs": {hook: {"uri", "dtype", "shape", "byte_size"}} instead."""
+        request = activation_pb2.GetActivationsRequest(model=model, hooks=hooks, dtype=dtype, store_uri=store_uri)
+        if tokens is not None:
+            request.tokens.ids.extend(tokens)
+        else:
+            request.text = text or ""
+        out: dict[str, Any] = {"token_ids": [], "tokens": [], "activations": {}}
+        parts: dict[str, list[torch.Tensor]] = {}
+        for chunk in self._stream(self.stub.GetActivations, request):
+            if chunk.token_ids:
+                out["token_ids"], out["tokens"] = list(chunk.token_ids), list(chunk.tokens)
+            if chunk.refs:
+                out["refs"] = {hook: {"uri": ref.uri, "dtype": ref.dtype, "shape": list(ref.shape),
+                                      "byte_size": ref.byte_size} for hook, ref in chunk.refs.items()}
+            if chunk.HasField("values"):
+                parts.setdefault(chunk.hook, []).append(tensor_from_proto(chunk.values))
+        out["activations"] = {hook: torch.cat(chunks) for hook, chunks in parts.items()}
+        return out
+
+    def generate_activations(self, hooks: list[str], output_uri: str, model: str = "",
+                             data: dict[str, Any] | None = None, request_id: str = "",
+                             timeout: float | None = None, **options: Any) -> dict[str, Any]:
+        """Queue writing activation shards for a dataset (a lm_saes.config.DataConfig dict);
+        returns the job (follow it with `watch_job`); `options`: batch_contexts, shard_tokens, dtype."""
+        request = activation_pb2.GenerateActivationsRequest(
+            model=model, hooks=hooks, output_uri=output_uri, request_id=request_id,
+            data_config_json=json.dumps(data or {}), **options)
+        return job_to_dict(self._call(self.stub.GenerateActivations, request, timeout=timeout))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self._call(self.stub.GetJob, common_pb2.JobRef(id=job_id)))
+
+    def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Progress events of an activation-generation job until it ends."""
+        for event in self._stream(self.stub.WatchJob, common_pb2.JobRef(id=job_id), timeout=timeout):
+            yield _event(event)
+
+
+def _event(event: common_pb2.ProgressEvent) -> dict[str, Any]:
+    return {
+        "job_id": event.job_id, "state": JOB_STATE_NAMES.get(event.state, "unspecified"), "step": event.step,
+        "total_steps": event.total_steps, "tokens": event.tokens, "loss": event.loss, "l0": event.l0,
+        "explained_variance": event.explained_variance, "message": event.message,
+        "progress": event.progress, "metrics": dict(event.metrics),
+        "time": event.time.ToDatetime(UTC).isoformat() if event.HasField("time") else None,
+    }
+
+
+class _JobClient(_Client):
+    """Get/List/Watch/Cancel, shared by the training and analysis services."""
+
+    stub: Any
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self._call(self.stub.Get, common_pb2.JobRef(id=job_id)))
+
+    def list(self, kind: str = "", state: str = "", page_size: int = 0,
+             page_token: str = "") -> tuple[list[dict[str, Any]], str]:
+        """One page of jobs, in the server's order, and the next page's token ("" at the end)."""
+        request = common_pb2.ListJobsRequest(kind=kind, state=JOB_STATES[state] if state else 0,
+                                             page_size=page_size, page_token=page_token)
+        reply = self._call(self.stub.List, request)
+        return [job_to_dict(job) for job in reply.jobs], reply.next_page_token
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Progress events until the job ends (no deadline unless `timeout`)."""
+        for event in self._stream(self.stub.Watch, common_pb2.JobRef(id=job_id), timeout=timeout):
+            yield _event(event)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self._call(self.stub.Cancel, common_pb2.JobRef(id=job_id)))
+
+
+class TrainingClient(_JobClient):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stub = training_pb2_grpc.TrainingServiceStub(self.channel)
+
+    def submit(self, config: dict[str, Any] | str, request_id: str = "") -> dict[str, Any]:
+        """`config`: a RunConfig dict, or the text of a TOML config file."""
+        if isinstance(config, str):
+            request = training_pb2.SubmitTrainingRequest(config_toml=config, request_id=request_id)
+        else:
+            request = training_pb2.SubmitTrainingRequest(config_json=json.dumps(config), request_id=request_id)
+        return job_to_dict(self._call(self.stub.Submit, request))
+
+
+class AnalysisClient(_JobClient):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stub = analysis_pb2_grpc.AnalysisServiceStub(self.channel)
+
+    def submit(self, sae_uri: str, sae_id: str = "", config: dict[str, Any] | None = None,
+               request_id: str = "") -> dict[str, Any]:
+        """`config`: an AnalyzeConfig dict (default: its defaults)."""
+        request = analysis_pb2.SubmitAnalysisRequest(sae_uri=sae_uri, sae_id=sae_id, request_id=request_id,
+                                                     config_json=json.dumps(config) if config else "")
+        return job_to_dict(self._call(self.stub.Submit, request))
+
+    def get_feature(self, sae_id: str, index: int) -> dict[str, Any]:
+        """The feature's whole analysis document."""
+        feature = self._call(self.stub.GetFeature, analysis_pb2.GetFeatureRequest(sae_id=sae_id, index=index))
+        doc = json.loads(feature.document_json) if feature.document_json else {}
+        return {**doc, **_summary(feature)}
+
+    def list_features(self, sae_id: str, sort: str = "index", descending: bool = False,
+                      offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int]:
+        """One page of feature summaries and the SAE's total feature count."""
+        if sort not in FEATURE_SORTS:
+            raise ValueError(f"sort must be one of {sorted(FEATURE_SORTS)}, got {sort!r}")
+        request = analysis_pb2.ListFeaturesRequest(sae_id=sae_id, sort=FEATURE_SORTS[sort], descending=descending,
+                                                   offset=offset, limit=limit)
+        reply = self._call(self.stub.ListFeatures, request)
+        return [_summary(f) for f in reply.features], reply.total
+
+
+def _summary(feature: analysis_pb2.Feature) -> dict[str, Any]:
+    return {"sae_id": feature.sae_id, "index": feature.index, "density": feature.density,
+            "max_activation": feature.max_activation, "mean_activation": feature.mean_activation}
+
+
+def format_token_features(tokens: list[dict[str, Any]]) -> str:
+    """A per-token table of `ActivationClient.feature_activations` results."""
+    width = max([len(repr(t["token"])) for t in tokens] + [5])
+    lines = [f"{'pos':>4}  {'token':<{width}}  features (index:value)"]
+    for t in tokens:
+        feats = "  ".join(f"{f['index']}:{f['value']:.3g}" for f in t["features"]) or "-"
+        lines.append(f"{t['position']:>4}  {t['token']!r:<{width}}  {feats}")
+    return "\n".join(lines)

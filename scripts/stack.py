@@ -1,0 +1,91 @@
+"""Local stack: every service as a local process (`make up`, `make up-real`, `make down`).
+
+    python scripts/stack.py up            embedded defaults (local folder + SQLite)
+    python scripts/stack.py up --real     also a real S3 server (moto) and MongoDB wire server
+                                          (jongodb), with the services pointed at them
+    python scripts/stack.py down          stop everything this script started, by pid
+
+State (pids, logs, ports) lives in runs/stack/. Existing LM_SAES_* settings in the environment
+(e.g. LM_SAES_OBJECT_STORE=s3://..., LM_SAES_DOCUMENTS=mongodb://...) are passed through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STATE = REPO / "runs" / "stack"
+SERVICES = {"activation": 50051, "training": 50052, "analysis": 50053}
+MOTO_PORT, JONGODB_BIN = 9000, REPO / ".cache/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"
+
+
+def _wait_port(port: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s; see {STATE}/*.log")
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str]) -> int:
+    log = (STATE / f"{name}.log").open("a")
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (STATE / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def up(real: bool) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LM_SAES_HOST": "127.0.0.1"}
+    if real:
+        _spawn("moto", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO_PORT)], env)
+        _wait_port(MOTO_PORT)
+        _spawn("jongodb", [str(JONGODB_BIN), "--host=127.0.0.1", "--port=27017"], env)
+        _wait_port(27017)
+        env.update(LM_SAES_S3_ENDPOINT=f"127.0.0.1:{MOTO_PORT}", LM_SAES_S3_SECURE="0", AWS_ACCESS_KEY_ID="local",
+                   AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1",
+                   LM_SAES_OBJECT_STORE="s3://lm-saes/objects", LM_SAES_DOCUMENTS="mongodb://127.0.0.1:27017/lm_saes")
+    for name, port in SERVICES.items():
+        service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(port + 40000)}
+        _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
+    for port in SERVICES.values():
+        _wait_port(port)
+    endpoints = {name: f"127.0.0.1:{port}" for name, port in SERVICES.items()}
+    (STATE / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+    print(f"up: {endpoints} (metrics on port+40000; logs in {STATE})")
+    print(f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
+          f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}")
+
+
+def down() -> None:
+    for pid_file in sorted(STATE.glob("*.pid")):
+        pid = int(pid_file.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            print(f"stopped {pid_file.stem} (pid {pid})")
+        except ProcessLookupError:
+            print(f"{pid_file.stem} (pid {pid}) was not running")
+        pid_file.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--real", action="store_true", help="also start moto (S3) and jongodb (MongoDB)")
+    args = parser.parse_args()
+    up(args.real) if args.action == "up" else down()
+
+
+if __name__ == "__main__":
+    main()

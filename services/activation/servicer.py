@@ -1,0 +1,349 @@
+"""ActivationService: thin over the core library.
+
+Models load once per name; SAEs load by their document-store id into an LRU cache. Concurrent
+GetFeatureActivations calls for one SAE share a padded forward (`batching.FeatureBatcher`).
+A model runs one forward at a time: TransformerLens hooks are state on shared modules.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import torch
+
+from lm_saes.config import ActivationsConfig, ConfigError, DataConfig, ModelConfig, parse_config
+from lm_saes.jobs import LocalExecutor
+from lm_saes.models import LanguageModel, load_language_model
+from lm_saes.proto.lm_saes.v1 import activation_pb2, activation_pb2_grpc, common_pb2
+from lm_saes.saes import SparseAutoencoder, load_sae
+from lm_saes.stores import open_store
+from lm_saes.stores.documents import DocumentStore, open_document_store
+from lm_saes.wire import DTYPE_NAMES, TORCH_DTYPES, job_to_proto, tensor_to_proto
+from services.activation.batching import BatcherClosed, FeatureBatcher
+from services.activation.settings import ActivationSettings
+from services.common.jobs import JobRPCs
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = activation_pb2.DESCRIPTOR.services_by_name["ActivationService"].full_name
+DEFAULT_TOP_K = 5
+STREAM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class RequestError(Exception):
+    """A request refused with a status code; the message names the offending field."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _invalid(field: str, problem: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {problem}")
+
+
+def _rpc(method: Callable) -> Callable:
+    """Turn RequestError into its status and anything else into INTERNAL (logged)."""
+
+    def fail(context: grpc.ServicerContext, error: Exception) -> None:
+        if isinstance(error, RequestError):
+            context.abort(error.code, str(error))
+        log.exception("%s failed", method.__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator:
+            try:
+                yield from method(self, request, context)
+            except Exception as error:
+                fail(context, error)
+
+        return stream
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            fail(context, error)
+
+    return unary
+
+
+@dataclass
+class LoadedModel:
+    model: LanguageModel
+    lock: threading.Lock  # one forward at a time (hooks are module state)
+
+    def forward(self, tokens: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
+        with self.lock:
+            return self.model.activations(tokens, hooks)
+
+
+@dataclass
+class LoadedSAE:
+    sae_id: str
+    sae: SparseAutoencoder
+    model: LoadedModel
+    batcher: FeatureBatcher
+
+
+class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer):
+    kind = "activations"
+
+    def __init__(self, settings: ActivationSettings, documents: DocumentStore | None = None,
+                 executor: LocalExecutor | None = None):
+        self.settings = settings
+        self.documents = documents or open_document_store(settings.documents)
+        self.executor = executor or LocalExecutor(settings.documents)
+        self._models: dict[str, LoadedModel] = {}
+        self._saes: OrderedDict[str, LoadedSAE] = OrderedDict()
+        self._models_lock = threading.Lock()
+        self._saes_lock = threading.Lock()
+
+    # --- resources ---------------------------------------------------------------------
+    def model(self, name: str) -> LoadedModel:
+        """The model called `name`, loaded on first use and kept."""
+        with self._models_lock:
+            if name not in self._models:
+                cfg = ModelConfig(name=name, device=self.settings.device, dtype=self.settings.dtype)
+                try:
+                    model = load_language_model(cfg)
+                except (OSError, ValueError) as error:
+                    raise RequestError(grpc.StatusCode.NOT_FOUND, f"model: cannot load {name!r}: {error}") from None
+                self._models[name] = LoadedModel(model, threading.Lock())
+                log.info("loaded model %s", name)
+            return self._models[name]
+
+    def sae(self, sae_id: str) -> LoadedSAE:
+        """The SAE registered as `sae_id`, from the cache or loaded from its artifact."""
+        if not sae_id:
+            raise _invalid("sae_id", "required")
+        with self._saes_lock:
+            if sae_id in self._saes:
+                self._saes.move_to_end(sae_id)
+                return self._saes[sae_id]
+            loaded = self._load_sae(sae_id)
+            self._saes[sae_id] = loaded
+            while len(self._saes) > self.settings.sae_cache_size:
+                _, evicted = self._saes.popitem(last=False)
+                evicted.batcher.close()
+                log.info("evicted SAE %s from the cache", evicted.sae_id)
+            return loaded
+
+    def _load_sae(self, sae_id: str) -> LoadedSAE:
+        record = self.documents.get_sae(sae_id)
+        if record is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"sae_id: no SAE {sae_id!r} in {self.documents.uri}")
+        artifact = record.get("artifact")
+        if not artifact:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r} has no artifact to load")
+        try:
+            sae = load_sae(artifact, device=self.settings.device)
+        except FileNotFoundError as error:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
+        model = self.model(sae.spec.model or record.get("model") or self.settings.model)
+        try:
+            model.model.check_hooks([sae.spec.hook_in])
+        except ValueError as error:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
+        batcher = FeatureBatcher(functools.partial(self._encode_batch, model, sae),
+                                 self.settings.batch_window_ms / 1000, self.settings.max_batch, sae_id)
+        log.info("loaded SAE %s (%s, %s) from %s", sae_id, sae.spec.architecture, sae.spec.hook_in, artifact)
+        return LoadedSAE(sae_id, sae, model, batcher)
+
+    def close(self) -> None:
+        with self._saes_lock:
+            for loaded in self._saes.values():
+                loaded.batcher.close()
+            self._saes.clear()
+        self.executor.shutdown()
+        self.documents.close()
+
+    # --- the work ----------------------------------------------------------------------
+    @staticmethod
+    @torch.no_grad()
+    def _encode_batch(model: LoadedModel, sae: SparseAutoencoder, batch: list[list[int]]) -> list[torch.Tensor]:
+        """Texts (BOS first) -> one [len - 1, d_sae] tensor each, from one right-padded forward.
+
+        The model is causal, so padding after a text cannot change its positions.
+        """
+        longest = max(map(len, batch))
+        tokens = torch.full((len(batch), longest), model.model.tokenizer.bos_token_id, dtype=torch.long)
+        for row, ids in enumerate(batch):
+            tokens[row, : len(ids)] = torch.tensor(ids)
+        hook = sae.spec.hook_in
+        x = model.forward(tokens, [hook])[hook]
+        rows = torch.cat([x[row, 1 : len(ids)] for row, ids in enumerate(batch)])
+        acts = sae.encode(rows).float().cpu()
+        return list(acts.split([len(ids) - 1 for ids in batch]))
+
+    def _limit(self, model: LanguageModel) -> int:
+        """Most text tokens a request may hold: the setting, within the model's context."""
+        return min(self.settings.max_text_tokens, int(model.bridge.cfg.n_ctx) - 1)
+
+    def _text_tokens(self, model: LanguageModel, text: str) -> list[int]:
+        """[BOS] + tokens of `text`, refusing empty or too long texts."""
+        if not text:
+            raise _invalid("text", "must not be empty")
+        ids = model.tokenizer.encode(text)
+        if not ids:
+            raise _invalid("text", "has no tokens")
+        if len(ids) > self._limit(model):
+            raise _invalid("text", f"{len(ids)} tokens is more than the limit of {self._limit(model)} "
+                                   "(max_text_tokens, LM_SAES_MAX_TEXT_TOKENS)")
+        return [model.tokenizer.bos_token_id, *ids]
+
+    def _given_tokens(self, model: LanguageModel, ids: list[int]) -> list[int]:
+        if not ids:
+            raise _invalid("tokens", "must not be empty")
+        if len(ids) > self._limit(model) + 1:
+            raise _invalid("tokens", f"{len(ids)} tokens is more than the limit of {self._limit(model) + 1}")
+        vocab = int(model.bridge.cfg.d_vocab)
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise _invalid("tokens", f"ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+        return list(ids)
+
+    def _features(self, sae_id: str, ids: list[int]) -> tuple[LoadedSAE, torch.Tensor]:
+        for _ in range(3):  # the SAE may be evicted between lookup and submit
+            loaded = self.sae(sae_id)
+            try:
+                return loaded, loaded.batcher.submit(ids)
+            except BatcherClosed:
+                continue
+        raise RequestError(grpc.StatusCode.UNAVAILABLE, f"SAE {sae_id!r} keeps being evicted; raise sae_cache_size")
+
+    # --- RPCs --------------------------------------------------------------------------
+    @_rpc
+    def Tokenize(self, request: activation_pb2.TokenizeRequest, context: grpc.ServicerContext) -> activation_pb2.TokenizeResponse:
+        model = self.model(request.model or self.settings.model).model
+        ids = model.tokenizer.encode(request.text)
+        if request.prepend_bos:
+            ids = [model.tokenizer.bos_token_id, *ids]
+        return activation_pb2.TokenizeResponse(token_ids=ids, tokens=model.tokenizer.token_strings(ids),
+                                                bos_token_id=model.tokenizer.bos_token_id)
+
+    @_rpc
+    def GetFeatureActivations(self, request: activation_pb2.GetFeatureActivationsRequest,
+                              context: grpc.ServicerContext) -> activation_pb2.GetFeatureActivationsResponse:
+        loaded = self.sae(request.sae_id)
+        tokenizer, d_sae = loaded.model.model.tokenizer, loaded.sae.d_sae
+        ids = self._text_tokens(loaded.model.model, request.text)
+        features = list(request.features)
+        if any(not 0 <= f < d_sae for f in features):
+            raise _invalid("features", f"indices must be in [0, {d_sae}), got {[f for f in features if not 0 <= f < d_sae][:5]}")
+        top_k = request.top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= d_sae:
+            raise _invalid("top_k", f"must be in [1, {d_sae}], got {request.top_k}")
+        loaded, acts = self._features(request.sae_id, ids)  # [n_tokens, d_sae]
+        if features:
+            values = acts[:, features].tolist()
+            indices = [features] * len(values)
+        else:
+            top_values, top_indices = acts.topk(top_k, dim=1)
+            active = top_values > 0
+            values = [v[a].tolist() for v, a in zip(top_values, active, strict=True)]
+            indices = [i[a].tolist() for i, a in zip(top_indices, active, strict=True)]
+        strings = tokenizer.token_strings(ids[1:])
+        tokens = [activation_pb2.TokenFeatures(position=p, token_id=ids[p + 1], token=strings[p],
+                                               indices=indices[p], values=values[p])
+                  for p in range(len(strings))]
+        spec = loaded.sae.spec
+        return activation_pb2.GetFeatureActivationsResponse(sae_id=request.sae_id, model=loaded.model.model.name,
+                                                             hook=spec.hook_in or "", tokens=tokens)
+
+    @_rpc
+    def GetActivations(self, request: activation_pb2.GetActivationsRequest,
+                       context: grpc.ServicerContext) -> Iterator[activation_pb2.ActivationChunk]:
+        loaded = self.model(request.model or self.settings.model)
+        model = loaded.model
+        hooks = list(dict.fromkeys(request.hooks))
+        if not hooks:
+            raise _invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
+        try:
+            model.check_hooks(hooks)
+        except ValueError as error:
+            raise _invalid("hooks", str(error)) from None
+        dtype = request.dtype or "float32"
+        if dtype not in STREAM_DTYPES:
+            raise _invalid("dtype", f"must be one of {STREAM_DTYPES}, got {dtype!r}")
+        if request.WhichOneof("input") == "tokens":
+            ids = self._given_tokens(model, list(request.tokens.ids))
+        else:
+            ids = self._text_tokens(model, request.text)
+        acts = loaded.forward(torch.tensor([ids]), hooks)
+        acts = {hook: acts[hook][0].to(TORCH_DTYPES[dtype]).cpu() for hook in hooks}
+        strings = model.tokenizer.token_strings(ids)
+        if request.store_uri:
+            yield activation_pb2.ActivationChunk(token_ids=ids, tokens=strings,
+                                                 refs=self._store(request.store_uri, acts))
+            return
+        first = True
+        for hook, values in acts.items():
+            row_bytes = values.shape[1] * values.element_size()
+            rows = max(1, int(self.settings.stream_chunk_mb * 2**20) // row_bytes)
+            for start in range(0, values.shape[0], rows):
+                chunk = activation_pb2.ActivationChunk(hook=hook, start=start,
+                                                       values=tensor_to_proto(values[start : start + rows]))
+                if first:
+                    chunk.token_ids.extend(ids)
+                    chunk.tokens.extend(strings)
+                    first = False
+                yield chunk
+
+    def _store(self, uri: str, acts: dict[str, torch.Tensor]) -> dict[str, common_pb2.TensorRef]:
+        """One safetensors object per hook (tensor name `activations`) under a fresh prefix."""
+        store = open_store(uri)
+        prefix = f"activations-{uuid.uuid4().hex[:12]}"
+        refs = {}
+        for index, (hook, values) in enumerate(acts.items()):
+            key = f"{prefix}/{index:02d}-{hook}.safetensors"
+            store.put_tensors(key, {"activations": values.contiguous()}, {"hook": hook})
+            refs[hook] = common_pb2.TensorRef(uri=f"{store.uri.rstrip('/')}/{key}", dtype=DTYPE_NAMES[values.dtype],
+                                              shape=list(values.shape), byte_size=values.numel() * values.element_size())
+        return refs
+
+    @_rpc
+    def GenerateActivations(self, request: activation_pb2.GenerateActivationsRequest,
+                            context: grpc.ServicerContext) -> common_pb2.Job:
+        """Validates, then queues a job that a worker process runs (watch it with WatchJob);
+        a repeated request id returns the same job."""
+        if not request.output_uri:
+            raise _invalid("output_uri", "required: a folder or s3:// prefix for the shards")
+        if not request.hooks:
+            raise _invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
+        try:
+            raw = json.loads(request.data_config_json or "{}")
+        except json.JSONDecodeError as error:
+            raise _invalid("data_config_json", f"not JSON: {error}") from None
+        if not isinstance(raw, dict):
+            raise _invalid("data_config_json", "must be a JSON object of lm_saes.config.DataConfig fields")
+        try:
+            data = parse_config(raw, DataConfig, "data_config_json")
+        except ConfigError as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        options = {"hooks": list(request.hooks), "dtype": request.dtype or "float32",
+                   "batch_contexts": request.batch_contexts or None, "shard_tokens": request.shard_tokens or None}
+        try:
+            acts_cfg = parse_config({k: v for k, v in options.items() if v is not None}, ActivationsConfig, "request")
+        except ConfigError as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        name = request.model or self.settings.model
+        try:
+            self.model(name).model.check_hooks(acts_cfg.hooks)
+        except ValueError as error:
+            raise _invalid("hooks", str(error)) from None
+        config = {"model": name, "output": request.output_uri, "data": data.model_dump(mode="json"),
+                  "activations": acts_cfg.model_dump(mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"})}
+        return job_to_proto(self.executor.submit("activations", config, request.request_id or None))

@@ -1,0 +1,19 @@
+"""`python -m services.analysis`: the AnalysisService (env: LM_SAES_PORT, LM_SAES_DOCUMENTS, ...)."""
+
+import sys
+
+from lm_saes.proto.lm_saes.v1 import analysis_pb2, analysis_pb2_grpc
+from services.analysis.servicer import AnalysisServicer
+from services.common.job_service import JobServiceSettings, run_job_service
+
+
+def main() -> int:
+    settings = JobServiceSettings()
+    name = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
+    return run_job_service(settings, "analysis", lambda executor: (
+        AnalysisServicer(executor, executor.documents, settings.object_store),
+        analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, name))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

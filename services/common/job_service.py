@@ -1,0 +1,53 @@
+"""Bootstrap for a service whose work runs as jobs: executor, resume, metrics, shutdown."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import grpc
+from prometheus_client import Gauge
+
+from lm_saes.jobs import LocalExecutor
+from services.common.server import serve
+from services.common.settings import ServiceSettings
+
+JOBS = Gauge("lm_saes_jobs", "Jobs in the document store, by kind and state", ["kind", "state"])
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class JobServiceSettings(ServiceSettings):
+    max_jobs: int = 1  # concurrent worker processes (each holds a model; 2 cores here)
+
+
+def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event, interval: float = 2.0) -> None:
+    """Keep `lm_saes_jobs{kind,state}` current and start queued jobs as workers free up."""
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            executor.schedule()
+            jobs = executor.documents.list_jobs(kind)
+            for state in STATES:
+                JOBS.labels(kind, state).set(sum(j["state"] == state for j in jobs))
+
+    threading.Thread(target=loop, name=f"{kind}-jobs", daemon=True).start()
+
+
+def run_job_service(settings: JobServiceSettings, kind: str,
+                    make_servicer: Callable[[LocalExecutor], tuple[object, Callable[[object, grpc.Server], None], str]]) -> int:
+    """Resume unfinished jobs, serve until SIGTERM, then checkpoint running workers and stop."""
+    executor = LocalExecutor(settings.documents, max_workers=settings.max_jobs)
+    executor.resume_unfinished()
+    stop = threading.Event()
+    export_job_gauges(executor, kind, stop)
+    servicer, add_to_server, name = make_servicer(executor)
+
+    def register(server: grpc.Server) -> list[str]:
+        add_to_server(servicer, server)
+        return [name]
+
+    def on_stop() -> None:
+        stop.set()
+        executor.shutdown()
+
+    return serve(settings, register, on_stop)

@@ -1,0 +1,247 @@
+"""The activation service as a real process on loopback, driven through `lm_saes.client`."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from lm_saes.cli import main
+from lm_saes.client import ActivationClient, ServiceError
+from lm_saes.config import ModelConfig, RunConfig, load_config
+from lm_saes.models import load_language_model
+from lm_saes.runner import run_train
+from lm_saes.saes import load_sae
+from lm_saes.stores import open_store
+from lm_saes.stores.documents import open_document_store
+from tests.integration.conftest import REPO, free_port
+
+SAE_ID = "tiny-sae"
+MAX_TEXT_TOKENS = 200
+TEXTS = ["The cat sat on the mat.", "Sparse autoencoders", "x", "Paris is the capital of France, and",
+         "Numbers: 1, 22, 333", "ünïcödé text", "A somewhat longer sentence with several words in it.", "ok"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny SAE trained in-process and registered in a SQLite document store."""
+    root = tmp_path_factory.mktemp("activation-service")
+    cfg = load_config("examples/configuration/train-tiny.toml", RunConfig,
+                      {"output": str(root / "run"), "data.max_tokens": 3000, "data.eval_tokens": 200,
+                       "eval.ce_loss": False})
+    run_train(cfg, progress=False)
+    documents = str(root / "docs.sqlite")
+    spec = load_sae(str(root / "run" / "sae")).spec
+    with open_document_store(documents) as store:
+        store.put_sae({"id": SAE_ID, "model": "tiny", "hook_in": spec.hook_in, "architecture": spec.architecture,
+                       "d_sae": spec.d_sae, "artifact": str(root / "run" / "sae")})
+    return root, documents
+
+
+@pytest.fixture(scope="module")
+def service(tiny):
+    root, documents = tiny
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LM_SAES_HOST": "127.0.0.1", "LM_SAES_PORT": str(port),
+           "LM_SAES_METRICS_PORT": str(metrics_port), "LM_SAES_DOCUMENTS": documents, "LM_SAES_MODEL": "tiny",
+           "LM_SAES_MAX_TEXT_TOKENS": str(MAX_TEXT_TOKENS), "LM_SAES_BATCH_WINDOW_MS": "100",
+           "LM_SAES_STREAM_CHUNK_MB": "0.001", "LM_SAES_OBJECT_STORE": str(root / "objects")}
+    log = open(root / "service.log", "w")  # noqa: SIM115 - closed after the process
+    proc = subprocess.Popen([sys.executable, "-m", "services.activation"], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    client = ActivationClient(f"127.0.0.1:{port}", timeout=30)
+    try:
+        client.wait_ready(timeout=30)
+        yield {"client": client, "proc": proc, "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+               "address": f"127.0.0.1:{port}", "root": root, "log": root / "service.log"}
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    """The same model and SAE in this process, for exact comparison."""
+    root, _ = tiny
+    return load_language_model(ModelConfig(name="tiny")), load_sae(str(root / "run" / "sae"))
+
+
+@torch.no_grad()
+def expected_features(reference, text: str) -> torch.Tensor:
+    model, sae = reference
+    tokens = torch.tensor([[model.tokenizer.bos_token_id, *model.tokenizer.encode(text)]])
+    x = model.activations(tokens, [sae.spec.hook_in])[sae.spec.hook_in][0, 1:]
+    return sae.encode(x)
+
+
+def check_top_k(result: list[dict], expected: torch.Tensor, k: int) -> None:
+    assert len(result) == expected.shape[0]
+    values, indices = expected.topk(k, dim=1)
+    for token, vals, idx in zip(result, values, indices, strict=True):
+        active = vals > 0
+        assert [f["index"] for f in token["features"]] == idx[active].tolist()
+        got = torch.tensor([f["value"] for f in token["features"]])
+        assert (got - vals[active]).abs().max().item() <= 1e-5 if len(got) else not active.any()
+
+
+def metric(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in (labels or {}).items()):
+            match = re.match(rf"{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", line)
+            if match:
+                return float(match.group(2))
+    return 0.0
+
+
+def scrape(service) -> str:
+    return urllib.request.urlopen(service["metrics"], timeout=10).read().decode()
+
+
+def test_health_and_reflection(service):
+    channel = service["client"].channel
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "lm_saes.v1.ActivationService"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    (reply,) = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                               timeout=10)
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"lm_saes.v1.ActivationService", "grpc.health.v1.Health"} <= names
+
+
+def test_feature_activations_equal_in_process(service, reference):
+    client = service["client"]
+    text = TEXTS[0]
+    result = client.feature_activations(SAE_ID, text, top_k=5)
+    expected = expected_features(reference, text)
+    assert [t["token"] for t in result] == reference[0].tokenizer.token_strings(reference[0].tokenizer.encode(text))
+    assert [t["position"] for t in result] == list(range(len(result)))
+    check_top_k(result, expected, 5)
+    chosen = [0, 7, 100, 255]
+    full = client.feature_activations(SAE_ID, text, features=chosen)
+    got = torch.tensor([[f["value"] for f in t["features"]] for t in full])
+    assert (got - expected[:, chosen]).abs().max().item() <= 1e-5
+    assert all([f["index"] for f in t["features"]] == chosen for t in full)
+
+
+def test_concurrent_requests_are_batched_and_correct(service, reference):
+    client = service["client"]
+    before = scrape(service)
+    barrier = threading.Barrier(len(TEXTS))
+
+    def ask(text: str) -> list[dict]:
+        barrier.wait()
+        return client.feature_activations(SAE_ID, text, top_k=8)
+
+    with ThreadPoolExecutor(len(TEXTS)) as pool:
+        results = list(pool.map(ask, TEXTS))
+    for text, result in zip(TEXTS, results, strict=True):
+        check_top_k(result, expected_features(reference, text), 8)
+    after = scrape(service)
+    texts = metric(after, "lm_saes_activation_batch_size_sum") - metric(before, "lm_saes_activation_batch_size_sum")
+    batches = metric(after, "lm_saes_activation_batch_size_count") - metric(before, "lm_saes_activation_batch_size_count")
+    print(f"{texts:.0f} concurrent texts in {batches:.0f} batches")
+    assert texts == len(TEXTS) and batches < len(TEXTS), f"{texts} texts in {batches} batches"
+
+
+def test_errors_name_the_problem(service):
+    client = service["client"]
+    with pytest.raises(ServiceError) as error:
+        client.feature_activations("no-such-sae", "hello")
+    assert error.value.code == grpc.StatusCode.NOT_FOUND and "no-such-sae" in str(error.value)
+    with pytest.raises(ServiceError) as error:
+        client.feature_activations(SAE_ID, "y" * (MAX_TEXT_TOKENS + 1))
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and error.value.details.startswith("text:")
+    assert str(MAX_TEXT_TOKENS) in error.value.details
+    with pytest.raises(ServiceError) as error:
+        client.feature_activations(SAE_ID, "")
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and "text" in error.value.details
+    with pytest.raises(ServiceError) as error:
+        client.feature_activations(SAE_ID, "hi", features=[10_000])
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and "features" in error.value.details
+
+
+def test_tokenize_and_streamed_activations(service, reference):
+    client, (model, _) = service["client"], reference
+    text = TEXTS[6]
+    tokens = client.tokenize(text, prepend_bos=True)
+    ids = [model.tokenizer.bos_token_id, *model.tokenizer.encode(text)]
+    assert tokens["token_ids"] == ids and tokens["tokens"] == model.tokenizer.token_strings(ids)
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
+    expected = model.activations(torch.tensor([ids]), hooks)
+    streamed = client.activations(hooks, text=text)  # 1 kB chunks: several per hook
+    assert streamed["token_ids"] == ids
+    for hook in hooks:
+        assert (streamed["activations"][hook] - expected[hook][0]).abs().max().item() <= 1e-5
+    by_tokens = client.activations(hooks[:1], tokens=ids, dtype="bfloat16")
+    assert by_tokens["activations"][hooks[0]].dtype == torch.bfloat16
+    stored = client.activations(hooks, text=text, store_uri=str(service["root"] / "acts"))
+    assert not stored["activations"]
+    for hook in hooks:
+        ref = stored["refs"][hook]
+        folder, key = ref["uri"].rsplit("/", 2)[0], "/".join(ref["uri"].rsplit("/", 2)[1:])
+        values = open_store(folder).get_tensors(key)["activations"]
+        assert list(values.shape) == ref["shape"] and ref["byte_size"] == values.numel() * 4
+        assert (values - expected[hook][0]).abs().max().item() <= 1e-5
+    with pytest.raises(ServiceError) as error:
+        client.activations(["blocks.9.hook_resid_post"], text=text)
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and error.value.details.startswith("hooks:")
+
+
+def test_generate_activations_job(service):
+    client = service["client"]
+    out = service["root"] / "generated"
+    job = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
+                                      data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
+                                      request_id="gen-1", shard_tokens=256)
+    assert job["kind"] == "activations" and job["state"] in ("queued", "running")
+    events = list(client.watch_job(job["id"], timeout=180))  # a worker process runs it
+    assert events[-1]["state"] == "succeeded", client.get_job(job["id"])["error"]
+    job = client.get_job(job["id"])
+    assert job["result"]["n_tokens"] >= 600
+    assert (out / "manifest.json").exists() and job["result"]["shards"] >= 2
+    again = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
+                                        data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
+                                        request_id="gen-1", shard_tokens=256)
+    assert again["id"] == job["id"] and again["updated"] == job["updated"]  # not run twice
+
+
+def test_cli_prints_a_token_table(service, capsys):
+    assert main(["activations", "--sae", SAE_ID, "--text", "cat", "--address", service["address"]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["pos", "token"] and len(lines) == 4 and "'c'" in lines[1]
+    assert main(["activations", "--sae", "nope", "--text", "cat", "--address", service["address"]]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_metrics_count_every_rpc(service):
+    text = scrape(service)
+    ok = {"service": "lm_saes.v1.ActivationService", "method": "GetFeatureActivations", "code": "OK"}
+    assert metric(text, "lm_saes_grpc_requests_total", ok) >= 1 + len(TEXTS)
+    assert metric(text, "lm_saes_grpc_requests_total", {**ok, "code": "NOT_FOUND"}) >= 1
+    assert metric(text, "lm_saes_grpc_requests_total", {**ok, "code": "INVALID_ARGUMENT"}) >= 3
+    assert metric(text, "lm_saes_grpc_requests_total", {**ok, "method": "GetActivations"}) >= 2
+    assert metric(text, "lm_saes_grpc_request_seconds_count", {"method": "GetFeatureActivations"}) >= 1 + len(TEXTS)
+
+
+def test_sigterm_stops_cleanly(service):  # last: it stops the module's service
+    proc = service["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    log = service["log"].read_text()
+    assert "stopped" in log and "Traceback" not in log
+    with pytest.raises(ServiceError):
+        ActivationClient(service["address"]).wait_ready(timeout=1)

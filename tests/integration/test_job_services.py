@@ -1,0 +1,149 @@
+"""Training and analysis services as separate processes over S3 (moto) and MongoDB (jongodb).
+
+Through gRPC: train a tiny SAE and watch it finish, analyze it and read features, see the
+error codes, and kill the training service mid-job: a restarted one finishes the job from its
+checkpoint.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lm_saes.proto.lm_saes.v1 import (
+    analysis_pb2,
+    analysis_pb2_grpc,
+    common_pb2,
+    training_pb2,
+    training_pb2_grpc,
+)
+from lm_saes.stores import open_store
+from tests.integration.conftest import REPO, free_port
+
+with open(REPO / "examples/configuration/train-tiny.toml", "rb") as handle:
+    TINY = tomllib.load(handle)
+DONE = (common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED)
+
+
+class Service:
+    """One service as an OS process on a free loopback port."""
+
+    def __init__(self, module: str, env: dict[str, str], log: Path):
+        self.module, self.env, self.log = module, env, log
+        self.port = free_port()
+        self.start()
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env, "LM_SAES_HOST": "127.0.0.1", "LM_SAES_PORT": str(self.port),
+               "LM_SAES_METRICS_PORT": str(free_port())}
+        self.metrics_port = int(env["LM_SAES_METRICS_PORT"])
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=env,
+                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        grpc.channel_ready_future(self.channel).result(timeout=180)
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=120)
+        self.channel.close()
+        return code
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, s3_server, mongodb_uri):
+    tmp = tmp_path_factory.mktemp("stack")
+    env = {"LM_SAES_DOCUMENTS": f"{mongodb_uri}/stack_{uuid.uuid4().hex[:8]}",
+           "LM_SAES_OBJECT_STORE": "s3://lm-saes-stack/objects", "HF_HUB_OFFLINE": "1", **s3_server}
+    training = Service("services.training", env, tmp / "training.log")
+    analysis = Service("services.analysis", env, tmp / "analysis.log")
+    yield training, analysis, tmp
+    for service in (training, analysis):
+        if service.proc.poll() is None:
+            service.stop()
+
+
+def _config(**train) -> str:
+    config = {**TINY, "data": {**TINY["data"], "max_tokens": 5000}, "train": {**TINY["train"], **train}}
+    config.pop("output")
+    return json.dumps(config)
+
+
+def _watch(stub, job_id: str) -> list:
+    return list(stub.Watch(common_pb2.JobRef(id=job_id), timeout=300))
+
+
+def test_train_watch_analyze_and_read_features(stack):
+    training, analysis, _ = stack
+    health = health_pb2_grpc.HealthStub(training.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="lm_saes.v1.TrainingService")).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
+    job = trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=_config(), request_id="tiny-1"))
+    assert trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=_config(), request_id="tiny-1")).id == job.id
+    events = _watch(trainer, job.id)
+    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED, trainer.Get(common_pb2.JobRef(id=job.id)).error
+    assert events[-1].step == events[-1].total_steps > 0 and events[-1].explained_variance > 0
+    result = json.loads(trainer.Get(common_pb2.JobRef(id=job.id)).result_json)
+    assert result["sae"].startswith("s3://lm-saes-stack/objects/training/")
+    assert "sae/sae.json" in open_store(result["output"]).list("sae")
+
+    analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
+    config = json.dumps({"data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
+                         "analysis": {"top_n": 5, "batch_contexts": 8}})
+    ajob = analyzer.Submit(analysis_pb2.SubmitAnalysisRequest(sae_uri=result["sae"], sae_id="tiny-sae",
+                                                              config_json=config))
+    assert _watch(analyzer, ajob.id)[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+    page = analyzer.ListFeatures(analysis_pb2.ListFeaturesRequest(
+        sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_DENSITY, descending=True, limit=10))
+    assert page.total == 256 and page.features[0].density >= page.features[-1].density
+    feature = analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="tiny-sae", index=page.features[0].index))
+    assert json.loads(feature.document_json)["top_examples"]
+    listed = trainer.List(common_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_SUCCEEDED))
+    assert job.id in [j.id for j in listed.jobs]
+
+
+def test_error_codes(stack):
+    training, analysis, _ = stack
+    trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
+    analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
+    with pytest.raises(grpc.RpcError) as error:
+        trainer.Get(common_pb2.JobRef(id="training-nope"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as error:
+        trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=json.dumps({"train": {"lrr": 1}})))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "train.lrr" in error.value.details()
+    with pytest.raises(grpc.RpcError) as error:
+        analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="ghost", index=0))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND and "ghost" in error.value.details()
+    with pytest.raises(grpc.RpcError) as error:
+        analyzer.Submit(analysis_pb2.SubmitAnalysisRequest())
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sae_uri" in error.value.details()
+
+
+def test_killed_training_service_finishes_job_after_restart(stack):
+    training, _, _ = stack
+    trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
+    job = trainer.Submit(training_pb2.SubmitTrainingRequest(
+        config_json=_config(batch_size=32, checkpoint_every=4, log_every=1)))
+    output = json.loads(job.config_json)["output"]
+    deadline = time.time() + 180
+    while not any(k.endswith("/done") for k in open_store(output).list("checkpoints")):
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.3)
+    training.stop(signal.SIGKILL)  # no chance to clean up; its worker dies with it
+    training.start()
+    trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
+    events = _watch(trainer, job.id)
+    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+    steps = [json.loads(line)["step"] for line in open_store(output).get_bytes("metrics.jsonl").decode().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == events[-1].total_steps
+    assert training.stop() == 0  # graceful SIGTERM exits cleanly

@@ -5,6 +5,8 @@
   activations. Rounds alternate candidate and baseline; medians are reported.
 - activations: generating and storing one mid-layer hook on SmolLM2 vs a bare forward pass
   to the same layer over the same contexts.
+- live: feature activations of a 64-token text through the gRPC activation service vs in
+  process, and 16 concurrent clients vs sequential (benchmarks/live.py).
 - analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
   features of the default SAE, over the same contexts, as a ratio to activation generation.
 
@@ -157,12 +159,16 @@ def main() -> int:
     x = x[contexts[:72] != model.tokenizer.bos_token_id][:8192].float()
     train_topk = bench_train(x, args.rounds, args.steps)
 
+    from live import bench_live  # benchmarks/ is on sys.path when run as a script
+
+    live = bench_live(RUN_SAE) if (RUN_SAE / "sae.json").is_file() else {}
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
         "train_topk": train_topk,
         "activations": activations,
         "analysis": analysis,
+        "live": live,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -174,6 +180,8 @@ def main() -> int:
         ("activations.ratio", activations["ratio"]),
         ("analysis.tokens_per_s", analysis["tokens_per_s"]),
         ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
+        *((f"live.{key}", live[key]) for key in ("p50_ms", "p99_ms", "bare_ms", "p50_over_bare",
+                                                  "concurrent_speedup", "inprocess_batch_speedup") if key in live),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

@@ -2,7 +2,9 @@
 
 Each SAE gets a thread that takes the first waiting request, gathers whatever else arrives
 within the batching window (up to `max_batch`), runs them as one padded batch, and hands each
-caller its own rows. Callers block in their RPC thread until their result is ready.
+caller its own rows. Callers block in their RPC thread until their result is ready. With a
+zero window (the default) nothing waits: a lone request runs at once, and requests that arrive
+while a forward runs form the next batch.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class FeatureBatcher:
         batch, deadline = [first], time.monotonic() + self._window_s
         while len(batch) < self._max_batch:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                remaining = deadline - time.monotonic()
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:

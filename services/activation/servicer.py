@@ -89,6 +89,15 @@ class LoadedModel:
         with self.lock:
             return self.model.activations(tokens, hooks)
 
+    @functools.cached_property
+    def vocab(self) -> list[str]:
+        """Every token id's string, decoded once (per-request decoding costs the GIL)."""
+        return self.model.tokenizer.token_strings(list(range(int(self.model.bridge.cfg.d_vocab))))
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        vocab = self.vocab
+        return [vocab[i] if 0 <= i < len(vocab) else f"<{i}>" for i in ids]
+
 
 @dataclass
 class LoadedSAE:
@@ -238,7 +247,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     def GetFeatureActivations(self, request: activation_pb2.GetFeatureActivationsRequest,
                               context: grpc.ServicerContext) -> activation_pb2.GetFeatureActivationsResponse:
         loaded = self.sae(request.sae_id)
-        tokenizer, d_sae = loaded.model.model.tokenizer, loaded.sae.d_sae
+        d_sae = loaded.sae.d_sae
         ids = self._text_tokens(loaded.model.model, request.text)
         features = list(request.features)
         if any(not 0 <= f < d_sae for f in features):
@@ -251,11 +260,10 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
             values = acts[:, features].tolist()
             indices = [features] * len(values)
         else:
-            top_values, top_indices = acts.topk(top_k, dim=1)
-            active = top_values > 0
-            values = [v[a].tolist() for v, a in zip(top_values, active, strict=True)]
-            indices = [i[a].tolist() for i, a in zip(top_indices, active, strict=True)]
-        strings = tokenizer.token_strings(ids[1:])
+            top_values, top_indices = (t.tolist() for t in acts.topk(top_k, dim=1))
+            values = [[v for v in row if v > 0] for row in top_values]
+            indices = [idx[: len(v)] for idx, v in zip(top_indices, values, strict=True)]
+        strings = loaded.model.token_strings(ids[1:])
         tokens = [activation_pb2.TokenFeatures(position=p, token_id=ids[p + 1], token=strings[p],
                                                indices=indices[p], values=values[p])
                   for p in range(len(strings))]

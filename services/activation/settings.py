@@ -13,7 +13,8 @@ class ActivationSettings(ServiceSettings):
     device: str = Field("cpu", description="Where models and SAEs run")
     dtype: DType = "float32"
     max_text_tokens: int = Field(1024, ge=1, description="Longest text (in tokens, BOS excluded) per request")
-    batch_window_ms: float = Field(5.0, ge=0, description="How long a batch waits for more requests")
+    batch_window_ms: float = Field(0.0, ge=0, description="How long a batch waits for more requests "
+                                   "(0: none; requests queued during a forward form the next batch)")
     max_batch: int = Field(32, ge=1, description="Most texts in one batched forward")
     sae_cache_size: int = Field(4, ge=1, description="SAEs kept loaded (least recently used goes first)")
     stream_chunk_mb: float = Field(2.0, gt=0, description="Inline GetActivations chunk size; stays under "

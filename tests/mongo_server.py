@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 JONGODB_PACKAGE = "@jongodb/memory-server-bin-linux-x64-gnu@0.1.6"
 JONGODB_DIR = REPO / ".cache" / "jongodb"
 JONGODB_BIN = JONGODB_DIR / "node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"

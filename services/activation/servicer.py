@@ -8,15 +8,13 @@ A model runs one forward at a time: TransformerLens hooks are state on shared mo
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import torch
@@ -31,6 +29,7 @@ from lm_saes.stores.documents import DocumentStore, open_document_store
 from lm_saes.wire import DTYPE_NAMES, TORCH_DTYPES, job_to_proto, tensor_to_proto
 from services.activation.batching import BatcherClosed, FeatureBatcher
 from services.activation.settings import ActivationSettings
+from services.common.errors import RequestError, invalid, rpc
 from services.common.jobs import JobRPCs
 
 log = logging.getLogger(__name__)
@@ -39,45 +38,6 @@ DEFAULT_TOP_K = 5
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
 
 
-class RequestError(Exception):
-    """A request refused with a status code; the message names the offending field."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def _invalid(field: str, problem: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {problem}")
-
-
-def _rpc(method: Callable) -> Callable:
-    """Turn RequestError into its status and anything else into INTERNAL (logged)."""
-
-    def fail(context: grpc.ServicerContext, error: Exception) -> None:
-        if isinstance(error, RequestError):
-            context.abort(error.code, str(error))
-        log.exception("%s failed", method.__name__)
-        context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
-
-    if inspect.isgeneratorfunction(method):
-        @functools.wraps(method)
-        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator:
-            try:
-                yield from method(self, request, context)
-            except Exception as error:
-                fail(context, error)
-
-        return stream
-
-    @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except Exception as error:
-            fail(context, error)
-
-    return unary
 
 
 @dataclass
@@ -137,7 +97,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     def sae(self, sae_id: str) -> LoadedSAE:
         """The SAE registered as `sae_id`, from the cache or loaded from its artifact."""
         if not sae_id:
-            raise _invalid("sae_id", "required")
+            raise invalid("sae_id", "required")
         with self._saes_lock:
             if sae_id in self._saes:
                 self._saes.move_to_end(sae_id)
@@ -204,24 +164,24 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     def _text_tokens(self, model: LanguageModel, text: str) -> list[int]:
         """[BOS] + tokens of `text`, refusing empty or too long texts."""
         if not text:
-            raise _invalid("text", "must not be empty")
+            raise invalid("text", "must not be empty")
         ids = model.tokenizer.encode(text)
         if not ids:
-            raise _invalid("text", "has no tokens")
+            raise invalid("text", "has no tokens")
         if len(ids) > self._limit(model):
-            raise _invalid("text", f"{len(ids)} tokens is more than the limit of {self._limit(model)} "
+            raise invalid("text", f"{len(ids)} tokens is more than the limit of {self._limit(model)} "
                                    "(max_text_tokens, LM_SAES_MAX_TEXT_TOKENS)")
         return [model.tokenizer.bos_token_id, *ids]
 
     def _given_tokens(self, model: LanguageModel, ids: list[int]) -> list[int]:
         if not ids:
-            raise _invalid("tokens", "must not be empty")
+            raise invalid("tokens", "must not be empty")
         if len(ids) > self._limit(model) + 1:
-            raise _invalid("tokens", f"{len(ids)} tokens is more than the limit of {self._limit(model) + 1}")
+            raise invalid("tokens", f"{len(ids)} tokens is more than the limit of {self._limit(model) + 1}")
         vocab = int(model.bridge.cfg.d_vocab)
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
-            raise _invalid("tokens", f"ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+            raise invalid("tokens", f"ids {bad[:5]} are outside the vocabulary [0, {vocab})")
         return list(ids)
 
     def _features(self, sae_id: str, ids: list[int]) -> tuple[LoadedSAE, torch.Tensor]:
@@ -234,7 +194,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"SAE {sae_id!r} keeps being evicted; raise sae_cache_size")
 
     # --- RPCs --------------------------------------------------------------------------
-    @_rpc
+    @rpc
     def Tokenize(self, request: activation_pb2.TokenizeRequest, context: grpc.ServicerContext) -> activation_pb2.TokenizeResponse:
         model = self.model(request.model or self.settings.model).model
         ids = model.tokenizer.encode(request.text)
@@ -243,7 +203,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         return activation_pb2.TokenizeResponse(token_ids=ids, tokens=model.tokenizer.token_strings(ids),
                                                 bos_token_id=model.tokenizer.bos_token_id)
 
-    @_rpc
+    @rpc
     def GetFeatureActivations(self, request: activation_pb2.GetFeatureActivationsRequest,
                               context: grpc.ServicerContext) -> activation_pb2.GetFeatureActivationsResponse:
         loaded = self.sae(request.sae_id)
@@ -251,10 +211,10 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         ids = self._text_tokens(loaded.model.model, request.text)
         features = list(request.features)
         if any(not 0 <= f < d_sae for f in features):
-            raise _invalid("features", f"indices must be in [0, {d_sae}), got {[f for f in features if not 0 <= f < d_sae][:5]}")
+            raise invalid("features", f"indices must be in [0, {d_sae}), got {[f for f in features if not 0 <= f < d_sae][:5]}")
         top_k = request.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= d_sae:
-            raise _invalid("top_k", f"must be in [1, {d_sae}], got {request.top_k}")
+            raise invalid("top_k", f"must be in [1, {d_sae}], got {request.top_k}")
         loaded, acts = self._features(request.sae_id, ids)  # [n_tokens, d_sae]
         if features:
             values = acts[:, features].tolist()
@@ -271,21 +231,21 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         return activation_pb2.GetFeatureActivationsResponse(sae_id=request.sae_id, model=loaded.model.model.name,
                                                              hook=spec.hook_in or "", tokens=tokens)
 
-    @_rpc
+    @rpc
     def GetActivations(self, request: activation_pb2.GetActivationsRequest,
                        context: grpc.ServicerContext) -> Iterator[activation_pb2.ActivationChunk]:
         loaded = self.model(request.model or self.settings.model)
         model = loaded.model
         hooks = list(dict.fromkeys(request.hooks))
         if not hooks:
-            raise _invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
+            raise invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
         try:
             model.check_hooks(hooks)
         except ValueError as error:
-            raise _invalid("hooks", str(error)) from None
+            raise invalid("hooks", str(error)) from None
         dtype = request.dtype or "float32"
         if dtype not in STREAM_DTYPES:
-            raise _invalid("dtype", f"must be one of {STREAM_DTYPES}, got {dtype!r}")
+            raise invalid("dtype", f"must be one of {STREAM_DTYPES}, got {dtype!r}")
         if request.WhichOneof("input") == "tokens":
             ids = self._given_tokens(model, list(request.tokens.ids))
         else:
@@ -322,21 +282,21 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
                                               shape=list(values.shape), byte_size=values.numel() * values.element_size())
         return refs
 
-    @_rpc
+    @rpc
     def GenerateActivations(self, request: activation_pb2.GenerateActivationsRequest,
                             context: grpc.ServicerContext) -> common_pb2.Job:
         """Validates, then queues a job that a worker process runs (watch it with WatchJob);
         a repeated request id returns the same job."""
         if not request.output_uri:
-            raise _invalid("output_uri", "required: a folder or s3:// prefix for the shards")
+            raise invalid("output_uri", "required: a folder or s3:// prefix for the shards")
         if not request.hooks:
-            raise _invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
+            raise invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
         try:
             raw = json.loads(request.data_config_json or "{}")
         except json.JSONDecodeError as error:
-            raise _invalid("data_config_json", f"not JSON: {error}") from None
+            raise invalid("data_config_json", f"not JSON: {error}") from None
         if not isinstance(raw, dict):
-            raise _invalid("data_config_json", "must be a JSON object of lm_saes.config.DataConfig fields")
+            raise invalid("data_config_json", "must be a JSON object of lm_saes.config.DataConfig fields")
         try:
             data = parse_config(raw, DataConfig, "data_config_json")
         except ConfigError as error:
@@ -351,7 +311,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         try:
             self.model(name).model.check_hooks(acts_cfg.hooks)
         except ValueError as error:
-            raise _invalid("hooks", str(error)) from None
+            raise invalid("hooks", str(error)) from None
         config = {"model": name, "output": request.output_uri, "data": data.model_dump(mode="json"),
                   "activations": acts_cfg.model_dump(mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"})}
         return job_to_proto(self.executor.submit("activations", config, request.request_id or None))

@@ -12,6 +12,7 @@ from lm_saes.jobs import LocalExecutor
 from lm_saes.proto.lm_saes.v1 import analysis_pb2, analysis_pb2_grpc
 from lm_saes.stores.documents import DocumentStore
 from lm_saes.wire import job_to_proto
+from services.common.errors import rpc
 from services.common.jobs import JobRPCs
 
 SORTS = {analysis_pb2.FEATURE_SORT_INDEX: "index", analysis_pb2.FEATURE_SORT_DENSITY: "density",
@@ -26,6 +27,7 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
         self.documents = documents
         self.output_root = output_root.rstrip("/")
 
+    @rpc
     def Submit(self, request, context):
         if not request.sae_uri:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sae_uri: name the folder or s3:// URI of the SAE")
@@ -45,6 +47,7 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
         config = {"sae": request.sae_uri, "analyze": cfg.model_dump(mode="json", exclude_none=True)}
         return job_to_proto(self.executor.submit(self.kind, config, request.request_id or uuid.uuid4().hex))
 
+    @rpc
     def GetFeature(self, request, context):
         doc = self.documents.get_feature(request.sae_id, int(request.index))
         if doc is None:
@@ -56,6 +59,7 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
             mean_activation=doc.get("mean_activation", 0.0), document_json=json.dumps(doc),
         )
 
+    @rpc
     def ListFeatures(self, request, context):
         if self.documents.get_sae(request.sae_id) is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no SAE {request.sae_id!r} in the document store")

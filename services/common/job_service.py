@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -9,9 +10,11 @@ import grpc
 from prometheus_client import Gauge
 
 from lm_saes.jobs import LocalExecutor
+from services.common.errors import STORE_ERRORS
 from services.common.server import serve
 from services.common.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
 JOBS = Gauge("lm_saes_jobs", "Jobs in the document store, by kind and state", ["kind", "state"])
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -25,8 +28,12 @@ def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event,
 
     def loop() -> None:
         while not stop.wait(interval):
-            executor.schedule()
-            jobs = executor.documents.list_jobs(kind)
+            try:
+                executor.schedule()
+                jobs = executor.documents.list_jobs(kind)
+            except STORE_ERRORS as error:  # keep going: the store may come back
+                log.warning("job scheduler: store unreachable (%s); retrying in %.0f s", error, interval)
+                continue
             for state in STATES:
                 JOBS.labels(kind, state).set(sum(j["state"] == state for j in jobs))
 

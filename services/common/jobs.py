@@ -14,6 +14,7 @@ import grpc
 from lm_saes.jobs import TERMINAL, LocalExecutor
 from lm_saes.proto.lm_saes.v1 import common_pb2
 from lm_saes.wire import JOB_STATES, job_to_proto
+from services.common.errors import rpc
 
 DEFAULT_PAGE = 50
 
@@ -43,9 +44,11 @@ class JobRPCs:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {job_id!r}")
         return job
 
+    @rpc
     def Get(self, request, context):
         return job_to_proto(self._job(request.id, context))
 
+    @rpc
     def List(self, request, context):
         if request.page_size < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
@@ -62,6 +65,7 @@ class JobRPCs:
         return common_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in page],
                                            next_page_token=str(offset + size) if more else "")
 
+    @rpc
     def Watch(self, request, context):
         job = self._job(request.id, context)
         last = None
@@ -74,6 +78,7 @@ class JobRPCs:
             time.sleep(self.watch_poll_s)
             job = self._job(request.id, context)
 
+    @rpc
     def Cancel(self, request, context):
         self._job(request.id, context)
         return job_to_proto(self.executor.cancel(request.id))

@@ -12,6 +12,7 @@ from lm_saes.config import ConfigError, RunConfig, parse_config
 from lm_saes.jobs import LocalExecutor, job_id_for
 from lm_saes.proto.lm_saes.v1 import training_pb2_grpc
 from lm_saes.wire import job_to_proto
+from services.common.errors import rpc
 from services.common.jobs import JobRPCs
 
 
@@ -22,6 +23,7 @@ class TrainingServicer(JobRPCs, training_pb2_grpc.TrainingServiceServicer):
         self.executor = executor
         self.output_root = output_root.rstrip("/")
 
+    @rpc
     def Submit(self, request, context):
         raw = self._raw_config(request, context)
         request_id = request.request_id or uuid.uuid4().hex

@@ -147,3 +147,31 @@ def test_killed_training_service_finishes_job_after_restart(stack):
     steps = [json.loads(line)["step"] for line in open_store(output).get_bytes("metrics.jsonl").decode().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == events[-1].total_steps
     assert training.stop() == 0  # graceful SIGTERM exits cleanly
+
+
+def test_unreachable_store_gives_unavailable(tmp_path):
+    from tests.mongo_server import install_jongodb, wait_for_uri
+
+    log = tmp_path / "jongodb.log"
+    with log.open("w") as out:
+        mongo = subprocess.Popen([str(install_jongodb()), "--host=127.0.0.1", "--port=0"], stdout=out,
+                                 stderr=subprocess.STDOUT)
+    uri = wait_for_uri(log, mongo, time.time() + 30)
+    service = Service("services.training", {"LM_SAES_DOCUMENTS": f"{uri}/gone?serverSelectionTimeoutMS=300",
+                                            "LM_SAES_OBJECT_STORE": str(tmp_path / "objects")},
+                      tmp_path / "training.log")
+    try:
+        trainer = training_pb2_grpc.TrainingServiceStub(service.channel)
+        trainer.List(common_pb2.ListJobsRequest())  # fine while the store answers
+        mongo.kill()
+        mongo.wait()
+        started = time.time()
+        with pytest.raises(grpc.RpcError) as error:
+            trainer.Get(common_pb2.JobRef(id="training-x"))
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE and "after 3 tries" in error.value.details()
+        assert time.time() - started < 30  # bounded
+        assert service.proc.poll() is None  # the service lives on
+    finally:
+        service.stop()
+        if mongo.poll() is None:
+            mongo.kill()

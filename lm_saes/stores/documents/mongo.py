@@ -19,7 +19,9 @@ class MongoDocumentStore(DocumentStore):
     def __init__(self, uri: str, client: Any = None):
         import pymongo
 
-        self.client = client or pymongo.MongoClient(uri)
+        # Fail fast when the server is gone (callers retry with backoff): 5 s, not pymongo's 30.
+        timeouts = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 5000}
+        self.client = client or pymongo.MongoClient(uri, **timeouts)
         self.db = self.client.get_default_database(DEFAULT_DATABASE)
         self.uri = uri
         self._create_indexes()

@@ -72,8 +72,10 @@ def _worker(documents_uri: str, job_id: str) -> None:
 class LocalExecutor:
     """Jobs as local worker processes; their state lives in the document store."""
 
-    def __init__(self, documents_uri: str, max_workers: int = 1):
+    def __init__(self, documents_uri: str, max_workers: int = 1, kinds: tuple[str, ...] | None = None):
+        """`kinds`: the job kinds this executor runs (a service runs its own; default: all)."""
         self.documents_uri = documents_uri
+        self.kinds = kinds
         self.documents = open_document_store(documents_uri)
         self.max_workers = max_workers
         self.context = multiprocessing.get_context("spawn")
@@ -83,7 +85,7 @@ class LocalExecutor:
 
     def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
         """Queue a job; the same request id returns the existing job instead of a new one."""
-        if kind not in _job_functions():
+        if kind not in _job_functions() or (self.kinds and kind not in self.kinds):
             raise ValueError(f"unknown job kind {kind!r}")
         job = new_job(kind, config, request_id)
         with self.lock:
@@ -101,8 +103,7 @@ class LocalExecutor:
                 return
             for job_id in [j for j, p in self.processes.items() if not p.is_alive()]:
                 self.processes.pop(job_id).join()
-            queued = sorted((j for j in self.documents.list_jobs() if j["state"] == "queued"),
-                            key=lambda j: j["created"])
+            queued = sorted((j for j in self._jobs() if j["state"] == "queued"), key=lambda j: j["created"])
             for job in queued:
                 if len(self.processes) >= self.max_workers:
                     break
@@ -114,10 +115,15 @@ class LocalExecutor:
                 self.processes[job["id"]] = process
                 log.info("started job %s (%s) in pid %s", job["id"], job["kind"], process.pid)
 
+    def _jobs(self) -> list[dict[str, Any]]:
+        if self.kinds is None:
+            return self.documents.list_jobs()
+        return [job for kind in self.kinds for job in self.documents.list_jobs(kind)]
+
     def resume_unfinished(self) -> list[str]:
         """After a restart: jobs left `running` by a dead worker go back to the queue."""
         resumed = []
-        for job in self.documents.list_jobs():
+        for job in self._jobs():
             if job["state"] == "running" and job["id"] not in self.processes:
                 job.update(state="queued", updated=now())
                 self.documents.put_job(job)

@@ -17,8 +17,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
+TOKENS = Counter("lm_saes_activation_tokens_total", "Tokens run through the model and SAE for live requests")
 BATCH_SIZE = Histogram("lm_saes_activation_batch_size", "Texts per batched forward of GetFeatureActivations",
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 # Runs one batch: token lists (BOS first) -> one [len - 1, d_sae] activation tensor each.
@@ -82,6 +83,7 @@ class FeatureBatcher:
                 return
             batch, stopping = self._gather(first)
             BATCH_SIZE.observe(len(batch))
+            TOKENS.inc(sum(len(r.tokens) - 1 for r in batch))
             try:
                 results = self._run([r.tokens for r in batch])
             except BaseException as error:  # every waiting caller learns why

@@ -74,7 +74,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
                  executor: LocalExecutor | None = None):
         self.settings = settings
         self.documents = documents or open_document_store(settings.documents)
-        self.executor = executor or LocalExecutor(settings.documents)
+        self.executor = executor or LocalExecutor(settings.documents, kinds=(self.kind,))
         self._models: dict[str, LoadedModel] = {}
         self._saes: OrderedDict[str, LoadedSAE] = OrderedDict()
         self._models_lock = threading.Lock()

@@ -16,6 +16,7 @@ from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 JOBS = Gauge("lm_saes_jobs", "Jobs in the document store, by kind and state", ["kind", "state"])
+JOB_TOKENS = Gauge("lm_saes_job_tokens", "Tokens processed by the jobs in the store, by kind", ["kind"])
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -36,6 +37,7 @@ def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event,
                 continue
             for state in STATES:
                 JOBS.labels(kind, state).set(sum(j["state"] == state for j in jobs))
+            JOB_TOKENS.labels(kind).set(sum(float((j.get("metrics") or {}).get("tokens", 0)) for j in jobs))
 
     threading.Thread(target=loop, name=f"{kind}-jobs", daemon=True).start()
 
@@ -43,7 +45,7 @@ def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event,
 def run_job_service(settings: JobServiceSettings, kind: str,
                     make_servicer: Callable[[LocalExecutor], tuple[object, Callable[[object, grpc.Server], None], str]]) -> int:
     """Resume unfinished jobs, serve until SIGTERM, then checkpoint running workers and stop."""
-    executor = LocalExecutor(settings.documents, max_workers=settings.max_jobs)
+    executor = LocalExecutor(settings.documents, max_workers=settings.max_jobs, kinds=(kind,))
     executor.resume_unfinished()
     stop = threading.Event()
     export_job_gauges(executor, kind, stop)

@@ -155,6 +155,8 @@ def test_concurrent_requests_are_batched_and_correct(service, reference):
     batches = metric(after, "lm_saes_activation_batch_size_count") - metric(before, "lm_saes_activation_batch_size_count")
     print(f"{texts:.0f} concurrent texts in {batches:.0f} batches")
     assert texts == len(TEXTS) and batches < len(TEXTS), f"{texts} texts in {batches} batches"
+    tokens = metric(after, "lm_saes_activation_tokens_total") - metric(before, "lm_saes_activation_tokens_total")
+    assert tokens == sum(len(r) for r in results)
 
 
 def test_errors_name_the_problem(service):

@@ -65,8 +65,9 @@ def stack(tmp_path_factory, s3_server, mongodb_uri):
            "LM_SAES_OBJECT_STORE": "s3://lm-saes-stack/objects", "HF_HUB_OFFLINE": "1", **s3_server}
     training = Service("services.training", env, tmp / "training.log")
     analysis = Service("services.analysis", env, tmp / "analysis.log")
-    yield training, analysis, tmp
-    for service in (training, analysis):
+    activation = Service("services.activation", {**env, "LM_SAES_MODEL": "tiny"}, tmp / "activation.log")
+    yield training, analysis, tmp, activation
+    for service in (training, analysis, activation):
         if service.proc.poll() is None:
             service.stop()
 
@@ -82,7 +83,7 @@ def _watch(stub, job_id: str) -> list:
 
 
 def test_train_watch_analyze_and_read_features(stack):
-    training, analysis, _ = stack
+    training, analysis, *_ = stack
     health = health_pb2_grpc.HealthStub(training.channel)
     assert health.Check(health_pb2.HealthCheckRequest(service="lm_saes.v1.TrainingService")).status == \
         health_pb2.HealthCheckResponse.SERVING
@@ -112,7 +113,7 @@ def test_train_watch_analyze_and_read_features(stack):
 
 
 def test_error_codes(stack):
-    training, analysis, _ = stack
+    training, analysis, *_ = stack
     trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
     analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
     with pytest.raises(grpc.RpcError) as error:
@@ -130,7 +131,7 @@ def test_error_codes(stack):
 
 
 def test_killed_training_service_finishes_job_after_restart(stack):
-    training, _, _ = stack
+    training, *_ = stack
     trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
     job = trainer.Submit(training_pb2.SubmitTrainingRequest(
         config_json=_config(batch_size=32, checkpoint_every=4, log_every=1)))
@@ -147,6 +148,7 @@ def test_killed_training_service_finishes_job_after_restart(stack):
     steps = [json.loads(line)["step"] for line in open_store(output).get_bytes("metrics.jsonl").decode().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == events[-1].total_steps
     assert training.stop() == 0  # graceful SIGTERM exits cleanly
+    training.start()  # leave the stack as the other tests expect it
 
 
 def test_unreachable_store_gives_unavailable(tmp_path):
@@ -175,3 +177,43 @@ def test_unreachable_store_gives_unavailable(tmp_path):
         service.stop()
         if mongo.poll() is None:
             mongo.kill()
+
+
+def test_whole_pipeline_through_the_client(stack):
+    """Generate activations, train on them, analyze, read a feature, and ask live features."""
+    import torch
+
+    from lm_saes.client import ActivationClient, AnalysisClient, TrainingClient
+    from lm_saes.config import ModelConfig
+    from lm_saes.models import load_language_model
+    from lm_saes.saes import load_sae
+
+    training, analysis, _, activation = stack
+    hook = "blocks.0.hook_resid_post"
+    acts_uri = "s3://lm-saes-stack/shared-acts"
+    data = {"context_size": 64, "max_tokens": 5000, "eval_tokens": 1000}
+    with ActivationClient(f"127.0.0.1:{activation.port}") as live, \
+            TrainingClient(f"127.0.0.1:{training.port}") as trainer, \
+            AnalysisClient(f"127.0.0.1:{analysis.port}") as analyzer:
+        job = live.generate_activations([hook], acts_uri, model="tiny", data=data, shard_tokens=2048)
+        assert list(live.watch_job(job["id"], timeout=300))[-1]["state"] == "succeeded"
+        config = {**json.loads(_config()), "data": {**TINY["data"], **data},
+                  "activations": {**TINY["activations"], "path": acts_uri}}
+        job = trainer.submit(config)
+        assert list(trainer.watch(job["id"], timeout=300))[-1]["state"] == "succeeded"
+        sae_uri = trainer.get(job["id"])["result"]["sae"]
+        assert trainer.get(job["id"])["result"]["timings_s"]["activations"] < 5  # reused, not regenerated
+        job = analyzer.submit(sae_uri, sae_id="e2e", config={"data": {**data, "eval_tokens": 0}})
+        assert list(analyzer.watch(job["id"], timeout=300))[-1]["state"] == "succeeded"
+        features, total = analyzer.list_features("e2e", sort="max_activation", descending=True, limit=3)
+        assert total == 256 and analyzer.get_feature("e2e", features[0]["index"])["top_examples"]
+
+        text = "Sparse autoencoders find features."
+        tokens = live.feature_activations("e2e", text, features=list(range(256)))
+    model = load_language_model(ModelConfig(name="tiny"))
+    sae = load_sae(sae_uri)
+    ids = torch.tensor([[model.tokenizer.bos_token_id, *model.tokenizer.encode(text)]])
+    expected = sae.encode(model.activations(ids, [hook])[hook][0, 1:])
+    served = torch.tensor([[f["value"] for f in t["features"]] for t in tokens])
+    assert served.shape == expected.shape
+    assert float((served - expected).abs().max()) <= 1e-5

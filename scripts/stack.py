@@ -56,14 +56,14 @@ def up(real: bool) -> None:
         env.update(LM_SAES_S3_ENDPOINT=f"127.0.0.1:{MOTO_PORT}", LM_SAES_S3_SECURE="0", AWS_ACCESS_KEY_ID="local",
                    AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1",
                    LM_SAES_OBJECT_STORE="s3://lm-saes/objects", LM_SAES_DOCUMENTS="mongodb://127.0.0.1:27017/lm_saes")
-    for name, port in SERVICES.items():
-        service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(port + 40000)}
+    for offset, (name, port) in enumerate(SERVICES.items()):
+        service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(9091 + offset)}
         _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
     for port in SERVICES.values():
         _wait_port(port)
     endpoints = {name: f"127.0.0.1:{port}" for name, port in SERVICES.items()}
     (STATE / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
-    print(f"up: {endpoints} (metrics on port+40000; logs in {STATE})")
+    print(f"up: {endpoints} (metrics on ports 9091-9093; logs in {STATE})")
     print(f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
           f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}")
 

@@ -17,8 +17,9 @@ def main() -> int:
     from services.activation.settings import ActivationSettings
     from services.common import serve
     from services.common.job_service import export_job_gauges
+    from services.common.settings import load_settings
 
-    settings = ActivationSettings()
+    settings = load_settings(ActivationSettings)
     servicer = ActivationServicer(settings)
     servicer.executor.resume_unfinished()
     stop = threading.Event()

@@ -5,10 +5,11 @@ import sys
 from lm_saes.proto.lm_saes.v1 import analysis_pb2, analysis_pb2_grpc
 from services.analysis.servicer import AnalysisServicer
 from services.common.job_service import JobServiceSettings, run_job_service
+from services.common.settings import load_settings
 
 
 def main() -> int:
-    settings = JobServiceSettings()
+    settings = load_settings(JobServiceSettings)
     name = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
     return run_job_service(settings, "analysis", lambda executor: (
         AnalysisServicer(executor, executor.documents, settings.object_store),

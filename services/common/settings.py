@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -28,3 +30,19 @@ class ServiceSettings(BaseSettings):
     @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * 1024 * 1024
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Settings from the environment; a bad value exits with the variable named, no traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return cls()
+    except ValidationError as error:
+        problems = "; ".join(f"LM_SAES_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']} (got {e.get('input')!r})"
+                             for e in error.errors())
+        raise SystemExit(f"invalid settings: {problems}") from None
+

@@ -4,11 +4,12 @@ import sys
 
 from lm_saes.proto.lm_saes.v1 import training_pb2, training_pb2_grpc
 from services.common.job_service import JobServiceSettings, run_job_service
+from services.common.settings import load_settings
 from services.training.servicer import TrainingServicer
 
 
 def main() -> int:
-    settings = JobServiceSettings()
+    settings = load_settings(JobServiceSettings)
     name = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
     return run_job_service(settings, "training", lambda executor: (
         TrainingServicer(executor, settings.object_store),

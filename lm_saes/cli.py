@@ -21,6 +21,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, RunConfig, _overrides(args.set))
     run = run_train(cfg, progress=not args.quiet)
+    if run is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     summary = run.summary()
     print(json.dumps(summary, indent=2))
     print(f"\nSAE saved to {summary['sae']}; metrics in {cfg.output}/eval.json, "

@@ -29,6 +29,7 @@ from lm_saes.saes import SAESpec, SparseAutoencoder, build_sae, load_sae
 from lm_saes.saes.base import DTYPES
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.training import Trainer
+from lm_saes.training.distributed import init_distributed
 
 log = logging.getLogger(__name__)
 SAE_PREFIX = "sae"
@@ -84,19 +85,29 @@ def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], No
     """Tokens -> activations -> trained SAE -> evaluation, all under `cfg.output`.
 
     Returns None when `should_stop` interrupted training (a checkpoint holds the progress).
+    Under torchrun (WORLD_SIZE > 1) every rank trains on its slice of each batch; rank 0
+    generates the activations first, and alone saves, evaluates and returns the run.
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.manual_seed(cfg.seed)
+    dist = init_distributed(cfg.train.device)
+    if dist.enabled and not cfg.activations.store:
+        raise ValueError("activations.store = false trains on the fly in one process; set it true for torchrun")
     store = open_store(cfg.output)
-    store.put_json(CONFIG_KEY, cfg.model_dump(mode="json"))
+    if dist.is_main:
+        store.put_json(CONFIG_KEY, cfg.model_dump(mode="json"))
     model = load_language_model(cfg.model)
     model.check_hooks(cfg.activations.hooks)
     timings["load_model"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     splits = load_token_splits(cfg.data, model.tokenizer)
-    source = activation_source(cfg, model, splits, store, progress)
+    if not dist.is_main:
+        dist.barrier()  # rank 0 generates (or checks) the shards first
+    source = activation_source(cfg, model, splits, store, progress and dist.is_main)
+    if dist.is_main:
+        dist.barrier()
     timings["activations"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -108,9 +119,10 @@ def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], No
         model=model.name,
     )
     sae = build_sae(spec).to(cfg.sae.device, DTYPES[cfg.sae.dtype])
-    trainer = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress, on_log, should_stop)
+    trainer = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress and dist.is_main,
+                      on_log, should_stop, dist)
     summary = trainer.run()
-    if summary.steps < trainer.total_steps:
+    if summary.steps < trainer.total_steps or not dist.is_main:
         return None
     sae.save(store, SAE_PREFIX)
     timings["train"] = time.perf_counter() - clock

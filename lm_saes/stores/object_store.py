@@ -115,7 +115,12 @@ class LocalObjectStore(ObjectStore):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # drop folders the delete left empty, up to the root
+            if parent == self.root or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 class S3ObjectStore(ObjectStore):

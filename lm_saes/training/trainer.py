@@ -22,6 +22,7 @@ from lm_saes.config import TrainConfig
 from lm_saes.saes.base import SparseAutoencoder, TrainStepInfo
 from lm_saes.stores import ObjectStore
 from lm_saes.training.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint
+from lm_saes.training.distributed import Distributed
 
 METRICS_KEY = "metrics.jsonl"
 
@@ -56,7 +57,8 @@ class TrainSummary:
 class Trainer:
     def __init__(self, sae: SparseAutoencoder, source: ActivationSource, cfg: TrainConfig,
                  store: ObjectStore, hook_in: str, hook_out: str, progress: bool = True,
-                 on_log: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None):
+                 on_log: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                 distributed: Distributed | None = None):
         """`on_log` receives each metrics record; `should_stop` is polled every step (a job's
         shutdown or cancel): when it turns true the trainer checkpoints and returns early."""
         self.sae = sae
@@ -68,6 +70,9 @@ class Trainer:
         self.progress = progress
         self.on_log = on_log
         self.should_stop = should_stop
+        self.dist = distributed or Distributed()
+        if cfg.batch_size % self.dist.world:
+            raise ValueError(f"train.batch_size = {cfg.batch_size} must divide evenly over {self.dist.world} ranks")
         self.total_steps = source.tokens_per_epoch * cfg.epochs // cfg.batch_size
         if self.total_steps < 1:
             raise ValueError(
@@ -130,8 +135,8 @@ class Trainer:
                   disable=not self.progress) as bar:
             while self.step < last_step and not (self.should_stop and self.should_stop()):
                 batch = next(batches)
-                x = batch[self.hook_in].to(device, non_blocking=True)
-                y = batch[self.hook_out].to(device, non_blocking=True)
+                x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
+                y = self.dist.local_rows(batch[self.hook_out]).to(device, non_blocking=True)
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(self.step, self.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
                 info = TrainStepInfo(
@@ -142,11 +147,13 @@ class Trainer:
                 out = self.sae.training_forward(x, y, info)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                self.dist.average_gradients(self.sae.parameters())
                 self.sae.remove_parallel_decoder_grad()
                 self.optimizer.step()
                 self.sae.normalize_decoder()
-                fired = out.fired.cpu()
-                self.silent_tokens += x.shape[0]
+                fired = self.dist.any(out.fired).cpu()
+                self.sync_buffers()
+                self.silent_tokens += self.cfg.batch_size
                 self.silent_tokens[fired] = 0
                 self.step += 1
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
@@ -175,13 +182,27 @@ class Trainer:
         }
         record["total_steps"] = self.total_steps
         self.metrics.append(record)
+        if not self.dist.is_main:
+            return record
         if self.on_log:
             self.on_log(record)
         self.store.put_bytes(METRICS_KEY, "".join(json.dumps(m) + "\n" for m in self.metrics).encode())
         return record
 
-    def checkpoint(self) -> str:
+    def sync_buffers(self) -> None:
+        """Statistics some architectures keep (BatchTopK's threshold) averaged over ranks."""
+        if self.dist.enabled:
+            for name, buffer in self.sae.named_buffers():
+                if name not in ("input_scale", "output_scale"):
+                    self.dist.mean_(buffer)
+
+    def checkpoint(self) -> str | None:
+        """Rank 0 writes; the others wait, so nobody races ahead of a half-written checkpoint."""
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return None
         state = {"optimizer": self.optimizer.state_dict(), "silent_tokens": self.silent_tokens, "step": self.step}
         prefix = save_checkpoint(self.store, self.step, self.sae, state)
         prune_checkpoints(self.store, keep=2)
+        self.dist.barrier()
         return prefix

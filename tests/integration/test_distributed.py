@@ -1,0 +1,57 @@
+"""Two gloo processes with a global batch of B reach the same weights as one process with B."""
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lm_saes.activations import ShardWriter, StoredActivations
+from lm_saes.config import TrainConfig
+from lm_saes.saes import SAESpec, build_sae
+from lm_saes.stores import LocalObjectStore
+from lm_saes.training import Trainer
+from lm_saes.training.checkpoint import completed_steps
+from lm_saes.training.distributed import Distributed
+
+SPEC = SAESpec(architecture="topk", hook_in="h", hook_out="h", d_in=16, d_out=16, d_sae=64, k=4, seed=1)
+CFG = TrainConfig(batch_size=128, lr=3e-3, lr_warmup_steps=2, log_every=5, checkpoint_every=6,
+                  dead_after_tokens=10**9, epochs=2)
+
+
+def _write_data(root) -> None:
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.randn(40, 16, generator=g)
+    codes = torch.rand(2000, 40, generator=g) * (torch.rand(2000, 40, generator=g) < 0.1)
+    writer = ShardWriter(LocalObjectStore(f"{root}/acts"), "m", 8, shard_tokens=500)
+    writer.add({"h": 10 * codes @ atoms})
+    writer.close()
+
+
+def _train(root, out, distributed=None) -> Trainer:
+    source = StoredActivations(LocalObjectStore(f"{root}/acts"), ["h"], buffer_tokens=1000)
+    trainer = Trainer(build_sae(SPEC), source, CFG, LocalObjectStore(f"{root}/{out}"), "h", "h",
+                      progress=False, distributed=distributed)
+    trainer.run()
+    return trainer
+
+
+def _rank(rank: int, world: int, root: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        trainer = _train(root, "ddp", Distributed(rank, world))
+        if rank == 0:
+            torch.save(trainer.sae.state_dict(), f"{root}/ddp.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path):
+    _write_data(tmp_path)
+    torch.set_num_threads(1)
+    single = _train(tmp_path, "single").sae.state_dict()
+    mp.spawn(_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt")
+    for name, value in single.items():
+        assert float((ddp[name] - value).abs().max()) <= 1e-5, name
+    assert completed_steps(LocalObjectStore(tmp_path / "ddp")) == [24, 30]  # written by rank 0
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-00000024", "step-00000030"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import traceback
@@ -39,16 +40,26 @@ def _die_with_parent() -> None:
 
 
 def _worker(documents_uri: str, job_id: str) -> None:
-    """Process entry point: run one job to an end state (or back to `queued` on SIGTERM)."""
+    """Local worker process: dies with its service, then runs the job."""
     _die_with_parent()
+    run_job(documents_uri, job_id)
+
+
+def run_job(documents_uri: str, job_id: str) -> int:
+    """Run one job to an end state (or back to `queued` on SIGTERM). Under torchrun only
+    rank 0 writes the record; the other ranks just train."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {job_id} %(levelname)s %(name)s: %(message)s")
+    reporting = int(os.environ.get("RANK", "0")) == 0
     with open_document_store(documents_uri) as documents:
         reporter = JobReporter(documents, job_id)
         job = documents.get_job(job_id)
         if job is None or job["state"] in TERMINAL:
-            return
+            return 0
+        if not reporting:
+            _job_functions()[job["kind"]](job, reporter, lambda: False)
+            return 0
         reporter.running()
 
         def should_stop() -> bool:
@@ -61,12 +72,13 @@ def _worker(documents_uri: str, job_id: str) -> None:
         except Exception as error:  # the job failed, not the worker: record why
             log.error("job failed: %s", traceback.format_exc())
             reporter.failed(f"{type(error).__name__}: {error}")
-            return
+            return 1
         if result is None:  # stopped early with a checkpoint
             if reporter.state() != "cancelled":
                 reporter.requeued()
-            return
+            return 0
         reporter.succeeded(result)
+        return 0
 
 
 class LocalExecutor:

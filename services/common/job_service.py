@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 import grpc
 from prometheus_client import Gauge
 
 from lm_saes.jobs import LocalExecutor
+from lm_saes.jobs.kubernetes import KubernetesSettings
 from services.common.errors import STORE_ERRORS
 from services.common.server import serve
 from services.common.settings import ServiceSettings
@@ -21,7 +23,17 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class JobServiceSettings(ServiceSettings):
-    max_jobs: int = 1  # concurrent worker processes (each holds a model; 2 cores here)
+    max_jobs: int = 1  # concurrent local worker processes (each holds a model)
+    executor: Literal["local", "kubernetes"] = "local"  # kubernetes: each job a batch/v1 Job
+    kubernetes: KubernetesSettings = KubernetesSettings()  # LM_SAES_KUBERNETES='{"image": ...}'
+
+
+def make_executor(settings: JobServiceSettings, kind: str):
+    if settings.executor == "kubernetes":
+        from lm_saes.jobs.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor(settings.documents, settings.kubernetes, kinds=(kind,))
+    return LocalExecutor(settings.documents, max_workers=settings.max_jobs, kinds=(kind,))
 
 
 def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event, interval: float = 2.0) -> None:
@@ -45,7 +57,7 @@ def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event,
 def run_job_service(settings: JobServiceSettings, kind: str,
                     make_servicer: Callable[[LocalExecutor], tuple[object, Callable[[object, grpc.Server], None], str]]) -> int:
     """Resume unfinished jobs, serve until SIGTERM, then checkpoint running workers and stop."""
-    executor = LocalExecutor(settings.documents, max_workers=settings.max_jobs, kinds=(kind,))
+    executor = make_executor(settings, kind)
     executor.resume_unfinished()
     stop = threading.Event()
     export_job_gauges(executor, kind, stop)

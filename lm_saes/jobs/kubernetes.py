@@ -1,0 +1,184 @@
+"""Run jobs as Kubernetes batch/v1 Jobs on GPU nodes, following their status into the record.
+
+One worker: a plain Job running `python -m lm_saes.jobs.worker`. Several workers: an Indexed Job
+whose pods find each other through a headless Service and run the same entry point under
+torchrun (rank = completion index), i.e. data-parallel training (lm_saes.training.distributed).
+The local executor stays the default; the training service uses this one when
+`LM_SAES_EXECUTOR=kubernetes`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from lm_saes.jobs.records import TERMINAL, new_job, now
+from lm_saes.stores.documents import open_document_store
+
+log = logging.getLogger(__name__)
+WORKER_PORT = 29500
+
+
+class KubernetesSettings(BaseModel):
+    namespace: str = "lm-saes"
+    image: str = "lm-saes/training:0.1.0"
+    workers: int = Field(1, ge=1, description="Pods per job; >1 runs torchrun across them")
+    gpus_per_worker: int = Field(1, ge=0)
+    cpu: str = "4"
+    memory: str = "32Gi"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    runtime_class_name: str | None = None
+    service_account: str | None = None
+    env_secret: str = Field("lm-saes-services", description="Secret with LM_SAES_DOCUMENTS, S3 credentials")
+    model_cache_claim: str | None = Field(None, description="PVC mounted at /cache (LM_SAES_HOME)")
+    backoff_limit: int = 2
+    ttl_seconds_after_finished: int = 86_400
+
+
+def k8s_name(job_id: str) -> str:
+    return f"lm-saes-{job_id}".lower().replace("_", "-")[:63].rstrip("-")
+
+
+def job_manifests(job: dict[str, Any], settings: KubernetesSettings) -> list[dict[str, Any]]:
+    """The batch/v1 Job (and, for several workers, its headless Service) that run `job`."""
+    name = k8s_name(job["id"])
+    labels = {"app.kubernetes.io/name": "lm-saes", "app.kubernetes.io/component": f"{job['kind']}-job",
+              "lm-saes/job-id": job["id"][:63]}
+    multi = settings.workers > 1
+    entry = ["-m", "lm_saes.jobs.worker", "--job", job["id"]]
+    if multi:
+        command = ["torchrun", f"--nnodes={settings.workers}", "--nproc-per-node=1",
+                   "--node-rank=$(JOB_COMPLETION_INDEX)", f"--master-addr={name}-0.{name}",
+                   f"--master-port={WORKER_PORT}", *entry]
+    else:
+        command = ["python", *entry]
+    resources: dict[str, dict[str, str]] = {"requests": {"cpu": settings.cpu, "memory": settings.memory},
+                                            "limits": {"cpu": settings.cpu, "memory": settings.memory}}
+    if settings.gpus_per_worker:
+        resources["limits"]["nvidia.com/gpu"] = str(settings.gpus_per_worker)
+        resources["requests"]["nvidia.com/gpu"] = str(settings.gpus_per_worker)
+    volumes = [{"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    if settings.model_cache_claim:
+        volumes.append({"name": "cache", "persistentVolumeClaim": {"claimName": settings.model_cache_claim}})
+        mounts.append({"name": "cache", "mountPath": "/cache"})
+    container = {
+        "name": "worker", "image": settings.image, "command": command,
+        "env": [{"name": "LM_SAES_HOME", "value": "/cache"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        "envFrom": [{"secretRef": {"name": settings.env_secret}}],
+        "resources": resources, "volumeMounts": mounts,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+    if multi:
+        container["ports"] = [{"name": "rendezvous", "containerPort": WORKER_PORT}]
+    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes,
+                           "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001}}
+    for key, value in (("nodeSelector", settings.node_selector), ("tolerations", settings.tolerations),
+                       ("runtimeClassName", settings.runtime_class_name),
+                       ("serviceAccountName", settings.service_account)):
+        if value:
+            pod[key] = value
+    if multi:
+        pod["subdomain"] = name
+    spec: dict[str, Any] = {"backoffLimit": settings.backoff_limit,
+                            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+                            "template": {"metadata": {"labels": labels}, "spec": pod}}
+    if multi:
+        spec.update(completionMode="Indexed", completions=settings.workers, parallelism=settings.workers)
+    manifests = [{"apiVersion": "batch/v1", "kind": "Job",
+                  "metadata": {"name": name, "namespace": settings.namespace, "labels": labels}, "spec": spec}]
+    if multi:
+        manifests.append({"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+                          "spec": {"clusterIP": "None", "selector": {"lm-saes/job-id": job["id"][:63]},
+                                   "ports": [{"name": "rendezvous", "port": WORKER_PORT}]}})
+    return manifests
+
+
+def state_from_status(status: dict[str, Any] | None, workers: int) -> str:
+    """A batch/v1 JobStatus -> our job state."""
+    status = status or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") == "Complete":
+            return "succeeded"
+        if condition.get("status") == "True" and condition.get("type") == "Failed":
+            return "failed"
+    if (status.get("succeeded") or 0) >= workers:
+        return "succeeded"
+    return "running" if status.get("active") or status.get("ready") else "queued"
+
+
+class KubernetesExecutor:
+    """Same interface as LocalExecutor (submit, cancel, schedule, resume_unfinished, shutdown)."""
+
+    def __init__(self, documents_uri: str, settings: KubernetesSettings, kinds: tuple[str, ...] = ("training",),
+                 api_client: Any = None):
+        from kubernetes import client, config
+
+        if api_client is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.documents_uri = documents_uri
+        self.documents = open_document_store(documents_uri)
+        self.settings = settings
+        self.kinds = kinds
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+        if kind not in self.kinds:
+            raise ValueError(f"unknown job kind {kind!r}")
+        job = new_job(kind, config, request_id)
+        with self.lock:
+            existing = self.documents.get_job(job["id"])
+            if existing is not None:
+                return existing
+            self.documents.put_job(job)
+        for manifest in job_manifests(job, self.settings):
+            if manifest["kind"] == "Service":
+                self.core.create_namespaced_service(self.settings.namespace, manifest)
+            else:
+                self.batch.create_namespaced_job(self.settings.namespace, manifest)
+        return job
+
+    def schedule(self) -> None:
+        """Follow each unfinished job's Kubernetes status into its record."""
+        for kind in self.kinds:
+            for job in self.documents.list_jobs(kind):
+                if job["state"] in TERMINAL:
+                    continue
+                try:
+                    status = self.batch.read_namespaced_job_status(k8s_name(job["id"]), self.settings.namespace)
+                except Exception as error:  # the API may blip; the next poll retries
+                    log.warning("cannot read status of %s: %s", job["id"], error)
+                    continue
+                state = state_from_status(status.to_dict().get("status"), self.settings.workers)
+                if state != job["state"] and state != "queued":
+                    job.update(state=state, updated=now())
+                    self.documents.put_job(job)
+
+    def resume_unfinished(self) -> list[str]:
+        self.schedule()  # Kubernetes keeps running the pods; only the records need catching up
+        return []
+
+    def cancel(self, job_id: str) -> dict[str, Any] | None:
+        job = self.documents.get_job(job_id)
+        if job is None or job["state"] in TERMINAL:
+            return job
+        job.update(state="cancelled", updated=now())
+        self.documents.put_job(job)
+        self.batch.delete_namespaced_job(k8s_name(job_id), self.settings.namespace, propagation_policy="Background")
+        return job
+
+    def shutdown(self, timeout: float = 0.0) -> None:
+        self.closed = True
+        self.documents.close()

@@ -11,7 +11,7 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 # pip prints one warning per local index miss; hide those, keep real errors (pipefail).
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto
+.PHONY: up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto images helm-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,3 +74,23 @@ clean:
 ## Regenerate the gRPC stubs in lm_saes/proto/ from protos/ (commit both).
 proto: $(VENV)/.installed
 	$(PY) scripts/gen_protos.py
+
+## Container images lm-saes/<name>:$(VERSION) from docker/<name>.Dockerfile (needs a container engine;
+## DOCKER=podman works too). Images whose code has not landed yet are skipped; the gateway is built
+## without its web UI (UI=no-frontend) while frontend/ does not exist.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+DOCKER ?= docker
+IMAGES ?= activation training analysis tracing gateway
+images:
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no container engine: '$(DOCKER) info' failed; start Docker (or set DOCKER=podman) and retry" >&2; exit 1; }
+	@for name in $(IMAGES); do \
+	  if [ ! -f services/$$name/__main__.py ] && [ ! -f $$name/__main__.py ]; then echo "images: skipping $$name (its code does not exist yet)"; continue; fi; \
+	  ui=$$( [ -f frontend/package.json ] && echo frontend || echo no-frontend ); \
+	  echo "images: building lm-saes/$$name:$(VERSION)"; \
+	  DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg UI=$$ui -f docker/$$name.Dockerfile -t lm-saes/$$name:$(VERSION) . ; \
+	done
+
+## Offline checks of the Helm chart and Dockerfiles: helm lint/render (helm-python-sdk) and
+## kubernetes-validate --strict for Kubernetes 1.29 and 1.33.
+helm-check: $(VENV)/.installed
+	$(PY) -m pytest -q -ra tests/deploy

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / "runs" / "stack"
 SERVICES = {"activation": 50051, "training": 50052, "analysis": 50053}
+GATEWAY_PORT = 8000
 MOTO_PORT, JONGODB_BIN = 9000, REPO / ".cache/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"
 
 
@@ -59,11 +60,15 @@ def up(real: bool) -> None:
     for offset, (name, port) in enumerate(SERVICES.items()):
         service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(9091 + offset)}
         _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
-    for port in SERVICES.values():
+    gateway_env = {**env, "LM_SAES_GATEWAY_PORT": str(GATEWAY_PORT), "LM_SAES_GATEWAY_HOST": "127.0.0.1",
+                   **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in SERVICES.items()}}
+    _spawn("gateway", [sys.executable, "-m", "gateway"], gateway_env)
+    for port in [*SERVICES.values(), GATEWAY_PORT]:
         _wait_port(port)
     endpoints = {name: f"127.0.0.1:{port}" for name, port in SERVICES.items()}
     (STATE / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
     print(f"up: {endpoints} (metrics on ports 9091-9093; logs in {STATE})")
+    print(f"    gateway: http://127.0.0.1:{GATEWAY_PORT}/api/v1/saes (OpenAPI at /docs)")
     print(f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
           f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}")
 

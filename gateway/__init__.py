@@ -1,0 +1,1 @@
+"""HTTP/JSON gateway: reads results from the document store, sends compute to the gRPC services."""

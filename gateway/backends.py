@@ -1,0 +1,65 @@
+"""The document store and the gRPC clients one gateway process shares across requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from fastapi import Request
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.settings import GatewaySettings
+from lm_saes.client import ActivationClient, AnalysisClient, TrainingClient
+from lm_saes.stores.documents import DocumentStore, open_document_store
+
+SERVICE_NAMES = {"activation": "lm_saes.v1.ActivationService", "training": "lm_saes.v1.TrainingService",
+                 "analysis": "lm_saes.v1.AnalysisService"}
+
+
+@dataclass
+class Backends:
+    documents: DocumentStore
+    activation: ActivationClient
+    training: TrainingClient
+    analysis: AnalysisClient
+    settings: GatewaySettings = field(repr=False)
+
+    @classmethod
+    def open(cls, settings: GatewaySettings, documents: DocumentStore | None = None) -> Backends:
+        timeout = settings.grpc_timeout_s
+        return cls(documents=documents or open_document_store(settings.documents),
+                   activation=ActivationClient(settings.activation_address, timeout=timeout),
+                   training=TrainingClient(settings.training_address, timeout=timeout),
+                   analysis=AnalysisClient(settings.analysis_address, timeout=timeout),
+                   settings=settings)
+
+    def services(self) -> dict[str, ActivationClient | TrainingClient | AnalysisClient]:
+        return {"activation": self.activation, "training": self.training, "analysis": self.analysis}
+
+    def check(self) -> dict[str, str]:
+        """"ok" or why not, for the document store and each service's gRPC health."""
+        checks: dict[str, str] = {}
+        try:
+            self.documents.list_models()
+            checks["documents"] = "ok"
+        except Exception as error:  # any failure means not ready; the type says which
+            checks["documents"] = f"{type(error).__name__}: {error}"
+        for name, client in self.services().items():
+            stub = health_pb2_grpc.HealthStub(client.channel)
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]),
+                                   timeout=self.settings.health_timeout_s)
+                serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+                checks[name] = "ok" if serving else health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as error:
+                checks[name] = f"{error.code().name} at {client.address}"
+        return checks
+
+    def close(self) -> None:
+        for client in self.services().values():
+            client.close()
+        self.documents.close()
+
+
+def backends(request: Request) -> Backends:
+    return request.app.state.backends

@@ -1,0 +1,76 @@
+"""Reads of analysis results, straight from the document store (no service involved)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from gateway import auth
+from gateway.backends import Backends, backends
+from gateway.errors import not_found
+from gateway.schemas import (
+    MAX_PAGE,
+    Feature,
+    FeaturePage,
+    FeatureSort,
+    Model,
+    Sae,
+    SaeDetail,
+    TokenMatch,
+)
+
+router = APIRouter(dependencies=[auth.read], tags=["catalog"])
+Store = Annotated[Backends, Depends(backends)]
+SaeId = Annotated[str, Path(min_length=1)]
+
+
+def sae_or_404(store: Backends, sae_id: str) -> dict[str, Any]:
+    sae = store.documents.get_sae(sae_id)
+    if sae is None:
+        raise not_found(f"no SAE {sae_id!r}")
+    return sae
+
+
+@router.get("/models", response_model=list[Model])
+def list_models(store: Store) -> list[dict[str, Any]]:
+    return store.documents.list_models()
+
+
+@router.get("/saes", response_model=list[Sae])
+def list_saes(store: Store, model: str | None = None) -> list[dict[str, Any]]:
+    """Every SAE with its evaluation metrics (optionally only those of `model`)."""
+    return store.documents.list_saes(model)
+
+
+@router.get("/saes/{sae_id}", response_model=SaeDetail)
+def get_sae(store: Store, sae_id: SaeId) -> dict[str, Any]:
+    return {**sae_or_404(store, sae_id), "analyses": store.documents.list_analyses(sae_id)}
+
+
+@router.get("/saes/{sae_id}/features", response_model=FeaturePage)
+def list_features(store: Store, sae_id: SaeId, sort: FeatureSort = "index",
+                  order: Literal["asc", "desc"] = "asc", offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
+    """One page of feature summaries; ties are broken by index so pages never overlap."""
+    sae_or_404(store, sae_id)
+    items, total = store.documents.list_features(sae_id, sort=sort, descending=order == "desc", offset=offset,
+                                                 limit=limit, fields=["density", "max_activation", "mean_activation"])
+    return {"items": items, "total": total, "offset": offset, "limit": limit, "sort": sort, "order": order}
+
+
+@router.get("/saes/{sae_id}/features/{index}", response_model=Feature)
+def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
+    doc = store.documents.get_feature(sae_id, index)
+    if doc is None:
+        sae_or_404(store, sae_id)
+        raise not_found(f"no feature {index} of SAE {sae_id!r} (not analyzed, or out of range)")
+    return doc
+
+
+@router.get("/saes/{sae_id}/search", response_model=list[TokenMatch])
+def features_for_token(store: Store, sae_id: SaeId, token: Annotated[str, Query(min_length=1)],
+                       limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> list[dict[str, Any]]:
+    """Features that peak on `token` (as stored by analysis), strongest first."""
+    sae_or_404(store, sae_id)
+    return store.documents.features_for_token(sae_id, token, limit)

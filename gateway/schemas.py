@@ -1,0 +1,191 @@
+"""Request and response models: the HTTP API's specification (served as /openapi.json).
+
+Stored documents carry more fields than listed here; models that mirror them allow extras so
+new analysis fields reach clients without a gateway release.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PAGE = 200
+JobKind = Literal["training", "analysis", "activations"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "unspecified"]
+FeatureSort = Literal["index", "density", "max_activation"]
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Problem(BaseModel):
+    """RFC 7807 problem details (`application/problem+json`)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str = ""
+    field: str | None = Field(None, description="The request field at fault (validation errors)")
+
+
+class Model(Open):
+    name: str
+    n_layers: int | None = None
+    d_model: int | None = None
+
+
+class Sae(Open):
+    id: str
+    model: str
+    hook_in: str | None = None
+    hook_out: str | None = None
+    architecture: str | None = None
+    d_sae: int | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation: L0, explained variance, ...")
+    artifact: str | None = Field(None, description="URI of the saved SAE")
+    created: str | None = None
+
+
+class Analysis(Open):
+    id: str
+    sae_id: str
+    state: str
+    tokens: int | None = None
+    created: str | None = None
+    updated: str | None = None
+
+
+class SaeDetail(Sae):
+    analyses: list[Analysis] = Field(default_factory=list)
+
+
+class FeatureSummary(BaseModel):
+    sae_id: str
+    index: int
+    density: float
+    max_activation: float
+    mean_activation: float | None = None
+
+
+class FeaturePage(BaseModel):
+    items: list[FeatureSummary]
+    total: int
+    offset: int
+    limit: int
+    sort: FeatureSort
+    order: Literal["asc", "desc"]
+
+
+class Feature(Open):
+    """A feature's whole analysis document."""
+
+    sae_id: str
+    index: int
+    density: float
+    max_activation: float
+    mean_activation: float | None = None
+    histogram: dict[str, Any] | None = None
+    top_examples: list[dict[str, Any]] = Field(default_factory=list)
+    quantile_samples: list[dict[str, Any]] = Field(default_factory=list)
+    top_tokens: list[dict[str, Any]] = Field(default_factory=list)
+    logit_lens: dict[str, Any] | None = None
+
+
+class ActivationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, description="Text to run (BOS is added by the service)")
+    top_k: int = Field(5, ge=1, le=MAX_PAGE, description="Strongest features per token")
+    feature: int | None = Field(None, ge=0, description="Return only this feature's value per token")
+
+
+class FeatureValue(BaseModel):
+    index: int
+    value: float
+
+
+class TokenFeatures(BaseModel):
+    position: int
+    token: str
+    token_id: int
+    features: list[FeatureValue]
+
+
+class ActivationResponse(BaseModel):
+    sae_id: str
+    feature: int | None = None
+    tokens: list[TokenFeatures]
+
+
+class TokenMatch(BaseModel):
+    sae_id: str
+    index: int
+    density: float
+    max_activation: float
+    top_token: dict[str, Any]
+
+
+class TextSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    limit: int = Field(20, ge=1, le=MAX_PAGE)
+    rank_by: Literal["sum", "max"] = "sum"
+
+
+class TextMatch(BaseModel):
+    index: int
+    sum: float = Field(description="Activation summed over the text's tokens")
+    max: float = Field(description="Strongest activation on any token")
+    max_position: int = Field(description="Position of that token")
+    tokens_active: int
+
+
+class TextSearchResponse(BaseModel):
+    sae_id: str
+    rank_by: Literal["sum", "max"]
+    tokens: list[str]
+    features: list[TextMatch]
+
+
+class TrainingJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] = Field(description="A lm_saes.config.RunConfig as a dict")
+    request_id: str | None = Field(None, description="Idempotency key: a repeat returns the same job")
+
+
+class AnalysisJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sae_uri: str = Field(min_length=1, description="Folder or s3:// URI of the saved SAE")
+    sae_id: str | None = None
+    config: dict[str, Any] | None = Field(None, description="A lm_saes.config.AnalyzeConfig as a dict")
+    request_id: str | None = None
+
+
+class Job(Open):
+    id: str
+    kind: str
+    state: JobState
+    progress: float = 0.0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    request_id: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    created: str | None = None
+    updated: str | None = None
+
+
+class CircuitList(BaseModel):
+    items: list[dict[str, Any]]
+    note: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,126 @@
+{{/* Names and labels. */}}
+{{- define "lm-saes.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lm-saes.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Common labels; call with (dict "root" $ "component" "activation" "role" "service"). */}}
+{{- define "lm-saes.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: lm-saes
+{{ include "lm-saes.selectorLabels" . }}
+lm-saes.io/role: {{ .role }}
+{{- end -}}
+
+{{- define "lm-saes.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lm-saes.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Pods of one role of this release (NetworkPolicy peers). */}}
+{{- define "lm-saes.rolePeer" -}}
+podSelector:
+  matchLabels:
+    app.kubernetes.io/name: {{ include "lm-saes.name" .root }}
+    app.kubernetes.io/instance: {{ .root.Release.Name }}
+    lm-saes.io/role: {{ .role }}
+{{- end -}}
+
+{{- define "lm-saes.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "lm-saes.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Image reference; call with (dict "root" $ "image" .image). */}}
+{{- define "lm-saes.image" -}}
+{{- printf "%s%s:%s" .root.Values.image.registry .image.repository (default (default .root.Chart.AppVersion .root.Values.image.tag) .image.tag) -}}
+{{- end -}}
+
+{{/* Stores: where the services find them, with credentials only by Secret reference. */}}
+{{- define "lm-saes.mongodbSecretName" -}}{{ include "lm-saes.fullname" . }}-mongodb{{- end -}}
+{{- define "lm-saes.minioSecretName" -}}{{ include "lm-saes.fullname" . }}-minio{{- end -}}
+
+{{- define "lm-saes.documentsSecretRef" -}}
+{{- if .Values.mongodb.enabled -}}
+name: {{ include "lm-saes.mongodbSecretName" . }}
+key: uri
+{{- else if .Values.externalMongodb.uriSecret -}}
+name: {{ .Values.externalMongodb.uriSecret }}
+key: {{ .Values.externalMongodb.uriSecretKey }}
+{{- else -}}
+{{- fail "a document store is needed: set mongodb.enabled=true, or externalMongodb.uriSecret to a Secret holding the mongodb:// URI" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lm-saes.s3" -}}
+{{- if .Values.minio.enabled -}}
+endpoint: {{ printf "%s-minio:9000" (include "lm-saes.fullname" .) }}
+secure: "0"
+bucket: {{ .Values.minio.bucket }}
+secret: {{ include "lm-saes.minioSecretName" . }}
+accessKeyKey: root-user
+secretKeyKey: root-password
+region: ""
+{{- else if and .Values.externalS3.endpoint .Values.externalS3.bucket .Values.externalS3.existingSecret -}}
+endpoint: {{ .Values.externalS3.endpoint }}
+secure: {{ ternary "1" "0" .Values.externalS3.secure | quote }}
+bucket: {{ .Values.externalS3.bucket }}
+secret: {{ .Values.externalS3.existingSecret }}
+accessKeyKey: {{ .Values.externalS3.accessKeyKey }}
+secretKeyKey: {{ .Values.externalS3.secretKeyKey }}
+region: {{ .Values.externalS3.region | quote }}
+{{- else -}}
+{{- fail "an object store is needed: set minio.enabled=true, or externalS3.endpoint, externalS3.bucket and externalS3.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A value kept across upgrades: the existing Secret's key if the release has one, else $default. */}}
+{{- define "lm-saes.keptSecretValue" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if and $existing (hasKey (default dict $existing.data) .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- .default -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Container securityContext shared by every container. */}}
+{{- define "lm-saes.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid | default 10001 }}
+runAsGroup: {{ .uid | default 10001 }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "lm-saes.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid | default 10001 }}
+runAsGroup: {{ .uid | default 10001 }}
+fsGroup: {{ .uid | default 10001 }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

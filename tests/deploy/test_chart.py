@@ -128,7 +128,7 @@ def test_gpu_workloads_request_gpus(chart):
         assert "nvidia.com/gpu" not in c["resources"].get("limits", {}), component(w)
 
 
-def test_every_container_has_probes_resources_and_runs_non_root(manifests):
+def test_every_container_has_probes_resources_and_runs_non_root(manifests, value_set):
     for w, spec, c in containers(manifests):
         where = f"{w['kind']}/{w['metadata']['name']}/{c['name']}"
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
@@ -141,7 +141,9 @@ def test_every_container_has_probes_resources_and_runs_non_root(manifests):
         assert sc["readOnlyRootFilesystem"] is True, where
         assert "/tmp" in {m["mountPath"] for m in c.get("volumeMounts", [])}, f"{where}: no writable /tmp"
         assert spec["securityContext"]["runAsNonRoot"] is True, where
-        assert spec.get("automountServiceAccountToken") is False, where
+        # only a training service that creates Kubernetes Jobs (gpu values) needs its API token
+        creates_jobs = value_set == "gpu" and component(w) == "training"
+        assert spec.get("automountServiceAccountToken") is creates_jobs, where
 
 
 def test_service_probes_are_grpc_and_startup_allows_model_loading(manifests):
@@ -274,3 +276,37 @@ def test_network_policies_admit_exactly_the_intended_flows(chart, value_set, man
     roles = {component(m): m["spec"]["template"]["metadata"]["labels"]["lm-saes.io/role"] for m in workloads(manifests)}
     assert {n for n, r in roles.items() if r == "service"} == set(SERVICE_PORTS) & set(roles)
     assert roles["gateway"] == "gateway"
+
+
+def test_training_service_runs_jobs_on_kubernetes_with_least_privilege(chart):
+    """gpu values enable kubernetesJobs: a Role for Jobs, and job pods the stores admit."""
+    import json
+
+    import kubernetes_validate
+
+    from lm_saes.jobs import new_job
+    from lm_saes.jobs.kubernetes import KubernetesSettings, job_manifests
+
+    manifests = render(chart, "gpu")[0]
+    (role,) = [m for m in manifests if m["kind"] == "Role"]
+    assert {tuple(r["resources"]) for r in role["rules"]} == {("jobs",), ("jobs/status",), ("services",)}
+    assert all("*" not in r["verbs"] for r in role["rules"])
+    (binding,) = [m for m in manifests if m["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (training,) = [c for w, _, c in containers(manifests) if component(w) == "training"]
+    env = {e["name"]: e for e in training["env"]}
+    assert env["LM_SAES_EXECUTOR"]["value"] == "kubernetes"
+    settings = KubernetesSettings.model_validate(json.loads(env["LM_SAES_KUBERNETES"]["value"]))
+    assert settings.workers == 2 and settings.gpus_per_worker == 1 and settings.runtime_class_name == "nvidia"
+    job_env = {e["name"]: e for e in settings.env}
+    assert "valueFrom" in job_env["LM_SAES_DOCUMENTS"] and "valueFrom" in job_env["AWS_SECRET_ACCESS_KEY"]
+    for manifest in job_manifests(new_job("training", {}, request_id="r"), settings):
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        if manifest["kind"] == "Job":
+            labels = manifest["spec"]["template"]["metadata"]["labels"]
+            for store in ("mongodb", "minio"):
+                policy = next(m for m in manifests if m["kind"] == "NetworkPolicy" and m["metadata"]["name"].endswith(store))
+                peers = [p["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"]
+                         for p in rule["from"] if "podSelector" in p]
+                assert any(peer.items() <= labels.items() for peer in peers), f"job pods cannot reach {store}"

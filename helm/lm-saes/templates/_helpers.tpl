@@ -124,3 +124,36 @@ fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{- /* The training service's Kubernetes executor: where job pods run and the env they need
+(store settings as secretKeyRefs, never values). */ -}}
+{{- define "lm-saes.jobExecutorEnv" -}}
+{{- $root := .root -}}
+{{- $s3 := .s3 -}}
+{{- $jobs := $root.Values.kubernetesJobs -}}
+{{- $env := list
+  (dict "name" "LM_SAES_OBJECT_STORE" "value" (printf "s3://%s/%s" $s3.bucket $root.Values.objectStore.prefix))
+  (dict "name" "LM_SAES_S3_ENDPOINT" "value" (toString $s3.endpoint))
+  (dict "name" "LM_SAES_S3_SECURE" "value" (toString $s3.secure))
+  (dict "name" "LM_SAES_DOCUMENTS" "valueFrom" (dict "secretKeyRef" (fromYaml (include "lm-saes.documentsSecretRef" $root))))
+  (dict "name" "AWS_ACCESS_KEY_ID" "valueFrom" (dict "secretKeyRef" (dict "name" $s3.secret "key" $s3.accessKeyKey)))
+  (dict "name" "AWS_SECRET_ACCESS_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" $s3.secret "key" $s3.secretKeyKey))) -}}
+{{- $settings := dict
+  "namespace" $root.Release.Namespace
+  "image" (include "lm-saes.image" (dict "root" $root "image" .svc.image))
+  "workers" (int $jobs.workers)
+  "gpus_per_worker" (ternary (int $jobs.gpusPerWorker) 0 $root.Values.gpu.enabled)
+  "cpu" (toString $jobs.cpu) "memory" $jobs.memory
+  "node_selector" (ternary $root.Values.gpu.nodeSelector (dict) $root.Values.gpu.enabled)
+  "tolerations" (ternary $root.Values.gpu.tolerations (list) $root.Values.gpu.enabled)
+  "service_account" (include "lm-saes.serviceAccountName" $root)
+  "labels" (dict "app.kubernetes.io/name" (include "lm-saes.name" $root) "app.kubernetes.io/instance" $root.Release.Name "lm-saes.io/role" "service")
+  "env" $env -}}
+{{- if and $root.Values.gpu.enabled $root.Values.gpu.runtimeClassName }}
+{{- $_ := set $settings "runtime_class_name" $root.Values.gpu.runtimeClassName }}
+{{- end }}
+- name: LM_SAES_EXECUTOR
+  value: kubernetes
+- name: LM_SAES_KUBERNETES
+  value: {{ toJson $settings | quote }}
+{{- end -}}

@@ -26,11 +26,11 @@ def _write_data(root) -> None:
     writer.close()
 
 
-def _train(root, out, distributed=None) -> Trainer:
+def _train(root, out, distributed=None, stop_at_step=None) -> Trainer:
     source = StoredActivations(LocalObjectStore(f"{root}/acts"), ["h"], buffer_tokens=1000)
     trainer = Trainer(build_sae(SPEC), source, CFG, LocalObjectStore(f"{root}/{out}"), "h", "h",
                       progress=False, distributed=distributed)
-    trainer.run()
+    trainer.run(stop_at_step=stop_at_step)
     return trainer
 
 
@@ -39,8 +39,11 @@ def _rank(rank: int, world: int, root: str) -> None:
     try:
         torch.set_num_threads(1)
         trainer = _train(root, "ddp", Distributed(rank, world))
+        _train(root, "ddp-resumed", Distributed(rank, world), stop_at_step=11)  # interrupted ...
+        resumed = _train(root, "ddp-resumed", Distributed(rank, world))  # ... and resumed by all ranks
         if rank == 0:
             torch.save(trainer.sae.state_dict(), f"{root}/ddp.pt")
+            torch.save(resumed.sae.state_dict(), f"{root}/ddp-resumed.pt")
     finally:
         dist.destroy_process_group()
 
@@ -50,8 +53,9 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     torch.set_num_threads(1)
     single = _train(tmp_path, "single").sae.state_dict()
     mp.spawn(_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
-    ddp = torch.load(tmp_path / "ddp.pt")
+    ddp, resumed = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "ddp-resumed.pt")
     for name, value in single.items():
         assert float((ddp[name] - value).abs().max()) <= 1e-5, name
+        assert float((resumed[name] - value).abs().max()) <= 1e-5, name
     assert completed_steps(LocalObjectStore(tmp_path / "ddp")) == [24, 30]  # written by rank 0
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-00000024", "step-00000030"]

@@ -8,8 +8,7 @@ sqrt(d_in)) inside the module: callers always pass raw activations and get raw o
 
 from __future__ import annotations
 
-import json
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -164,6 +163,3 @@ class SparseAutoencoder(nn.Module):
         key = f"{prefix}/" if prefix else ""
         store.put_tensors(key + WEIGHTS_KEY, {k: v.detach().cpu() for k, v in self.state_dict().items()})
         store.put_json(key + SPEC_KEY, self.spec.model_dump(mode="json"))
-
-    def metadata(self) -> dict[str, Any]:
-        return json.loads(self.spec.model_dump_json())

@@ -11,7 +11,7 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 # pip prints one warning per local index miss; hide those, keep real errors (pipefail).
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto images helm-check
+.PHONY: frontend frontend-test up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto images helm-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ train-tiny: install
 	$(VENV)/bin/lm-saes train examples/configuration/train-tiny.toml
 
 ## Everything the tests need (SAELens in its own venv, a real S3 server from moto), then pytest.
-test: install saelens-venv jongodb
+test: install saelens-venv jongodb frontend-test
 	$(PY) -m pytest -q -ra
 
 test-fast: $(VENV)/.installed
@@ -58,11 +58,23 @@ lint: $(VENV)/.installed
 bench: install saelens-venv
 	$(PY) benchmarks/run.py
 
+## The React dashboards: install from the lock file, build into frontend/dist (the gateway serves it).
+frontend/node_modules/.installed: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+frontend: frontend/node_modules/.installed
+	cd frontend && npm run build
+
+## Component tests (vitest) and the check that API types match the gateway's OpenAPI.
+frontend-test: frontend/node_modules/.installed $(VENV)/.installed
+	cd frontend && npm test && PYTHON=$(CURDIR)/$(PY) npm run check:api
+
 ## Every service as a local process (embedded stores); up-real adds moto S3 and jongodb MongoDB.
-up: install
+up: install frontend
 	$(PY) scripts/stack.py up
 
-up-real: install jongodb
+up-real: install jongodb frontend
 	$(PY) scripts/stack.py up --real
 
 down:

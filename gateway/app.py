@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import errors, metrics
 from gateway.backends import Backends
@@ -17,6 +18,22 @@ from gateway.settings import GatewaySettings
 from lm_saes.stores.documents import DocumentStore
 
 API_PREFIX = "/api/v1"
+
+
+class SinglePageApp(StaticFiles):
+    """The built frontend; a path that is no file (a deep link like /saes/x/features/3) gets
+    index.html so the app's router renders it. API paths keep their 404 problem."""
+
+    async def get_response(self, path: str, scope):
+        try:
+            response = await super().get_response(path, scope)
+        except StarletteHTTPException as error:
+            if error.status_code != 404 or path.startswith("api/"):
+                raise
+            return await super().get_response("index.html", scope)
+        if response.status_code == 404 and not path.startswith("api/"):
+            return await super().get_response("index.html", scope)
+        return response
 
 
 def create_app(settings: GatewaySettings | None = None, documents: DocumentStore | None = None) -> FastAPI:
@@ -42,5 +59,5 @@ def create_app(settings: GatewaySettings | None = None, documents: DocumentStore
     app.include_router(ops.router)
     static = Path(settings.static_dir)
     if static.is_dir():  # the built frontend; absent until it is built
-        app.mount("/", StaticFiles(directory=static, html=True), name="frontend")
+        app.mount("/", SinglePageApp(directory=static, html=True), name="frontend")
     return app

@@ -246,3 +246,6 @@ def test_circuits_openapi_cors_and_frontend(client, stack, tmp_path):
     with TestClient(create_app(_settings(stack, static_dir=str(tmp_path)))) as with_ui:
         assert "lm-saes" in with_ui.get("/").text
         assert with_ui.get("/api/v1/circuits").status_code == 200  # the API still wins
+        deep = with_ui.get("/saes/some-sae/features/3")  # a deep link loads the app
+        assert deep.status_code == 200 and "lm-saes" in deep.text
+        _problem(with_ui.get("/api/v1/no-such-route"), 404)  # unknown API paths stay problems

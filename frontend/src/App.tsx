@@ -1,0 +1,31 @@
+import { createBrowserRouter, RouterProvider, type RouteObject } from "react-router";
+import { Layout } from "./components/Layout";
+import { FeaturePage } from "./pages/FeaturePage";
+import { HomePage } from "./pages/HomePage";
+import { JobPage } from "./pages/JobPage";
+import { JobsPage } from "./pages/JobsPage";
+import { NotFound } from "./pages/NotFound";
+import { SaePage } from "./pages/SaePage";
+import { TryPage } from "./pages/TryPage";
+
+export const routes: RouteObject[] = [
+  {
+    path: "/",
+    element: <Layout />,
+    children: [
+      { index: true, element: <HomePage /> },
+      { path: "saes/:saeId", element: <SaePage /> },
+      { path: "saes/:saeId/features/:index", element: <FeaturePage /> },
+      { path: "saes/:saeId/try", element: <TryPage /> },
+      { path: "jobs", element: <JobsPage /> },
+      { path: "jobs/:jobId", element: <JobPage /> },
+      { path: "*", element: <NotFound /> },
+    ],
+  },
+];
+
+const router = createBrowserRouter(routes);
+
+export function App() {
+  return <RouterProvider router={router} />;
+}

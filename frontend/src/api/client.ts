@@ -1,0 +1,150 @@
+// A small typed client for the gateway's REST API (types generated from its OpenAPI document).
+import type { components, paths } from "./schema";
+
+export type Schemas = components["schemas"];
+export type Model = Schemas["Model"];
+export type Sae = Schemas["Sae"];
+export type SaeDetail = Schemas["SaeDetail"];
+export type FeaturePage = Schemas["FeaturePage"];
+export type FeatureSummary = Schemas["FeatureSummary"];
+export type Feature = Schemas["Feature"];
+export type ActivationRequest = Schemas["ActivationRequest"];
+export type ActivationResponse = Schemas["ActivationResponse"];
+export type TokenMatch = Schemas["TokenMatch"];
+export type Job = Schemas["Job"];
+export type JobState = Job["state"];
+export type TrainingJobRequest = Schemas["TrainingJobRequest"];
+export type AnalysisJobRequest = Schemas["AnalysisJobRequest"];
+export type Problem = Schemas["Problem"];
+export type FeatureSort = NonNullable<
+  NonNullable<paths["/api/v1/saes/{sae_id}/features"]["get"]["parameters"]["query"]>["sort"]
+>;
+export type SortOrder = "asc" | "desc";
+
+export const API_BASE = "/api/v1";
+export const TOKEN_KEY = "lm-saes-token";
+
+export function getToken(): string {
+  try {
+    return localStorage.getItem(TOKEN_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+export function setToken(token: string): void {
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+}
+
+/** An RFC 7807 problem answered by the gateway (or a network failure, status 0). */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly title: string;
+  readonly detail: string;
+  readonly field: string | null;
+
+  constructor(problem: { status: number; title: string; detail?: string; field?: string | null }) {
+    super(problem.detail || problem.title);
+    this.name = "ApiError";
+    this.status = problem.status;
+    this.title = problem.title;
+    this.detail = problem.detail ?? "";
+    this.field = problem.field ?? null;
+  }
+}
+
+type Query = Record<string, string | number | boolean | null | undefined>;
+
+function url(path: string, query?: Query): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query ?? {})) {
+    if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+  }
+  const qs = params.toString();
+  return `${API_BASE}${path}${qs ? `?${qs}` : ""}`;
+}
+
+async function problemOf(response: Response): Promise<ApiError> {
+  let body: Partial<Problem> | null = null;
+  try {
+    body = (await response.json()) as Partial<Problem>;
+  } catch {
+    body = null;
+  }
+  return new ApiError({
+    status: typeof body?.status === "number" ? body.status : response.status,
+    title: body?.title || response.statusText || `HTTP ${response.status}`,
+    detail: body?.detail ?? "",
+    field: body?.field ?? null,
+  });
+}
+
+export async function request<T>(
+  method: "GET" | "POST",
+  path: string,
+  options: { query?: Query; body?: unknown; signal?: AbortSignal } = {},
+): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json, application/problem+json" };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  let response: Response;
+  try {
+    response = await fetch(url(path, options.query), {
+      method,
+      headers,
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+      signal: options.signal,
+    });
+  } catch (error) {
+    if ((error as Error).name === "AbortError") throw error;
+    throw new ApiError({ status: 0, title: "Network error", detail: `could not reach the gateway: ${String(error)}` });
+  }
+  if (!response.ok) throw await problemOf(response);
+  return (await response.json()) as T;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  models: (signal?: AbortSignal) => request<Model[]>("GET", "/models", { signal }),
+  saes: (model?: string, signal?: AbortSignal) => request<Sae[]>("GET", "/saes", { query: { model }, signal }),
+  sae: (saeId: string, signal?: AbortSignal) => request<SaeDetail>("GET", `/saes/${enc(saeId)}`, { signal }),
+  features: (
+    saeId: string,
+    query: { sort?: FeatureSort; order?: SortOrder; offset?: number; limit?: number },
+    signal?: AbortSignal,
+  ) => request<FeaturePage>("GET", `/saes/${enc(saeId)}/features`, { query, signal }),
+  feature: (saeId: string, index: number, signal?: AbortSignal) =>
+    request<Feature>("GET", `/saes/${enc(saeId)}/features/${index}`, { signal }),
+  searchToken: (saeId: string, token: string, limit = 20, signal?: AbortSignal) =>
+    request<TokenMatch[]>("GET", `/saes/${enc(saeId)}/search`, { query: { token, limit }, signal }),
+  activations: (saeId: string, body: ActivationRequest, signal?: AbortSignal) =>
+    request<ActivationResponse>("POST", `/saes/${enc(saeId)}/activations`, { body, signal }),
+  jobs: (kind?: string, signal?: AbortSignal) => request<Job[]>("GET", "/jobs", { query: { kind }, signal }),
+  job: (jobId: string, signal?: AbortSignal) => request<Job>("GET", `/jobs/${enc(jobId)}`, { signal }),
+  submitTraining: (body: TrainingJobRequest) => request<Job>("POST", "/jobs/training", { body }),
+  submitAnalysis: (body: AnalysisJobRequest) => request<Job>("POST", "/jobs/analysis", { body }),
+  cancelJob: (jobId: string) => request<Job>("POST", `/jobs/${enc(jobId)}/cancel`),
+  /** EventSource cannot send headers: the stream works when reads are public (the default). */
+  jobEventsUrl: (jobId: string) => `${API_BASE}/jobs/${enc(jobId)}/events`,
+};
+
+/** One `progress` event of /jobs/{id}/events (lm_saes.client._event). */
+export interface ProgressEvent {
+  job_id: string;
+  state: JobState;
+  step: number;
+  total_steps: number;
+  tokens: number;
+  loss: number;
+  l0: number;
+  explained_variance: number;
+  message: string;
+  progress: number;
+  metrics: Record<string, number>;
+  time: string | null;
+}
+
+export const FINISHED: ReadonlySet<string> = new Set(["succeeded", "failed", "cancelled"]);

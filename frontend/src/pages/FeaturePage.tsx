@@ -1,0 +1,210 @@
+import { Link, useParams } from "react-router";
+import { api, type Feature } from "../api/client";
+import { useApi } from "../api/useApi";
+import { HistogramChart, type Bin } from "../components/Charts";
+import { ErrorMessage } from "../components/ErrorMessage";
+import { Empty, Loading } from "../components/Status";
+import { TokenShading } from "../components/TokenShading";
+import { fmt, num, pct, showToken } from "../format";
+
+interface Example {
+  max_activation: number;
+  context?: number;
+  tokens?: string[];
+  token_ids?: number[];
+  activations: number[];
+}
+
+interface LensToken {
+  token: string;
+  token_id?: number;
+  value: number;
+}
+
+/** The analysis histogram ({edges, counts, zero}) as labeled bins; the last edge may be ∞. */
+export function activationBins(histogram: Feature["histogram"]): Bin[] {
+  if (!histogram) return [];
+  const edges = (histogram.edges as unknown[] | undefined) ?? [];
+  const counts = (histogram.counts as number[] | undefined) ?? [];
+  return counts.map((count, i) => {
+    const lo = num(edges[i]);
+    return { label: lo === undefined ? `bin ${i}` : fmt(lo, 2), count };
+  });
+}
+
+export function FeaturePage() {
+  const { saeId = "", index = "" } = useParams();
+  const n = Number(index);
+  const { data, error, loading, reload } = useApi((signal) => api.feature(saeId, n, signal), [saeId, n]);
+  const saeLink = `/saes/${encodeURIComponent(saeId)}`;
+  const header = (
+    <nav aria-label="Breadcrumb" className="crumbs">
+      <Link to="/">Home</Link> › <Link to={saeLink}>{saeId}</Link> › feature {index}
+    </nav>
+  );
+  if (!Number.isInteger(n) || n < 0)
+    return (
+      <div>
+        {header}
+        <ErrorMessage error={new Error(`"${index}" is not a feature index`)} />
+      </div>
+    );
+  if (loading)
+    return (
+      <div>
+        {header}
+        <Loading what="Loading feature" />
+      </div>
+    );
+  if (error)
+    return (
+      <div>
+        {header}
+        <ErrorMessage error={error} onRetry={reload} />
+      </div>
+    );
+  const f = data!;
+  const top = (f.top_examples ?? []) as unknown as Example[];
+  const quantiles = (f.quantile_samples ?? []) as unknown as { interval: number[]; examples: Example[] }[];
+  const lens = f.logit_lens as { top?: LensToken[]; bottom?: LensToken[] } | null | undefined;
+  const peaks = (f.top_tokens ?? []) as { token: string; count: number; max_activation: number }[];
+  const bins = activationBins(f.histogram);
+  return (
+    <div>
+      {header}
+      <h1>
+        Feature {f.index} <small>of {saeId}</small>
+      </h1>
+      <p>
+        <Link to={`${saeLink}/features/${Math.max(0, n - 1)}`} aria-disabled={n === 0}>
+          ‹ Previous
+        </Link>{" "}
+        · <Link to={`${saeLink}/features/${n + 1}`}>Next ›</Link> ·{" "}
+        <Link to={`${saeLink}/try?feature=${n}`}>Try this feature on text</Link>
+      </p>
+      <dl className="metrics">
+        <div>
+          <dt>Density</dt>
+          <dd>{pct(f.density, 4)}</dd>
+        </div>
+        <div>
+          <dt>Max activation</dt>
+          <dd>{fmt(f.max_activation)}</dd>
+        </div>
+        <div>
+          <dt>Mean activation (when active)</dt>
+          <dd>{fmt(f.mean_activation)}</dd>
+        </div>
+        {f.histogram && (
+          <div>
+            <dt>Silent tokens</dt>
+            <dd>{fmt(num(f.histogram.zero), 0)}</dd>
+          </div>
+        )}
+      </dl>
+      <div className="two-col">
+        <section aria-labelledby="top-heading">
+          <h2 id="top-heading">Top activating contexts</h2>
+          {top.length === 0 ? (
+            <Empty>This feature never fired on the analyzed text.</Empty>
+          ) : (
+            <ol className="examples">
+              {top.map((e, i) => (
+                <li key={i}>
+                  <span className="example-value">{fmt(e.max_activation, 2)}</span>
+                  <TokenShading
+                    tokens={e.tokens ?? (e.token_ids ?? []).map(String)}
+                    values={e.activations}
+                    max={f.max_activation}
+                    highlight={e.activations.indexOf(Math.max(...e.activations))}
+                    label={`Context ${i + 1}`}
+                  />
+                </li>
+              ))}
+            </ol>
+          )}
+          <h2>Samples across the activation range</h2>
+          {quantiles.every((q) => q.examples.length === 0) ? (
+            <Empty>No quantile samples.</Empty>
+          ) : (
+            quantiles
+              .filter((q) => q.examples.length > 0)
+              .reverse()
+              .map((q, qi) => (
+                <div key={qi} className="quantile">
+                  <h3>
+                    {fmt(q.interval[0], 2)} – {fmt(q.interval[1], 2)}
+                  </h3>
+                  <ol className="examples">
+                    {q.examples.map((e, i) => (
+                      <li key={i}>
+                        <span className="example-value">{fmt(e.max_activation, 2)}</span>
+                        <TokenShading
+                          tokens={e.tokens ?? (e.token_ids ?? []).map(String)}
+                          values={e.activations}
+                          max={f.max_activation}
+                        />
+                      </li>
+                    ))}
+                  </ol>
+                </div>
+              ))
+          )}
+        </section>
+        <div>
+          <section aria-labelledby="hist-heading">
+            <h2 id="hist-heading">Activation histogram</h2>
+            {bins.length ? (
+              <HistogramChart bins={bins} title="Activations when active (count, log scale)" xLabel="activation" logScale />
+            ) : (
+              <Empty>No histogram.</Empty>
+            )}
+          </section>
+          <section aria-labelledby="lens-heading">
+            <h2 id="lens-heading">Logit lens</h2>
+            {lens ? (
+              <div className="lens">
+                <LensList title="Promotes" tokens={lens.top ?? []} />
+                <LensList title="Suppresses" tokens={lens.bottom ?? []} />
+              </div>
+            ) : (
+              <Empty>No logit lens (the SAE does not write to the residual stream).</Empty>
+            )}
+          </section>
+          {peaks.length > 0 && (
+            <section aria-labelledby="peaks-heading">
+              <h2 id="peaks-heading">Peaks on</h2>
+              <ul className="plain">
+                {peaks.map((p) => (
+                  <li key={p.token}>
+                    <code>{showToken(p.token)}</code> × {p.count} (max {fmt(p.max_activation, 2)})
+                  </li>
+                ))}
+              </ul>
+            </section>
+          )}
+        </div>
+      </div>
+    </div>
+  );
+}
+
+function LensList({ title, tokens }: { title: string; tokens: LensToken[] }) {
+  return (
+    <div>
+      <h3>{title}</h3>
+      <table>
+        <tbody>
+          {tokens.map((t, i) => (
+            <tr key={i}>
+              <td>
+                <code>{showToken(t.token)}</code>
+              </td>
+              <td className="num">{fmt(t.value, 3)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from lm_saes.jobs.records import TERMINAL, JobReporter, new_job, now
+from lm_saes.jobs.records import TERMINAL, JobReporter, create_job, mark_cancelled, now
 from lm_saes.stores.documents import open_document_store
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,9 @@ class LocalExecutor:
         """Queue a job; the same request id returns the existing job instead of a new one."""
         if kind not in _job_functions() or (self.kinds and kind not in self.kinds):
             raise ValueError(f"unknown job kind {kind!r}")
-        job = new_job(kind, config, request_id)
-        with self.lock:
-            existing = self.documents.get_job(job["id"])
-            if existing is not None:
-                return existing
-            self.documents.put_job(job)
-        self.schedule()
+        job, created = create_job(self.documents, self.lock, kind, config, request_id)
+        if created:
+            self.schedule()
         return job
 
     def schedule(self) -> None:
@@ -144,11 +140,9 @@ class LocalExecutor:
         return resumed
 
     def cancel(self, job_id: str) -> dict[str, Any] | None:
-        job = self.documents.get_job(job_id)
-        if job is None or job["state"] in TERMINAL:
+        job, cancelled = mark_cancelled(self.documents, job_id)
+        if not cancelled:
             return job
-        job.update(state="cancelled", updated=now())
-        self.documents.put_job(job)
         with self.lock:
             process = self.processes.get(job_id)
         if process is not None and process.is_alive():

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from lm_saes.jobs.records import TERMINAL, new_job, now
+from lm_saes.jobs.records import TERMINAL, create_job, mark_cancelled, now
 from lm_saes.stores.documents import open_document_store
 
 log = logging.getLogger(__name__)
@@ -140,12 +140,9 @@ class KubernetesExecutor:
     def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}")
-        job = new_job(kind, config, request_id)
-        with self.lock:
-            existing = self.documents.get_job(job["id"])
-            if existing is not None:
-                return existing
-            self.documents.put_job(job)
+        job, created = create_job(self.documents, self.lock, kind, config, request_id)
+        if not created:
+            return job
         for manifest in job_manifests(job, self.settings):
             if manifest["kind"] == "Service":
                 self.core.create_namespaced_service(self.settings.namespace, manifest)
@@ -174,12 +171,9 @@ class KubernetesExecutor:
         return []
 
     def cancel(self, job_id: str) -> dict[str, Any] | None:
-        job = self.documents.get_job(job_id)
-        if job is None or job["state"] in TERMINAL:
-            return job
-        job.update(state="cancelled", updated=now())
-        self.documents.put_job(job)
-        self.batch.delete_namespaced_job(k8s_name(job_id), self.settings.namespace, propagation_policy="Background")
+        job, cancelled = mark_cancelled(self.documents, job_id)
+        if cancelled:
+            self.batch.delete_namespaced_job(k8s_name(job_id), self.settings.namespace, propagation_policy="Background")
         return job
 
     def shutdown(self, timeout: float = 0.0) -> None:

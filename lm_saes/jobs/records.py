@@ -38,6 +38,28 @@ def new_job(kind: str, config: dict[str, Any], request_id: str | None = None) ->
     }
 
 
+def create_job(documents: DocumentStore, lock, kind: str, config: dict[str, Any],
+               request_id: str | None) -> tuple[dict[str, Any], bool]:
+    """(the job, whether it is new): a request id seen before returns its existing job."""
+    job = new_job(kind, config, request_id)
+    with lock:
+        existing = documents.get_job(job["id"])
+        if existing is not None:
+            return existing, False
+        documents.put_job(job)
+    return job, True
+
+
+def mark_cancelled(documents: DocumentStore, job_id: str) -> tuple[dict[str, Any] | None, bool]:
+    """(the job, whether this call cancelled it); finished jobs stay as they are."""
+    job = documents.get_job(job_id)
+    if job is None or job["state"] in TERMINAL:
+        return job, False
+    job.update(state="cancelled", updated=now())
+    documents.put_job(job)
+    return job, True
+
+
 class JobReporter:
     """Updates one job's record from inside its worker; never overwrites a cancellation."""
 

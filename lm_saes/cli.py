@@ -17,9 +17,17 @@ def _overrides(items: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lm_saes.runner import run_train
+    from lm_saes.runner import TRANSCODERS_KEY, run_train, run_train_transcoders
 
     cfg = load_config(args.config, RunConfig, _overrides(args.set))
+    if cfg.transcoders is not None:
+        runs = run_train_transcoders(cfg, progress=not args.quiet)
+        if runs is None:
+            return 0
+        print(json.dumps([run.summary() for run in runs], indent=2))
+        print(f"\n{len(runs)} transcoders saved under {cfg.output}/layer-N/sae; "
+              f"the set is {cfg.output}/{TRANSCODERS_KEY} (pass it to `lm-saes trace`)")
+        return 0
     run = run_train(cfg, progress=not args.quiet)
     if run is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
@@ -114,6 +122,28 @@ def cmd_activations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from lm_saes.circuits import ReplacementModel, TranscoderSet, run_trace
+    from lm_saes.circuits.trace import summarize
+    from lm_saes.config import ModelConfig, TraceConfig
+    from lm_saes.interop.circuit_tracer import to_graph_json
+    from lm_saes.models import load_language_model
+    from lm_saes.stores import open_store
+    from lm_saes.stores.documents import open_document_store
+
+    cfg = TraceConfig(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
+                      max_logits=args.max_logits, device=args.device)
+    transcoders = TranscoderSet.load(args.transcoders, args.device)
+    model = load_language_model(ModelConfig(name=transcoders.model, device=args.device))
+    with open_document_store(args.documents) as documents:
+        record = run_trace(ReplacementModel(model, transcoders), args.prompt, cfg, open_store(args.graphs), documents)
+    print(summarize(record, args.top))
+    if args.out:
+        Path(args.out).write_text(json.dumps(to_graph_json(record), indent=1))
+        print(f"graph JSON for circuit-tracer / Neuronpedia written to {args.out}")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build the offline corpus and convert the packaged model once (install step)."""
     from lm_saes.data.corpus import ensure_default_corpus
@@ -180,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     acts.add_argument("--top-k", type=int, default=5, help="features shown per token")
     acts.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
     acts.set_defaults(func=cmd_activations)
+
+    trace = sub.add_parser("trace", help="attribution graph of a prompt through a transcoder set")
+    trace.add_argument("--transcoders", required=True, help="a transcoder set (folder with transcoders.json)")
+    trace.add_argument("--prompt", required=True)
+    trace.add_argument("--node-threshold", type=float, default=0.8, help="keep nodes with this share of influence")
+    trace.add_argument("--edge-threshold", type=float, default=0.98, help="keep edges with this share of influence")
+    trace.add_argument("--max-logits", type=int, default=10)
+    trace.add_argument("--graphs", default="runs/graphs", help="where full graphs are saved (folder or s3://)")
+    trace.add_argument("--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI")
+    trace.add_argument("--out", help="also write the graph as circuit-tracer / Neuronpedia JSON")
+    trace.add_argument("--top", type=int, default=10, help="features listed")
+    trace.add_argument("--device", default="cpu")
+    trace.set_defaults(func=cmd_trace)
 
     prepare = sub.add_parser("prepare", help="build the offline corpus and cache the packaged model")
     prepare.set_defaults(func=cmd_prepare)

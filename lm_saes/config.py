@@ -95,6 +95,22 @@ class SAEConfig(Section):
     seed: int = 0
 
 
+class TranscodersConfig(Section):
+    """A set of transcoders, one per layer, trained from one shared activation pass.
+
+    Each reads the MLP's input and predicts its output, so together they can stand in for the
+    model's MLPs in a replacement model (circuit tracing). `{layer}` in the hook templates is
+    replaced by each layer number.
+    """
+
+    layers: list[int] = Field(..., min_length=1, description="Layers to cover, e.g. [2, 6, 10]")
+    hook_in: str = "blocks.{layer}.mlp.hook_in"
+    hook_out: str = "blocks.{layer}.hook_mlp_out"
+
+    def hooks(self, layer: int) -> tuple[str, str]:
+        return self.hook_in.format(layer=layer), self.hook_out.format(layer=layer)
+
+
 class TrainConfig(Section):
     batch_size: int = Field(4096, ge=1)
     lr: float = Field(4e-4, gt=0)
@@ -131,9 +147,21 @@ class RunConfig(Section):
     sae: SAEConfig = Field(default_factory=SAEConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    transcoders: TranscodersConfig | None = Field(
+        None, description="Train one transcoder per listed layer instead of one SAE")
 
     @model_validator(mode="after")
     def _check_hooks(self) -> RunConfig:
+        if self.transcoders is not None:
+            if len(set(self.transcoders.layers)) != len(self.transcoders.layers):
+                raise ValueError(f"transcoders.layers = {self.transcoders.layers} repeats a layer; list each once")
+            if "{layer}" not in self.transcoders.hook_in or "{layer}" not in self.transcoders.hook_out:
+                raise ValueError("transcoders.hook_in and transcoders.hook_out must contain '{layer}'")
+            if self.sae.hook_in is not None or self.sae.hook_out is not None:
+                raise ValueError("with [transcoders], leave sae.hook_in/sae.hook_out unset: "
+                                 "the hook templates of [transcoders] choose them per layer")
+            self.activations.hooks = [h for layer in self.transcoders.layers for h in self.transcoders.hooks(layer)]
+            return self
         hooks = self.activations.hooks
         hook_in = self.sae.hook_in or hooks[0]
         hook_out = self.sae.hook_out or hook_in
@@ -151,6 +179,35 @@ class RunConfig(Section):
                 f"{sorted(registered_architectures())}"
             )
         return self
+
+
+    def for_layer(self, layer: int) -> RunConfig:
+        """The single-transcoder run of one layer of a transcoder set (saved beside its SAE)."""
+        assert self.transcoders is not None
+        hook_in, hook_out = self.transcoders.hooks(layer)
+        raw = self.model_dump()
+        raw["transcoders"] = None
+        raw["output"] = transcoder_location(self.output, layer)
+        raw["activations"]["hooks"] = [hook_in, hook_out]
+        raw["sae"].update(hook_in=hook_in, hook_out=hook_out)
+        return RunConfig.model_validate(raw)
+
+
+def transcoder_location(output: str, layer: int) -> str:
+    """Where one layer's run of a transcoder set lives, under the set's output."""
+    return f"{output.rstrip('/')}/layer-{layer}"
+
+
+class TraceConfig(Section):
+    """How to build and prune an attribution graph for one prompt."""
+
+    max_tokens: int = Field(64, ge=2, le=512, description="Longest prompt (with BOS) accepted")
+    max_logits: int = Field(10, ge=1, le=50, description="At most this many output logits as targets")
+    logit_probability: float = Field(0.95, gt=0, le=1, description="Output logits kept until their probabilities sum to this")
+    node_threshold: float = Field(0.8, ge=0, le=1, description="Pruning: keep nodes carrying this share of influence")
+    edge_threshold: float = Field(0.98, ge=0, le=1, description="Pruning: keep edges carrying this share of influence")
+    batch_size: int = Field(64, ge=1, description="Targets per batched backward pass")
+    device: Device = "cpu"
 
 
 class AnalysisConfig(Section):

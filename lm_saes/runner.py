@@ -36,6 +36,7 @@ SAE_PREFIX = "sae"
 EVAL_KEY = "eval.json"
 CONFIG_KEY = "config.json"
 SUMMARY_KEY = "summary.json"
+TRANSCODERS_KEY = "transcoders.json"
 
 
 @dataclass
@@ -87,7 +88,28 @@ def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], No
     Returns None when `should_stop` interrupted training (a checkpoint holds the progress).
     Under torchrun (WORLD_SIZE > 1) every rank trains on its slice of each batch; rank 0
     generates the activations first, and alone saves, evaluates and returns the run.
+    With `[transcoders]`, one activation pass feeds one transcoder per layer, each saved as its
+    own run under `OUTPUT/layer-N` (see `run_train_transcoders`); the last layer's run is returned.
     """
+    runs = _train_runs(cfg, progress, on_log, should_stop)
+    return runs[-1] if runs and all(runs) else None
+
+
+def run_train_transcoders(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], None] | None = None,
+                          should_stop: Callable[[], bool] | None = None) -> list[TrainRun] | None:
+    """Train every transcoder of `cfg.transcoders`; layers already saved are loaded, not retrained.
+
+    Writes `OUTPUT/transcoders.json` (model, hooks, layer -> SAE location) last, so a reader
+    that finds it finds every transcoder complete.
+    """
+    if cfg.transcoders is None:
+        raise ValueError("run_train_transcoders needs a [transcoders] section")
+    runs = _train_runs(cfg, progress, on_log, should_stop)
+    return runs if runs and all(runs) else None
+
+
+def _train_runs(cfg: RunConfig, progress: bool, on_log: Callable[[dict], None] | None,
+                should_stop: Callable[[], bool] | None) -> list[TrainRun | None]:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -109,7 +131,42 @@ def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], No
     if dist.is_main:
         dist.barrier()
     timings["activations"] = time.perf_counter() - clock
+    if cfg.transcoders is None:
+        return [_train_one(cfg, model, splits, source, store, timings, progress, on_log, should_stop, dist)]
 
+    runs: list[TrainRun | None] = []
+    for layer in cfg.transcoders.layers:
+        layer_cfg = cfg.for_layer(layer)
+        layer_store = open_store(layer_cfg.output)
+        if layer_store.exists(f"{SAE_PREFIX}/sae.json") and layer_store.exists(SUMMARY_KEY):
+            log.info("transcoder for layer %d already trained in %s", layer, layer_cfg.output)
+            summary = layer_store.get_json(SUMMARY_KEY)
+            metrics = EvalMetrics(**summary["eval"]) if summary.get("eval") else None
+            runs.append(TrainRun(layer_cfg.output, load_sae(f"{layer_cfg.output}/{SAE_PREFIX}"), metrics,
+                                 summary.get("timings_s", {}), summary.get("train_tokens", 0)))
+            continue
+        if dist.is_main:
+            layer_store.put_json(CONFIG_KEY, layer_cfg.model_dump(mode="json"))
+        run = _train_one(layer_cfg, model, splits, source.with_hooks(layer_cfg.activations.hooks), layer_store, dict(timings), progress, on_log,
+                         should_stop, dist)
+        runs.append(run)
+        if run is None:
+            return runs
+    if dist.is_main:
+        store.put_json(TRANSCODERS_KEY, {
+            "model": model.name,
+            "hook_in": cfg.transcoders.hook_in,
+            "hook_out": cfg.transcoders.hook_out,
+            "layers": {str(layer): f"layer-{layer}/{SAE_PREFIX}" for layer in cfg.transcoders.layers},
+        })
+    return runs
+
+
+def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source: ActivationSource,
+               store: ObjectStore, timings: dict[str, float], progress: bool,
+               on_log: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None,
+               dist) -> TrainRun | None:
+    """Train and evaluate the SAE `cfg.sae` describes on `source`, saving under `store`."""
     clock = time.perf_counter()
     stats = source.stats()
     spec = SAESpec(

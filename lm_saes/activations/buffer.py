@@ -9,6 +9,7 @@ the checkpoint.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import lru_cache
@@ -46,6 +47,15 @@ class ActivationSource(ABC):
     @abstractmethod
     def stats(self) -> dict[str, HookStats]:
         """Norm statistics per hook (for dataset-wide input scaling)."""
+
+    def with_hooks(self, hooks: list[str]) -> ActivationSource:
+        """The same rows in the same order, restricted to `hooks` (one transcoder of a set)."""
+        missing = [h for h in hooks if h not in self.hooks]
+        if missing:
+            raise ValueError(f"activation source lacks hooks {missing}; it has {self.hooks}")
+        view = copy.copy(self)
+        view.hooks = list(hooks)
+        return view
 
     @property
     def tokens_per_epoch(self) -> int:

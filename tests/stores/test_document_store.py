@@ -84,6 +84,20 @@ def test_jobs_roundtrip_and_state_check(store):
         store.put_job({**job, "state": "sleeping"})
 
 
+def test_graphs_roundtrip(store):
+    graph = {"id": "g-1", "model": "tiny", "prompt": "The capital", "scores": {"replacement": 0.5},
+             "nodes": [{"node_id": "E_1_0"}], "links": [], "artifact": "runs/graphs/g-1"}
+    store.put_graph(graph)
+    store.put_graph({**graph, "id": "g-2", "model": "smollm2-135m"})
+    store.put_graph({**graph, "prompt": "The capital of"})
+    assert store.get_graph("g-1")["prompt"] == "The capital of"
+    assert store.get_graph("g-9") is None
+    assert [g["id"] for g in store.list_graphs()] == ["g-1", "g-2"]
+    assert [g["id"] for g in store.list_graphs(model="tiny")] == ["g-1"]
+    with pytest.raises(ValueError, match="'id'"):
+        store.put_graph({"model": "tiny"})
+
+
 def test_feature_upsert_replaces_whole_documents(store):
     store.put_features([feature(i) for i in range(3)] + [feature(0, sae_id="sae-b")])
     assert store.get_feature("sae-a", 1) == feature(1)

@@ -10,6 +10,8 @@ Records are plain JSON-able dicts, in and out (a stored `_id` never comes back):
 - job: `id` (key), `kind` ("training" | "analysis" | "activations"), `state` (one of
   JOB_STATES), `progress`, `metrics`, `error`, `request_id`, `config`, `result`, `created`,
   `updated`. Workers write it; readers only read it.
+- graph: `id` (key), `model`, `prompt`, `transcoders`, `scores`, `thresholds`, `nodes` and `links`
+  (the pruned graph), `artifact` (URI of the full graph's tensors), `created`.
 - feature: `sae_id` + `index` (key), `analysis_id`, `density`, `max_activation` (finite numbers:
   they are sort keys), `mean_activation`, `histogram`, `top_examples`, `quantile_samples`,
   `logit_lens`, and `top_tokens`: a list of `{"token", "token_id", "count", "max_activation"}`
@@ -49,6 +51,7 @@ MODELS = Kind("models", "name", None)
 SAES = Kind("saes", "id", "model")
 ANALYSES = Kind("analyses", "id", "sae_id")
 JOBS = Kind("jobs", "id", "kind")
+GRAPHS = Kind("graphs", "id", "model")
 
 
 class DocumentStore(ABC):
@@ -131,6 +134,15 @@ class DocumentStore(ABC):
 
     def list_jobs(self, kind: str | None = None) -> list[dict[str, Any]]:
         return self._list_records(JOBS, kind)
+
+    def put_graph(self, doc: dict[str, Any]) -> None:
+        self._put_record(GRAPHS, _keyed(doc, GRAPHS))
+
+    def get_graph(self, graph_id: str) -> dict[str, Any] | None:
+        return self._get_record(GRAPHS, graph_id)
+
+    def list_graphs(self, model: str | None = None) -> list[dict[str, Any]]:
+        return self._list_records(GRAPHS, model)
 
     def put_features(self, docs: list[dict[str, Any]]) -> None:
         """Upsert a batch keyed by (sae_id, index), replacing whole documents.

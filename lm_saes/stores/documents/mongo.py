@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lm_saes.stores.documents.base import ANALYSES, JOBS, MODELS, SAES, DocumentStore, Kind, project
+from lm_saes.stores.documents.base import (
+    ANALYSES,
+    GRAPHS,
+    JOBS,
+    MODELS,
+    SAES,
+    DocumentStore,
+    Kind,
+    project,
+)
 
 DEFAULT_DATABASE = "lm_saes"
 
@@ -30,7 +39,7 @@ class MongoDocumentStore(DocumentStore):
         """Idempotent: create_index is a no-op for an index that already exists."""
         from pymongo import ASCENDING as UP
 
-        for kind in (MODELS, SAES, ANALYSES, JOBS):
+        for kind in (MODELS, SAES, ANALYSES, JOBS, GRAPHS):
             self.db[kind.collection].create_index([(kind.key, UP)], unique=True)
             if kind.owner:
                 self.db[kind.collection].create_index([(kind.owner, UP), (kind.key, UP)])

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS analyses (key TEXT PRIMARY KEY, owner TEXT, doc TEXT 
 CREATE INDEX IF NOT EXISTS analyses_owner ON analyses (owner, key);
 CREATE TABLE IF NOT EXISTS jobs (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, key);
+CREATE TABLE IF NOT EXISTS graphs (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS graphs_owner ON graphs (owner, key);
 CREATE TABLE IF NOT EXISTS features (
     sae_id TEXT NOT NULL, idx INTEGER NOT NULL,
     density REAL NOT NULL, max_activation REAL NOT NULL, doc TEXT NOT NULL

@@ -1,0 +1,22 @@
+"""Circuit tracing: attribution graphs over a transcoder replacement model.
+
+transcoders.py   a per-layer transcoder set (trained by `lm-saes train` with [transcoders])
+replacement.py   the frozen replacement model of one prompt, and interventions on it
+attribution.py   direct-effect edges by batched backward passes
+graph.py         the graph, influence, pruning, replacement/completeness scores
+interventions.py measured (rerun) and predicted (from the graph) effects of feature changes
+trace.py         one trace end to end: attribute, prune, save, record
+"""
+
+from lm_saes.circuits.attribution import attribute
+from lm_saes.circuits.graph import AttributionGraph, GraphScores, prune, scores
+from lm_saes.circuits.interventions import intervene, predicted_logit_effects, prompt_state
+from lm_saes.circuits.replacement import Intervention, PromptState, ReplacementModel
+from lm_saes.circuits.trace import load_graph, run_trace, save_graph
+from lm_saes.circuits.transcoders import TranscoderSet
+
+__all__ = [
+    "AttributionGraph", "GraphScores", "Intervention", "PromptState", "ReplacementModel", "TranscoderSet",
+    "attribute", "intervene", "load_graph", "predicted_logit_effects", "prompt_state", "prune", "run_trace",
+    "save_graph", "scores",
+]

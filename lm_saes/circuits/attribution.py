@@ -1,0 +1,124 @@
+"""Attribution: the direct effect of every node on every feature and output logit of a prompt.
+
+Through the frozen replacement model, each target (a feature's pre-activation, or a demeaned
+output logit) is an affine function of the source nodes (token embeddings, feature activations,
+error nodes). One forward pass with the sources as leaf tensors builds that function; batched
+backward passes (one gradient row per target, vectorized with `is_grads_batched`) read its
+coefficients. Edge = source value x gradient, summed over the model dimension for vector
+sources, so a target's incoming edges plus its bias (the target's value with every source set to
+zero) add up to the target exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from lm_saes.circuits.graph import AttributionGraph
+from lm_saes.circuits.replacement import PromptState, ReplacementModel, ReplacementOutput
+from lm_saes.config import TraceConfig
+
+
+def output_logits(logits: torch.Tensor, probability: float, max_logits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The most probable next tokens at the last position until their total reaches `probability`."""
+    probs = logits[-1].float().softmax(-1)
+    top = probs.topk(min(max_logits, probs.numel()))
+    count = int((top.values.cumsum(0) < probability).sum()) + 1
+    return top.indices[: min(count, len(top.indices))], top.values[: min(count, len(top.indices))]
+
+
+def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | None = None,
+              progress: Callable[[float], None] | None = None) -> AttributionGraph:
+    """The full (unpruned) attribution graph of `prompt` (BOS is prepended)."""
+    cfg = cfg or TraceConfig()
+    clock = time.perf_counter()
+    tokenizer = replacement.model.tokenizer
+    ids = [tokenizer.bos_token_id, *tokenizer.encode(prompt)]
+    if len(ids) > cfg.max_tokens:
+        raise ValueError(f"prompt has {len(ids)} tokens; max_tokens is {cfg.max_tokens}")
+    state = replacement.prepare(torch.tensor(ids))
+    logit_ids, logit_probs = output_logits(state.logits, cfg.logit_probability, cfg.max_logits)
+
+    # Sources: leaves the replacement model is a linear function of.
+    embed = state.embed.clone().requires_grad_(True)
+    errors = {layer: e.clone().requires_grad_(True) for layer, e in state.errors.items()}
+    acts = {layer: a.clone().requires_grad_(True) for layer, a in state.acts.items()}
+    active = [(layer, *torch.nonzero(a > 0, as_tuple=True)) for layer, a in state.acts.items()]
+    features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in active])
+    activations = torch.cat([state.acts[layer][p, f] for layer, p, f in active]).float()
+
+    with torch.enable_grad():
+        targets = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
+        rows = _edge_rows(targets, state, embed, errors, acts, active, cfg.batch_size, progress)
+    with torch.no_grad():
+        zeros = {layer: torch.zeros_like(e) for layer, e in errors.items()}
+        zero_acts = {layer: torch.zeros_like(a) for layer, a in acts.items()}
+        bias_out = replacement.forward(state, torch.zeros_like(embed), zeros, zero_acts)
+        bias = _targets(replacement, bias_out, active, logit_ids)
+
+    n_features, n_pos = len(features), len(ids)
+    n_nodes = n_features + replacement.n_layers * n_pos + n_pos + len(logit_ids)
+    adjacency = torch.zeros(n_nodes, n_nodes)
+    target_rows = torch.cat([torch.arange(n_features), torch.arange(n_nodes - len(logit_ids), n_nodes)])
+    adjacency[target_rows] = rows.float()
+    values = torch.zeros(n_nodes)
+    values[target_rows] = targets.detach().float()
+    bias_full = torch.zeros(n_nodes)
+    bias_full[target_rows] = bias.float()
+    strings = tokenizer.token_strings(ids)
+    return AttributionGraph(
+        prompt=prompt, tokens=ids, token_strings=strings, model=replacement.model.name,
+        transcoders=replacement.transcoders.location, n_layers=replacement.n_layers,
+        features=features.cpu(), activations=activations.cpu(),
+        logit_tokens=logit_ids.tolist(), logit_strings=tokenizer.token_strings(logit_ids.tolist()),
+        logit_probabilities=logit_probs.cpu(), adjacency=adjacency, values=values, bias=bias_full,
+        info={"seconds": round(time.perf_counter() - clock, 3), "layers": replacement.transcoders.layers},
+    )
+
+
+def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor) -> torch.Tensor:
+    """[n_features + n_logits]: active features' pre-activations, then demeaned output logits."""
+    parts = []
+    for layer, positions, indices in active:
+        sae = replacement.transcoder(layer)
+        x = out.mlp_in[layer][positions].to(sae.W_enc.dtype) * sae.input_scale
+        parts.append((x * sae.W_enc[indices]).sum(-1) + sae.b_enc[indices])
+    last = out.logits[-1]
+    parts.append(last[logit_ids] - last.mean())
+    return torch.cat([p.float() for p in parts])
+
+
+def _edge_rows(targets: torch.Tensor, state: PromptState, embed: torch.Tensor, errors: dict, acts: dict,
+               active, batch_size: int, progress: Callable[[float], None] | None) -> torch.Tensor:
+    """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero)."""
+    layers = sorted(errors)
+    inputs = [embed, *(errors[layer] for layer in layers), *(acts[layer] for layer, _, _ in active)]
+    n_targets = len(targets)
+    n_pos = embed.shape[0]
+    n_features = sum(len(p) for _, p, _ in active)
+    n_nodes = n_features + len(layers) * n_pos + n_pos + (n_targets - n_features)
+    rows = torch.zeros(n_targets, n_nodes)
+    for start in range(0, n_targets, batch_size):
+        stop = min(start + batch_size, n_targets)
+        seeds = torch.zeros(stop - start, n_targets, dtype=targets.dtype)
+        seeds[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        grads = torch.autograd.grad(targets, inputs, grad_outputs=seeds, is_grads_batched=True,
+                                    retain_graph=True, allow_unused=True)
+        grad_embed, grad_errors, grad_acts = grads[0], grads[1: 1 + len(layers)], grads[1 + len(layers):]
+        block = rows[start:stop]
+        column = 0
+        for (layer, positions, indices), grad in zip(active, grad_acts, strict=True):
+            if grad is not None:
+                block[:, column: column + len(positions)] = grad[:, positions, indices] * state.acts[layer][positions, indices]
+            column += len(positions)
+        for layer, grad in zip(layers, grad_errors, strict=True):
+            if grad is not None:
+                block[:, column: column + n_pos] = (grad * state.errors[layer]).sum(-1)
+            column += n_pos
+        if grad_embed is not None:
+            block[:, column: column + n_pos] = (grad_embed * state.embed).sum(-1)
+        if progress:
+            progress(stop / n_targets)
+    return rows

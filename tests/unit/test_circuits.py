@@ -1,0 +1,231 @@
+"""Circuit tracing on a tiny model: every check the method promises, against the real code path.
+
+The transcoder set is trained by the real trainer (both layers of a 2-layer random model); the
+replacement model, attribution, pruning and interventions run exactly as on SmolLM2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lm_saes.circuits import (
+    Intervention,
+    ReplacementModel,
+    TranscoderSet,
+    attribute,
+    intervene,
+    predicted_logit_effects,
+    prompt_state,
+    prune,
+    run_trace,
+    scores,
+)
+from lm_saes.circuits.graph import AttributionGraph, influence, normalized
+from lm_saes.circuits.trace import load_graph, top_feature_nodes
+from lm_saes.config import ConfigError, RunConfig, TraceConfig, load_config, parse_config
+from lm_saes.interop.circuit_tracer import to_graph_json
+from lm_saes.models import load_language_model
+from lm_saes.runner import run_train_transcoders
+from lm_saes.stores import open_store
+from lm_saes.stores.documents import open_document_store
+from tests.integration.conftest import REPO
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def transcoder_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("transcoders")
+    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
+                      {"output": str(out), "data.max_tokens": 6000, "train.checkpoint_every": 0})
+    runs = run_train_transcoders(cfg, progress=False)
+    return out, cfg, runs
+
+
+@pytest.fixture(scope="module")
+def replacement(transcoder_run):
+    out, cfg, _ = transcoder_run
+    transcoders = TranscoderSet.load(str(out))
+    return ReplacementModel(load_language_model(cfg.model), transcoders)
+
+
+@pytest.fixture(scope="module")
+def graph(replacement) -> AttributionGraph:
+    return attribute(replacement, PROMPT, TraceConfig(batch_size=48))
+
+
+def test_transcoder_set_is_one_run_per_layer(transcoder_run):
+    out, cfg, runs = transcoder_run
+    manifest = json.loads((out / "transcoders.json").read_text())
+    assert manifest["layers"] == {"0": "layer-0/sae", "1": "layer-1/sae"} and manifest["model"] == "tiny"
+    assert [run.sae.spec.hook_in for run in runs] == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
+    assert all(run.sae.spec.is_transcoder and run.metrics is not None for run in runs)
+    # each layer is an ordinary run: its config names its own hooks, so eval/analyze work on it
+    layer_cfg = json.loads((out / "layer-1" / "config.json").read_text())
+    assert layer_cfg["sae"]["hook_out"] == "blocks.1.hook_mlp_out" and layer_cfg["transcoders"] is None
+    # one shared activation pass holds every layer's hooks
+    shards = json.loads((out / "activations" / "manifest.json").read_text())
+    assert set(shards["hooks"]) == set(cfg.activations.hooks) and len(cfg.activations.hooks) == 4
+    # a second run finds the trained layers and does not retrain them
+    again = run_train_transcoders(cfg, progress=False)
+    assert torch.equal(again[0].sae.W_dec, runs[0].sae.W_dec)
+
+
+def test_transcoder_config_errors_name_the_field():
+    base = {"model": "tiny", "transcoders": {"layers": [0, 0]}}
+    with pytest.raises(ConfigError, match="repeats a layer"):
+        parse_config(base, RunConfig)
+    with pytest.raises(ConfigError, match="leave sae.hook_in"):
+        parse_config({**base, "transcoders": {"layers": [0]}, "sae": {"hook_in": "blocks.0.hook_resid_pre"}}, RunConfig)
+    with pytest.raises(ConfigError, match=r"transcoders\.layers"):
+        parse_config({"transcoders": {"layers": []}}, RunConfig)
+
+
+def test_replacement_model_reproduces_the_real_logits(replacement):
+    state = prompt_state(replacement, PROMPT)
+    with torch.no_grad():
+        out = replacement.forward(state)
+    assert (out.logits - state.logits).abs().max() <= 1e-4
+    assert set(state.acts) == {0, 1} and all((a > 0).sum(-1).le(8).all() for a in state.acts.values())
+    # the error nodes are what the transcoders miss: without them the logits move
+    zero_errors = {layer: torch.zeros_like(e) for layer, e in state.errors.items()}
+    with torch.no_grad():
+        assert (replacement.forward(state, errors=zero_errors).logits - state.logits).abs().max() > 1e-2
+
+
+def test_replacement_freezes_attention_and_norms(replacement):
+    """Changing the embedding moves the logits linearly: patterns and norm scales are frozen."""
+    state = prompt_state(replacement, PROMPT)
+    acts = {layer: a.clone() for layer, a in state.acts.items()}  # features held fixed too
+    base = torch.zeros_like(state.embed)
+    with torch.no_grad():
+        f = lambda e: replacement.forward(state, embed=e, acts=acts).logits  # noqa: E731
+        f0, f1, f2 = f(base), f(state.embed), f(2 * state.embed)
+    assert torch.allclose(f2 - f0, 2 * (f1 - f0), atol=1e-4)
+
+
+def test_edges_plus_bias_equal_each_target(graph):
+    """For every feature (pre-activation) and logit (demeaned), incoming edges + bias = value."""
+    targets = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_start, graph.n_nodes)])
+    total = graph.adjacency[targets].sum(1) + graph.bias[targets]
+    assert (total - graph.values[targets]).abs().max() <= 1e-4
+    # feature nodes are active and their pre-activation is their activation (ReLU of the top k)
+    assert torch.allclose(graph.values[: graph.n_features], graph.activations, atol=1e-5)
+    # direct effects only flow forward: a feature hears from earlier layers' features only
+    layer = graph.features[:, 0]
+    feature_edges = graph.adjacency[: graph.n_features, : graph.n_features]
+    assert not feature_edges[layer[:, None] <= layer[None, :]].any()
+    # a position hears only from itself and earlier positions (causal attention)
+    pos = graph.features[:, 1]
+    assert not feature_edges[pos[:, None] < pos[None, :]].any()
+
+
+def test_graph_nodes_and_logits(graph):
+    assert graph.tokens[0] == 256 and graph.token_strings[1:4] == ["T", "h", "e"]
+    assert graph.n_nodes == graph.n_features + 2 * len(graph.tokens) + len(graph.tokens) + len(graph.logit_tokens)
+    assert 1 <= len(graph.logit_tokens) <= 10
+    probs = graph.logit_probabilities
+    assert bool((probs[:-1] >= probs[1:]).all())
+    # errors and tokens have no inputs
+    assert not graph.adjacency[graph.error_start: graph.logit_start].any()
+
+
+def test_pruning_keeps_the_influential_part(graph):
+    full = prune(graph, 1.0, 1.0)
+    small = prune(graph, 0.5, 0.9)
+    assert small.node_mask.sum() < full.node_mask.sum() <= graph.n_nodes
+    assert small.node_mask[graph.token_start:].all()  # tokens and logits always stay
+    # kept edges join kept nodes; every kept feature has inputs and outputs
+    kept = small.node_mask
+    assert not (small.edge_mask & ~(kept[:, None] & kept[None, :])).any()
+    features = kept[: graph.n_features]
+    assert small.edge_mask[: graph.n_features][features].any(1).all()
+    assert small.edge_mask[:, : graph.n_features][:, features].any(0).all()
+    # the most influential feature survives pruning
+    assert kept[top_feature_nodes(graph, 1)[0]]
+    with pytest.raises(ValueError, match="node_threshold"):
+        prune(graph, 1.5)
+
+
+def test_scores_on_a_hand_built_graph():
+    """token -> feature -> logit with an error node: scores as defined, checked by hand."""
+    # nodes: feature 0 | errors (1 layer x 1 pos) | token | logit
+    adjacency = torch.zeros(4, 4)
+    adjacency[0, 2] = 3.0  # token -> feature
+    adjacency[0, 1] = 1.0  # error -> feature
+    adjacency[3, 0] = 2.0  # feature -> logit
+    adjacency[3, 2] = 2.0  # token -> logit directly
+    graph = AttributionGraph("x", [5], ["x"], "m", "t", 1, torch.tensor([[0, 0, 7]]), torch.tensor([1.0]),
+                             [9], ["y"], torch.tensor([1.0]), adjacency, torch.zeros(4), torch.zeros(4))
+    result = scores(graph)
+    # influence on the logit: feature 0.5, token 0.5 + 0.5 * 0.75, error 0.5 * 0.25
+    assert result.replacement == pytest.approx(0.875 / (0.875 + 0.125))
+    # completeness: feature input is 75 % non-error, weighted by its influence 0.5; the logit
+    # (weight 1) and the input-less error and token nodes count as complete
+    assert result.completeness == pytest.approx((0.75 * 0.5 + 1 * 0.125 + 1 * 0.875 + 1 * 1) / 2.5)
+    node_influence = influence(normalized(adjacency), graph.logit_weights())
+    assert node_influence.tolist() == pytest.approx([0.5, 0.125, 0.875, 0.0])
+
+
+def test_predicted_effects_of_small_interventions_match_measured(replacement, graph):
+    state = prompt_state(replacement, PROMPT)
+    top = top_feature_nodes(graph, 20)
+    predicted, measured = [], []
+    for index in top:
+        layer, position, feature = graph.features[index].tolist()
+        result = intervene(replacement, state, [Intervention(layer, position, feature, 1.01)])
+        before = result.logits_before - result.logits_before.mean()
+        after = result.logits_after - result.logits_after.mean()
+        measured.append(float((after - before)[graph.logit_tokens[0]]))
+        predicted.append(float(predicted_logit_effects(graph, {index: 0.01 * float(graph.activations[index])})[0]))
+    assert np.corrcoef(predicted, measured)[0, 1] >= 0.9
+    assert np.abs(measured).max() > 1e-4  # the interventions did something
+
+
+def test_interventions_clamp_and_validate(replacement):
+    state = prompt_state(replacement, PROMPT)
+    layer, position = 1, len(state.tokens) - 1
+    feature = int(state.acts[layer][position].argmax())
+    off = intervene(replacement, state, [Intervention(layer, position, feature, 0.0, "clamp")], top_k=5)
+    assert len(off.after) == 5 and off.before[0].probability > 0
+    assert (off.logits_after - off.logits_before).abs().max() > 0
+    assert [t.token for t in off.before] == torch.topk(state.logits[-1], 5).indices.tolist()
+    with pytest.raises(ValueError, match="position"):
+        intervene(replacement, state, [Intervention(layer, 99, feature, 0.0)])
+    with pytest.raises(ValueError, match="no transcoder"):
+        intervene(replacement, state, [Intervention(5, 0, feature, 0.0)])
+    with pytest.raises(ValueError, match="feature"):
+        intervene(replacement, state, [Intervention(layer, 0, 10**6, 0.0)])
+
+
+def test_trace_saves_records_and_exports(replacement, tmp_path):
+    documents = open_document_store(tmp_path / "docs.sqlite")
+    record = run_trace(replacement, PROMPT, TraceConfig(), open_store(tmp_path / "objects"), documents)
+    assert documents.get_graph(record["id"])["scores"] == record["scores"]
+    graph = load_graph(open_store(record["artifact"]))
+    assert graph.prompt == PROMPT and graph.adjacency.shape == (graph.n_nodes, graph.n_nodes)
+    ids = {node["id"] for node in record["nodes"]}
+    assert all(link["source"] in ids and link["target"] in ids for link in record["links"])
+    assert 0 < record["scores"]["replacement"] <= 1 and 0 < record["scores"]["completeness"] <= 1
+
+    exported = to_graph_json(record)
+    assert set(exported) == {"metadata", "qParams", "nodes", "links"}
+    assert exported["metadata"]["prompt_tokens"] == record["tokens"]
+    kinds = {node["feature_type"] for node in exported["nodes"]}
+    assert {"embedding", "logit", "cross layer transcoder"} <= kinds
+    logits = [n for n in exported["nodes"] if n["feature_type"] == "logit"]
+    assert sum(n["is_target_logit"] for n in logits) == 1 and logits[0]["layer"] == "3"
+    node_ids = {node["node_id"] for node in exported["nodes"]}
+    assert all(link["source"] in node_ids and link["target"] in node_ids for link in exported["links"])
+    embeddings = [n for n in exported["nodes"] if n["feature_type"] == "embedding"]
+    assert [n["node_id"] for n in embeddings][:2] == ["E_256_0", f"E_{ord('T')}_1"]
+    documents.close()
+
+
+def test_prompt_too_long_is_refused(replacement):
+    with pytest.raises(ValueError, match="max_tokens"):
+        attribute(replacement, "x" * 100, TraceConfig(max_tokens=16))

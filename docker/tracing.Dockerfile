@@ -1,7 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# lm-saes tracing service: TracingService (circuit tracing; GPU).
-# PENDING: services/tracing does not exist yet; this Dockerfile is ready for when it lands
-# (tests/deploy/test_dockerfiles.py skips its entry-point check until then).
+# lm-saes tracing service: CircuitService (circuit tracing; GPU).
 # Build from the repository root (or `make images`):
 #   docker build -f docker/tracing.Dockerfile -t lm-saes/tracing:0.1.0 .
 #
@@ -42,7 +40,7 @@ RUN uv pip install --no-deps /src
 FROM ${CUDA_IMAGE}
 ARG SERVICE=tracing
 LABEL org.opencontainers.image.title="lm-saes-tracing" \
-      org.opencontainers.image.description="lm-saes TracingService (circuit tracing; GPU)" \
+      org.opencontainers.image.description="lm-saes CircuitService (circuit tracing; GPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --gid 10001 lmsaes \
  && useradd --uid 10001 --gid 10001 --home-dir /home/lmsaes --create-home --shell /usr/sbin/nologin lmsaes \

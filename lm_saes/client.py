@@ -19,6 +19,8 @@ from lm_saes.proto.lm_saes.v1 import (
     activation_pb2_grpc,
     analysis_pb2,
     analysis_pb2_grpc,
+    circuits_pb2,
+    circuits_pb2_grpc,
     common_pb2,
     training_pb2,
     training_pb2_grpc,
@@ -221,6 +223,47 @@ class AnalysisClient(_JobClient):
                                                    offset=offset, limit=limit)
         reply = self._call(self.stub.ListFeatures, request)
         return [_summary(f) for f in reply.features], reply.total
+
+
+class CircuitClient(_JobClient):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stub = circuits_pb2_grpc.CircuitServiceStub(self.channel)
+
+    def submit(self, prompt: str, transcoders_uri: str, config: dict[str, Any] | None = None,
+               request_id: str = "") -> dict[str, Any]:
+        """Trace `prompt`; `config` is a TraceConfig dict (thresholds, max_logits, ...)."""
+        request = circuits_pb2.SubmitTraceRequest(prompt=prompt, transcoders_uri=transcoders_uri, request_id=request_id,
+                                                  config_json=json.dumps(config) if config else "")
+        return job_to_dict(self._call(self.stub.Submit, request))
+
+    def get_graph(self, graph_id: str) -> dict[str, Any]:
+        """The stored record: pruned nodes and links, scores, the full graph's artifact URI."""
+        return json.loads(self._call(self.stub.GetGraph, circuits_pb2.GetGraphRequest(id=graph_id)).document_json)
+
+    def list_graphs(self, model: str = "") -> list[dict[str, Any]]:
+        reply = self._call(self.stub.ListGraphs, circuits_pb2.ListGraphsRequest(model=model))
+        return [{"id": g.id, "model": g.model, "prompt": g.prompt, "created": g.created,
+                 "artifact": g.artifact_uri,
+                 "scores": {"replacement": g.replacement_score, "completeness": g.completeness_score}}
+                for g in reply.graphs]
+
+    def intervene(self, graph_id: str, changes: list[dict[str, Any]], top_k: int = 10) -> dict[str, Any]:
+        """`changes`: [{"layer", "position", "feature", "value", "mode": "scale"|"clamp"}]."""
+        modes = {"scale": circuits_pb2.INTERVENTION_MODE_SCALE, "clamp": circuits_pb2.INTERVENTION_MODE_CLAMP}
+        bad = [c.get("mode") for c in changes if c.get("mode", "scale") not in modes]
+        if bad:
+            raise ValueError(f"mode must be 'scale' or 'clamp', got {bad[0]!r}")
+        request = circuits_pb2.InterveneRequest(graph_id=graph_id, top_k=top_k, changes=[
+            circuits_pb2.FeatureChange(layer=c["layer"], position=c["position"], feature=c["feature"],
+                                       value=c["value"], mode=modes[c.get("mode", "scale")]) for c in changes])
+        reply = self._call(self.stub.Intervene, request)
+
+        def logits(items: Any) -> list[dict[str, Any]]:
+            return [{"token_id": t.token_id, "token": t.token, "logit": t.logit, "probability": t.probability}
+                    for t in items]
+
+        return {"before": logits(reply.before), "after": logits(reply.after)}
 
 
 def _summary(feature: analysis_pb2.Feature) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / "runs" / "stack"
-SERVICES = {"activation": 50051, "training": 50052, "analysis": 50053}
+SERVICES = {"activation": 50051, "training": 50052, "analysis": 50053, "tracing": 50054}
 GATEWAY_PORT = 8000
 MOTO_PORT, JONGODB_BIN = 9000, REPO / ".cache/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"
 
@@ -67,7 +67,7 @@ def up(real: bool) -> None:
         _wait_port(port)
     endpoints = {name: f"127.0.0.1:{port}" for name, port in SERVICES.items()}
     (STATE / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
-    print(f"up: {endpoints} (metrics on ports 9091-9093; logs in {STATE})")
+    print(f"up: {endpoints} (metrics on ports 9091-9094; logs in {STATE})")
     print(f"    gateway: http://127.0.0.1:{GATEWAY_PORT}/api/v1/saes (OpenAPI at /docs)")
     print(f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
           f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}")

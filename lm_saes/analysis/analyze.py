@@ -46,8 +46,11 @@ def _now() -> str:
 
 
 def default_sae_id(sae_location: str) -> str:
-    """`runs/smollm2-l6-topk/sae` -> `smollm2-l6-topk`."""
+    """`runs/smollm2-l6-topk/sae` -> `smollm2-l6-topk`; a transcoder set's
+    `runs/tc/layer-6/sae` -> `tc-layer-6`."""
     parts = [p for p in sae_location.rstrip("/").split("/") if p]
+    if len(parts) >= 3 and parts[-1] == "sae" and parts[-2].startswith("layer-"):
+        return f"{parts[-3]}-{parts[-2]}"
     if len(parts) >= 2 and parts[-1] == "sae":
         return parts[-2]
     return parts[-1] if parts else "sae"

@@ -60,8 +60,24 @@ def describe(graph: AttributionGraph, pruned: Pruned) -> dict[str, Any]:
     return {"nodes": nodes, "links": links}
 
 
+def feature_sources(transcoders: str, layers: list[int], documents: DocumentStore | None) -> dict[str, str]:
+    """layer -> id of the SAE record whose analysis describes that layer's features (for hovers)."""
+    from lm_saes.analysis.analyze import default_sae_id
+
+    def norm(location: str) -> str:
+        return location.rstrip("/").removeprefix("./")
+
+    wanted = {norm(f"{transcoders}/layer-{layer}/sae"): layer for layer in layers}
+    found = {}
+    for sae in documents.list_saes() if documents is not None else []:
+        layer = wanted.get(norm(str(sae.get("artifact", ""))))
+        if layer is not None:
+            found[str(layer)] = sae["id"]
+    return {str(layer): found.get(str(layer), default_sae_id(f"{transcoders}/layer-{layer}/sae")) for layer in layers}
+
+
 def graph_record(graph: AttributionGraph, pruned: Pruned, graph_id: str, artifact: str,
-                 cfg: TraceConfig) -> dict[str, Any]:
+                 cfg: TraceConfig, documents: DocumentStore | None = None) -> dict[str, Any]:
     graph_scores = scores(graph)
     return {
         "id": graph_id,
@@ -69,6 +85,7 @@ def graph_record(graph: AttributionGraph, pruned: Pruned, graph_id: str, artifac
         "prompt": graph.prompt,
         "transcoders": graph.transcoders,
         "layers": graph.info.get("layers", []),
+        "saes": feature_sources(graph.transcoders, graph.info.get("layers", []), documents),
         "n_layers": graph.n_layers,
         "tokens": graph.token_strings,
         "logits": [{"token": t, "token_id": i, "probability": float(p)} for t, i, p in
@@ -93,7 +110,7 @@ def run_trace(replacement: ReplacementModel, prompt: str, cfg: TraceConfig, obje
     pruned = prune(graph, cfg.node_threshold, cfg.edge_threshold)
     artifact = objects.child(f"graphs/{graph_id}")
     save_graph(graph, artifact)
-    record = graph_record(graph, pruned, graph_id, artifact.uri, cfg)
+    record = graph_record(graph, pruned, graph_id, artifact.uri, cfg, documents)
     if documents is not None:
         documents.put_graph(record)
     return record

@@ -54,6 +54,27 @@ def activations_job(job: dict[str, Any], reporter: JobReporter, should_stop: Cal
             "hooks": list(manifest.hooks)}
 
 
+def tracing_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+    """`config`: `prompt`, `transcoders` (a set's location), `trace` (TraceConfig), `objects`
+    (where graphs are saved) and `graph_id`. A trace is short: an interrupted one starts over."""
+    from lm_saes.circuits import ReplacementModel, TranscoderSet, run_trace
+    from lm_saes.config import ModelConfig, TraceConfig
+    from lm_saes.models import load_language_model
+    from lm_saes.stores import open_store
+
+    config = job["config"]
+    cfg = parse_config(config.get("trace", {}), TraceConfig, f"job {job['id']} trace")
+    transcoders = TranscoderSet.load(config["transcoders"], cfg.device)
+    model = load_language_model(ModelConfig(name=transcoders.model, device=cfg.device))
+    reporter.progress(0.05, {"step": 0})
+    record = run_trace(ReplacementModel(model, transcoders), config["prompt"], cfg, open_store(config["objects"]),
+                       reporter.documents, config["graph_id"],
+                       progress=lambda done: reporter.progress(0.05 + 0.9 * done, {"fraction": done}))
+    return {"graph_id": record["id"], "scores": record["scores"], "counts": record["counts"],
+            "seconds": record["seconds"]}
+
+
 JOB_KINDS: dict[str, Callable[..., dict | None]] = {
     "training": training_job, "analysis": analysis_job, "activations": activations_job,
+    "tracing": tracing_job,
 }

@@ -1,0 +1,1 @@
+"""The CircuitService: attribution graphs as jobs, graph reads, interventions."""

@@ -9,11 +9,11 @@ from fastapi import Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.settings import GatewaySettings
-from lm_saes.client import ActivationClient, AnalysisClient, TrainingClient
+from lm_saes.client import ActivationClient, AnalysisClient, CircuitClient, TrainingClient
 from lm_saes.stores.documents import DocumentStore, open_document_store
 
 SERVICE_NAMES = {"activation": "lm_saes.v1.ActivationService", "training": "lm_saes.v1.TrainingService",
-                 "analysis": "lm_saes.v1.AnalysisService"}
+                 "analysis": "lm_saes.v1.AnalysisService", "tracing": "lm_saes.v1.CircuitService"}
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Backends:
     activation: ActivationClient
     training: TrainingClient
     analysis: AnalysisClient
+    tracing: CircuitClient
     settings: GatewaySettings = field(repr=False)
 
     @classmethod
@@ -31,10 +32,16 @@ class Backends:
                    activation=ActivationClient(settings.activation_address, timeout=timeout),
                    training=TrainingClient(settings.training_address, timeout=timeout),
                    analysis=AnalysisClient(settings.analysis_address, timeout=timeout),
+                   tracing=CircuitClient(settings.tracing_address, timeout=timeout),
                    settings=settings)
 
-    def services(self) -> dict[str, ActivationClient | TrainingClient | AnalysisClient]:
-        return {"activation": self.activation, "training": self.training, "analysis": self.analysis}
+    def services(self) -> dict[str, ActivationClient | TrainingClient | AnalysisClient | CircuitClient]:
+        return {"activation": self.activation, "training": self.training, "analysis": self.analysis,
+                "tracing": self.tracing}
+
+    def job_client(self, kind: str) -> TrainingClient | AnalysisClient | CircuitClient | None:
+        """The service that runs (and can watch or cancel) jobs of `kind`."""
+        return {"training": self.training, "analysis": self.analysis, "tracing": self.tracing}.get(kind)
 
     def check(self) -> dict[str, str]:
         """"ok" or why not, for the document store and each service's gRPC health."""

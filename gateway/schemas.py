@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_PAGE = 200
-JobKind = Literal["training", "analysis", "activations"]
+JobKind = Literal["training", "analysis", "activations", "tracing"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "unspecified"]
 FeatureSort = Literal["index", "density", "max_activation"]
 
@@ -181,9 +181,105 @@ class Job(Open):
     updated: str | None = None
 
 
+class GraphScores(BaseModel):
+    replacement: float = Field(description="Share of token-to-logit influence that avoids error nodes")
+    completeness: float = Field(description="Influence-weighted share of node inputs from non-error nodes")
+
+
+class GraphNode(Open):
+    """A node of a pruned attribution graph; ids follow circuit-tracer (`{layer}_{feature}_{pos}`)."""
+
+    id: str
+    kind: Literal["feature", "error", "token", "logit"]
+    layer: int = Field(description="-1 for token embeddings, n_layers for logits")
+    position: int
+    feature: int | None = None
+    activation: float | None = None
+    token: str | None = None
+    probability: float | None = None
+    influence: float = Field(0.0, description="Influence on the output logits")
+    cumulative: float = Field(0.0, description="Share of total influence held by nodes at least this influential "
+                                               "(the pruning slider keeps nodes at or below its value)")
+
+
+class GraphLink(BaseModel):
+    source: str
+    target: str
+    weight: float = Field(description="Direct effect of source on target")
+
+
+class GraphLogit(BaseModel):
+    token: str
+    token_id: int
+    probability: float
+
+
+class GraphSummary(Open):
+    id: str
+    model: str
+    prompt: str
+    scores: GraphScores
+    created: str | None = None
+    layers: list[int] = Field(default_factory=list, description="Layers with a transcoder")
+    artifact: str | None = Field(None, description="URI of the full graph (adjacency matrix) in the object store")
+
+
+class Graph(GraphSummary):
+    transcoders: str
+    n_layers: int
+    tokens: list[str]
+    logits: list[GraphLogit]
+    thresholds: dict[str, float]
+    counts: dict[str, int]
+    saes: dict[str, str] = Field(default_factory=dict, description="layer -> SAE id whose analysis describes "
+                                                                   "that layer's features")
+    seconds: float | None = None
+    nodes: list[GraphNode]
+    links: list[GraphLink]
+
+
 class CircuitList(BaseModel):
-    items: list[dict[str, Any]]
-    note: str
+    items: list[GraphSummary]
+
+
+class TraceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    transcoders: str = Field(min_length=1, description="A transcoder set: folder or s3:// prefix with transcoders.json")
+    node_threshold: float | None = Field(None, ge=0, le=1)
+    edge_threshold: float | None = Field(None, ge=0, le=1)
+    max_logits: int | None = Field(None, ge=1, le=50)
+    request_id: str | None = None
+
+
+class FeatureChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layer: int = Field(ge=0)
+    position: int = Field(ge=0)
+    feature: int = Field(ge=0)
+    value: float
+    mode: Literal["scale", "clamp"] = "scale"
+
+
+class InterventionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    changes: list[FeatureChange] = Field(min_length=1, max_length=256)
+    top_k: int = Field(10, ge=1, le=100)
+
+
+class TokenLogit(BaseModel):
+    token_id: int
+    token: str
+    logit: float
+    probability: float
+
+
+class InterventionResult(BaseModel):
+    before: list[TokenLogit]
+    after: list[TokenLogit]
 
 
 class Health(BaseModel):

@@ -22,6 +22,7 @@ class GatewaySettings(BaseSettings):
     activation_address: str = Field("localhost:50051", description="ActivationService host:port")
     training_address: str = Field("localhost:50052", description="TrainingService host:port")
     analysis_address: str = Field("localhost:50053", description="AnalysisService host:port")
+    tracing_address: str = Field("localhost:50054", description="CircuitService host:port")
     grpc_timeout_s: float = Field(60.0, gt=0, description="Deadline of unary RPCs")
     health_timeout_s: float = Field(2.0, gt=0, description="Deadline of each /readyz probe")
     watch_timeout_s: float = Field(6 * 3600.0, gt=0, description="Longest a /events stream follows a job")

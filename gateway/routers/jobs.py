@@ -50,7 +50,7 @@ def submit_analysis(store: Store, body: AnalysisJobRequest) -> dict[str, Any]:
 @router.post("/jobs/{job_id}/cancel", response_model=Job, dependencies=[auth.submit])
 def cancel_job(store: Store, job_id: str) -> dict[str, Any]:
     job = _job_or_404(store, job_id)
-    client = {"training": store.training, "analysis": store.analysis}.get(job["kind"])
+    client = store.job_client(job["kind"])
     if client is None:
         raise not_found(f"job {job_id!r} is a {job['kind']} job, which cannot be cancelled here")
     try:
@@ -86,7 +86,9 @@ def job_events(store: Store, job_id: str) -> StreamingResponse:
     if job["kind"] == "activations":
         watch = store.activation.watch_job(job_id, timeout=timeout)
     else:
-        client = store.training if job["kind"] == "training" else store.analysis
+        client = store.job_client(job["kind"])
+        if client is None:
+            raise not_found(f"job {job_id!r} is a {job['kind']} job, which no service here follows")
         watch = client.watch(job_id, timeout=timeout)
 
     def stream() -> Iterator[str]:

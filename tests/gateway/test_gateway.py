@@ -34,10 +34,10 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gateway")
     env = {"LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp / "objects"),
            "HF_HUB_OFFLINE": "1", "LM_SAES_MODEL": "tiny", "LM_SAES_WORKERS": "4"}
-    modules = ("services.activation", "services.training", "services.analysis")
-    with ThreadPoolExecutor(3) as pool:  # start-ups overlap (each imports torch)
+    modules = ("services.activation", "services.training", "services.analysis", "services.tracing")
+    with ThreadPoolExecutor(4) as pool:  # start-ups overlap (each imports torch)
         services = list(pool.map(lambda m: Service(m, env, tmp / f"{m}.log"), modules))
-    yield dict(zip(("activation", "training", "analysis"), services, strict=True)), tmp
+    yield dict(zip(("activation", "training", "analysis", "tracing"), services, strict=True)), tmp
     for service in services:
         if service.proc.poll() is None:
             service.stop(signal.SIGTERM)
@@ -249,3 +249,81 @@ def test_circuits_openapi_cors_and_frontend(client, stack, tmp_path):
         deep = with_ui.get("/saes/some-sae/features/3")  # a deep link loads the app
         assert deep.status_code == 200 and "lm-saes" in deep.text
         _problem(with_ui.get("/api/v1/no-such-route"), 404)  # unknown API paths stay problems
+
+
+@pytest.fixture(scope="module")
+def traced(client, stack) -> dict:
+    """Tiny transcoders (trained in process into the stack's folder), one layer analyzed through
+    the gateway for node hovers, and a trace submitted and followed to its end over SSE."""
+    from lm_saes.config import RunConfig, load_config
+    from lm_saes.runner import run_train_transcoders
+    from tests.integration.conftest import REPO
+
+    _, tmp = stack
+    location = str(tmp / "gw-transcoders")
+    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
+                      {"output": location, "data.max_tokens": 5000, "train.checkpoint_every": 0})
+    run_train_transcoders(cfg, progress=False)
+    analysis = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
+                           json={"sae_uri": f"{location}/layer-1/sae", "config": ANALYZE})
+    assert analysis.status_code == 201, analysis.text
+    assert _events(client, analysis.json()["id"])[-1][1]["state"] == "succeeded"
+
+    body = {"prompt": "The capital of France is", "transcoders": location, "node_threshold": 0.7, "request_id": "c1"}
+    response = client.post("/api/v1/circuits", json=body, headers=SUBMIT)
+    assert response.status_code == 201, response.text
+    events = _events(client, response.json()["id"])
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded", events[-1]
+    assert events[-1][1]["kind"] == "tracing"
+    return events[-1][1]["result"]
+
+
+def test_circuits_graph_export_and_hover_features(client, traced):
+    graph_id = traced["graph_id"]
+    listed = client.get("/api/v1/circuits").json()["items"]
+    assert [g["id"] for g in listed] == [graph_id] and listed[0]["layers"] == [0, 1]
+    graph = client.get(f"/api/v1/circuits/{graph_id}").json()
+    assert graph["tokens"][0] == "<bos>" and graph["thresholds"]["node"] == 0.7
+    assert 0 < graph["scores"]["replacement"] <= 1 and graph["logits"][0]["probability"] > 0
+    ids = {node["id"] for node in graph["nodes"]}
+    assert graph["links"] and all(link["source"] in ids and link["target"] in ids for link in graph["links"])
+    # a feature node's hover reads that layer's analysis through the ordinary feature endpoint
+    sae_id = graph["saes"]["1"]
+    node = next(n for n in graph["nodes"] if n["kind"] == "feature" and n["layer"] == 1)
+    feature = client.get(f"/api/v1/saes/{sae_id}/features/{node['feature']}")
+    assert feature.status_code == 200 and feature.json()["top_examples"]
+    exported = client.get(f"/api/v1/circuits/{graph_id}/export").json()
+    assert exported["metadata"]["prompt"] == "The capital of France is"
+    assert len(exported["nodes"]) == len(graph["nodes"]) and len(exported["links"]) == len(graph["links"])
+    _problem(client.get("/api/v1/circuits/graph-nope"), 404)
+    _problem(client.get("/api/v1/circuits/graph-nope/export"), 404)
+    assert "/api/v1/circuits/{graph_id}/interventions" in client.get("/openapi.json").json()["paths"]
+
+
+def test_circuit_interventions_and_errors(client, traced):
+    graph_id = traced["graph_id"]
+    graph = client.get(f"/api/v1/circuits/{graph_id}").json()
+    node = max((n for n in graph["nodes"] if n["kind"] == "feature"), key=lambda n: n["influence"])
+    change = {"layer": node["layer"], "position": node["position"], "feature": node["feature"]}
+    url = f"/api/v1/circuits/{graph_id}/interventions"
+    result = client.post(url, json={"changes": [{**change, "value": 20.0, "mode": "clamp"}], "top_k": 5},
+                         headers=COMPUTE)
+    assert result.status_code == 200, result.text
+    body = result.json()
+    assert len(body["before"]) == len(body["after"]) == 5 and body["before"] != body["after"]
+    assert body["before"][0]["token_id"] == graph["logits"][0]["token_id"]
+
+    _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}), 401)
+    _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}, headers=READ), 403)
+    _problem(client.post(url, json={"changes": []}, headers=COMPUTE), 422, field="changes")
+    _problem(client.post(url, json={"changes": [{**change, "value": 1, "mode": "zap"}]}, headers=COMPUTE), 422,
+             field="changes.0.mode")
+    _problem(client.post(url, json={"changes": [{**change, "layer": 9, "value": 1}]}, headers=COMPUTE), 422,
+             field="changes")
+    _problem(client.post("/api/v1/circuits/graph-nope/interventions", json={"changes": [{**change, "value": 1}]},
+                         headers=COMPUTE), 404)
+    trace = {"prompt": "hi", "transcoders": "/no/such/set"}
+    _problem(client.post("/api/v1/circuits", json=trace, headers=SUBMIT), 404)
+    _problem(client.post("/api/v1/circuits", json=trace, headers=COMPUTE), 403)
+    _problem(client.post("/api/v1/circuits", json={**trace, "node_threshold": 2}, headers=SUBMIT), 422,
+             field="node_threshold")

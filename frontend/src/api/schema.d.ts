@@ -11,10 +11,78 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Circuits */
+        /**
+         * List Circuits
+         * @description Stored graphs, newest first (summaries: no nodes or links).
+         */
         get: operations["list_circuits_api_v1_circuits_get"];
         put?: never;
+        /**
+         * Trace
+         * @description Queue a trace of `prompt` through a transcoder set; the job's result names the graph.
+         */
+        post: operations["trace_api_v1_circuits_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/circuits/{graph_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Circuit
+         * @description One graph, pruned as traced: nodes (with influence), links (with weights), scores.
+         */
+        get: operations["get_circuit_api_v1_circuits__graph_id__get"];
+        put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/circuits/{graph_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export Circuit
+         * @description The graph in the JSON that circuit-tracer's and Neuronpedia's graph viewers open.
+         */
+        get: operations["export_circuit_api_v1_circuits__graph_id__export_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/circuits/{graph_id}/interventions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Intervene
+         * @description Scale or clamp features of the graph's prompt and rerun the replacement model: top logits
+         *     before and after.
+         */
+        post: operations["intervene_api_v1_circuits__graph_id__interventions_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -378,11 +446,7 @@ export interface components {
         /** CircuitList */
         CircuitList: {
             /** Items */
-            items: {
-                [key: string]: unknown;
-            }[];
-            /** Note */
-            note: string;
+            items: components["schemas"]["GraphSummary"][];
         };
         /**
          * Feature
@@ -421,6 +485,23 @@ export interface components {
             }[];
         } & {
             [key: string]: unknown;
+        };
+        /** FeatureChange */
+        FeatureChange: {
+            /** Feature */
+            feature: number;
+            /** Layer */
+            layer: number;
+            /**
+             * Mode
+             * @default scale
+             * @enum {string}
+             */
+            mode: "scale" | "clamp";
+            /** Position */
+            position: number;
+            /** Value */
+            value: number;
         };
         /** FeaturePage */
         FeaturePage: {
@@ -463,6 +544,159 @@ export interface components {
             /** Value */
             value: number;
         };
+        /** Graph */
+        Graph: {
+            /**
+             * Artifact
+             * @description URI of the full graph (adjacency matrix) in the object store
+             */
+            artifact?: string | null;
+            /** Counts */
+            counts: {
+                [key: string]: number;
+            };
+            /** Created */
+            created?: string | null;
+            /** Id */
+            id: string;
+            /**
+             * Layers
+             * @description Layers with a transcoder
+             */
+            layers?: number[];
+            /** Links */
+            links: components["schemas"]["GraphLink"][];
+            /** Logits */
+            logits: components["schemas"]["GraphLogit"][];
+            /** Model */
+            model: string;
+            /** N Layers */
+            n_layers: number;
+            /** Nodes */
+            nodes: components["schemas"]["GraphNode"][];
+            /** Prompt */
+            prompt: string;
+            /**
+             * Saes
+             * @description layer -> SAE id whose analysis describes that layer's features
+             */
+            saes?: {
+                [key: string]: string;
+            };
+            scores: components["schemas"]["GraphScores"];
+            /** Seconds */
+            seconds?: number | null;
+            /** Thresholds */
+            thresholds: {
+                [key: string]: number;
+            };
+            /** Tokens */
+            tokens: string[];
+            /** Transcoders */
+            transcoders: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GraphLink */
+        GraphLink: {
+            /** Source */
+            source: string;
+            /** Target */
+            target: string;
+            /**
+             * Weight
+             * @description Direct effect of source on target
+             */
+            weight: number;
+        };
+        /** GraphLogit */
+        GraphLogit: {
+            /** Probability */
+            probability: number;
+            /** Token */
+            token: string;
+            /** Token Id */
+            token_id: number;
+        };
+        /**
+         * GraphNode
+         * @description A node of a pruned attribution graph; ids follow circuit-tracer (`{layer}_{feature}_{pos}`).
+         */
+        GraphNode: {
+            /** Activation */
+            activation?: number | null;
+            /**
+             * Cumulative
+             * @description Share of total influence held by nodes at least this influential (the pruning slider keeps nodes at or below its value)
+             * @default 0
+             */
+            cumulative: number;
+            /** Feature */
+            feature?: number | null;
+            /** Id */
+            id: string;
+            /**
+             * Influence
+             * @description Influence on the output logits
+             * @default 0
+             */
+            influence: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "feature" | "error" | "token" | "logit";
+            /**
+             * Layer
+             * @description -1 for token embeddings, n_layers for logits
+             */
+            layer: number;
+            /** Position */
+            position: number;
+            /** Probability */
+            probability?: number | null;
+            /** Token */
+            token?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GraphScores */
+        GraphScores: {
+            /**
+             * Completeness
+             * @description Influence-weighted share of node inputs from non-error nodes
+             */
+            completeness: number;
+            /**
+             * Replacement
+             * @description Share of token-to-logit influence that avoids error nodes
+             */
+            replacement: number;
+        };
+        /** GraphSummary */
+        GraphSummary: {
+            /**
+             * Artifact
+             * @description URI of the full graph (adjacency matrix) in the object store
+             */
+            artifact?: string | null;
+            /** Created */
+            created?: string | null;
+            /** Id */
+            id: string;
+            /**
+             * Layers
+             * @description Layers with a transcoder
+             */
+            layers?: number[];
+            /** Model */
+            model: string;
+            /** Prompt */
+            prompt: string;
+            scores: components["schemas"]["GraphScores"];
+        } & {
+            [key: string]: unknown;
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -479,6 +713,23 @@ export interface components {
              * @enum {string}
              */
             status: "ok" | "unavailable";
+        };
+        /** InterventionRequest */
+        InterventionRequest: {
+            /** Changes */
+            changes: components["schemas"]["FeatureChange"][];
+            /**
+             * Top K
+             * @default 10
+             */
+            top_k: number;
+        };
+        /** InterventionResult */
+        InterventionResult: {
+            /** After */
+            after: components["schemas"]["TokenLogit"][];
+            /** Before */
+            before: components["schemas"]["TokenLogit"][];
         };
         /** Job */
         Job: {
@@ -690,6 +941,17 @@ export interface components {
             /** Token Id */
             token_id: number;
         };
+        /** TokenLogit */
+        TokenLogit: {
+            /** Logit */
+            logit: number;
+            /** Probability */
+            probability: number;
+            /** Token */
+            token: string;
+            /** Token Id */
+            token_id: number;
+        };
         /** TokenMatch */
         TokenMatch: {
             /** Density */
@@ -704,6 +966,24 @@ export interface components {
             top_token: {
                 [key: string]: unknown;
             };
+        };
+        /** TraceRequest */
+        TraceRequest: {
+            /** Edge Threshold */
+            edge_threshold?: number | null;
+            /** Max Logits */
+            max_logits?: number | null;
+            /** Node Threshold */
+            node_threshold?: number | null;
+            /** Prompt */
+            prompt: string;
+            /** Request Id */
+            request_id?: string | null;
+            /**
+             * Transcoders
+             * @description A transcoder set: folder or s3:// prefix with transcoders.json
+             */
+            transcoders: string;
         };
         /** TrainingJobRequest */
         TrainingJobRequest: {
@@ -744,7 +1024,9 @@ export type $defs = Record<string, never>;
 export interface operations {
     list_circuits_api_v1_circuits_get: {
         parameters: {
-            query?: never;
+            query?: {
+                model?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -760,12 +1042,153 @@ export interface operations {
                     "application/json": components["schemas"]["CircuitList"];
                 };
             };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    trace_api_v1_circuits_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TraceRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_circuit_api_v1_circuits__graph_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                graph_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Graph"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    export_circuit_api_v1_circuits__graph_id__export_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                graph_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description circuit-tracer / Neuronpedia graph JSON */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    intervene_api_v1_circuits__graph_id__interventions_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                graph_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InterventionRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InterventionResult"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
         };
     };
     list_jobs_api_v1_jobs_get: {
         parameters: {
             query?: {
-                kind?: ("training" | "analysis" | "activations") | null;
+                kind?: ("training" | "analysis" | "activations" | "tracing") | null;
             };
             header?: never;
             path?: never;

@@ -7,6 +7,8 @@
   to the same layer over the same contexts.
 - live: feature activations of a 64-token text through the gRPC activation service vs in
   process, and 16 concurrent clients vs sequential (benchmarks/live.py).
+- trace: the attribution graph of a 16-token prompt on SmolLM2 through its transcoder set, vs
+  a bare forward pass of the prompt (benchmarks/tracing.py).
 - analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
   features of the default SAE, over the same contexts, as a ratio to activation generation.
 
@@ -162,6 +164,9 @@ def main() -> int:
     from live import bench_live  # benchmarks/ is on sys.path when run as a script
 
     live = bench_live(RUN_SAE) if (RUN_SAE / "sae.json").is_file() else {}
+    from tracing import bench_trace
+
+    trace = bench_trace(model, args.rounds)
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
@@ -169,6 +174,7 @@ def main() -> int:
         "activations": activations,
         "analysis": analysis,
         "live": live,
+        "trace": trace,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -182,6 +188,8 @@ def main() -> int:
         ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
         *((f"live.{key}", live[key]) for key in ("p50_ms", "p99_ms", "bare_ms", "p50_over_bare",
                                                   "concurrent_speedup", "inprocess_batch_speedup") if key in live),
+        *((f"trace.{key}", trace[key]) for key in ("seconds", "forward_seconds", "ratio_to_forward",
+                                                   "feature_nodes", "edges") if key in trace),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

@@ -4,7 +4,8 @@ Through the frozen replacement model, each target (a feature's pre-activation, o
 output logit) is an affine function of the source nodes (token embeddings, feature activations,
 error nodes). One forward pass with the sources as leaf tensors builds that function; batched
 backward passes (one gradient row per target, vectorized with `is_grads_batched`) read its
-coefficients. Edge = source value x gradient, summed over the model dimension for vector
+coefficients. Targets are grouped by layer, so a layer's backward pass only traverses the
+model below it (and only the logits' pass goes through the unembedding). Edge = source value x gradient, summed over the model dimension for vector
 sources, so a target's incoming edges plus its bias (the target's value with every source set to
 zero) add up to the target exactly.
 """
@@ -50,13 +51,14 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     activations = torch.cat([state.acts[layer][p, f] for layer, p, f in active]).float()
 
     with torch.enable_grad():
-        targets = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
-        rows = _edge_rows(targets, state, embed, errors, acts, active, cfg.batch_size, progress)
+        groups = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
+        rows = _edge_rows(groups, state, embed, errors, acts, active, cfg.batch_size, progress)
+        targets = torch.cat(groups).detach()
     with torch.no_grad():
         zeros = {layer: torch.zeros_like(e) for layer, e in errors.items()}
         zero_acts = {layer: torch.zeros_like(a) for layer, a in acts.items()}
         bias_out = replacement.forward(state, torch.zeros_like(embed), zeros, zero_acts)
-        bias = _targets(replacement, bias_out, active, logit_ids)
+        bias = torch.cat(_targets(replacement, bias_out, active, logit_ids))
 
     n_features, n_pos = len(features), len(ids)
     n_nodes = n_features + replacement.n_layers * n_pos + n_pos + len(logit_ids)
@@ -78,8 +80,9 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     )
 
 
-def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor) -> torch.Tensor:
-    """[n_features + n_logits]: active features' pre-activations, then demeaned output logits."""
+def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor) -> list[torch.Tensor]:
+    """One tensor per covered layer (its active features' pre-activations), then the demeaned
+    output logits: concatenated, the targets in node order."""
     parts = []
     for layer, positions, indices in active:
         sae = replacement.transcoder(layer)
@@ -87,27 +90,30 @@ def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logi
         parts.append((x * sae.W_enc[indices]).sum(-1) + sae.b_enc[indices])
     last = out.logits[-1]
     parts.append(last[logit_ids] - last.mean())
-    return torch.cat([p.float() for p in parts])
+    return [p.float() for p in parts]
 
 
-def _edge_rows(targets: torch.Tensor, state: PromptState, embed: torch.Tensor, errors: dict, acts: dict,
+def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tensor, errors: dict, acts: dict,
                active, batch_size: int, progress: Callable[[float], None] | None) -> torch.Tensor:
     """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero)."""
     layers = sorted(errors)
     inputs = [embed, *(errors[layer] for layer in layers), *(acts[layer] for layer, _, _ in active)]
-    n_targets = len(targets)
+    n_targets = sum(len(group) for group in groups)
     n_pos = embed.shape[0]
     n_features = sum(len(p) for _, p, _ in active)
     n_nodes = n_features + len(layers) * n_pos + n_pos + (n_targets - n_features)
     rows = torch.zeros(n_targets, n_nodes)
-    for start in range(0, n_targets, batch_size):
-        stop = min(start + batch_size, n_targets)
-        seeds = torch.zeros(stop - start, n_targets, dtype=targets.dtype)
+    batches = [(offset, group, start) for offset, group in zip(
+        [sum(len(g) for g in groups[:i]) for i in range(len(groups))], groups, strict=True)
+        for start in range(0, len(group), batch_size)]
+    for done, (offset, group, start) in enumerate(batches, start=1):
+        stop = min(start + batch_size, len(group))
+        seeds = torch.zeros(stop - start, len(group), dtype=group.dtype)
         seeds[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        grads = torch.autograd.grad(targets, inputs, grad_outputs=seeds, is_grads_batched=True,
+        grads = torch.autograd.grad(group, inputs, grad_outputs=seeds, is_grads_batched=True,
                                     retain_graph=True, allow_unused=True)
         grad_embed, grad_errors, grad_acts = grads[0], grads[1: 1 + len(layers)], grads[1 + len(layers):]
-        block = rows[start:stop]
+        block = rows[offset + start: offset + stop]
         column = 0
         for (layer, positions, indices), grad in zip(active, grad_acts, strict=True):
             if grad is not None:
@@ -120,5 +126,5 @@ def _edge_rows(targets: torch.Tensor, state: PromptState, embed: torch.Tensor, e
         if grad_embed is not None:
             block[:, column: column + n_pos] = (grad_embed * state.embed).sum(-1)
         if progress:
-            progress(stop / n_targets)
+            progress(done / len(batches))
     return rows

@@ -11,7 +11,7 @@ export PIP_NO_WARN_SCRIPT_LOCATION := 1
 # pip prints one warning per local index miss; hide those, keep real errors (pipefail).
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: frontend frontend-test up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto images helm-check
+.PHONY: frontend frontend-test chromium up up-real down install saelens-venv jongodb run train-tiny test test-fast lint bench clean proto images helm-check
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,12 +45,21 @@ run: install
 train-tiny: install
 	$(VENV)/bin/lm-saes train examples/configuration/train-tiny.toml
 
-## Everything the tests need (SAELens in its own venv, a real S3 server from moto), then pytest.
-test: install saelens-venv jongodb frontend-test
+## Everything the tests need (SAELens in its own venv, jongodb, the built frontend and Chromium
+## for the browser test in tests/e2e), then pytest.
+test: install saelens-venv jongodb frontend-test frontend chromium
 	$(PY) -m pytest -q -ra
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow and not saelens"
+	$(PY) -m pytest -q -m "not slow and not saelens and not e2e"
+
+## Debian's Chromium for the browser test (playwright-core drives /usr/bin/chromium; no download).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  $$sudo apt-get update && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

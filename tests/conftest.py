@@ -11,7 +11,9 @@ import torch  # noqa: E402
 from lm_saes.config import ModelConfig  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
 
-pytest_plugins = ["tests.mongo_server"]  # the `mongodb_uri` fixture: a real MongoDB wire server
+# `mongodb_uri`: a real MongoDB wire server; `stack`, `trained`: the services as processes and a
+# tiny SAE trained and analyzed through the gateway (tests/gateway, tests/e2e).
+pytest_plugins = ["tests.mongo_server", "tests.service_stack"]
 
 
 @pytest.fixture(scope="session")

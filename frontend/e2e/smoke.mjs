@@ -1,64 +1,210 @@
-// Smoke test against a running gateway that serves the built frontend:
+// End-to-end test of the dashboards against a running gateway that serves the built frontend:
 //   node e2e/smoke.mjs http://127.0.0.1:8000
-// Visits home -> the first SAE -> its first feature and saves screenshots to e2e/screenshots/.
+// (tests/e2e/test_browser.py runs it inside `make test` over a freshly trained tiny SAE.)
+//
+// home -> the SAE -> sort by max activation -> a feature (shaded tokens visible) -> reload of that
+// deep link -> "try your text" (per-token activations, then one feature's shading) -> jobs: submit
+// a training job from the editor, follow it until it succeeded with live curves -> the job list.
+// A screenshot of each step goes to $E2E_SCREENSHOTS (default e2e/screenshots/); a failed step
+// saves <step>-FAILED.png, prints why and exits 1, as do page errors and failed API calls.
+//
+// Environment: E2E_TOKEN   API token with the compute + submit scopes (typed into the header)
+//              E2E_SAE     SAE to open (default: the first one listed)
+//              E2E_TEXT    text for the "try your text" page
+//              E2E_JOB     JSON body to submit (default: the editor's training template as is)
+//              E2E_JOB_TIMEOUT_MS  how long to wait for that job (default 90000)
+//              CHROMIUM    browser binary (default /usr/bin/chromium)
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const base = (process.argv[2] ?? "http://127.0.0.1:8000").replace(/\/$/, "");
-const shots = join(dirname(fileURLToPath(import.meta.url)), "screenshots");
+const shots = process.env.E2E_SCREENSHOTS || join(dirname(fileURLToPath(import.meta.url)), "screenshots");
+const token = process.env.E2E_TOKEN ?? "";
+const text = process.env.E2E_TEXT || "Sparse autoencoders find features in text.";
+const jobTimeout = Number(process.env.E2E_JOB_TIMEOUT_MS || 90_000);
 mkdirSync(shots, { recursive: true });
 
+class Failure extends Error {}
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+/** Visible elements among `locator`'s matches whose background is not fully transparent. */
+async function shaded(locator) {
+  return locator.evaluateAll((elements) =>
+    elements
+      .filter((el) => {
+        const box = el.getBoundingClientRect();
+        const style = getComputedStyle(el);
+        const channels = (style.backgroundColor.match(/[\d.]+/g) ?? []).map(Number);
+        const alpha = channels.length === 4 ? channels[3] : channels.length === 3 ? 1 : 0;
+        return box.width > 0 && box.height > 0 && style.visibility !== "hidden" && alpha > 0;
+      })
+      .map((el) => ({ text: el.textContent, intensity: Number(el.dataset.intensity) })),
+  );
+}
+
 const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
 });
-const errors = [];
+const problems = [];
+let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  const step = async (name, fn) => {
-    const started = Date.now();
-    await fn();
-    await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
-    console.log(`ok ${name} (${Date.now() - started} ms) ${page.url()}`);
-  };
-
-  await step("1-home", async () => {
-    await page.goto(`${base}/`);
-    await page.getByRole("heading", { name: "Models and SAEs" }).waitFor();
+  page.setDefaultTimeout(20_000);
+  page.on("pageerror", (e) => problems.push(`page error: ${e}`));
+  page.on("console", (m) => m.type() === "error" && problems.push(`console error: ${m.text()}`));
+  page.on("response", (r) => {
+    if (r.url().includes("/api/") && r.status() >= 400) problems.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
   });
-  await step("2-sae", async () => {
-    await page.locator("main table a").first().click();
-    await page.getByRole("heading", { name: "Features", exact: true }).waitFor();
+
+  let n = 0;
+  const step = async (name, fn) => {
+    const label = `${++n}-${name}`;
+    const started = Date.now();
+    try {
+      const detail = await fn();
+      await page.screenshot({ path: join(shots, `${label}.png`), fullPage: true });
+      console.log(`ok ${label} (${Date.now() - started} ms) ${page.url()}${detail ? ` · ${detail}` : ""}`);
+    } catch (error) {
+      await page.screenshot({ path: join(shots, `${label}-FAILED.png`), fullPage: true }).catch(() => {});
+      throw new Failure(`step ${label} failed at ${page.url()}: ${error.message}`);
+    }
+  };
+  const main = page.locator("main");
+  const heading = (name, exact = true) => main.getByRole("heading", { name, exact });
+
+  let saeId = process.env.E2E_SAE;
+  await step("home", async () => {
+    await page.goto(`${base}/`);
+    await heading("Models and SAEs").waitFor();
+    if (token) {
+      await page.locator("#api-token").fill(token);
+      await page.getByRole("button", { name: "Save" }).click();
+      await page.locator(".token-form").getByText("saved").waitFor();
+    }
+    const links = main.locator("table tbody a");
+    await links.first().waitFor();
+    saeId ??= (await links.first().textContent()).trim();
+    await main.getByRole("link", { name: saeId, exact: true }).waitFor();
+    return `SAE ${saeId}`;
+  });
+
+  await step("sae", async () => {
+    await main.getByRole("link", { name: saeId, exact: true }).click();
+    await page.waitForURL(`${base}/saes/${encodeURIComponent(saeId)}`);
+    await heading("Features").waitFor();
     await page.locator(".feature-table tbody a").first().waitFor();
     await page.locator("figure.chart svg").first().waitFor();
+    const rows = await page.locator(".feature-table tbody tr").count();
+    check(rows > 0, "the feature table has no rows");
+    return `${rows} feature rows`;
   });
-  await step("3-sae-sorted", async () => {
+
+  await step("sae-sorted", async () => {
     await page.getByRole("button", { name: /Max activation/ }).click();
-    await page.waitForURL(/sort=max_activation/);
+    await page.waitForURL(/sort=max_activation&order=desc/);
     await page.locator(".feature-table tbody a").first().waitFor();
   });
-  await step("4-feature", async () => {
-    await page.locator(".feature-table tbody a").first().click();
-    await page.getByRole("heading", { name: "Top activating contexts" }).waitFor();
-    await page.locator(".token").first().waitFor();
+
+  let feature;
+  await step("feature", async () => {
+    const first = page.locator(".feature-table tbody a").first();
+    feature = (await first.textContent()).replace(/\D/g, "");
+    await first.click();
+    await page.waitForURL(new RegExp(`/features/${feature}$`));
+    await heading("Top activating contexts").waitFor();
+    const tokens = page.locator("ol.examples").first().locator('[data-testid="token"]');
+    await tokens.first().waitFor();
+    const lit = await shaded(tokens);
+    check(lit.length > 0, `no shaded token among ${await tokens.count()} tokens of the top contexts`);
+    const peak = Math.max(...lit.map((t) => t.intensity));
+    // the strongest context peaks at the feature's max activation: full intensity
+    check(peak > 0.99, `the strongest shaded token has intensity ${peak}, expected 1`);
+    await page.locator(".token-peak").first().waitFor();
+    return `feature #${feature}: ${lit.length} shaded tokens`;
   });
-  await step("5-deep-link", async () => {
-    const url = page.url();
-    await page.goto(url); // a reload of a deep link must load the app again
-    await page.getByRole("heading", { name: "Top activating contexts" }).waitFor();
+
+  await step("feature-deep-link", async () => {
+    await page.reload(); // a reload of a deep link must load the app again
+    await heading("Top activating contexts").waitFor();
+    check((await shaded(page.locator('ol.examples [data-testid="token"]'))).length > 0, "no shaded token after reload");
   });
-  await step("6-jobs", async () => {
-    await page.goto(`${base}/jobs`);
-    await page.getByRole("heading", { name: "Submit a job" }).waitFor();
+
+  await step("try-text", async () => {
+    await page.locator(".crumbs").getByRole("link", { name: saeId, exact: true }).click();
+    await main.getByRole("link", { name: "Try it on text" }).click();
+    await heading(`Run ${saeId} on text`).waitFor();
+    await page.locator("#try-text").fill(text);
+    await page.getByRole("button", { name: "Run" }).click();
+    await heading("Strongest features per token").waitFor();
+    const rows = main.locator("table tbody tr");
+    const count = await rows.count();
+    check(count >= text.split(" ").length, `${count} token rows for ${JSON.stringify(text)}`);
+    const chips = await main.locator("table tbody .feature-chip").allTextContents();
+    const values = chips.map((c) => Number(c.split(":")[1]));
+    check(chips.length >= count && values.every((v) => Number.isFinite(v)), `feature chips: ${chips.join(" ")}`);
+    check(values.some((v) => v > 0), `no positive activation among ${chips.join(" ")}`);
+    return `${count} tokens, ${chips.length} feature values`;
   });
+
+  await step("try-one-feature", async () => {
+    // the strongest feature on the first token fires there: its shading must show
+    const strongest = (await main.locator("table tbody .feature-chip a").first().textContent()).replace(/\D/g, "");
+    const rows = await main.locator("table tbody tr").count();
+    await page.locator("#try-feature").fill(strongest);
+    await page.getByRole("button", { name: "Run" }).click();
+    await heading(new RegExp(`Feature #${strongest} per token`), false).waitFor();
+    const tokens = main.locator('.shaded-text [data-testid="token"]');
+    check((await tokens.count()) === rows, `${await tokens.count()} shaded-text tokens, ${rows} table rows`);
+    const lit = await shaded(tokens);
+    check(lit.length > 0, `feature #${strongest} shades no token`);
+    return `feature #${strongest} on ${lit.length} of ${rows} tokens`;
+  });
+
+  let jobId;
+  await step("jobs-submit", async () => {
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Jobs" }).click();
+    await heading("Submit a job").waitFor();
+    const editor = page.locator("#job-body");
+    if (process.env.E2E_JOB) await editor.fill(process.env.E2E_JOB);
+    JSON.parse(await editor.inputValue());
+    await main.getByRole("button", { name: "Submit", exact: true }).click();
+    await page.waitForURL(/\/jobs\/[^/]+$/);
+    jobId = decodeURIComponent(page.url().split("/").pop());
+    await heading(/training job/, false).waitFor();
+    return `job ${jobId}`;
+  });
+
+  await step("job-succeeded", async () => {
+    const title = main.locator("h1 .state");
+    await title.and(page.locator(".state-succeeded, .state-failed, .state-cancelled")).waitFor({ timeout: jobTimeout });
+    const state = await title.textContent();
+    const error = (await main.locator(".error pre").allTextContents()).join("\n");
+    check(state === "succeeded", `job ${jobId} ${state}${error ? `: ${error}` : ""}`);
+    const points = {};
+    for (const metric of ["loss", "l0", "explained_variance"]) {
+      points[metric] = Number(await page.getByTestId(`curve-${metric}`).getAttribute("data-points"));
+    }
+    check(Object.values(points).every((p) => p > 0), `curves without points after success: ${JSON.stringify(points)}`);
+    check((await page.locator(".recharts-line path").count()) >= 3, "no curve drawn");
+    return `curve points ${JSON.stringify(points)}`;
+  });
+
+  await step("jobs-list", async () => {
+    await page.locator(".crumbs").getByRole("link", { name: "Jobs" }).click();
+    const row = main.locator("tbody tr").filter({ has: page.getByRole("link", { name: jobId, exact: true }) });
+    await row.locator(".state-succeeded").waitFor();
+  });
+} catch (error) {
+  failed = true;
+  console.error(error instanceof Failure ? `FAIL ${error.message}` : error);
 } finally {
   await browser.close();
 }
-if (errors.length) {
-  console.error("page errors:\n" + errors.join("\n"));
-  process.exit(1);
-}
+if (problems.length) console.error(`errors seen by the browser:\n  ${problems.join("\n  ")}`);
+if (failed || problems.length) process.exit(1);
 console.log(`screenshots in ${shots}`);

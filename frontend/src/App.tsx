@@ -1,5 +1,7 @@
 import { createBrowserRouter, RouterProvider, type RouteObject } from "react-router";
 import { Layout } from "./components/Layout";
+import { CircuitPage } from "./pages/CircuitPage";
+import { CircuitsPage } from "./pages/CircuitsPage";
 import { FeaturePage } from "./pages/FeaturePage";
 import { HomePage } from "./pages/HomePage";
 import { JobPage } from "./pages/JobPage";
@@ -19,6 +21,8 @@ export const routes: RouteObject[] = [
       { path: "saes/:saeId/try", element: <TryPage /> },
       { path: "jobs", element: <JobsPage /> },
       { path: "jobs/:jobId", element: <JobPage /> },
+      { path: "circuits", element: <CircuitsPage /> },
+      { path: "circuits/:graphId", element: <CircuitPage /> },
       { path: "*", element: <NotFound /> },
     ],
   },

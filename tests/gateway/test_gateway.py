@@ -7,9 +7,6 @@ until it succeeds; its SAE is then analyzed the same way, and every endpoint is 
 
 from __future__ import annotations
 
-import json
-import signal
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,29 +15,11 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.integration.conftest import free_port
-from tests.integration.test_job_services import TINY, Service
+from tests.service_stack import ANALYZE, COMPUTE, READ, SAE_ID, SUBMIT, TOKENS
+from tests.service_stack import job_events as _events
 
-TOKENS = {"submitter": ["submit", "read"], "computer": ["compute"], "reader": ["read"]}
-SUBMIT = {"Authorization": "Bearer submitter"}
-COMPUTE = {"Authorization": "Bearer computer"}
-READ = {"Authorization": "Bearer reader"}
-SAE_ID = "gw-tiny"
-ANALYZE = {"data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
-           "analysis": {"top_n": 5, "batch_contexts": 8}}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("gateway")
-    env = {"LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp / "objects"),
-           "HF_HUB_OFFLINE": "1", "LM_SAES_MODEL": "tiny", "LM_SAES_WORKERS": "4"}
-    modules = ("services.activation", "services.training", "services.analysis", "services.tracing")
-    with ThreadPoolExecutor(4) as pool:  # start-ups overlap (each imports torch)
-        services = list(pool.map(lambda m: Service(m, env, tmp / f"{m}.log"), modules))
-    yield dict(zip(("activation", "training", "analysis", "tracing"), services, strict=True)), tmp
-    for service in services:
-        if service.proc.poll() is None:
-            service.stop(signal.SIGTERM)
+# `stack` (the services as processes) and `trained` (a tiny SAE trained and analyzed through
+# `client`) are shared fixtures: tests/service_stack.py.
 
 
 def _settings(stack, **overrides: Any) -> GatewaySettings:
@@ -56,45 +35,6 @@ def _settings(stack, **overrides: Any) -> GatewaySettings:
 def client(stack):
     with TestClient(create_app(_settings(stack, cors_origins=["http://ui.test"]))) as test_client:
         yield test_client
-
-
-def _events(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
-    """Read the job's SSE stream to its end: [(event name, data)]."""
-    events, name = [], ""
-    with client.stream("GET", f"/api/v1/jobs/{job_id}/events") as response:
-        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                events.append((name, json.loads(line[6:])))
-    return events
-
-
-@pytest.fixture(scope="module")
-def trained(client) -> dict:
-    """A tiny SAE trained and analyzed through the gateway; returns the training job."""
-    config = {**TINY, "data": {**TINY["data"], "max_tokens": 5000}}
-    config.pop("output")
-    response = client.post("/api/v1/jobs/training", json={"config": config, "request_id": "gw-1"}, headers=SUBMIT)
-    assert response.status_code == 201, response.text
-    job = response.json()
-    again = client.post("/api/v1/jobs/training", json={"config": config, "request_id": "gw-1"}, headers=SUBMIT)
-    assert again.json()["id"] == job["id"]  # idempotent
-    events = _events(client, job["id"])
-    progress = [data for name, data in events if name == "progress"]
-    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded", events[-1]
-    assert progress[-1]["state"] == "succeeded" and progress[-1]["step"] == progress[-1]["total_steps"] > 0
-    assert [p["step"] for p in progress] == sorted(p["step"] for p in progress)
-    assert any(p["state"] == "running" for p in progress)  # streamed live, not only the outcome
-    result = events[-1][1]["result"]
-
-    response = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
-                           json={"sae_uri": result["sae"], "sae_id": SAE_ID, "config": ANALYZE})
-    assert response.status_code == 201, response.text
-    events = _events(client, response.json()["id"])
-    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded", events[-1]
-    return {**job, "result": result}
 
 
 def test_catalog_reads(client, trained):

@@ -16,6 +16,17 @@ export type JobState = Job["state"];
 export type TrainingJobRequest = Schemas["TrainingJobRequest"];
 export type AnalysisJobRequest = Schemas["AnalysisJobRequest"];
 export type Problem = Schemas["Problem"];
+export type GraphSummary = Schemas["GraphSummary"];
+export type Graph = Schemas["Graph"];
+export type GraphNode = Schemas["GraphNode"];
+export type GraphLink = Schemas["GraphLink"];
+export type GraphLogit = Schemas["GraphLogit"];
+export type CircuitList = Schemas["CircuitList"];
+export type TraceRequest = Schemas["TraceRequest"];
+export type FeatureChange = Schemas["FeatureChange"];
+export type InterventionRequest = Schemas["InterventionRequest"];
+export type InterventionResult = Schemas["InterventionResult"];
+export type TokenLogit = Schemas["TokenLogit"];
 export type FeatureSort = NonNullable<
   NonNullable<paths["/api/v1/saes/{sae_id}/features"]["get"]["parameters"]["query"]>["sort"]
 >;
@@ -127,6 +138,13 @@ export const api = {
   submitTraining: (body: TrainingJobRequest) => request<Job>("POST", "/jobs/training", { body }),
   submitAnalysis: (body: AnalysisJobRequest) => request<Job>("POST", "/jobs/analysis", { body }),
   cancelJob: (jobId: string) => request<Job>("POST", `/jobs/${enc(jobId)}/cancel`),
+  circuits: (signal?: AbortSignal) => request<CircuitList>("GET", "/circuits", { signal }),
+  circuit: (graphId: string, signal?: AbortSignal) => request<Graph>("GET", `/circuits/${enc(graphId)}`, { signal }),
+  /** circuit-tracer / Neuronpedia graph JSON (a plain link: reads are public by default). */
+  circuitExportUrl: (graphId: string) => `${API_BASE}/circuits/${enc(graphId)}/export`,
+  trace: (body: TraceRequest) => request<Job>("POST", "/circuits", { body }),
+  intervene: (graphId: string, body: InterventionRequest, signal?: AbortSignal) =>
+    request<InterventionResult>("POST", `/circuits/${enc(graphId)}/interventions`, { body, signal }),
   /** EventSource cannot send headers: the stream works when reads are public (the default). */
   jobEventsUrl: (jobId: string) => `${API_BASE}/jobs/${enc(jobId)}/events`,
 };

@@ -26,3 +26,20 @@ export function ErrorMessage({ error, onRetry }: { error: unknown; onRetry?: () 
     </div>
   );
 }
+
+/** Whether a problem blames `field` (or a part of it, e.g. `changes.0.value` for `changes`). */
+export function blames(error: unknown, field: string): boolean {
+  const blamed = error instanceof ApiError ? error.field : null;
+  return Boolean(blamed && (blamed === field || blamed.startsWith(`${field}.`)));
+}
+
+/** A problem's detail shown next to the input it blames; nothing for other errors. */
+export function FieldError({ error, field, id }: { error: unknown; field: string; id?: string }) {
+  if (!blames(error, field)) return null;
+  const problem = error as ApiError;
+  return (
+    <span id={id} className="field-error" role="alert">
+      {problem.detail || problem.title}
+    </span>
+  );
+}

@@ -5,13 +5,16 @@ import { CurveChart, type CurvePoint } from "./Charts";
 
 type StreamState = "connecting" | "open" | "ended" | "error" | "idle";
 
-/** Live loss, L0 and explained-variance curves from the job's server-sent events. */
+/** Live loss, L0 and explained-variance curves from the job's server-sent events. The curves stay
+ * when the job ends while shown (its stream closes); a job finished before it is shown has none. */
 export function JobProgress({ job, onEnd }: { job: Job; onEnd?: (job: Job) => void }) {
   const [points, setPoints] = useState<CurvePoint[]>([]);
   const [latest, setLatest] = useState<ProgressEvent | null>(null);
   const [stream, setStream] = useState<StreamState>(FINISHED.has(job.state) ? "idle" : "connecting");
   const [problem, setProblem] = useState<string | null>(null);
   const finished = FINISHED.has(job.state);
+  // a job that finished while followed (e.g. cancelled) shows its stream as over
+  const shown: StreamState = finished && (stream === "open" || stream === "connecting") ? "ended" : stream;
 
   useEffect(() => {
     if (finished) return;
@@ -68,13 +71,13 @@ export function JobProgress({ job, onEnd }: { job: Job; onEnd?: (job: Job) => vo
     <section aria-labelledby="progress-heading" className="job-progress">
       <h2 id="progress-heading">Progress</h2>
       <p className="stream-state" aria-live="polite">
-        {finished
+        {shown === "idle"
           ? `Job ${job.state}; no live stream.`
-          : stream === "open"
+          : shown === "open"
             ? "Live: following the job's events."
-            : stream === "ended"
+            : shown === "ended"
               ? "Stream ended."
-              : stream === "error"
+              : shown === "error"
                 ? "Stream stopped."
                 : "Connecting to the event stream…"}
         {latest && (

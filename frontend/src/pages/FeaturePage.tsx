@@ -4,16 +4,8 @@ import { useApi } from "../api/useApi";
 import { HistogramChart, type Bin } from "../components/Charts";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { Empty, Loading } from "../components/Status";
-import { TokenShading } from "../components/TokenShading";
+import { ExampleList, type Example } from "../components/Examples";
 import { fmt, num, pct, showToken } from "../format";
-
-interface Example {
-  max_activation: number;
-  context?: number;
-  tokens?: string[];
-  token_ids?: number[];
-  activations: number[];
-}
 
 interface LensToken {
   token: string;
@@ -108,20 +100,7 @@ export function FeaturePage() {
           {top.length === 0 ? (
             <Empty>This feature never fired on the analyzed text.</Empty>
           ) : (
-            <ol className="examples">
-              {top.map((e, i) => (
-                <li key={i}>
-                  <span className="example-value">{fmt(e.max_activation, 2)}</span>
-                  <TokenShading
-                    tokens={e.tokens ?? (e.token_ids ?? []).map(String)}
-                    values={e.activations}
-                    max={f.max_activation}
-                    highlight={e.activations.indexOf(Math.max(...e.activations))}
-                    label={`Context ${i + 1}`}
-                  />
-                </li>
-              ))}
-            </ol>
+            <ExampleList examples={top} max={f.max_activation} highlightPeak />
           )}
           <h2>Samples across the activation range</h2>
           {quantiles.every((q) => q.examples.length === 0) ? (
@@ -135,18 +114,7 @@ export function FeaturePage() {
                   <h3>
                     {fmt(q.interval[0], 2)} – {fmt(q.interval[1], 2)}
                   </h3>
-                  <ol className="examples">
-                    {q.examples.map((e, i) => (
-                      <li key={i}>
-                        <span className="example-value">{fmt(e.max_activation, 2)}</span>
-                        <TokenShading
-                          tokens={e.tokens ?? (e.token_ids ?? []).map(String)}
-                          values={e.activations}
-                          max={f.max_activation}
-                        />
-                      </li>
-                    ))}
-                  </ol>
+                  <ExampleList examples={q.examples} max={f.max_activation} />
                 </div>
               ))
           )}

@@ -2,6 +2,7 @@ import { useState } from "react";
 import { Link, useParams } from "react-router";
 import { api, FINISHED, type Job } from "../api/client";
 import { useApi } from "../api/useApi";
+import { graphIdOf } from "../circuits/jobs";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { JobProgress } from "../components/JobProgress";
 import { Loading } from "../components/Status";
@@ -44,6 +45,7 @@ export function JobPage() {
   };
   const result = job.result && Object.keys(job.result).length ? job.result : null;
   const saeId = typeof result?.sae_id === "string" ? result.sae_id : null;
+  const graphId = job.kind === "tracing" ? graphIdOf(job) : null;
   return (
     <div>
       {crumbs}
@@ -67,7 +69,8 @@ export function JobPage() {
           <pre>{job.error}</pre>
         </div>
       )}
-      <JobProgress key={`${job.id}-${FINISHED.has(job.state)}`} job={job} onEnd={setFinal} />
+      {/* keyed by job only: the curves drawn while the job ran stay once it has ended */}
+      <JobProgress key={job.id} job={job} onEnd={setFinal} />
       {Object.keys(job.metrics ?? {}).length > 0 && (
         <section aria-labelledby="metrics-heading">
           <h2 id="metrics-heading">Metrics</h2>
@@ -84,6 +87,11 @@ export function JobPage() {
       {saeId && (
         <p>
           Result: <Link to={`/saes/${encodeURIComponent(saeId)}`}>SAE {saeId}</Link>
+        </p>
+      )}
+      {graphId && (
+        <p>
+          Result: <Link to={`/circuits/${encodeURIComponent(graphId)}`}>graph {graphId}</Link>
         </p>
       )}
       <details>

@@ -8,12 +8,22 @@ import { pct } from "../format";
 
 type Kind = "training" | "analysis";
 
+/** A run that works as is: a tiny random model (`tiny`) on a few thousand tokens, done in seconds
+ * (examples/configuration/train-tiny.toml), with small batches so that its curves have points to
+ * show while it runs. Name a real model, hook and token budget for real work. */
+export const TRAINING_TEMPLATE = {
+  config: {
+    model: { name: "tiny" },
+    data: { context_size: 64, max_tokens: 8192, eval_tokens: 512 },
+    activations: { hooks: ["blocks.0.hook_resid_post"], shard_tokens: 2048, buffer_tokens: 4096 },
+    sae: { architecture: "topk", d_sae: 256, k: 8 },
+    train: { batch_size: 32, epochs: 2, lr: 0.001, lr_warmup_steps: 2, log_every: 8 },
+  },
+  request_id: null,
+};
+
 export const TEMPLATES: Record<Kind, string> = {
-  training: JSON.stringify(
-    { config: { model: { name: "tiny-random" }, sae: { architecture: "topk", d_sae: 512, k: 16 }, train: {} }, request_id: null },
-    null,
-    2,
-  ),
+  training: JSON.stringify(TRAINING_TEMPLATE, null, 2),
   analysis: JSON.stringify({ sae_uri: "runs/example/sae", sae_id: null, config: null, request_id: null }, null, 2),
 };
 
@@ -143,7 +153,7 @@ function SubmitForm({ onSubmitted }: { onSubmitted: () => void }) {
           {kind === "training"
             ? "config: an lm_saes RunConfig as JSON; request_id: optional idempotency key."
             : "sae_uri: folder or s3:// URI of a saved SAE; config: an AnalyzeConfig (optional)."}{" "}
-          Needs a token with the “submit” scope when tokens are configured.
+          Needs an API token with the “submit” scope (set it in the header).
         </p>
         {localError && (
           <div className="error" role="alert">

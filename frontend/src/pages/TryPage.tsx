@@ -64,7 +64,7 @@ export function TryPage() {
           </button>
         </div>
       </form>
-      <p className="note">Needs a token with the “compute” scope when the gateway has tokens configured (set it in the header).</p>
+      <p className="note">Needs an API token with the “compute” scope (set it in the header): the gateway computes for no one else.</p>
       <ErrorMessage error={error} />
       {result && <Result result={result} saeLink={saeLink} />}
     </div>

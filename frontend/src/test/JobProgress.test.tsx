@@ -1,7 +1,9 @@
 import { act, render, screen } from "@testing-library/react";
+import { MemoryRouter, Route, Routes } from "react-router";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Job } from "../api/client";
 import { JobProgress } from "../components/JobProgress";
+import { JobPage } from "../pages/JobPage";
 
 /** A stand-in for the browser's EventSource that the test drives by hand. */
 class FakeEventSource {
@@ -72,6 +74,44 @@ describe("JobProgress", () => {
     expect(source.closed).toBe(true);
     expect(onEnd).toHaveBeenCalledWith(final);
     expect(screen.getByText(/Stream ended/)).toBeInTheDocument();
+  });
+
+  it("keeps the curves on the job page once the job it followed has succeeded", async () => {
+    vi.stubGlobal("fetch", vi.fn(async () => new Response(JSON.stringify(job), { status: 200 })));
+    render(
+      <MemoryRouter initialEntries={["/jobs/job-1"]}>
+        <Routes>
+          <Route path="/jobs/:jobId" element={<JobPage />} />
+        </Routes>
+      </MemoryRouter>,
+    );
+    await screen.findByText(/Connecting/);
+    const source = FakeEventSource.instances[0];
+    act(() => {
+      source.open();
+      source.emit("progress", progress(10, 2.5, 40, 0.5));
+      source.emit("progress", progress(20, 1.5, 30, 0.7));
+      source.emit("end", { ...job, state: "succeeded", progress: 1 });
+    });
+    expect(screen.getByRole("heading", { level: 1 })).toHaveTextContent("succeeded");
+    for (const metric of ["loss", "l0", "explained_variance"]) {
+      expect(screen.getByTestId(`curve-${metric}`)).toHaveAttribute("data-points", "2");
+    }
+    expect(screen.getByText(/Stream ended/)).toHaveTextContent("Step 20 of 100");
+    expect(FakeEventSource.instances).toHaveLength(1); // no second stream
+  });
+
+  it("shows the stream as over when the job ends without an end event (cancelled)", () => {
+    const { rerender } = render(<JobProgress job={job} />);
+    const source = FakeEventSource.instances[0];
+    act(() => {
+      source.open();
+      source.emit("progress", progress(10, 2.5, 40, 0.5));
+    });
+    rerender(<JobProgress job={{ ...job, state: "cancelled" }} />);
+    expect(source.closed).toBe(true);
+    expect(screen.getByText(/Stream ended/)).toBeInTheDocument();
+    expect(screen.getByTestId("curve-loss")).toHaveAttribute("data-points", "1");
   });
 
   it("shows an error event sent by the gateway and stops", () => {

@@ -1,0 +1,126 @@
+"""The dashboards end to end in a real browser: the services and the gateway (serving the built
+frontend, frontend/dist) run as OS processes, a tiny SAE is trained and analyzed through the
+gateway, then frontend/e2e/smoke.mjs drives Debian's Chromium through playwright-core: home ->
+the SAE -> a feature (shaded tokens) -> "try your text" (per-token activations) -> jobs (a
+training job submitted from the editor, followed until it succeeds, with its curves).
+
+Screenshots of every step go to test-artifacts/e2e/ (a failed step leaves *-FAILED.png).
+Needs `make frontend chromium` (make test does both); deselect with `-m "not e2e"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import REPO, free_port
+from tests.service_stack import SAE_ID, TOKENS
+
+pytestmark = pytest.mark.e2e
+
+FRONTEND = REPO / "frontend"
+SCRIPT = FRONTEND / "e2e" / "smoke.mjs"
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+BROWSER_TOKEN = "e2e-browser"  # typed into the header's token form by the script
+
+
+@pytest.fixture(scope="module")
+def stack_services() -> tuple[str, ...]:
+    return ("activation", "training", "analysis")  # the dashboards do not use the tracing service
+
+
+@pytest.fixture(scope="module")
+def gateway(stack):
+    """`python -m gateway` on a free port over the stack's services, serving frontend/dist."""
+    services, tmp = stack
+    port = free_port()
+    env = {**os.environ, "LM_SAES_GATEWAY_HOST": "127.0.0.1", "LM_SAES_GATEWAY_PORT": str(port),
+           "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_STATIC_DIR": str(FRONTEND / "dist"),
+           "LM_SAES_API_TOKENS": json.dumps({**TOKENS, BROWSER_TOKEN: ["read", "compute", "submit"]}),
+           "LM_SAES_TRACING_ADDRESS": f"127.0.0.1:{free_port()}",  # none: never someone else's
+           **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()}}
+    log = tmp / "gateway.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the gateway did not answer /healthz in 60 s:\n{log.read_text()}")
+        time.sleep(0.2)
+    yield url, log
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    with httpx.Client(base_url=gateway[0], timeout=60) as http:
+        yield http
+
+
+@pytest.fixture(scope="module", autouse=True)
+def node() -> str:
+    """What the browser needs, checked before any service starts; the `node` binary."""
+    missing = [f"{path} ({fix})" for path, fix in [
+        (FRONTEND / "dist" / "index.html", "make frontend"),
+        (CHROMIUM, "make chromium"),
+        (FRONTEND / "node_modules" / "playwright-core", "make frontend"),
+    ] if not path.exists()]
+    node = shutil.which("node")
+    if node is None:
+        missing.append("node (Node.js >= 20.19)")
+    if missing:
+        pytest.fail("the browser test needs: " + ", ".join(missing))
+    return node
+
+
+def test_dashboards_in_a_browser(node, gateway, trained, capsys):
+    built = (FRONTEND / "dist" / "index.html").stat().st_mtime
+    newer = [str(f.relative_to(REPO)) for f in (FRONTEND / "src").rglob("*") if f.is_file() and f.stat().st_mtime > built]
+    if newer:  # not a failure (someone may be editing), but the browser sees the older build
+        with capsys.disabled():
+            print(f"\ne2e: warning: frontend/dist is older than {newer[:3]}...; `make frontend` rebuilds it")
+
+    url, gateway_log = gateway
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    env = {**os.environ, "E2E_SCREENSHOTS": str(ARTIFACTS), "E2E_TOKEN": BROWSER_TOKEN, "E2E_SAE": SAE_ID,
+           "CHROMIUM": str(CHROMIUM), "FORCE_COLOR": "0"}
+    started = time.time()
+    try:
+        run = subprocess.run([node, str(SCRIPT), url], cwd=FRONTEND, env=env, capture_output=True,
+                             text=True, timeout=240)
+    except subprocess.TimeoutExpired as error:
+        partial = "".join(o.decode() if isinstance(o, bytes) else o for o in (error.stdout, error.stderr) if o)
+        pytest.fail(f"the browser script ran over {error.timeout} s; screenshots in {ARTIFACTS}\n{partial}")
+    output = run.stdout + run.stderr
+    with capsys.disabled():  # shown on success too: what was checked, where the screenshots are
+        print(f"\ne2e: browser script {time.time() - started:.1f} s\n{run.stdout.rstrip()}")
+    if run.returncode != 0:
+        pytest.fail(f"the browser script failed (exit {run.returncode}); screenshots in {ARTIFACTS}\n"
+                    f"{output}\n--- gateway log (last 3000 chars) ---\n{gateway_log.read_text()[-3000:]}",
+                    pytrace=False)
+    steps = [line for line in output.splitlines() if line.startswith("ok ")]
+    assert len(steps) >= 8, output
+    assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(
+        line.split()[1] + ".png" for line in steps), output

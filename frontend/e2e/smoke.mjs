@@ -13,6 +13,10 @@
 //              E2E_TEXT    text for the "try your text" page
 //              E2E_JOB     JSON body to submit (default: the editor's training template as is)
 //              E2E_JOB_TIMEOUT_MS  how long to wait for that job (default 90000)
+//              E2E_TRANSCODERS  a transcoder set the tracing service can read: when set, also
+//                          trace a prompt from the circuits page, open its graph, hover and pin a
+//                          feature (its top examples shown), prune with the slider, and run an
+//                          intervention on the pinned feature
 //              CHROMIUM    browser binary (default /usr/bin/chromium)
 import { mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -24,6 +28,7 @@ const shots = process.env.E2E_SCREENSHOTS || join(dirname(fileURLToPath(import.m
 const token = process.env.E2E_TOKEN ?? "";
 const text = process.env.E2E_TEXT || "Sparse autoencoders find features in text.";
 const jobTimeout = Number(process.env.E2E_JOB_TIMEOUT_MS || 90_000);
+const transcoders = process.env.E2E_TRANSCODERS ?? "";
 mkdirSync(shots, { recursive: true });
 
 class Failure extends Error {}
@@ -199,6 +204,67 @@ try {
     const row = main.locator("tbody tr").filter({ has: page.getByRole("link", { name: jobId, exact: true }) });
     await row.locator(".state-succeeded").waitFor();
   });
+
+  if (transcoders) {
+    await step("circuits-trace", async () => {
+      await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Circuits" }).click();
+      await heading("Trace a prompt").waitFor();
+      await page.locator("#trace-prompt").fill("The capital of France is");
+      await page.locator("#trace-transcoders").fill(transcoders);
+      await main.getByRole("button", { name: "Trace", exact: true }).click();
+      const link = main.locator(".trace-job a[href^='/circuits/graph-']");
+      await link.waitFor({ timeout: jobTimeout });
+      const href = await link.getAttribute("href");
+      await link.click();
+      await page.waitForURL((u) => u.pathname === href);
+      return `graph ${href.split("/").pop()}`;
+    });
+
+    await step("circuit-graph", async () => {
+      await page.getByTestId("graph-canvas").waitFor();
+      await page.locator(".cn-feature").first().waitFor();
+      const tokens = await page.locator(".cn-token").count();
+      check(tokens === 25, `expected 25 token nodes (BOS + 24 bytes), got ${tokens}`);
+      check((await page.locator(".cn-logit").count()) >= 1, "no logit node");
+      const edges = await page.locator(".react-flow__edge").count();
+      check(edges > 0, "no edges drawn");
+      const slider = page.locator("#prune");
+      const initial = await slider.inputValue();
+      const count = () => page.locator(".cn-feature, .cn-error").count();
+      const before = await count();
+      await slider.fill("0.3");
+      await page.waitForFunction((n) => document.querySelectorAll(".cn-feature, .cn-error").length < n, before);
+      const after = await count();
+      await slider.fill(initial);
+      await page.waitForFunction((n) => document.querySelectorAll(".cn-feature, .cn-error").length === n, before);
+      return `${before} feature/error nodes, ${after} at cumulative influence <= 0.3, ${edges} edges`;
+    });
+
+    await step("circuit-node", async () => {
+      const node = page.locator(".cn-feature").first();
+      await node.hover();
+      const details = main.locator(".node-details");
+      await details.getByRole("heading", { name: /^Feature \d+ at layer \d/ }).waitFor();
+      await details.getByRole("heading", { name: /Top activations/ }).waitFor();
+      const examples = await shaded(details.locator(".token"));
+      check(examples.length > 0, "the hovered feature shows no shaded example tokens");
+      await node.click();
+      await page.waitForURL(/[?&]pinned=/);
+      await main.getByRole("heading", { name: "Pinned (1)" }).waitFor();
+      return `${examples.length} shaded example tokens; pinned`;
+    });
+
+    await step("circuit-intervene", async () => {
+      const panel = main.locator(".intervention");
+      await panel.locator("[aria-label^='Value for']").first().fill("0");
+      await panel.getByRole("button", { name: "Run", exact: true }).click();
+      const table = panel.getByRole("table", { name: "Top logits before and after" });
+      await table.waitFor();
+      const rows = await table.locator("tbody tr").count();
+      check(rows > 0, "the intervention returned no logits");
+      return `${rows} logits before/after`;
+    });
+  }
 } catch (error) {
   failed = true;
   console.error(error instanceof Failure ? `FAIL ${error.message}` : error);

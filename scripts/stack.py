@@ -7,6 +7,8 @@
 
 State (pids, logs, ports) lives in runs/stack/. Existing LM_SAES_* settings in the environment
 (e.g. LM_SAES_OBJECT_STORE=s3://..., LM_SAES_DOCUMENTS=mongodb://...) are passed through.
+Without LM_SAES_API_TOKENS the gateway gets one fresh local token with every scope (kept in
+runs/stack/api-token, printed): compute and job submission always need a token.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -60,6 +63,12 @@ def up(real: bool) -> None:
     for offset, (name, port) in enumerate(SERVICES.items()):
         service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(9091 + offset)}
         _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
+    token: str | None = None
+    if "LM_SAES_API_TOKENS" not in os.environ:
+        token = secrets.token_urlsafe(16)
+        (STATE / "api-token").write_text(token + "\n")
+        (STATE / "api-token").chmod(0o600)
+        env["LM_SAES_API_TOKENS"] = json.dumps({token: ["read", "compute", "submit"]})
     gateway_env = {**env, "LM_SAES_GATEWAY_PORT": str(GATEWAY_PORT), "LM_SAES_GATEWAY_HOST": "127.0.0.1",
                    **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in SERVICES.items()}}
     _spawn("gateway", [sys.executable, "-m", "gateway"], gateway_env)
@@ -68,7 +77,9 @@ def up(real: bool) -> None:
     endpoints = {name: f"127.0.0.1:{port}" for name, port in SERVICES.items()}
     (STATE / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
     print(f"up: {endpoints} (metrics on ports 9091-9094; logs in {STATE})")
-    print(f"    gateway: http://127.0.0.1:{GATEWAY_PORT}/api/v1/saes (OpenAPI at /docs)")
+    print(f"    gateway: http://127.0.0.1:{GATEWAY_PORT}/ (dashboards; OpenAPI at /docs)")
+    if token:
+        print(f"    API token for compute and jobs (paste it into the header's token box): {token}")
     print(f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
           f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}")
 

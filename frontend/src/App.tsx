@@ -1,28 +1,29 @@
 import { createBrowserRouter, RouterProvider, type RouteObject } from "react-router";
 import { Layout } from "./components/Layout";
-import { CircuitPage } from "./pages/CircuitPage";
-import { CircuitsPage } from "./pages/CircuitsPage";
-import { FeaturePage } from "./pages/FeaturePage";
 import { HomePage } from "./pages/HomePage";
-import { JobPage } from "./pages/JobPage";
-import { JobsPage } from "./pages/JobsPage";
 import { NotFound } from "./pages/NotFound";
-import { SaePage } from "./pages/SaePage";
-import { TryPage } from "./pages/TryPage";
 
+/** Pages load on first visit (their own chunks: charts and the graph library stay out of the
+ * entry bundle); the home page and the layout ship with it. */
 export const routes: RouteObject[] = [
   {
     path: "/",
     element: <Layout />,
     children: [
       { index: true, element: <HomePage /> },
-      { path: "saes/:saeId", element: <SaePage /> },
-      { path: "saes/:saeId/features/:index", element: <FeaturePage /> },
-      { path: "saes/:saeId/try", element: <TryPage /> },
-      { path: "jobs", element: <JobsPage /> },
-      { path: "jobs/:jobId", element: <JobPage /> },
-      { path: "circuits", element: <CircuitsPage /> },
-      { path: "circuits/:graphId", element: <CircuitPage /> },
+      { path: "saes/:saeId", lazy: () => import("./pages/SaePage").then((m) => ({ Component: m.SaePage })) },
+      {
+        path: "saes/:saeId/features/:index",
+        lazy: () => import("./pages/FeaturePage").then((m) => ({ Component: m.FeaturePage })),
+      },
+      { path: "saes/:saeId/try", lazy: () => import("./pages/TryPage").then((m) => ({ Component: m.TryPage })) },
+      { path: "jobs", lazy: () => import("./pages/JobsPage").then((m) => ({ Component: m.JobsPage })) },
+      { path: "jobs/:jobId", lazy: () => import("./pages/JobPage").then((m) => ({ Component: m.JobPage })) },
+      { path: "circuits", lazy: () => import("./pages/CircuitsPage").then((m) => ({ Component: m.CircuitsPage })) },
+      {
+        path: "circuits/:graphId",
+        lazy: () => import("./pages/CircuitPage").then((m) => ({ Component: m.CircuitPage })),
+      },
       { path: "*", element: <NotFound /> },
     ],
   },

@@ -152,54 +152,12 @@ export function TraceForm({ onDone }: { onDone?: () => void }) {
         </span>
         <FieldError error={error} field="transcoders" id="trace-transcoders-error" />
         <div className="field-row">
-          <div className="stack">
-            <label htmlFor="trace-node-threshold">Node threshold</label>
-            <input
-              id="trace-node-threshold"
-              type="number"
-              min={0}
-              max={1}
-              step="any"
-              value={nodeThreshold}
-              onChange={(e) => setNodeThreshold(e.target.value)}
-              placeholder="0.8"
-              aria-invalid={invalid("node_threshold")}
-              aria-describedby={describe("node_threshold")}
-            />
-            <FieldError error={error} field="node_threshold" id="trace-node_threshold-error" />
-          </div>
-          <div className="stack">
-            <label htmlFor="trace-edge-threshold">Edge threshold</label>
-            <input
-              id="trace-edge-threshold"
-              type="number"
-              min={0}
-              max={1}
-              step="any"
-              value={edgeThreshold}
-              onChange={(e) => setEdgeThreshold(e.target.value)}
-              placeholder="0.98"
-              aria-invalid={invalid("edge_threshold")}
-              aria-describedby={describe("edge_threshold")}
-            />
-            <FieldError error={error} field="edge_threshold" id="trace-edge_threshold-error" />
-          </div>
-          <div className="stack">
-            <label htmlFor="trace-max-logits">Max logits</label>
-            <input
-              id="trace-max-logits"
-              type="number"
-              min={1}
-              max={50}
-              step={1}
-              value={maxLogits}
-              onChange={(e) => setMaxLogits(e.target.value)}
-              placeholder="10"
-              aria-invalid={invalid("max_logits")}
-              aria-describedby={describe("max_logits")}
-            />
-            <FieldError error={error} field="max_logits" id="trace-max_logits-error" />
-          </div>
+          <NumberField field="node_threshold" label="Node threshold" min={0} max={1} placeholder="0.8"
+            value={nodeThreshold} onChange={setNodeThreshold} error={error} />
+          <NumberField field="edge_threshold" label="Edge threshold" min={0} max={1} placeholder="0.98"
+            value={edgeThreshold} onChange={setEdgeThreshold} error={error} />
+          <NumberField field="max_logits" label="Max logits" min={1} max={50} step={1} placeholder="10"
+            value={maxLogits} onChange={setMaxLogits} error={error} />
         </div>
         <p className="note">Empty thresholds use the service's defaults. Needs an API token with the “submit” scope (set it in the header).</p>
         {!fieldError && <ErrorMessage error={error} />}
@@ -230,5 +188,41 @@ export function TraceForm({ onDone }: { onDone?: () => void }) {
         </div>
       )}
     </section>
+  );
+}
+
+/** One optional numeric setting of the trace form, with the gateway's 422 shown beside it. */
+function NumberField(props: {
+  field: string;
+  label: string;
+  min: number;
+  max: number;
+  step?: number;
+  placeholder: string;
+  value: string;
+  onChange: (value: string) => void;
+  error: unknown;
+}) {
+  const { field, error } = props;
+  const id = `trace-${field.replace(/_/g, "-")}`;
+  const errorId = `trace-${field}-error`;
+  const blamed = blames(error, field);
+  return (
+    <div className="stack">
+      <label htmlFor={id}>{props.label}</label>
+      <input
+        id={id}
+        type="number"
+        min={props.min}
+        max={props.max}
+        step={props.step ?? "any"}
+        value={props.value}
+        onChange={(e) => props.onChange(e.target.value)}
+        placeholder={props.placeholder}
+        aria-invalid={blamed || undefined}
+        aria-describedby={blamed ? errorId : undefined}
+      />
+      <FieldError error={error} field={field} id={errorId} />
+    </div>
   );
 }

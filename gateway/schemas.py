@@ -249,6 +249,7 @@ class TraceRequest(BaseModel):
     transcoders: str = Field(min_length=1, description="A transcoder set: folder or s3:// prefix with transcoders.json")
     node_threshold: float | None = Field(None, ge=0, le=1)
     edge_threshold: float | None = Field(None, ge=0, le=1)
+    max_links: int | None = Field(None, ge=1, le=100_000)
     max_logits: int | None = Field(None, ge=1, le=50)
     request_id: str | None = None
 

@@ -132,7 +132,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from lm_saes.stores.documents import open_document_store
 
     cfg = TraceConfig(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
-                      max_logits=args.max_logits, device=args.device)
+                      max_links=args.max_links, max_logits=args.max_logits, device=args.device)
     transcoders = TranscoderSet.load(args.transcoders, args.device)
     model = load_language_model(ModelConfig(name=transcoders.model, device=args.device))
     with open_document_store(args.documents) as documents:
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--prompt", required=True)
     trace.add_argument("--node-threshold", type=float, default=0.8, help="keep nodes with this share of influence")
     trace.add_argument("--edge-threshold", type=float, default=0.98, help="keep edges with this share of influence")
+    trace.add_argument("--max-links", type=int, default=10_000, help="keep at most this many links")
     trace.add_argument("--max-logits", type=int, default=10)
     trace.add_argument("--graphs", default="runs/graphs", help="where full graphs are saved (folder or s3://)")
     trace.add_argument("--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI")

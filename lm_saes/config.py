@@ -206,7 +206,11 @@ class TraceConfig(Section):
     logit_probability: float = Field(0.95, gt=0, le=1, description="Output logits kept until their probabilities sum to this")
     node_threshold: float = Field(0.8, ge=0, le=1, description="Pruning: keep nodes carrying this share of influence")
     edge_threshold: float = Field(0.98, ge=0, le=1, description="Pruning: keep edges carrying this share of influence")
+    max_links: int = Field(10_000, ge=1, description="Pruning: at most this many links, the most influential "
+                           "(a graph over every layer can keep 10x more; browsers draw 10k comfortably)")
     batch_size: int = Field(64, ge=1, description="Targets per batched backward pass")
+    freeze_bos: bool = Field(True, description="BOS features and error nodes are constants, not nodes: the "
+                             "attention sink every prompt shares; their effect goes to the targets' bias")
     device: Device = "cpu"
 
 

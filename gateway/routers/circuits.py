@@ -23,7 +23,7 @@ from lm_saes.interop.circuit_tracer import to_graph_json
 
 router = APIRouter(tags=["circuits"])
 Store = Annotated[Backends, Depends(backends)]
-TRACE_FIELDS = ("node_threshold", "edge_threshold", "max_logits")
+TRACE_FIELDS = ("node_threshold", "edge_threshold", "max_links", "max_logits")
 
 
 def _graph_or_404(store: Backends, graph_id: str) -> dict[str, Any]:

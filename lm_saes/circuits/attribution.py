@@ -5,9 +5,14 @@ output logit) is an affine function of the source nodes (token embeddings, featu
 error nodes). One forward pass with the sources as leaf tensors builds that function; batched
 backward passes (one gradient row per target, vectorized with `is_grads_batched`) read its
 coefficients. Targets are grouped by layer, so a layer's backward pass only traverses the
-model below it (and only the logits' pass goes through the unembedding). Edge = source value x gradient, summed over the model dimension for vector
-sources, so a target's incoming edges plus its bias (the target's value with every source set to
-zero) add up to the target exactly.
+model below it (and only the logits' pass goes through the unembedding). Edge = source value x
+gradient, summed over the model dimension for vector sources, so a target's incoming edges plus
+its bias (the target's value with every source set to zero) add up to the target exactly.
+
+With `freeze_bos` (the default, as in circuit-tracer) the BOS position's features and error
+nodes are constants rather than sources: every prompt shares that position (the attention sink),
+so its large activations explain nothing about this prompt and would crowd the top of the graph.
+Their effect is part of the bias, which keeps the edges + bias identity exact.
 """
 
 from __future__ import annotations
@@ -46,18 +51,21 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     embed = state.embed.clone().requires_grad_(True)
     errors = {layer: e.clone().requires_grad_(True) for layer, e in state.errors.items()}
     acts = {layer: a.clone().requires_grad_(True) for layer, a in state.acts.items()}
-    active = [(layer, *torch.nonzero(a > 0, as_tuple=True)) for layer, a in state.acts.items()]
+    first = 1 if cfg.freeze_bos else 0  # first position whose features and errors are sources
+    active = []  # (layer, positions, feature indices) of the feature nodes
+    for layer, layer_acts in state.acts.items():
+        positions, indices = torch.nonzero(layer_acts[first:] > 0, as_tuple=True)
+        active.append((layer, positions + first, indices))
     features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in active])
     activations = torch.cat([state.acts[layer][p, f] for layer, p, f in active]).float()
 
     with torch.enable_grad():
         groups = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
-        rows = _edge_rows(groups, state, embed, errors, acts, active, cfg.batch_size, progress)
+        rows = _edge_rows(groups, state, embed, errors, acts, active, first, cfg.batch_size, progress)
         targets = torch.cat(groups).detach()
     with torch.no_grad():
-        zeros = {layer: torch.zeros_like(e) for layer, e in errors.items()}
-        zero_acts = {layer: torch.zeros_like(a) for layer, a in acts.items()}
-        bias_out = replacement.forward(state, torch.zeros_like(embed), zeros, zero_acts)
+        bias_out = replacement.forward(state, torch.zeros_like(embed), _zero_from(state.errors, first),
+                                       _zero_from(state.acts, first))
         bias = torch.cat(_targets(replacement, bias_out, active, logit_ids))
 
     n_features, n_pos = len(features), len(ids)
@@ -80,6 +88,14 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     )
 
 
+def _zero_from(tensors: dict[int, torch.Tensor], first: int) -> dict[int, torch.Tensor]:
+    """Copies with every position from `first` on set to zero (the constants before it stay)."""
+    out = {layer: t.clone() for layer, t in tensors.items()}
+    for t in out.values():
+        t[first:] = 0
+    return out
+
+
 def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor) -> list[torch.Tensor]:
     """One tensor per covered layer (its active features' pre-activations), then the demeaned
     output logits: concatenated, the targets in node order."""
@@ -94,7 +110,7 @@ def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logi
 
 
 def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tensor, errors: dict, acts: dict,
-               active, batch_size: int, progress: Callable[[float], None] | None) -> torch.Tensor:
+               active, first: int, batch_size: int, progress: Callable[[float], None] | None) -> torch.Tensor:
     """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero)."""
     layers = sorted(errors)
     inputs = [embed, *(errors[layer] for layer in layers), *(acts[layer] for layer, _, _ in active)]
@@ -120,8 +136,8 @@ def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tens
                 block[:, column: column + len(positions)] = grad[:, positions, indices] * state.acts[layer][positions, indices]
             column += len(positions)
         for layer, grad in zip(layers, grad_errors, strict=True):
-            if grad is not None:
-                block[:, column: column + n_pos] = (grad * state.errors[layer]).sum(-1)
+            if grad is not None:  # frozen positions' error columns stay zero: they are not sources
+                block[:, column + first: column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)
             column += n_pos
         if grad_embed is not None:
             block[:, column: column + n_pos] = (grad_embed * state.embed).sum(-1)

@@ -150,8 +150,10 @@ class Pruned(NamedTuple):
     node_influence: torch.Tensor  # [N] influence on the logits (unpruned graph)
 
 
-def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
-    """Keep the nodes, then the edges, that carry the given fractions of influence on the logits.
+def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98,
+          max_links: int | None = None) -> Pruned:
+    """Keep the nodes, then the edges, that carry the given fractions of influence on the logits
+    (at most `max_links` edges, the most influential).
 
     Tokens and logits always stay; a feature or error node left without outgoing edges (or a
     feature without incoming ones) is dropped, repeatedly, until the graph is consistent.
@@ -170,7 +172,10 @@ def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: 
     kept_norm = normalized(kept)
     downstream = influence(kept_norm, weights) + weights
     edge_scores = kept_norm * downstream[:, None]
-    edge_mask = (edge_scores >= threshold_for(edge_scores, edge_threshold)) & (edge_scores > 0)
+    edge_floor = threshold_for(edge_scores, edge_threshold)
+    if max_links is not None and max_links < edge_scores.numel():
+        edge_floor = max(edge_floor, float(edge_scores.flatten().topk(max_links).values[-1]))
+    edge_mask = (edge_scores >= edge_floor) & (edge_scores > 0)
 
     while True:
         before = node_mask.clone()

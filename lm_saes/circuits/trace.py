@@ -91,7 +91,7 @@ def graph_record(graph: AttributionGraph, pruned: Pruned, graph_id: str, artifac
         "logits": [{"token": t, "token_id": i, "probability": float(p)} for t, i, p in
                    zip(graph.logit_strings, graph.logit_tokens, graph.logit_probabilities.tolist(), strict=True)],
         "scores": {"replacement": graph_scores.replacement, "completeness": graph_scores.completeness},
-        "thresholds": {"node": cfg.node_threshold, "edge": cfg.edge_threshold},
+        "thresholds": {"node": cfg.node_threshold, "edge": cfg.edge_threshold, "max_links": cfg.max_links},
         "counts": {"features": graph.n_features, "nodes": graph.n_nodes,
                    "kept_nodes": int(pruned.node_mask.sum()), "kept_links": int(pruned.edge_mask.sum())},
         "seconds": graph.info.get("seconds"),
@@ -107,7 +107,7 @@ def run_trace(replacement: ReplacementModel, prompt: str, cfg: TraceConfig, obje
     """Trace `prompt`, save the graph under `objects/graphs/ID`, record it; returns the record."""
     graph_id = graph_id or f"graph-{uuid.uuid4().hex[:12]}"
     graph = attribute(replacement, prompt, cfg, progress)
-    pruned = prune(graph, cfg.node_threshold, cfg.edge_threshold)
+    pruned = prune(graph, cfg.node_threshold, cfg.edge_threshold, cfg.max_links)
     artifact = objects.child(f"graphs/{graph_id}")
     save_graph(graph, artifact)
     record = graph_record(graph, pruned, graph_id, artifact.uri, cfg, documents)

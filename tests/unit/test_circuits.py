@@ -124,6 +124,20 @@ def test_edges_plus_bias_equal_each_target(graph):
     assert not feature_edges[pos[:, None] < pos[None, :]].any()
 
 
+def test_bos_features_and_errors_are_constants_by_default(replacement, graph):
+    """As in circuit-tracer: the BOS position's features and errors fold into the bias."""
+    assert (graph.features[:, 1] > 0).all()
+    bos_errors = graph.error_start + torch.arange(graph.n_layers) * len(graph.tokens)
+    assert not graph.adjacency[:, bos_errors].any()
+    full = attribute(replacement, PROMPT, TraceConfig(batch_size=48, freeze_bos=False))
+    assert (full.features[:, 1] == 0).any() and full.adjacency[:, bos_errors].any()
+    assert full.n_features > graph.n_features
+    # either way the identity holds, and the targets themselves do not change
+    targets = torch.cat([torch.arange(full.n_features), torch.arange(full.logit_start, full.n_nodes)])
+    assert (full.adjacency[targets].sum(1) + full.bias[targets] - full.values[targets]).abs().max() <= 1e-4
+    assert torch.allclose(full.values[full.logit_start:], graph.values[graph.logit_start:], atol=1e-5)
+
+
 def test_graph_nodes_and_logits(graph):
     assert graph.tokens[0] == 256 and graph.token_strings[1:4] == ["T", "h", "e"]
     assert graph.n_nodes == graph.n_features + 2 * len(graph.tokens) + len(graph.tokens) + len(graph.logit_tokens)
@@ -147,6 +161,10 @@ def test_pruning_keeps_the_influential_part(graph):
     assert small.edge_mask[:, : graph.n_features][:, features].any(0).all()
     # the most influential feature survives pruning
     assert kept[top_feature_nodes(graph, 1)[0]]
+    # a link budget keeps the most influential links of the unbudgeted pruning
+    capped = prune(graph, 1.0, 1.0, max_links=20)
+    assert 0 < capped.edge_mask.sum() <= 20 < full.edge_mask.sum()
+    assert not (capped.edge_mask & ~full.edge_mask).any()
     with pytest.raises(ValueError, match="node_threshold"):
         prune(graph, 1.5)
 

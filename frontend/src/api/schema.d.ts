@@ -971,6 +971,8 @@ export interface components {
         TraceRequest: {
             /** Edge Threshold */
             edge_threshold?: number | null;
+            /** Max Links */
+            max_links?: number | null;
             /** Max Logits */
             max_logits?: number | null;
             /** Node Threshold */

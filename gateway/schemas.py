@@ -269,6 +269,8 @@ class InterventionRequest(BaseModel):
 
     changes: list[FeatureChange] = Field(min_length=1, max_length=256)
     top_k: int = Field(10, ge=1, le=100)
+    freeze_active_set: bool = Field(False, description="Downstream features keep the prompt's active set "
+                                    "(the graph's linear model); else TopK transcoders reselect their top k")
 
 
 class TokenLogit(BaseModel):

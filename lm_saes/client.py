@@ -248,13 +248,14 @@ class CircuitClient(_JobClient):
                  "scores": {"replacement": g.replacement_score, "completeness": g.completeness_score}}
                 for g in reply.graphs]
 
-    def intervene(self, graph_id: str, changes: list[dict[str, Any]], top_k: int = 10) -> dict[str, Any]:
+    def intervene(self, graph_id: str, changes: list[dict[str, Any]], top_k: int = 10,
+                  freeze_active_set: bool = False) -> dict[str, Any]:
         """`changes`: [{"layer", "position", "feature", "value", "mode": "scale"|"clamp"}]."""
         modes = {"scale": circuits_pb2.INTERVENTION_MODE_SCALE, "clamp": circuits_pb2.INTERVENTION_MODE_CLAMP}
         bad = [c.get("mode") for c in changes if c.get("mode", "scale") not in modes]
         if bad:
             raise ValueError(f"mode must be 'scale' or 'clamp', got {bad[0]!r}")
-        request = circuits_pb2.InterveneRequest(graph_id=graph_id, top_k=top_k, changes=[
+        request = circuits_pb2.InterveneRequest(graph_id=graph_id, top_k=top_k, freeze_active_set=freeze_active_set, changes=[
             circuits_pb2.FeatureChange(layer=c["layer"], position=c["position"], feature=c["feature"],
                                        value=c["value"], mode=modes[c.get("mode", "scale")]) for c in changes])
         reply = self._call(self.stub.Intervene, request)

@@ -71,6 +71,7 @@ def intervene(store: Store, graph_id: str, body: InterventionRequest) -> dict[st
     before and after."""
     _graph_or_404(store, graph_id)
     try:
-        return store.tracing.intervene(graph_id, [c.model_dump() for c in body.changes], body.top_k)
+        return store.tracing.intervene(graph_id, [c.model_dump() for c in body.changes], body.top_k,
+                                       body.freeze_active_set)
     except ServiceError as error:
         raise from_service(error, "tracing", rename={"changes": "changes"}) from None

@@ -39,9 +39,11 @@ def prompt_state(replacement: ReplacementModel, prompt: str) -> PromptState:
 
 @torch.no_grad()
 def intervene(replacement: ReplacementModel, state: PromptState, interventions: Sequence[Intervention],
-              top_k: int = 10) -> InterventionResult:
+              top_k: int = 10, freeze_active_set: bool = False) -> InterventionResult:
+    """Top logits before and after the changes (see `ReplacementModel.forward` for the mode)."""
     before = replacement.forward(state).logits[-1].float()
-    after = replacement.forward(state, interventions=interventions).logits[-1].float()
+    after = replacement.forward(state, interventions=interventions, freeze_active_set=freeze_active_set)
+    after = after.logits[-1].float()
     return InterventionResult(_top(replacement, before, top_k), _top(replacement, after, top_k), before, after)
 
 

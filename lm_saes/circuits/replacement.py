@@ -117,12 +117,18 @@ class ReplacementModel:
         errors: dict[int, torch.Tensor] | None = None,
         acts: dict[int, torch.Tensor] | None = None,
         interventions: Sequence[Intervention] = (),
+        freeze_active_set: bool = False,
     ) -> ReplacementOutput:
         """Run the replacement model; inputs default to the prompt's own values.
 
         `acts` given for a layer are used as they are (attribution treats them as inputs);
         missing layers are recomputed by their transcoder from this run's MLP input, then
         `interventions` apply. Gradients flow when the inputs require them.
+
+        `freeze_active_set` recomputes features with the prompt's own active set: active features
+        follow their pre-activation (ReLU), no other feature switches on. That is the local linear
+        model the attribution graph describes; without it a TopK transcoder reselects its top k,
+        and over many layers small changes can flip selections (real, but discontinuous).
         """
         embed = state.embed if embed is None else embed
         errors = state.errors if errors is None else errors
@@ -152,7 +158,10 @@ class ReplacementModel:
                 if sae is None:
                     return errors[layer][None].to(tensor.dtype)
                 layer_acts = acts.get(layer)
-                if layer_acts is None:
+                if layer_acts is None and freeze_active_set:
+                    pre = sae.pre_acts(mlp_in[layer].to(sae.W_enc.dtype) * sae.input_scale)
+                    layer_acts = pre.relu() * (state.acts[layer] > 0)
+                elif layer_acts is None:
                     layer_acts = sae.encode(mlp_in[layer])
                 if layer in by_layer:
                     layer_acts = apply_interventions(layer_acts, by_layer[layer])

@@ -122,7 +122,7 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
         with self.cache.lock:  # one forward at a time per process: the bridge's hooks are shared state
             state = prompt_state(replacement, record["prompt"])
             try:
-                result = intervene(replacement, state, changes, request.top_k or 10)
+                result = intervene(replacement, state, changes, request.top_k or 10, request.freeze_active_set)
             except ValueError as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"changes: {error}")
 

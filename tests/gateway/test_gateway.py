@@ -252,6 +252,9 @@ def test_circuit_interventions_and_errors(client, traced):
     body = result.json()
     assert len(body["before"]) == len(body["after"]) == 5 and body["before"] != body["after"]
     assert body["before"][0]["token_id"] == graph["logits"][0]["token_id"]
+    kept = client.post(url, json={"changes": [{**change, "value": 20.0, "mode": "clamp"}], "top_k": 5,
+                                  "freeze_active_set": True}, headers=COMPUTE)
+    assert kept.status_code == 200 and kept.json()["before"] == body["before"]
 
     _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}), 401)
     _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}, headers=READ), 403)

@@ -69,6 +69,12 @@ def test_trace_job_stores_graph_and_serves_it(tracing):
     assert result["before"][0]["probability"] == pytest.approx(record["logits"][0]["probability"], abs=1e-4)
     moved = client.intervene(graph_id, [{**change, "value": 50.0, "mode": "clamp"}], top_k=5)
     assert moved["after"] != moved["before"]
+    # keeping the active set: layer 1's TopK may not reselect after a big layer-0 change
+    early = next(n for n in record["nodes"] if n["kind"] == "feature" and n["layer"] == 0)
+    big = [{"layer": 0, "position": early["position"], "feature": early["feature"], "value": 50.0, "mode": "clamp"}]
+    reselected = client.intervene(graph_id, big, top_k=5)
+    kept = client.intervene(graph_id, big, top_k=5, freeze_active_set=True)
+    assert kept["before"] == reselected["before"] and kept["after"] != reselected["after"]
 
 
 def test_errors_carry_codes_and_field_names(tracing):

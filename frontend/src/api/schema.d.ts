@@ -719,6 +719,12 @@ export interface components {
             /** Changes */
             changes: components["schemas"]["FeatureChange"][];
             /**
+             * Freeze Active Set
+             * @description Downstream features keep the prompt's active set (the graph's linear model); else TopK transcoders reselect their top k
+             * @default false
+             */
+            freeze_active_set: boolean;
+            /**
              * Top K
              * @default 10
              */

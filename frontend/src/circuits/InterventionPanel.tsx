@@ -29,6 +29,7 @@ export function InterventionPanel({
   const [result, setResult] = useState<InterventionResult | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const [freeze, setFreeze] = useState(false);
   const setting = (id: string) => settings[id] ?? DEFAULT;
   const change = (id: string, next: Partial<Setting>) =>
     setSettings((prev) => ({ ...prev, [id]: { ...(prev[id] ?? DEFAULT), ...next } }));
@@ -47,7 +48,7 @@ export function InterventionPanel({
       mode: setting(n.id).mode,
     }));
     try {
-      setResult(await api.intervene(graphId, { changes, top_k: TOP_K }));
+      setResult(await api.intervene(graphId, { changes, top_k: TOP_K, freeze_active_set: freeze }));
     } catch (err) {
       setResult(null);
       setError(err);
@@ -111,6 +112,11 @@ export function InterventionPanel({
               })}
             </tbody>
           </table>
+          <label className="checkbox">
+            <input type="checkbox" checked={freeze} onChange={(e) => setFreeze(e.target.checked)} /> Keep each
+            transcoder's active features (the graph's linear model; otherwise TopK transcoders reselect, which can
+            flip features on or off)
+          </label>
           <FieldError error={error} field="changes" id="intervention-changes-error" />
           {!blames(error, "changes") && <ErrorMessage error={error} />}
           <p>

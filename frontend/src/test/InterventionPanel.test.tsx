@@ -46,6 +46,7 @@ describe("InterventionPanel", () => {
     const second = screen.getByRole("spinbutton", { name: /Value for Feature 77 at layer 4/ });
     await userEvent.clear(second);
     await userEvent.type(second, "5.5");
+    await userEvent.click(screen.getByRole("checkbox", { name: /Keep each transcoder's active features/ }));
     await userEvent.click(screen.getByRole("button", { name: "Run" }));
 
     const table = await screen.findByRole("table", { name: "Top logits before and after" });
@@ -59,6 +60,7 @@ describe("InterventionPanel", () => {
         { layer: 4, position: 2, feature: 77, value: 5.5, mode: "clamp" },
       ],
       top_k: 10,
+      freeze_active_set: true,
     });
 
     const rows = within(table)

@@ -215,9 +215,14 @@ class InterveneRequest(_message.Message):
     GRAPH_ID_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
+    FREEZE_ACTIVE_SET_FIELD_NUMBER: _builtins.int
     graph_id: _builtins.str
     top_k: _builtins.int
     """0: 10"""
+    freeze_active_set: _builtins.bool
+    """Downstream features keep the prompt's active set (the graph's linear model); else TopK
+    transcoders reselect their top k.
+    """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureChange]: ...
     def __init__(
@@ -226,10 +231,11 @@ class InterveneRequest(_message.Message):
         graph_id: _builtins.str = ...,
         changes: _abc.Iterable[Global___FeatureChange] | None = ...,
         top_k: _builtins.int = ...,
+        freeze_active_set: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "graph_id", b"graph_id", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "freeze_active_set", b"freeze_active_set", "graph_id", b"graph_id", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,12 +25,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lm_saes.circuits import (  # noqa: E402
-    Intervention,
     ReplacementModel,
     TranscoderSet,
     attribute,
-    intervene,
-    predicted_logit_effects,
+    predicted_vs_measured,
     prompt_state,
 )
 from lm_saes.circuits.trace import top_feature_nodes  # noqa: E402
@@ -56,17 +54,9 @@ def main() -> int:
     identity = float((graph.adjacency[targets].sum(1) + graph.bias[targets] - graph.values[targets]).abs().max())
 
     top = top_feature_nodes(graph, args.features)
-    predicted = [float(predicted_logit_effects(graph, {i: 0.01 * float(graph.activations[i])})[0]) for i in top]
     correlations = {}
     for freeze in (False, True):
-        measured = []
-        for index in top:
-            layer, position, feature = graph.features[index].tolist()
-            result = intervene(replacement, state, [Intervention(layer, position, feature, 1.01)],
-                               freeze_active_set=freeze)
-            before = result.logits_before - result.logits_before.mean()
-            after = result.logits_after - result.logits_after.mean()
-            measured.append(float((after - before)[graph.logit_tokens[0]]))
+        predicted, measured = predicted_vs_measured(replacement, state, graph, top, freeze_active_set=freeze)
         correlations[freeze] = float(np.corrcoef(predicted, measured)[0, 1])
 
     print(f"transcoders on {len(transcoders.layers)} layers, prompt {args.prompt!r} ({len(graph.tokens)} tokens), "

@@ -10,13 +10,18 @@ trace.py         one trace end to end: attribute, prune, save, record
 
 from lm_saes.circuits.attribution import attribute
 from lm_saes.circuits.graph import AttributionGraph, GraphScores, prune, scores
-from lm_saes.circuits.interventions import intervene, predicted_logit_effects, prompt_state
+from lm_saes.circuits.interventions import (
+    intervene,
+    predicted_logit_effects,
+    predicted_vs_measured,
+    prompt_state,
+)
 from lm_saes.circuits.replacement import Intervention, PromptState, ReplacementModel
 from lm_saes.circuits.trace import load_graph, run_trace, save_graph
 from lm_saes.circuits.transcoders import TranscoderSet
 
 __all__ = [
     "AttributionGraph", "GraphScores", "Intervention", "PromptState", "ReplacementModel", "TranscoderSet",
-    "attribute", "intervene", "load_graph", "predicted_logit_effects", "prompt_state", "prune", "run_trace",
-    "save_graph", "scores",
+    "attribute", "intervene", "load_graph", "predicted_logit_effects", "predicted_vs_measured", "prompt_state",
+    "prune", "run_trace", "save_graph", "scores",
 ]

@@ -76,3 +76,22 @@ def predicted_logit_effects(graph: AttributionGraph, changes: dict[int, float]) 
             break
         delta = updated
     return per_unit[graph.logit_start:] @ delta
+
+
+def predicted_vs_measured(replacement: ReplacementModel, state: PromptState, graph: AttributionGraph,
+                          nodes: Sequence[int], scale: float = 1.01,
+                          freeze_active_set: bool = False) -> tuple[list[float], list[float]]:
+    """How well the graph predicts interventions: for each feature node, the change of the top
+    (demeaned) logit when that feature is scaled by `scale`, predicted from the graph and measured
+    by rerunning the replacement model."""
+    predicted, measured = [], []
+    for index in nodes:
+        layer, position, feature = graph.features[index].tolist()
+        result = intervene(replacement, state, [Intervention(layer, position, feature, scale)],
+                           freeze_active_set=freeze_active_set)
+        before = result.logits_before - result.logits_before.mean()
+        after = result.logits_after - result.logits_after.mean()
+        measured.append(float((after - before)[graph.logit_tokens[0]]))
+        change = (scale - 1) * float(graph.activations[index])
+        predicted.append(float(predicted_logit_effects(graph, {index: change})[0]))
+    return predicted, measured

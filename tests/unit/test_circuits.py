@@ -18,7 +18,7 @@ from lm_saes.circuits import (
     TranscoderSet,
     attribute,
     intervene,
-    predicted_logit_effects,
+    predicted_vs_measured,
     prompt_state,
     prune,
     run_trace,
@@ -192,16 +192,8 @@ def test_scores_on_a_hand_built_graph():
 @pytest.mark.parametrize("freeze_active_set", [False, True])
 def test_predicted_effects_of_small_interventions_match_measured(replacement, graph, freeze_active_set):
     state = prompt_state(replacement, PROMPT)
-    top = top_feature_nodes(graph, 20)
-    predicted, measured = [], []
-    for index in top:
-        layer, position, feature = graph.features[index].tolist()
-        result = intervene(replacement, state, [Intervention(layer, position, feature, 1.01)],
-                           freeze_active_set=freeze_active_set)
-        before = result.logits_before - result.logits_before.mean()
-        after = result.logits_after - result.logits_after.mean()
-        measured.append(float((after - before)[graph.logit_tokens[0]]))
-        predicted.append(float(predicted_logit_effects(graph, {index: 0.01 * float(graph.activations[index])})[0]))
+    predicted, measured = predicted_vs_measured(replacement, state, graph, top_feature_nodes(graph, 20),
+                                                freeze_active_set=freeze_active_set)
     # rerunning TopK can reselect features; with the active set kept the graph is exact
     assert np.corrcoef(predicted, measured)[0, 1] >= (0.999 if freeze_active_set else 0.9)
     assert np.abs(measured).max() > 1e-4  # the interventions did something

@@ -140,14 +140,80 @@ export const api = {
   cancelJob: (jobId: string) => request<Job>("POST", `/jobs/${enc(jobId)}/cancel`),
   circuits: (signal?: AbortSignal) => request<CircuitList>("GET", "/circuits", { signal }),
   circuit: (graphId: string, signal?: AbortSignal) => request<Graph>("GET", `/circuits/${enc(graphId)}`, { signal }),
-  /** circuit-tracer / Neuronpedia graph JSON (a plain link: reads are public by default). */
+  /** circuit-tracer / Neuronpedia graph JSON: as a link (public reads), or fetched with the token. */
   circuitExportUrl: (graphId: string) => `${API_BASE}/circuits/${enc(graphId)}/export`,
+  circuitExport: (graphId: string) => request<unknown>("GET", `/circuits/${enc(graphId)}/export`),
   trace: (body: TraceRequest) => request<Job>("POST", "/circuits", { body }),
   intervene: (graphId: string, body: InterventionRequest, signal?: AbortSignal) =>
     request<InterventionResult>("POST", `/circuits/${enc(graphId)}/interventions`, { body, signal }),
-  /** EventSource cannot send headers: the stream works when reads are public (the default). */
-  jobEventsUrl: (jobId: string) => `${API_BASE}/jobs/${enc(jobId)}/events`,
+  /** Follow a job's server-sent events (see `followEvents`). */
+  jobEvents: (jobId: string, handlers: StreamHandlers, signal?: AbortSignal) =>
+    followEvents(`/jobs/${enc(jobId)}/events`, handlers, signal),
 };
+
+/** One server-sent event: its type (`event:` field, default "message") and its data. */
+export interface ServerEvent {
+  event: string;
+  data: string;
+}
+
+/** Read a `text/event-stream` with fetch rather than EventSource, which cannot send the API token
+ * (so streams also work when reads are protected). Resolves when the server closes the stream;
+ * throws an ApiError for a problem answer or a network failure (status 0). */
+export interface StreamHandlers {
+  /** The gateway accepted the stream. */
+  onOpen?: () => void;
+  onEvent: (event: ServerEvent) => void;
+}
+
+export async function followEvents(path: string, { onOpen, onEvent }: StreamHandlers, signal?: AbortSignal): Promise<void> {
+  const headers: Record<string, string> = { Accept: "text/event-stream, application/problem+json" };
+  const token = getToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let response: Response;
+  try {
+    response = await fetch(url(path), { headers, signal });
+  } catch (error) {
+    if ((error as Error).name === "AbortError") throw error;
+    throw new ApiError({ status: 0, title: "Network error", detail: `could not reach the gateway: ${String(error)}` });
+  }
+  if (!response.ok) throw await problemOf(response);
+  if (!response.body) throw new ApiError({ status: 0, title: "Stream unreadable", detail: "the response has no body" });
+  onOpen?.();
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let event = "message";
+  let data: string[] = [];
+  const line = (text: string) => {
+    if (text === "") {
+      if (data.length) onEvent({ event, data: data.join("\n") });
+      event = "message";
+      data = [];
+      return;
+    }
+    if (text.startsWith(":")) return; // a comment (keep-alive)
+    const colon = text.indexOf(":");
+    const field = colon < 0 ? text : text.slice(0, colon);
+    const value = colon < 0 ? "" : text.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  };
+  for (;;) {
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      if ((error as Error).name === "AbortError") throw error;
+      throw new ApiError({ status: 0, title: "Network error", detail: `the event stream broke: ${String(error)}` });
+    }
+    if (chunk.done) return;
+    buffer += decoder.decode(chunk.value, { stream: true });
+    const lines = buffer.split("\n");
+    buffer = lines.pop() ?? "";
+    for (const text of lines) line(text.replace(/\r$/, ""));
+  }
+}
 
 /** One `progress` event of /jobs/{id}/events (lm_saes.client._event). */
 export interface ProgressEvent {

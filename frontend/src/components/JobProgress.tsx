@@ -1,9 +1,18 @@
 import { useEffect, useState } from "react";
-import { api, FINISHED, type Job, type ProgressEvent } from "../api/client";
+import { api, ApiError, FINISHED, type Job, type ProgressEvent, type ServerEvent } from "../api/client";
 import { fmt, pct } from "../format";
 import { CurveChart, type CurvePoint } from "./Charts";
 
 type StreamState = "connecting" | "open" | "ended" | "error" | "idle";
+export const RECONNECT_MS = 2000;
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
+}
 
 /** Live loss, L0 and explained-variance curves from the job's server-sent events. The curves stay
  * when the job ends while shown (its stream closes); a job finished before it is shown has none. */
@@ -18,52 +27,59 @@ export function JobProgress({ job, onEnd }: { job: Job; onEnd?: (job: Job) => vo
 
   useEffect(() => {
     if (finished) return;
-    setStream("connecting");
-    const source = new EventSource(api.jobEventsUrl(job.id));
+    const controller = new AbortController();
     const bySteps = new Map<number, CurvePoint>();
-    source.onopen = () => setStream("open");
-    source.addEventListener("progress", (event) => {
-      const data = JSON.parse((event as MessageEvent<string>).data) as ProgressEvent;
-      setLatest(data);
-      setStream("open");
-      if (job.kind !== "training" || !(data.step > 0)) return;
-      bySteps.set(data.step, {
-        step: data.step,
-        loss: data.loss,
-        l0: data.l0,
-        explained_variance: data.explained_variance,
-      });
-      setPoints([...bySteps.values()].sort((a, b) => a.step - b.step));
-    });
-    source.addEventListener("end", (event) => {
-      source.close();
-      setStream("ended");
-      try {
-        onEnd?.(JSON.parse((event as MessageEvent<string>).data) as Job);
-      } catch {
-        /* the page reloads the job anyway */
-      }
-    });
-    source.addEventListener("error", (event) => {
-      const data = (event as MessageEvent<string>).data;
-      if (typeof data === "string" && data) {
-        // a problem sent by the gateway as an `error` event
+    let over = false; // an `end` or `error` event came: do not reconnect
+    const onEvent = ({ event, data }: ServerEvent) => {
+      if (event === "progress") {
+        const update = JSON.parse(data) as ProgressEvent;
+        setLatest(update);
+        if (job.kind !== "training" || !(update.step > 0)) return;
+        bySteps.set(update.step, {
+          step: update.step,
+          loss: update.loss,
+          l0: update.l0,
+          explained_variance: update.explained_variance,
+        });
+        setPoints([...bySteps.values()].sort((a, b) => a.step - b.step));
+      } else if (event === "end") {
+        over = true;
+        setStream("ended");
+        try {
+          onEnd?.(JSON.parse(data) as Job);
+        } catch {
+          /* the page reloads the job anyway */
+        }
+      } else if (event === "error") {
+        over = true;
+        setStream("error");
         try {
           const body = JSON.parse(data) as { title?: string; detail?: string; status?: number };
           setProblem(`${body.title ?? "Error"}${body.status ? ` (${body.status})` : ""}: ${body.detail ?? ""}`);
         } catch {
           setProblem(data);
         }
-        source.close();
-        setStream("error");
-      } else if (source.readyState === 2 /* CLOSED */) {
-        setProblem("the event stream closed");
-        setStream("error");
-      } else {
-        setStream("connecting"); // the browser reconnects by itself
       }
-    });
-    return () => source.close();
+    };
+    const follow = async () => {
+      // Like EventSource, reconnect when the stream drops; unlike it, send the API token.
+      while (!over && !controller.signal.aborted) {
+        setStream("connecting");
+        try {
+          await api.jobEvents(job.id, { onOpen: () => setStream("open"), onEvent }, controller.signal);
+        } catch (error) {
+          if (controller.signal.aborted) return;
+          if (error instanceof ApiError && error.status > 0) {
+            setProblem(`${error.title} (${error.status}): ${error.detail}`);
+            setStream("error");
+            return;
+          }
+        }
+        if (!over) await pause(RECONNECT_MS, controller.signal);
+      }
+    };
+    void follow();
+    return () => controller.abort();
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [job.id, finished]);
 

@@ -3,6 +3,7 @@ import { Link, useParams } from "react-router";
 import { api, type Graph, type GraphNode } from "../api/client";
 import { useApi } from "../api/useApi";
 import { describeNode } from "../circuits/describe";
+import { ExportLink } from "../circuits/ExportLink";
 import { InterventionPanel } from "../circuits/InterventionPanel";
 import { layoutGraph } from "../circuits/layout";
 import { NodeDetails } from "../circuits/NodeDetails";
@@ -76,7 +77,6 @@ export function CircuitView({ graph }: { graph: Graph }) {
   const detailId = hoveredShown ?? inspected;
   const detail = detailId ? byId.get(detailId) : undefined;
   const pinnedFeatures = pinnedIds.map((id) => byId.get(id)!).filter((n) => n.kind === "feature");
-  const exportUrl = api.circuitExportUrl(graph.id);
 
   return (
     <div className="circuit-page">
@@ -120,9 +120,7 @@ export function CircuitView({ graph }: { graph: Graph }) {
         ))}
       </div>
       <p className="note">
-        <a href={exportUrl} download={`${graph.id}.json`}>
-          Open in Neuronpedia / circuit-tracer (JSON)
-        </a>{" "}
+        <ExportLink graphId={graph.id} />{" "}
         · transcoders <code>{graph.transcoders}</code> · layers {graph.layers?.join(", ") || "—"}
         {graph.seconds != null && ` · traced in ${fmt(graph.seconds, 1)} s`}
       </p>

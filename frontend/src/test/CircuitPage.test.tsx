@@ -1,7 +1,7 @@
 import { act, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { createMemoryRouter, RouterProvider, useLocation } from "react-router";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, onTestFinished, vi } from "vitest";
 import type { Graph } from "../api/client";
 import type { GraphViewProps } from "../circuits/GraphView";
 import { CircuitPage } from "../pages/CircuitPage";
@@ -72,11 +72,16 @@ beforeEach(() => {
       new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
     if (input === "/api/v1/circuits/g1") return json(graph);
     if (input === "/api/v1/saes/sae-l0/features/10") return json(feature10);
+    if (input === "/api/v1/circuits/g1/export") return json({ metadata: { slug: "g1" }, nodes: [], links: [] });
     return json({ title: "Not found", status: 404, detail: `no ${input}` }, 404);
   });
   vi.stubGlobal("fetch", fetchMock);
 });
-afterEach(() => vi.unstubAllGlobals());
+afterEach(() => {
+  vi.unstubAllGlobals();
+  vi.restoreAllMocks();
+  localStorage.clear();
+});
 
 function Probe() {
   const location = useLocation();
@@ -106,6 +111,26 @@ describe("CircuitPage", () => {
       "href",
       "/api/v1/circuits/g1/export",
     );
+  });
+
+  it("downloads the export with the API token when one is stored (a link cannot send it)", async () => {
+    localStorage.setItem("lm-saes-token", "tok");
+    const blobs: Blob[] = [];
+    const { createObjectURL, revokeObjectURL } = URL; // jsdom has neither
+    URL.createObjectURL = (blob: Blob) => (blobs.push(blob), "blob:g1");
+    URL.revokeObjectURL = () => {};
+    onTestFinished(() => void Object.assign(URL, { createObjectURL, revokeObjectURL }));
+    const saved: string[] = [];
+    vi.spyOn(HTMLAnchorElement.prototype, "click").mockImplementation(function (this: HTMLAnchorElement) {
+      saved.push(`${this.download} ${this.href}`);
+    });
+    renderAt("/circuits/g1");
+    await userEvent.click(await screen.findByRole("link", { name: "Open in Neuronpedia / circuit-tracer (JSON)" }));
+    await waitFor(() => expect(saved).toEqual(["g1.json blob:g1"]));
+    const [url, init] = fetchMock.mock.calls.find(([u]) => u === "/api/v1/circuits/g1/export") as [string, RequestInit];
+    expect(url).toBe("/api/v1/circuits/g1/export");
+    expect((init.headers as Record<string, string>).Authorization).toBe("Bearer tok");
+    expect(JSON.parse(await blobs[0].text())).toEqual({ metadata: { slug: "g1" }, nodes: [], links: [] });
   });
 
   it("reads pinned nodes from the URL and writes pins back to it", async () => {

@@ -23,7 +23,12 @@ from collections.abc import Callable
 import torch
 
 from lm_saes.circuits.graph import AttributionGraph
-from lm_saes.circuits.replacement import PromptState, ReplacementModel, ReplacementOutput
+from lm_saes.circuits.replacement import (
+    PromptState,
+    ReplacementModel,
+    ReplacementOutput,
+    SparseActs,
+)
 from lm_saes.config import TraceConfig
 
 
@@ -47,25 +52,27 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     state = replacement.prepare(torch.tensor(ids))
     logit_ids, logit_probs = output_logits(state.logits, cfg.logit_probability, cfg.max_logits)
 
-    # Sources: leaves the replacement model is a linear function of.
+    # Sources: leaves the replacement model is a linear function of. Features enter as the values
+    # of their (position, feature) entries, decoded sparsely; BOS entries stay constants (freeze_bos).
     embed = state.embed.clone().requires_grad_(True)
     errors = {layer: e.clone().requires_grad_(True) for layer, e in state.errors.items()}
-    acts = {layer: a.clone().requires_grad_(True) for layer, a in state.acts.items()}
     first = 1 if cfg.freeze_bos else 0  # first position whose features and errors are sources
-    active = []  # (layer, positions, feature indices) of the feature nodes
-    for layer, layer_acts in state.acts.items():
-        positions, indices = torch.nonzero(layer_acts[first:] > 0, as_tuple=True)
-        active.append((layer, positions + first, indices))
+    entries = {layer: torch.nonzero(a > 0, as_tuple=True) for layer, a in state.acts.items()}
+    values = {layer: state.acts[layer][p, f].clone().requires_grad_(True) for layer, (p, f) in entries.items()}
+    sources = {layer: p >= first for layer, (p, _) in entries.items()}  # entries that are feature nodes
+    active = [(layer, p[sources[layer]], f[sources[layer]]) for layer, (p, f) in entries.items()]
     features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in active])
     activations = torch.cat([state.acts[layer][p, f] for layer, p, f in active]).float()
 
     with torch.enable_grad():
+        acts = {layer: SparseActs(p, f, values[layer]) for layer, (p, f) in entries.items()}
         groups = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
-        rows = _edge_rows(groups, state, embed, errors, acts, active, first, cfg.batch_size, progress)
+        rows = _edge_rows(groups, state, embed, errors, values, sources, first, cfg.batch_size, progress)
         targets = torch.cat(groups).detach()
     with torch.no_grad():
-        bias_out = replacement.forward(state, torch.zeros_like(embed), _zero_from(state.errors, first),
-                                       _zero_from(state.acts, first))
+        zero_acts = {layer: SparseActs(p, f, values[layer].detach() * ~sources[layer])
+                     for layer, (p, f) in entries.items()}
+        bias_out = replacement.forward(state, torch.zeros_like(embed), _zero_from(state.errors, first), zero_acts)
         bias = torch.cat(_targets(replacement, bias_out, active, logit_ids))
 
     n_features, n_pos = len(features), len(ids)
@@ -109,14 +116,18 @@ def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logi
     return [p.float() for p in parts]
 
 
-def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tensor, errors: dict, acts: dict,
-               active, first: int, batch_size: int, progress: Callable[[float], None] | None) -> torch.Tensor:
-    """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero)."""
+def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tensor, errors: dict,
+               values: dict[int, torch.Tensor], sources: dict[int, torch.Tensor], first: int, batch_size: int,
+               progress: Callable[[float], None] | None) -> torch.Tensor:
+    """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero).
+
+    `values[layer]` are the leaves of that layer's active entries, `sources[layer]` marks the
+    entries that are feature nodes (in node order)."""
     layers = sorted(errors)
-    inputs = [embed, *(errors[layer] for layer in layers), *(acts[layer] for layer, _, _ in active)]
+    inputs = [embed, *(errors[layer] for layer in layers), *values.values()]
     n_targets = sum(len(group) for group in groups)
     n_pos = embed.shape[0]
-    n_features = sum(len(p) for _, p, _ in active)
+    n_features = sum(int(mask.sum()) for mask in sources.values())
     n_nodes = n_features + len(layers) * n_pos + n_pos + (n_targets - n_features)
     rows = torch.zeros(n_targets, n_nodes)
     batches = [(offset, group, start) for offset, group in zip(
@@ -131,10 +142,12 @@ def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tens
         grad_embed, grad_errors, grad_acts = grads[0], grads[1: 1 + len(layers)], grads[1 + len(layers):]
         block = rows[offset + start: offset + stop]
         column = 0
-        for (layer, positions, indices), grad in zip(active, grad_acts, strict=True):
+        for (layer, leaf), grad in zip(values.items(), grad_acts, strict=True):
+            mask = sources[layer]
+            count = int(mask.sum())
             if grad is not None:
-                block[:, column: column + len(positions)] = grad[:, positions, indices] * state.acts[layer][positions, indices]
-            column += len(positions)
+                block[:, column: column + count] = grad[:, mask] * leaf.detach()[mask]
+            column += count
         for layer, grad in zip(layers, grad_errors, strict=True):
             if grad is not None:  # frozen positions' error columns stay zero: they are not sources
                 block[:, column + first: column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)

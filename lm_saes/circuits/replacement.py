@@ -52,10 +52,31 @@ class PromptState:
     errors: dict[int, torch.Tensor]  # every layer -> [T, d_model]: real MLP output - transcoder output
 
 
+class SparseActs(NamedTuple):
+    """One layer's active features as (position, feature, value) entries. Decoding them costs
+    O(active features) instead of a dense [T, d_sae] x [d_sae, d_model] product, whose gradient
+    is most of the work of attribution's backward passes otherwise."""
+
+    positions: torch.Tensor  # [n]
+    features: torch.Tensor  # [n]
+    values: torch.Tensor  # [n]
+
+    def decode(self, sae: SparseAutoencoder, n_pos: int) -> torch.Tensor:
+        """[n_pos, d_out], equal to `sae.decode` of the dense activations.
+
+        Written as (one-hot positions x values) @ the active decoder rows: the gradient of the
+        values is then one [T, d_out] x [d_out, n] product per batched backward row, and nothing
+        of size n x d_out is materialized per row."""
+        n = len(self.positions)
+        weights = torch.zeros(n_pos, n, dtype=sae.W_dec.dtype, device=sae.W_dec.device)
+        weights[self.positions, torch.arange(n, device=weights.device)] = 1
+        return ((weights * self.values.to(weights.dtype)) @ sae.W_dec[self.features] + sae.b_dec) / sae.output_scale
+
+
 class ReplacementOutput(NamedTuple):
     logits: torch.Tensor  # [T, vocab]
     mlp_in: dict[int, torch.Tensor]  # layer -> [T, d_model] (with grad when inputs have it)
-    acts: dict[int, torch.Tensor]  # covered layer -> [T, d_sae] activations used
+    acts: dict[int, torch.Tensor]  # covered layer -> [T, d_sae] activations used (not layers given sparse)
 
 
 class ReplacementModel:
@@ -115,13 +136,13 @@ class ReplacementModel:
         state: PromptState,
         embed: torch.Tensor | None = None,
         errors: dict[int, torch.Tensor] | None = None,
-        acts: dict[int, torch.Tensor] | None = None,
+        acts: dict[int, torch.Tensor | SparseActs] | None = None,
         interventions: Sequence[Intervention] = (),
         freeze_active_set: bool = False,
     ) -> ReplacementOutput:
         """Run the replacement model; inputs default to the prompt's own values.
 
-        `acts` given for a layer are used as they are (attribution treats them as inputs);
+        `acts` given for a layer are used as they are, dense or sparse (attribution's inputs);
         missing layers are recomputed by their transcoder from this run's MLP input, then
         `interventions` apply. Gradients flow when the inputs require them.
 
@@ -158,6 +179,10 @@ class ReplacementModel:
                 if sae is None:
                     return errors[layer][None].to(tensor.dtype)
                 layer_acts = acts.get(layer)
+                if isinstance(layer_acts, SparseActs):
+                    if layer in by_layer:
+                        raise ValueError(f"layer {layer}: interventions need dense activations, not SparseActs")
+                    return (layer_acts.decode(sae, len(state.tokens)) + errors[layer])[None].to(tensor.dtype)
                 if layer_acts is None and freeze_active_set:
                     pre = sae.pre_acts(mlp_in[layer].to(sae.W_enc.dtype) * sae.input_scale)
                     layer_acts = pre.relu() * (state.acts[layer] > 0)

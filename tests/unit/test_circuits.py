@@ -25,6 +25,7 @@ from lm_saes.circuits import (
     scores,
 )
 from lm_saes.circuits.graph import AttributionGraph, influence, normalized
+from lm_saes.circuits.replacement import SparseActs
 from lm_saes.circuits.trace import load_graph, top_feature_nodes
 from lm_saes.config import ConfigError, RunConfig, TraceConfig, load_config, parse_config
 from lm_saes.interop.circuit_tracer import to_graph_json
@@ -95,6 +96,18 @@ def test_replacement_model_reproduces_the_real_logits(replacement):
     zero_errors = {layer: torch.zeros_like(e) for layer, e in state.errors.items()}
     with torch.no_grad():
         assert (replacement.forward(state, errors=zero_errors).logits - state.logits).abs().max() > 1e-2
+
+
+def test_sparse_activations_decode_like_dense_ones(replacement):
+    """Attribution feeds features as SparseActs; they must decode to what the dense path gives."""
+    state = prompt_state(replacement, PROMPT)
+    for layer, acts in state.acts.items():
+        sae = replacement.transcoder(layer)
+        positions, features = torch.nonzero(acts > 0, as_tuple=True)
+        sparse = SparseActs(positions, features, acts[positions, features])
+        assert torch.allclose(sparse.decode(sae, len(state.tokens)), sae.decode(acts), atol=1e-5)
+    with pytest.raises(ValueError, match="dense activations"):
+        replacement.forward(state, acts={layer: sparse}, interventions=[Intervention(layer, 1, 0, 2.0)])
 
 
 def test_replacement_freezes_attention_and_norms(replacement):

@@ -8,17 +8,18 @@
 // A screenshot of each step goes to $E2E_SCREENSHOTS (default e2e/screenshots/); a failed step
 // saves <step>-FAILED.png, prints why and exits 1, as do page errors and failed API calls.
 //
-// Environment: E2E_TOKEN   API token with the compute + submit scopes (typed into the header)
+// Environment: E2E_TOKEN   API token with the read, compute and submit scopes (stored before the
+//                          first load, for protected reads, then typed into the header)
 //              E2E_SAE     SAE to open (default: the first one listed)
 //              E2E_TEXT    text for the "try your text" page
 //              E2E_JOB     JSON body to submit (default: the editor's training template as is)
 //              E2E_JOB_TIMEOUT_MS  how long to wait for that job (default 90000)
 //              E2E_TRANSCODERS  a transcoder set the tracing service can read: when set, also
 //                          trace a prompt from the circuits page, open its graph, hover and pin a
-//                          feature (its top examples shown), prune with the slider, and run an
-//                          intervention on the pinned feature
+//                          feature (its top examples shown), prune with the slider, run an
+//                          intervention on the pinned feature, and download the graph's JSON
 //              CHROMIUM    browser binary (default /usr/bin/chromium)
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -59,6 +60,8 @@ const problems = [];
 let failed = false;
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // With protected reads even the first page load needs the token: store it as the header form does.
+  if (token) await page.addInitScript((t) => localStorage.setItem("lm-saes-token", t), token);
   page.setDefaultTimeout(20_000);
   page.on("pageerror", (e) => problems.push(`page error: ${e}`));
   page.on("console", (m) => m.type() === "error" && problems.push(`console error: ${m.text()}`));
@@ -263,6 +266,14 @@ try {
       const rows = await table.locator("tbody tr").count();
       check(rows > 0, "the intervention returned no logits");
       return `${rows} logits before/after`;
+    });
+
+    await step("circuit-export", async () => {
+      const link = main.getByRole("link", { name: "Open in Neuronpedia / circuit-tracer (JSON)" });
+      const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+      const body = JSON.parse(readFileSync(await download.path(), "utf8"));
+      check(body.nodes?.length > 0 && Array.isArray(body.links), "the downloaded graph JSON has no nodes");
+      return `${download.suggestedFilename()}: ${body.nodes.length} nodes, ${body.links.length} links`;
     });
   }
 } catch (error) {

@@ -4,7 +4,11 @@ gateway, then frontend/e2e/smoke.mjs drives Debian's Chromium through playwright
 the SAE -> a feature (shaded tokens) -> "try your text" (per-token activations) -> jobs (a
 training job submitted from the editor, followed until it succeeds, with its curves) -> circuits
 (a prompt traced through tiny transcoders from the trace form, its graph opened, a feature hovered
-(top examples) and pinned, the pruning slider moved, an intervention run on the pinned feature).
+(top examples) and pinned, the pruning slider moved, an intervention run on the pinned feature,
+its circuit-tracer JSON downloaded).
+
+Reads are protected (LM_SAES_PUBLIC_READS=false): every call the page makes, the job event
+streams and graph downloads included, must carry the browser's API token.
 
 Screenshots of every step go to test-artifacts/e2e/ (a failed step leaves *-FAILED.png).
 Needs `make frontend chromium` (make test does both); deselect with `-m "not e2e"`.
@@ -63,6 +67,7 @@ def gateway(stack):
     env = {**os.environ, "LM_SAES_GATEWAY_HOST": "127.0.0.1", "LM_SAES_GATEWAY_PORT": str(port),
            "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_STATIC_DIR": str(FRONTEND / "dist"),
            "LM_SAES_API_TOKENS": json.dumps({**TOKENS, BROWSER_TOKEN: ["read", "compute", "submit"]}),
+           "LM_SAES_PUBLIC_READS": "false",
            **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()}}
     log = tmp / "gateway.log"
     with log.open("w") as out:
@@ -89,7 +94,7 @@ def gateway(stack):
 
 @pytest.fixture(scope="module")
 def client(gateway):
-    with httpx.Client(base_url=gateway[0], timeout=60) as http:
+    with httpx.Client(base_url=gateway[0], timeout=60, headers={"Authorization": f"Bearer {BROWSER_TOKEN}"}) as http:
         yield http
 
 
@@ -138,6 +143,6 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
                     f"{output}\n--- gateway log (last 3000 chars) ---\n{gateway_log.read_text()[-3000:]}",
                     pytrace=False)
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
-    assert len(steps) >= 14, output
+    assert len(steps) >= 15, output
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(
         line.split()[1] + ".png" for line in steps), output

@@ -208,7 +208,8 @@ class TraceConfig(Section):
     edge_threshold: float = Field(0.98, ge=0, le=1, description="Pruning: keep edges carrying this share of influence")
     max_links: int = Field(10_000, ge=1, description="Pruning: at most this many links, the most influential "
                            "(a graph over every layer can keep 10x more; browsers draw 10k comfortably)")
-    batch_size: int = Field(64, ge=1, description="Targets per batched backward pass")
+    batch_size: int | None = Field(None, ge=1, description="Targets per batched backward pass; default 64 "
+                                   "on a CPU, 256 on a GPU (the fastest measured, benchmarks/gpu_trace_check.py)")
     freeze_bos: bool = Field(True, description="BOS features and error nodes are constants, not nodes: the "
                              "attention sink every prompt shares; their effect goes to the targets' bias")
     device: Device = "cpu"

@@ -67,7 +67,8 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     with torch.enable_grad():
         acts = {layer: SparseActs(p, f, values[layer]) for layer, (p, f) in entries.items()}
         groups = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
-        rows = _edge_rows(groups, state, embed, errors, values, sources, first, cfg.batch_size, progress)
+        batch_size = cfg.batch_size or (256 if embed.device.type == "cuda" else 64)
+        rows = _edge_rows(groups, state, embed, errors, values, sources, first, batch_size, progress)
         targets = torch.cat(groups).detach()
     with torch.no_grad():
         zero_acts = {layer: SparseActs(p, f, values[layer].detach() * ~sources[layer])
@@ -81,9 +82,9 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     target_rows = torch.cat([torch.arange(n_features), torch.arange(n_nodes - len(logit_ids), n_nodes)])
     adjacency[target_rows] = rows.float()
     values = torch.zeros(n_nodes)
-    values[target_rows] = targets.detach().float()
+    values[target_rows] = targets.detach().float().cpu()
     bias_full = torch.zeros(n_nodes)
-    bias_full[target_rows] = bias.float()
+    bias_full[target_rows] = bias.float().cpu()
     strings = tokenizer.token_strings(ids)
     return AttributionGraph(
         prompt=prompt, tokens=ids, token_strings=strings, model=replacement.model.name,
@@ -135,7 +136,7 @@ def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tens
         for start in range(0, len(group), batch_size)]
     for done, (offset, group, start) in enumerate(batches, start=1):
         stop = min(start + batch_size, len(group))
-        seeds = torch.zeros(stop - start, len(group), dtype=group.dtype)
+        seeds = torch.zeros(stop - start, len(group), dtype=group.dtype, device=group.device)
         seeds[torch.arange(stop - start), torch.arange(start, stop)] = 1
         grads = torch.autograd.grad(group, inputs, grad_outputs=seeds, is_grads_batched=True,
                                     retain_graph=True, allow_unused=True)

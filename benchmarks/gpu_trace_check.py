@@ -25,17 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lm_saes.circuits import (  # noqa: E402
-    ReplacementModel,
-    TranscoderSet,
-    attribute,
-    predicted_vs_measured,
-    prompt_state,
-)
-from lm_saes.circuits.trace import top_feature_nodes  # noqa: E402
+from lm_saes.circuits import ReplacementModel, TranscoderSet, attribute  # noqa: E402
+from lm_saes.circuits.checks import graph_checks  # noqa: E402
 from lm_saes.config import RunConfig, TraceConfig, load_config  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
 from lm_saes.runner import run_train_transcoders  # noqa: E402
@@ -46,22 +39,6 @@ SMOLLM2_SHAPE = {"model.tiny_layers": 30, "model.tiny_d_model": 576, "model.tiny
                  "transcoders.layers": list(range(30)), "sae.d_sae": 2304, "sae.k": 16,
                  "data.max_tokens": 8_000, "train.batch_size": 1024}
 SHAPE_PROMPT = "Paris is lovely"  # 15 bytes + BOS: 16 positions, as trace.seconds' 16-token prompt
-
-
-def checks(replacement: ReplacementModel) -> dict[str, float]:
-    state = prompt_state(replacement, PROMPT)
-    with torch.no_grad():
-        reproduction = float((replacement.forward(state).logits - state.logits).abs().max())
-    graph = attribute(replacement, PROMPT, TraceConfig(device=str(replacement.model.device)))
-    targets = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_start, graph.n_nodes)])
-    identity = float((graph.adjacency[targets].sum(1) + graph.bias[targets] - graph.values[targets]).abs().max())
-    top = top_feature_nodes(graph, 20)
-    correlations = {}
-    for freeze in (False, True):
-        predicted, measured = predicted_vs_measured(replacement, state, graph, top, freeze_active_set=freeze)
-        correlations["keep_active_set" if freeze else "reselect"] = float(np.corrcoef(predicted, measured)[0, 1])
-    return {"logits_max_abs_diff": reproduction, "edges_plus_bias_max_abs_err": identity,
-            "feature_nodes": graph.n_features, **{f"correlation_{k}": v for k, v in correlations.items()}}
 
 
 def timed_attribution(replacement: ReplacementModel, prompt: str = PROMPT,
@@ -87,7 +64,7 @@ def compare_devices(overrides: dict, text: str, prompt: str, rounds: int) -> dic
         devices = {device: ReplacementModel(load_language_model(cfg.model.model_copy(update={"device": device})),
                                             TranscoderSet.load(tmp, device)) for device in ("cuda", "cpu")}
         if prompt == PROMPT:
-            result["cuda_checks"] = checks(devices["cuda"])
+            result["cuda_checks"] = graph_checks(devices["cuda"], PROMPT)
         times: dict[str, list[float]] = {"cuda": [], "cpu": []}
         adjacency = {}
         timed_attribution(devices["cuda"], prompt)  # warm-up: kernels, allocator

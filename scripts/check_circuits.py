@@ -21,18 +21,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from lm_saes.circuits import (  # noqa: E402
-    ReplacementModel,
-    TranscoderSet,
-    attribute,
-    predicted_vs_measured,
-    prompt_state,
-)
-from lm_saes.circuits.trace import top_feature_nodes  # noqa: E402
-from lm_saes.config import ModelConfig, TraceConfig  # noqa: E402
+from lm_saes.circuits import ReplacementModel, TranscoderSet  # noqa: E402
+from lm_saes.circuits.checks import graph_checks  # noqa: E402
+from lm_saes.config import ModelConfig  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
 
 
@@ -45,26 +36,15 @@ def main() -> int:
 
     transcoders = TranscoderSet.load(args.transcoders)
     replacement = ReplacementModel(load_language_model(ModelConfig(name=transcoders.model)), transcoders)
-    state = prompt_state(replacement, args.prompt)
-    with torch.no_grad():
-        reproduction = float((replacement.forward(state).logits - state.logits).abs().max())
-
-    graph = attribute(replacement, args.prompt, TraceConfig())
-    targets = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_start, graph.n_nodes)])
-    identity = float((graph.adjacency[targets].sum(1) + graph.bias[targets] - graph.values[targets]).abs().max())
-
-    top = top_feature_nodes(graph, args.features)
-    correlations = {}
-    for freeze in (False, True):
-        predicted, measured = predicted_vs_measured(replacement, state, graph, top, freeze_active_set=freeze)
-        correlations[freeze] = float(np.corrcoef(predicted, measured)[0, 1])
-
-    print(f"transcoders on {len(transcoders.layers)} layers, prompt {args.prompt!r} ({len(graph.tokens)} tokens), "
-          f"{graph.n_features} feature nodes, top logit {graph.logit_strings[0]!r}")
-    print(f"replacement model reproduces the logits:    max |diff| = {reproduction:.2e}  (test bound 1e-4)")
-    print(f"edges + bias = target value:                max |err|  = {identity:.2e}  (test bound 1e-4)")
-    print(f"predicted vs measured logit change, {len(top)} interventions of 1 %: correlation "
-          f"{correlations[False]:.3f} reselecting features, {correlations[True]:.3f} keeping the active set")
+    r = graph_checks(replacement, args.prompt, n_features=args.features)
+    print(f"transcoders on {len(transcoders.layers)} layers, prompt {args.prompt!r} ({r['tokens']} tokens), "
+          f"{r['feature_nodes']} feature nodes, top logit {r['top_logit']!r}")
+    print(f"replacement model reproduces the logits:    max |diff| = {r['logits_max_abs_diff']:.2e}  (test bound 1e-4)")
+    print(f"edges + bias = target value:                max |err|  = {r['edges_plus_bias_max_abs_err']:.2e}  "
+          "(test bound 1e-4)")
+    print(f"predicted vs measured logit change, {r['interventions']} interventions of 1 %: correlation "
+          f"{r['correlation_reselect']:.3f} reselecting features, {r['correlation_keep_active_set']:.3f} "
+          "keeping the active set")
     return 0
 
 

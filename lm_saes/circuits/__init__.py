@@ -5,6 +5,7 @@ replacement.py   the frozen replacement model of one prompt, and interventions o
 attribution.py   direct-effect edges by batched backward passes
 graph.py         the graph, influence, pruning, replacement/completeness scores
 interventions.py measured (rerun) and predicted (from the graph) effects of feature changes
+checks.py        whether a graph means what it says (for scripts and the GPU check)
 trace.py         one trace end to end: attribute, prune, save, record
 """
 

@@ -24,6 +24,7 @@ from lm_saes.circuits import (
     run_trace,
     scores,
 )
+from lm_saes.circuits.checks import graph_checks
 from lm_saes.circuits.graph import AttributionGraph, influence, normalized
 from lm_saes.circuits.replacement import SparseActs
 from lm_saes.circuits.trace import load_graph, top_feature_nodes
@@ -210,6 +211,14 @@ def test_predicted_effects_of_small_interventions_match_measured(replacement, gr
     # rerunning TopK can reselect features; with the active set kept the graph is exact
     assert np.corrcoef(predicted, measured)[0, 1] >= (0.999 if freeze_active_set else 0.9)
     assert np.abs(measured).max() > 1e-4  # the interventions did something
+
+
+def test_graph_checks_report_the_same_bounds(replacement):
+    """The summary scripts/check_circuits.py prints for SmolLM2, here on the tiny model."""
+    report = graph_checks(replacement, PROMPT, TraceConfig(batch_size=48))
+    assert report["logits_max_abs_diff"] <= 1e-4 and report["edges_plus_bias_max_abs_err"] <= 1e-4
+    assert report["correlation_reselect"] >= 0.9 and report["correlation_keep_active_set"] >= 0.999
+    assert report["interventions"] == 20 and report["tokens"] == len(PROMPT) + 1
 
 
 def test_interventions_clamp_and_validate(replacement):

@@ -128,7 +128,9 @@ def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tens
     inputs = [embed, *(errors[layer] for layer in layers), *values.values()]
     n_targets = sum(len(group) for group in groups)
     n_pos = embed.shape[0]
-    n_features = sum(int(mask.sum()) for mask in sources.values())
+    # per layer: the feature nodes' values (edge = gradient x value) and how many there are
+    node_values = {layer: leaf.detach()[sources[layer]] for layer, leaf in values.items()}
+    n_features = sum(len(v) for v in node_values.values())
     n_nodes = n_features + len(layers) * n_pos + n_pos + (n_targets - n_features)
     rows = torch.zeros(n_targets, n_nodes)
     batches = [(offset, group, start) for offset, group in zip(
@@ -143,11 +145,10 @@ def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tens
         grad_embed, grad_errors, grad_acts = grads[0], grads[1: 1 + len(layers)], grads[1 + len(layers):]
         block = rows[offset + start: offset + stop]
         column = 0
-        for (layer, leaf), grad in zip(values.items(), grad_acts, strict=True):
-            mask = sources[layer]
-            count = int(mask.sum())
+        for layer, grad in zip(values, grad_acts, strict=True):
+            count = len(node_values[layer])
             if grad is not None:
-                block[:, column: column + count] = grad[:, mask] * leaf.detach()[mask]
+                block[:, column: column + count] = grad[:, sources[layer]] * node_values[layer]
             column += count
         for layer, grad in zip(layers, grad_errors, strict=True):
             if grad is not None:  # frozen positions' error columns stay zero: they are not sources

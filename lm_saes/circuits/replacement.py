@@ -184,8 +184,7 @@ class ReplacementModel:
                         raise ValueError(f"layer {layer}: interventions need dense activations, not SparseActs")
                     return (layer_acts.decode(sae, len(state.tokens)) + errors[layer])[None].to(tensor.dtype)
                 if layer_acts is None and freeze_active_set:
-                    pre = sae.pre_acts(mlp_in[layer].to(sae.W_enc.dtype) * sae.input_scale)
-                    layer_acts = pre.relu() * (state.acts[layer] > 0)
+                    layer_acts = sae.raw_pre_acts(mlp_in[layer]).relu() * (state.acts[layer] > 0)
                 elif layer_acts is None:
                     layer_acts = sae.encode(mlp_in[layer])
                 if layer in by_layer:

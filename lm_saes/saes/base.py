@@ -101,9 +101,13 @@ class SparseAutoencoder(nn.Module):
         """Dense [batch, d_sae] feature activations from pre-activations (inference rule)."""
         raise NotImplementedError
 
+    def raw_pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw [batch, d_in] -> pre-activations [batch, d_sae] (input scaling applied)."""
+        return self.pre_acts(x.to(self.W_enc.device, self.W_enc.dtype) * self.input_scale)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw [batch, d_in] -> dense feature activations [batch, d_sae]."""
-        return self.activate(self.pre_acts(x.to(self.W_enc.device, self.W_enc.dtype) * self.input_scale))
+        return self.activate(self.raw_pre_acts(x))
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """Dense feature activations -> raw output [batch, d_out]."""

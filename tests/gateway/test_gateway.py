@@ -252,9 +252,14 @@ def test_circuit_interventions_and_errors(client, traced):
     body = result.json()
     assert len(body["before"]) == len(body["after"]) == 5 and body["before"] != body["after"]
     assert body["before"][0]["token_id"] == graph["logits"][0]["token_id"]
-    kept = client.post(url, json={"changes": [{**change, "value": 20.0, "mode": "clamp"}], "top_k": 5,
-                                  "freeze_active_set": True}, headers=COMPUTE)
-    assert kept.status_code == 200 and kept.json()["before"] == body["before"]
+    # the active-set option reaches the service: after a big layer-0 change, layer 1's TopK
+    # reselects unless its active set is kept
+    early = next(n for n in graph["nodes"] if n["kind"] == "feature" and n["layer"] == 0)
+    big = {"changes": [{"layer": 0, "position": early["position"], "feature": early["feature"], "value": 50.0,
+                        "mode": "clamp"}], "top_k": 5}
+    reselected = client.post(url, json=big, headers=COMPUTE).json()
+    kept = client.post(url, json={**big, "freeze_active_set": True}, headers=COMPUTE).json()
+    assert kept["before"] == reselected["before"] and kept["after"] != reselected["after"]
 
     _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}), 401)
     _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}, headers=READ), 403)

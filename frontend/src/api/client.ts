@@ -91,12 +91,14 @@ async function problemOf(response: Response): Promise<ApiError> {
   });
 }
 
-export async function request<T>(
+/** fetch with the stored API token; a problem answer or a network failure becomes an ApiError. */
+async function send(
   method: "GET" | "POST",
   path: string,
+  accept: string,
   options: { query?: Query; body?: unknown; signal?: AbortSignal } = {},
-): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json, application/problem+json" };
+): Promise<Response> {
+  const headers: Record<string, string> = { Accept: `${accept}, application/problem+json` };
   const token = getToken();
   if (token) headers.Authorization = `Bearer ${token}`;
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
@@ -109,10 +111,23 @@ export async function request<T>(
       signal: options.signal,
     });
   } catch (error) {
-    if ((error as Error).name === "AbortError") throw error;
-    throw new ApiError({ status: 0, title: "Network error", detail: `could not reach the gateway: ${String(error)}` });
+    throw networkError(error, "could not reach the gateway");
   }
   if (!response.ok) throw await problemOf(response);
+  return response;
+}
+
+function networkError(error: unknown, what: string): unknown {
+  if ((error as Error).name === "AbortError") return error;
+  return new ApiError({ status: 0, title: "Network error", detail: `${what}: ${String(error)}` });
+}
+
+export async function request<T>(
+  method: "GET" | "POST",
+  path: string,
+  options: { query?: Query; body?: unknown; signal?: AbortSignal } = {},
+): Promise<T> {
+  const response = await send(method, path, "application/json", options);
   return (await response.json()) as T;
 }
 
@@ -157,27 +172,17 @@ export interface ServerEvent {
   data: string;
 }
 
-/** Read a `text/event-stream` with fetch rather than EventSource, which cannot send the API token
- * (so streams also work when reads are protected). Resolves when the server closes the stream;
- * throws an ApiError for a problem answer or a network failure (status 0). */
 export interface StreamHandlers {
   /** The gateway accepted the stream. */
   onOpen?: () => void;
   onEvent: (event: ServerEvent) => void;
 }
 
+/** Read a `text/event-stream` with fetch rather than EventSource, which cannot send the API token
+ * (so streams also work when reads are protected). Resolves when the server closes the stream;
+ * throws an ApiError for a problem answer or a network failure (status 0). */
 export async function followEvents(path: string, { onOpen, onEvent }: StreamHandlers, signal?: AbortSignal): Promise<void> {
-  const headers: Record<string, string> = { Accept: "text/event-stream, application/problem+json" };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
-  let response: Response;
-  try {
-    response = await fetch(url(path), { headers, signal });
-  } catch (error) {
-    if ((error as Error).name === "AbortError") throw error;
-    throw new ApiError({ status: 0, title: "Network error", detail: `could not reach the gateway: ${String(error)}` });
-  }
-  if (!response.ok) throw await problemOf(response);
+  const response = await send("GET", path, "text/event-stream", { signal });
   if (!response.body) throw new ApiError({ status: 0, title: "Stream unreadable", detail: "the response has no body" });
   onOpen?.();
   const reader = response.body.getReader();
@@ -204,8 +209,7 @@ export async function followEvents(path: string, { onOpen, onEvent }: StreamHand
     try {
       chunk = await reader.read();
     } catch (error) {
-      if ((error as Error).name === "AbortError") throw error;
-      throw new ApiError({ status: 0, title: "Network error", detail: `the event stream broke: ${String(error)}` });
+      throw networkError(error, "the event stream broke");
     }
     if (chunk.done) return;
     buffer += decoder.decode(chunk.value, { stream: true });

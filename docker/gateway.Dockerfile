@@ -3,8 +3,8 @@
 # Build from the repository root (or `make images`):
 #   docker build -f docker/gateway.Dockerfile -t lm-saes/gateway:0.1.0 .                        # with the UI
 #   docker build -f docker/gateway.Dockerfile --build-arg UI=no-frontend -t lm-saes/gateway:0.1.0 .
-# PENDING: frontend/ does not exist yet; until it does, build with UI=no-frontend (`make images`
-# picks it), which skips the node stage (BuildKit builds only the stages the target needs).
+# UI=no-frontend (what `make images` picks without frontend/package.json) skips the node stage
+# (BuildKit builds only the stages the target needs).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 ARG NODE_IMAGE=node:22.21.1-bookworm-slim
 ARG UI=frontend

@@ -65,9 +65,10 @@ WORKDIR /home/lmsaes
 USER 10001:10001
 EXPOSE 50052 9090
 VOLUME ["/cache"]
-# gRPC health (grpc.health.v1): the whole server ("") must report SERVING on $LM_SAES_PORT.
-# start-period covers model loading on first start.
+# gRPC health (grpc.health.v1): the whole server ("") must report SERVING on $LM_SAES_PORT; the
+# command speaks TLS when LM_SAES_TLS_CERT_FILE is set (health needs no token). start-period
+# covers model loading on first start.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
-  CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as hg; channel = grpc.insecure_channel('127.0.0.1:' + os.environ.get('LM_SAES_PORT', '50052')); reply = hg.HealthStub(channel).Check(h.HealthCheckRequest(service=''), timeout=5); sys.exit(0 if reply.status == h.HealthCheckResponse.SERVING else 1)"]
+  CMD ["python", "-m", "services.common.healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "services.training"]

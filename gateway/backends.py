@@ -9,7 +9,15 @@ from fastapi import Request
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.settings import GatewaySettings
-from lm_saes.client import ActivationClient, AnalysisClient, CircuitClient, TrainingClient
+from lm_saes.auth import Principal
+from lm_saes.client import (
+    ActivationClient,
+    AnalysisClient,
+    CircuitClient,
+    TrainingClient,
+    acting_for,
+    tls_credentials,
+)
 from lm_saes.stores.documents import DocumentStore, open_document_store
 
 SERVICE_NAMES = {"activation": "lm_saes.v1.ActivationService", "training": "lm_saes.v1.TrainingService",
@@ -27,13 +35,24 @@ class Backends:
 
     @classmethod
     def open(cls, settings: GatewaySettings, documents: DocumentStore | None = None) -> Backends:
-        timeout = settings.grpc_timeout_s
+        """Clients that present the gateway's service token, over TLS when a CA is configured."""
+        credentials = None
+        if settings.tls_ca_file:
+            credentials = tls_credentials(settings.tls_ca_file, settings.tls_client_cert_file or None,
+                                          settings.tls_client_key_file or None)
+        common = {"timeout": settings.grpc_timeout_s, "token": settings.service_token, "credentials": credentials,
+                  "server_name": settings.tls_server_name or None}
         return cls(documents=documents or open_document_store(settings.documents),
-                   activation=ActivationClient(settings.activation_address, timeout=timeout),
-                   training=TrainingClient(settings.training_address, timeout=timeout),
-                   analysis=AnalysisClient(settings.analysis_address, timeout=timeout),
-                   tracing=CircuitClient(settings.tracing_address, timeout=timeout),
+                   activation=ActivationClient(settings.activation_address, **common),
+                   training=TrainingClient(settings.training_address, **common),
+                   analysis=AnalysisClient(settings.analysis_address, **common),
+                   tracing=CircuitClient(settings.tracing_address, **common),
                    settings=settings)
+
+    @staticmethod
+    def as_user(principal: Principal):
+        """Calls made inside the block act for `principal` (who owns the jobs they submit)."""
+        return acting_for(principal.name, principal.scopes)
 
     def services(self) -> dict[str, ActivationClient | TrainingClient | AnalysisClient | CircuitClient]:
         return {"activation": self.activation, "training": self.training, "analysis": self.analysis,

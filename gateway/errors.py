@@ -17,16 +17,39 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lm_saes.client import ServiceError
+from lm_saes.stores.errors import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-          405: "Method not allowed", 422: "Invalid request", 502: "Bad gateway",
-          503: "Service unavailable", 504: "Gateway timeout", 500: "Internal error"}
+          405: "Method not allowed", 409: "Conflict", 413: "Request too large", 422: "Invalid request",
+          429: "Too many requests", 502: "Bad gateway", 503: "Service unavailable", 504: "Gateway timeout",
+          500: "Internal error"}
 GRPC_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 422,
                grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
                grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.ALREADY_EXISTS: 409,
-               grpc.StatusCode.RESOURCE_EXHAUSTED: 429}
+               grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.PERMISSION_DENIED: 403}
+MAX_DETAIL = 2000
+
+
+def _problem_doc(status: int, description: str) -> dict[str, Any]:
+    from gateway.schemas import Problem
+
+    return {"description": description, "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+# The statuses every API route may answer, declared in the OpenAPI document.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: _problem_doc(401, "No or unknown bearer token (WWW-Authenticate says which scope)"),
+    403: _problem_doc(403, "The token lacks the route's scope, or the object is another user's"),
+    404: _problem_doc(404, "No such object"),
+    409: _problem_doc(409, "The request conflicts with the stored state"),
+    413: _problem_doc(413, "The body is larger than max_body_bytes"),
+    422: _problem_doc(422, "Invalid input; `field` names the culprit"),
+    429: _problem_doc(429, "Too many open streams or requests; retry after Retry-After seconds"),
+    503: _problem_doc(503, "A store or service is unreachable"),
+}
 _FIELD = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*):\s")
 
 
@@ -64,10 +87,14 @@ def from_service(error: ServiceError, service: str, field_prefix: str = "",
     field = blamed_field(error.details) if status == 422 else None
     if field:
         field = (rename or {}).get(field, f"{field_prefix}{field}")
-    if status == 502:
+    if status == 502:  # our fault, not the client's: the detail stays in our log
         log.warning("%s service failed: %s", service, error)
+        if error.code == grpc.StatusCode.UNAUTHENTICATED:
+            return ApiProblem(502, f"the {service} service refused the gateway's service token "
+                                   "(LM_SAES_SERVICE_TOKEN)")
+        return ApiProblem(502, f"the {service} service failed ({error.code.name}); see its log")
     detail = f"{service} service: {error.details}" if status == 503 else error.details
-    return ApiProblem(status, detail, field=field)
+    return ApiProblem(status, detail[:MAX_DETAIL], field=field)
 
 
 def problem_response(status: int, detail: str = "", field: str | None = None, title: str | None = None,
@@ -93,14 +120,21 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]
-        field = _location_field(tuple(first.get("loc", ())))
-        return problem_response(422, f"{field}: {first.get('msg', 'invalid')}", field=field)
+        field = _location_field(tuple(first.get("loc", ())))[:200]
+        return problem_response(422, f"{field}: {str(first.get('msg', 'invalid'))[:500]}", field=field)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, error: HTTPException) -> JSONResponse:
         return problem_response(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
 
+    @app.exception_handler(RecursionError)
+    async def _nested(_: Request, error: RecursionError) -> JSONResponse:
+        return problem_response(422, "body: nested too deeply", field="body")
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, STORE_ERRORS):
+            log.warning("document store unreachable: %s", type(error).__name__)
+            return problem_response(503, f"the document store is unreachable ({type(error).__name__})")
         log.exception("unhandled error")
         return problem_response(500, f"{type(error).__name__}")

@@ -11,6 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_PAGE = 200
+MAX_OFFSET = 1_000_000
+MAX_INDEX = 2**31 - 1
+MAX_ID = 200
+MAX_URI = 1024
 JobKind = Literal["training", "analysis", "activations", "tracing"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "unspecified"]
 FeatureSort = Literal["index", "density", "max_activation"]
@@ -97,9 +101,9 @@ class Feature(Open):
 class ActivationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, description="Text to run (BOS is added by the service)")
+    text: str = Field(min_length=1, max_length=100_000, description="Text to run (BOS is added by the service)")
     top_k: int = Field(5, ge=1, le=MAX_PAGE, description="Strongest features per token")
-    feature: int | None = Field(None, ge=0, description="Return only this feature's value per token")
+    feature: int | None = Field(None, ge=0, le=MAX_INDEX, description="Return only this feature's value per token")
 
 
 class FeatureValue(BaseModel):
@@ -131,7 +135,7 @@ class TokenMatch(BaseModel):
 class TextSearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1)
+    text: str = Field(min_length=1, max_length=100_000)
     limit: int = Field(20, ge=1, le=MAX_PAGE)
     rank_by: Literal["sum", "max"] = "sum"
 
@@ -155,16 +159,18 @@ class TrainingJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config: dict[str, Any] = Field(description="A lm_saes.config.RunConfig as a dict")
-    request_id: str | None = Field(None, description="Idempotency key: a repeat returns the same job")
+    request_id: str | None = Field(None, max_length=MAX_ID, description="Idempotency key: a repeat of yours "
+                                   "returns the same job")
 
 
 class AnalysisJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sae_uri: str = Field(min_length=1, description="Folder or s3:// URI of the saved SAE")
-    sae_id: str | None = None
+    sae_uri: str = Field(min_length=1, max_length=MAX_URI, description="Folder or s3:// URI of the saved "
+                         "SAE, inside the server's object store or read roots")
+    sae_id: str | None = Field(None, max_length=MAX_ID)
     config: dict[str, Any] | None = Field(None, description="A lm_saes.config.AnalyzeConfig as a dict")
-    request_id: str | None = None
+    request_id: str | None = Field(None, max_length=MAX_ID)
 
 
 class Job(Open):
@@ -245,22 +251,23 @@ class CircuitList(BaseModel):
 class TraceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
-    transcoders: str = Field(min_length=1, description="A transcoder set: folder or s3:// prefix with transcoders.json")
+    prompt: str = Field(min_length=1, max_length=20_000)
+    transcoders: str = Field(min_length=1, max_length=MAX_URI, description="A transcoder set: folder or s3:// "
+                             "prefix with transcoders.json, inside the server's object store or read roots")
     node_threshold: float | None = Field(None, ge=0, le=1)
     edge_threshold: float | None = Field(None, ge=0, le=1)
     max_links: int | None = Field(None, ge=1, le=100_000)
     max_logits: int | None = Field(None, ge=1, le=50)
-    request_id: str | None = None
+    request_id: str | None = Field(None, max_length=MAX_ID)
 
 
 class FeatureChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    layer: int = Field(ge=0)
-    position: int = Field(ge=0)
-    feature: int = Field(ge=0)
-    value: float
+    layer: int = Field(ge=0, le=10_000)
+    position: int = Field(ge=0, le=100_000)
+    feature: int = Field(ge=0, le=MAX_INDEX)
+    value: float = Field(allow_inf_nan=False, ge=-1e6, le=1e6, description="Scale factor or clamped value")
     mode: Literal["scale", "clamp"] = "scale"
 
 

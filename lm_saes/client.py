@@ -6,14 +6,19 @@ status code and the server's message (which names the offending field).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import torch
 
+from lm_saes.auth import USER_METADATA
 from lm_saes.proto.lm_saes.v1 import (
     activation_pb2,
     activation_pb2_grpc,
@@ -41,16 +46,62 @@ class ServiceError(RuntimeError):
         self.details = message
 
 
+# The end user a trusted caller (the gateway, with a `service` token) acts for: (name, scopes).
+_ACTING_FOR: contextvars.ContextVar[tuple[str, tuple[str, ...]] | None] = contextvars.ContextVar(
+    "acting_for", default=None)
+
+
+@contextlib.contextmanager
+def acting_for(user: str, scopes: Iterable[str]) -> Iterator[None]:
+    """Within the block, calls carry `user` (who will own submitted jobs) and the scopes granted to
+    it; the services honour them only from a caller whose token has the `service` scope."""
+    reset = _ACTING_FOR.set((user, tuple(sorted(scopes))))
+    try:
+        yield
+    finally:
+        _ACTING_FOR.reset(reset)
+
+
+def _read_file(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def tls_credentials(ca_file: str | None = None, cert_file: str | None = None,
+                    key_file: str | None = None) -> grpc.ChannelCredentials:
+    """TLS to a service: trust `ca_file` (default: the system's roots); present a client
+    certificate (mTLS) when `cert_file`/`key_file` are given."""
+    return grpc.ssl_channel_credentials(root_certificates=_read_file(ca_file), private_key=_read_file(key_file),
+                                        certificate_chain=_read_file(cert_file))
+
+
 class _Client:
-    """A channel to one address, with a default deadline and raised message limits."""
+    """A channel to one address, with a default deadline, raised message limits, the bearer
+    token (default: `LM_SAES_TOKEN`) and optional TLS credentials."""
 
     def __init__(self, address: str = "localhost:50051", timeout: float | None = 60.0,
-                 max_message_mb: int = 64, channel: grpc.Channel | None = None):
+                 max_message_mb: int = 64, channel: grpc.Channel | None = None, token: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None):
         limit = max_message_mb * 1024 * 1024
         self.address = address
         self.timeout = timeout
-        self.channel = channel or grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
+        self._token = token if token is not None else os.environ.get("LM_SAES_TOKEN", "")
+        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if channel is None:
+            channel = (grpc.secure_channel(address, credentials, options=options) if credentials
+                       else grpc.insecure_channel(address, options=options))
+        self.channel = channel
+
+    def __repr__(self) -> str:  # never the token
+        return f"{type(self).__name__}({self.address!r})"
+
+    def _metadata(self) -> list[tuple[str, str]]:
+        metadata = [("authorization", f"Bearer {self._token}")] if self._token else []
+        acting = _ACTING_FOR.get()
+        if acting is not None:
+            metadata += [(USER_METADATA, acting[0]), ("x-lm-saes-scopes", ",".join(acting[1]))]
+        return metadata
 
     def wait_ready(self, timeout: float = 10.0) -> None:
         """Block until the channel connects (raise ServiceError UNAVAILABLE after `timeout`)."""
@@ -61,15 +112,18 @@ class _Client:
 
     def _call(self, method: Callable[..., T], request: Any, timeout: float | None = -1.0) -> T:
         try:
-            return method(request, timeout=self.timeout if timeout == -1.0 else timeout)
+            return method(request, timeout=self.timeout if timeout == -1.0 else timeout, metadata=self._metadata())
         except grpc.RpcError as error:
             raise ServiceError(error.code(), error.details() or "") from None
 
     def _stream(self, method: Callable[..., Iterator[T]], request: Any, timeout: float | None = -1.0) -> Iterator[T]:
+        call = method(request, timeout=self.timeout if timeout == -1.0 else timeout, metadata=self._metadata())
         try:
-            yield from method(request, timeout=self.timeout if timeout == -1.0 else timeout)
+            yield from call
         except grpc.RpcError as error:
             raise ServiceError(error.code(), error.details() or "") from None
+        finally:
+            call.cancel()  # closing the iterator early ends the call instead of leaving it open
 
     def close(self) -> None:
         self.channel.close()

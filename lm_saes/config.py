@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr = inf` or a NaN threshold is an error naming the field, not a NaN run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -93,6 +94,14 @@ class SAEConfig(Section):
     device: Device = "cpu"
     dtype: DType = "float32"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> SAEConfig:
+        if self.architecture in ("topk", "batchtopk") and self.k > self.d_sae:
+            raise ValueError(f"sae.k = {self.k} is more than sae.d_sae = {self.d_sae}; choose k <= d_sae")
+        if self.aux_k is not None and self.aux_k > self.d_sae:
+            raise ValueError(f"sae.aux_k = {self.aux_k} is more than sae.d_sae = {self.d_sae}")
+        return self
 
 
 class TranscodersConfig(Section):

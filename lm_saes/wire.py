@@ -61,7 +61,7 @@ def job_to_proto(record: dict[str, Any]) -> common_pb2.Job:
         error=record.get("error") or "", created=_timestamp(record.get("created")),
         updated=_timestamp(record.get("updated")), request_id=record.get("request_id") or "",
         config_json=json.dumps(record.get("config") or {}, sort_keys=True),
-        result_json=json.dumps(record.get("result") or {}, sort_keys=True),
+        result_json=json.dumps(record.get("result") or {}, sort_keys=True), owner=record.get("owner") or "",
     )
 
 
@@ -70,7 +70,7 @@ def job_to_dict(job: common_pb2.Job) -> dict[str, Any]:
     return {
         "id": job.id, "kind": job.kind, "state": JOB_STATE_NAMES.get(job.state, "unspecified"),
         "progress": job.progress, "metrics": dict(job.metrics), "error": job.error,
-        "request_id": job.request_id, "config": json.loads(job.config_json or "{}"),
+        "request_id": job.request_id, "owner": job.owner, "config": json.loads(job.config_json or "{}"),
         "result": json.loads(job.result_json or "{}"),
         "created": job.created.ToDatetime(UTC).isoformat() if job.HasField("created") else None,
         "updated": job.updated.ToDatetime(UTC).isoformat() if job.HasField("updated") else None,

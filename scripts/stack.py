@@ -8,7 +8,10 @@
 State (pids, logs, ports) lives in runs/stack/. Existing LM_SAES_* settings in the environment
 (e.g. LM_SAES_OBJECT_STORE=s3://..., LM_SAES_DOCUMENTS=mongodb://...) are passed through.
 Without LM_SAES_API_TOKENS the gateway gets one fresh local token with every scope (kept in
-runs/stack/api-token, printed): compute and job submission always need a token.
+runs/stack/api-token, printed): compute and job submission always need a token. The services
+get a fresh token table (runs/stack/service-tokens.json, mode 600) holding the gateway's own
+service token and that local token, so `lm-saes activations` and the Python client work with
+LM_SAES_TOKEN=$(cat runs/stack/api-token).
 """
 
 from __future__ import annotations
@@ -49,9 +52,30 @@ def _spawn(name: str, argv: list[str], env: dict[str, str]) -> int:
     return proc.pid
 
 
+def _secret_file(name: str, text: str) -> Path:
+    path = STATE / name
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+    return path
+
+
 def up(real: bool) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LM_SAES_HOST": "127.0.0.1"}
+    env.setdefault("LM_SAES_READ_ROOTS", json.dumps(["runs"]))  # SAEs trained by `make run` may be analyzed
+    token: str | None = None
+    if "LM_SAES_API_TOKENS" not in os.environ:
+        token = secrets.token_urlsafe(16)
+        _secret_file("api-token", token + "\n")
+        env["LM_SAES_API_TOKENS"] = json.dumps({token: {"name": "local", "scopes": ["read", "compute", "submit",
+                                                                                     "admin"]}})
+    service_token = secrets.token_urlsafe(24)
+    table = {service_token: {"name": "gateway", "scopes": ["read", "compute", "submit", "admin", "service"]}}
+    if token:
+        table[token] = {"name": "local", "scopes": ["read", "compute", "submit", "admin"]}
+    if "LM_SAES_TOKENS_FILE" not in os.environ:
+        env["LM_SAES_TOKENS_FILE"] = str(_secret_file("service-tokens.json", json.dumps(table)))
     if real:
         _spawn("moto", [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(MOTO_PORT)], env)
         _wait_port(MOTO_PORT)
@@ -63,13 +87,8 @@ def up(real: bool) -> None:
     for offset, (name, port) in enumerate(SERVICES.items()):
         service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(9091 + offset)}
         _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
-    token: str | None = None
-    if "LM_SAES_API_TOKENS" not in os.environ:
-        token = secrets.token_urlsafe(16)
-        (STATE / "api-token").write_text(token + "\n")
-        (STATE / "api-token").chmod(0o600)
-        env["LM_SAES_API_TOKENS"] = json.dumps({token: ["read", "compute", "submit"]})
     gateway_env = {**env, "LM_SAES_GATEWAY_PORT": str(GATEWAY_PORT), "LM_SAES_GATEWAY_HOST": "127.0.0.1",
+                   "LM_SAES_SERVICE_TOKEN": service_token,
                    **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in SERVICES.items()}}
     _spawn("gateway", [sys.executable, "-m", "gateway"], gateway_env)
     for port in [*SERVICES.values(), GATEWAY_PORT]:

@@ -1,9 +1,29 @@
-"""Shared fixtures: offline mode, a private cache, a tiny random model."""
+"""Shared fixtures: offline mode, a private cache, a tiny random model, test credentials.
 
+Every service these tests start inherits `LM_SAES_TOKENS` (the table below); clients made
+in-process default to the admin token (`LM_SAES_TOKEN`) and gateways to the service token, so
+a test that checks something other than auth need not repeat it. Tests of auth itself pass
+their own tokens (or none) explicitly.
+"""
+
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SERVICE_TOKEN = "test-service-token"  # the gateway's
+ADMIN_TOKEN = "test-admin-token"
+SERVICE_TOKENS = {
+    SERVICE_TOKEN: {"name": "gateway", "scopes": ["read", "compute", "submit", "admin", "service"]},
+    ADMIN_TOKEN: {"name": "tester", "scopes": ["read", "compute", "submit", "admin"]},
+    "alice-token": {"name": "alice", "scopes": ["read", "compute", "submit"]},
+    "bob-token-1": {"name": "bob", "scopes": ["read", "submit"]},
+    "reader-token": {"name": "reader", "scopes": ["read"]},
+}
+os.environ["LM_SAES_TOKENS"] = json.dumps(SERVICE_TOKENS)
+os.environ["LM_SAES_TOKEN"] = ADMIN_TOKEN
+os.environ["LM_SAES_SERVICE_TOKEN"] = SERVICE_TOKEN
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

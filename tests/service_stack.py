@@ -19,10 +19,10 @@ import pytest
 
 from tests.integration.test_job_services import TINY, Service
 
-TOKENS = {"submitter": ["submit", "read"], "computer": ["compute"], "reader": ["read"]}
+TOKENS = {"submitter": ["submit", "read"], "computer": ["compute"], "reader-token": ["read"]}
 SUBMIT = {"Authorization": "Bearer submitter"}
 COMPUTE = {"Authorization": "Bearer computer"}
-READ = {"Authorization": "Bearer reader"}
+READ = {"Authorization": "Bearer reader-token"}
 SAE_ID = "gw-tiny"
 ANALYZE = {"data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
            "analysis": {"top_n": 5, "batch_contexts": 8}}

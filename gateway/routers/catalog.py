@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from gateway import auth
 from gateway.backends import Backends, backends
-from gateway.errors import not_found
+from gateway.errors import PROBLEMS, not_found
 from gateway.schemas import (
+    MAX_INDEX,
+    MAX_OFFSET,
     MAX_PAGE,
     Feature,
     FeaturePage,
@@ -20,9 +22,10 @@ from gateway.schemas import (
     TokenMatch,
 )
 
-router = APIRouter(dependencies=[auth.read], tags=["catalog"])
+router = APIRouter(dependencies=[auth.read], tags=["catalog"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
-SaeId = Annotated[str, Path(min_length=1)]
+SaeId = Annotated[str, Path(min_length=1, max_length=200)]
+ModelName = Annotated[str | None, Query(max_length=200)]
 
 
 def sae_or_404(store: Backends, sae_id: str) -> dict[str, Any]:
@@ -38,7 +41,7 @@ def list_models(store: Store) -> list[dict[str, Any]]:
 
 
 @router.get("/saes", response_model=list[Sae])
-def list_saes(store: Store, model: str | None = None) -> list[dict[str, Any]]:
+def list_saes(store: Store, model: ModelName = None) -> list[dict[str, Any]]:
     """Every SAE with its evaluation metrics (optionally only those of `model`)."""
     return store.documents.list_saes(model)
 
@@ -50,7 +53,7 @@ def get_sae(store: Store, sae_id: SaeId) -> dict[str, Any]:
 
 @router.get("/saes/{sae_id}/features", response_model=FeaturePage)
 def list_features(store: Store, sae_id: SaeId, sort: FeatureSort = "index",
-                  order: Literal["asc", "desc"] = "asc", offset: Annotated[int, Query(ge=0)] = 0,
+                  order: Literal["asc", "desc"] = "asc", offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
     """One page of feature summaries; ties are broken by index so pages never overlap."""
     sae_or_404(store, sae_id)
@@ -60,7 +63,7 @@ def list_features(store: Store, sae_id: SaeId, sort: FeatureSort = "index",
 
 
 @router.get("/saes/{sae_id}/features/{index}", response_model=Feature)
-def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0)]) -> dict[str, Any]:
+def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0, le=MAX_INDEX)]) -> dict[str, Any]:
     doc = store.documents.get_feature(sae_id, index)
     if doc is None:
         sae_or_404(store, sae_id)
@@ -69,7 +72,7 @@ def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0)]) 
 
 
 @router.get("/saes/{sae_id}/search", response_model=list[TokenMatch])
-def features_for_token(store: Store, sae_id: SaeId, token: Annotated[str, Query(min_length=1)],
+def features_for_token(store: Store, sae_id: SaeId, token: Annotated[str, Query(min_length=1, max_length=200)],
                        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> list[dict[str, Any]]:
     """Features that peak on `token` (as stored by analysis), strongest first."""
     sae_or_404(store, sae_id)

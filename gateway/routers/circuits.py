@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from gateway import auth
 from gateway.backends import Backends, backends
-from gateway.errors import from_service, not_found
+from gateway.errors import PROBLEMS, from_service, not_found
 from gateway.schemas import (
     CircuitList,
     Graph,
@@ -21,8 +21,9 @@ from gateway.schemas import (
 from lm_saes.client import ServiceError
 from lm_saes.interop.circuit_tracer import to_graph_json
 
-router = APIRouter(tags=["circuits"])
+router = APIRouter(tags=["circuits"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
+GraphId = Annotated[str, Path(min_length=1, max_length=100)]
 TRACE_FIELDS = ("node_threshold", "edge_threshold", "max_links", "max_logits")
 
 
@@ -34,7 +35,7 @@ def _graph_or_404(store: Backends, graph_id: str) -> dict[str, Any]:
 
 
 @router.get("/circuits", response_model=CircuitList, dependencies=[auth.read])
-def list_circuits(store: Store, model: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+def list_circuits(store: Store, model: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Stored graphs, newest first (summaries: no nodes or links)."""
     records = sorted(store.documents.list_graphs(model), key=lambda r: r.get("created") or "", reverse=True)
     keys = ("id", "model", "prompt", "scores", "created", "layers", "artifact")
@@ -42,36 +43,38 @@ def list_circuits(store: Store, model: Annotated[str | None, Query()] = None) ->
 
 
 @router.get("/circuits/{graph_id}", response_model=Graph, dependencies=[auth.read])
-def get_circuit(store: Store, graph_id: str) -> dict[str, Any]:
+def get_circuit(store: Store, graph_id: GraphId) -> dict[str, Any]:
     """One graph, pruned as traced: nodes (with influence), links (with weights), scores."""
     return _graph_or_404(store, graph_id)
 
 
 @router.get("/circuits/{graph_id}/export", dependencies=[auth.read],
             responses={200: {"description": "circuit-tracer / Neuronpedia graph JSON"}})
-def export_circuit(store: Store, graph_id: str) -> dict[str, Any]:
+def export_circuit(store: Store, graph_id: GraphId) -> dict[str, Any]:
     """The graph in the JSON that circuit-tracer's and Neuronpedia's graph viewers open."""
     return to_graph_json(_graph_or_404(store, graph_id))
 
 
-@router.post("/circuits", response_model=Job, status_code=201, dependencies=[auth.submit])
-def trace(store: Store, body: TraceRequest) -> dict[str, Any]:
+@router.post("/circuits", response_model=Job, status_code=201)
+def trace(store: Store, body: TraceRequest, user: auth.Submitter) -> dict[str, Any]:
     """Queue a trace of `prompt` through a transcoder set; the job's result names the graph."""
     config = {k: getattr(body, k) for k in TRACE_FIELDS if getattr(body, k) is not None}
     try:
-        return store.tracing.submit(body.prompt, body.transcoders, config, request_id=body.request_id or "")
+        with store.as_user(user):
+            return store.tracing.submit(body.prompt, body.transcoders, config, request_id=body.request_id or "")
     except ServiceError as error:
         raise from_service(error, "tracing", rename={"transcoders_uri": "transcoders", "prompt": "prompt",
                                                     **{k: k for k in TRACE_FIELDS}}) from None
 
 
-@router.post("/circuits/{graph_id}/interventions", response_model=InterventionResult, dependencies=[auth.compute])
-def intervene(store: Store, graph_id: str, body: InterventionRequest) -> dict[str, Any]:
+@router.post("/circuits/{graph_id}/interventions", response_model=InterventionResult)
+def intervene(store: Store, graph_id: GraphId, body: InterventionRequest, user: auth.Computer) -> dict[str, Any]:
     """Scale or clamp features of the graph's prompt and rerun the replacement model: top logits
     before and after."""
     _graph_or_404(store, graph_id)
     try:
-        return store.tracing.intervene(graph_id, [c.model_dump() for c in body.changes], body.top_k,
+        with store.as_user(user):
+            return store.tracing.intervene(graph_id, [c.model_dump() for c in body.changes], body.top_k,
                                        body.freeze_active_set)
     except ServiceError as error:
         raise from_service(error, "tracing", rename={"changes": "changes"}) from None

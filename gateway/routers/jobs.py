@@ -1,23 +1,34 @@
-"""Jobs: submitted to the training/analysis services (scope `submit`), read from the document
-store, and followed as server-sent events from the owning service's Watch stream."""
+"""Jobs: submitted to the services (scope `submit`, owned by the caller), read from the
+document store, and followed as server-sent events.
+
+An /events stream reads the job record from the document store itself (no service thread is
+held for it) and stops as soon as the browser goes away; streams are capped in total and per
+caller, past which the answer is 429.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from gateway import auth
 from gateway.backends import Backends, backends
-from gateway.errors import from_service, not_found
-from gateway.schemas import AnalysisJobRequest, Job, JobKind, Problem, TrainingJobRequest
+from gateway.errors import PROBLEMS, ApiProblem, from_service, not_found
+from gateway.schemas import AnalysisJobRequest, Job, JobKind, TrainingJobRequest
+from lm_saes.auth import Principal
 from lm_saes.client import ServiceError
+from lm_saes.jobs import TERMINAL, progress_of
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
+JobId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
 def _job_or_404(store: Backends, job_id: str) -> dict[str, Any]:
@@ -27,46 +38,59 @@ def _job_or_404(store: Backends, job_id: str) -> dict[str, Any]:
     return job
 
 
-@router.post("/jobs/training", response_model=Job, status_code=201, dependencies=[auth.submit])
-def submit_training(store: Store, body: TrainingJobRequest) -> dict[str, Any]:
+def _mine(principal: Principal, job: dict[str, Any]) -> bool:
+    return principal.has("admin") or job.get("owner") == principal.name
+
+
+@router.post("/jobs/training", response_model=Job, status_code=201)
+def submit_training(store: Store, body: TrainingJobRequest, user: auth.Submitter) -> dict[str, Any]:
     """Queue a training run; a repeated `request_id` returns the job it made first."""
     try:
-        return store.training.submit(body.config, request_id=body.request_id or "")
+        with store.as_user(user):
+            return store.training.submit(body.config, request_id=body.request_id or "")
     except ServiceError as error:
         raise from_service(error, "training", field_prefix="config.",
                            rename={"config": "config", "config_json": "config", "config_toml": "config"}) from None
 
 
-@router.post("/jobs/analysis", response_model=Job, status_code=201, dependencies=[auth.submit])
-def submit_analysis(store: Store, body: AnalysisJobRequest) -> dict[str, Any]:
+@router.post("/jobs/analysis", response_model=Job, status_code=201)
+def submit_analysis(store: Store, body: AnalysisJobRequest, user: auth.Submitter) -> dict[str, Any]:
     try:
-        return store.analysis.submit(body.sae_uri, sae_id=body.sae_id or "", config=body.config,
-                                     request_id=body.request_id or "")
+        with store.as_user(user):
+            return store.analysis.submit(body.sae_uri, sae_id=body.sae_id or "", config=body.config,
+                                         request_id=body.request_id or "")
     except ServiceError as error:
-        rename = {"sae_uri": "sae_uri", "config_json": "config"}
+        rename = {"sae_uri": "sae_uri", "config_json": "config", "sae_id": "sae_id", "output": "config.output"}
         raise from_service(error, "analysis", field_prefix="config.", rename=rename) from None
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=Job, dependencies=[auth.submit])
-def cancel_job(store: Store, job_id: str) -> dict[str, Any]:
+@router.post("/jobs/{job_id}/cancel", response_model=Job)
+def cancel_job(store: Store, job_id: JobId, user: auth.Submitter) -> dict[str, Any]:
+    """Cancel one of your jobs (any job, with the `admin` scope)."""
     job = _job_or_404(store, job_id)
+    if not _mine(user, job):
+        raise ApiProblem(403, f"job {job_id!r} belongs to another user; only they or an admin may cancel it")
     client = store.job_client(job["kind"])
     if client is None:
-        raise not_found(f"job {job_id!r} is a {job['kind']} job, which cannot be cancelled here")
+        raise ApiProblem(409, f"job {job_id!r} is a {job['kind']} job, which cannot be cancelled yet")
     try:
-        return client.cancel(job_id)
+        with store.as_user(user):
+            return client.cancel(job_id)
     except ServiceError as error:
         raise from_service(error, job["kind"]) from None
 
 
-@router.get("/jobs", response_model=list[Job], dependencies=[auth.read])
-def list_jobs(store: Store, kind: Annotated[JobKind | None, Query()] = None) -> list[dict[str, Any]]:
-    """Jobs, newest first."""
-    return sorted(store.documents.list_jobs(kind), key=lambda j: j.get("created") or "", reverse=True)
+@router.get("/jobs", response_model=list[Job])
+def list_jobs(store: Store, user: auth.IdentifiedReader,
+              kind: Annotated[JobKind | None, Query()] = None) -> list[dict[str, Any]]:
+    """Your jobs (everyone's with the `admin` scope), newest first: needs a token even when
+    reads are public, since the answer depends on who asks."""
+    jobs = [j for j in store.documents.list_jobs(kind) if _mine(user, j)]
+    return sorted(jobs, key=lambda j: j.get("created") or "", reverse=True)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, dependencies=[auth.read])
-def get_job(store: Store, job_id: str) -> dict[str, Any]:
+def get_job(store: Store, job_id: JobId) -> dict[str, Any]:
     return _job_or_404(store, job_id)
 
 
@@ -75,33 +99,63 @@ def _sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-@router.get("/jobs/{job_id}/events", dependencies=[auth.read], response_class=StreamingResponse,
+class StreamSlots:
+    """Open /events streams, in total and per caller (token name, or client address)."""
+
+    def __init__(self) -> None:
+        self.open: Counter[str] = Counter()
+
+    def acquire(self, caller: str, total: int, per_caller: int) -> None:
+        if sum(self.open.values()) >= total:
+            raise ApiProblem(429, f"{total} event streams are open on this gateway; retry later",
+                             headers={"Retry-After": "5"})
+        if self.open[caller] >= per_caller:
+            raise ApiProblem(429, f"{per_caller} event streams are already open for you; close one first",
+                             headers={"Retry-After": "5"})
+        self.open[caller] += 1
+
+    def release(self, caller: str) -> None:
+        self.open[caller] -= 1
+        if self.open[caller] <= 0:
+            del self.open[caller]
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`progress` events, then one `end` (the final job) or `error`"},
-                       404: {"model": Problem}})
-def job_events(store: Store, job_id: str) -> StreamingResponse:
+                       429: PROBLEMS[429]})
+async def job_events(request: Request, store: Store, job_id: JobId, user: auth.Reader) -> StreamingResponse:
     """Progress of a job as server-sent events until it succeeds, fails or is cancelled."""
-    job = _job_or_404(store, job_id)
-    timeout = store.settings.watch_timeout_s
-    if job["kind"] == "activations":
-        watch = store.activation.watch_job(job_id, timeout=timeout)
-    else:
-        client = store.job_client(job["kind"])
-        if client is None:
-            raise not_found(f"job {job_id!r} is a {job['kind']} job, which no service here follows")
-        watch = client.watch(job_id, timeout=timeout)
+    job = await run_in_threadpool(_job_or_404, store, job_id)
+    settings = store.settings
+    slots: StreamSlots = request.app.state.event_streams
+    caller = user.name if user is not auth.ANONYMOUS else f"address:{request.client.host if request.client else '?'}"
+    slots.acquire(caller, settings.max_streams, settings.max_streams_per_caller)
 
-    def stream() -> Iterator[str]:
-        count = 0
+    async def stream() -> AsyncIterator[str]:
+        count, last, current = 0, None, job
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.watch_timeout_s
         try:
-            for count, event in enumerate(watch, start=1):
-                yield _sse("progress", event, count)
-        except ServiceError as error:
-            problem = from_service(error, job["kind"])
-            yield _sse("error", {"status": problem.status, "title": problem.title, "detail": problem.detail})
-            return
-        final = store.documents.get_job(job_id) or job
-        yield _sse("end", Job.model_validate(final).model_dump(mode="json"), count + 1)
+            while True:
+                if current["updated"] != last:
+                    last = current["updated"]
+                    count += 1
+                    yield _sse("progress", progress_of(current), count)
+                if current["state"] in TERMINAL:
+                    yield _sse("end", Job.model_validate(current).model_dump(mode="json"), count + 1)
+                    return
+                if loop.time() > deadline or await request.is_disconnected():
+                    return
+                await asyncio.sleep(settings.watch_poll_s)
+                try:
+                    current = await run_in_threadpool(store.documents.get_job, job_id) or current
+                except Exception as error:  # the store went away: say so and end the stream
+                    yield _sse("error", {"status": 503, "title": "Service unavailable",
+                                         "detail": f"document store: {type(error).__name__}"})
+                    return
+        finally:
+            slots.release(caller)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -95,11 +95,12 @@ class LocalExecutor:
         self.lock = threading.Lock()
         self.closed = False
 
-    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
-        """Queue a job; the same request id returns the existing job instead of a new one."""
+    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
+               owner: str = "") -> dict[str, Any]:
+        """Queue a job owned by `owner`; the same owner's request id returns the existing job."""
         if kind not in _job_functions() or (self.kinds and kind not in self.kinds):
             raise ValueError(f"unknown job kind {kind!r}")
-        job, created = create_job(self.documents, self.lock, kind, config, request_id)
+        job, created = create_job(self.documents, self.lock, kind, config, request_id, owner)
         if created:
             self.schedule()
         return job

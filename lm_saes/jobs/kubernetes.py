@@ -137,10 +137,11 @@ class KubernetesExecutor:
         self.lock = threading.Lock()
         self.closed = False
 
-    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
+               owner: str = "") -> dict[str, Any]:
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}")
-        job, created = create_job(self.documents, self.lock, kind, config, request_id)
+        job, created = create_job(self.documents, self.lock, kind, config, request_id, owner)
         if not created:
             return job
         for manifest in job_manifests(job, self.settings):

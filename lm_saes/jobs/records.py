@@ -22,26 +22,29 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def job_id_for(kind: str, request_id: str | None) -> str:
-    """A stable id for a request id (so a duplicate submit finds the same job), else a fresh one."""
+def job_id_for(kind: str, request_id: str | None, owner: str = "") -> str:
+    """A stable id for an owner's request id (so a duplicate submit finds the same job, and one
+    caller's request id never finds another's job), else a fresh one."""
     if request_id:
-        return f"{kind}-{uuid.uuid5(JOB_NAMESPACE, f'{kind}:{request_id}').hex[:16]}"
+        name = f"{kind}:{request_id}" if not owner else f"{kind}:{owner}:{request_id}"
+        return f"{kind}-{uuid.uuid5(JOB_NAMESPACE, name).hex[:16]}"
     return f"{kind}-{uuid.uuid4().hex[:16]}"
 
 
-def new_job(kind: str, config: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+def new_job(kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> dict[str, Any]:
+    """`owner`: the principal that submitted it (empty for the local CLI)."""
     stamp = now()
     return {
-        "id": job_id_for(kind, request_id), "kind": kind, "state": "queued", "progress": 0.0,
-        "metrics": {}, "error": "", "request_id": request_id or "", "config": config, "result": {},
-        "created": stamp, "updated": stamp,
+        "id": job_id_for(kind, request_id, owner), "kind": kind, "state": "queued", "progress": 0.0,
+        "metrics": {}, "error": "", "request_id": request_id or "", "owner": owner, "config": config,
+        "result": {}, "created": stamp, "updated": stamp,
     }
 
 
 def create_job(documents: DocumentStore, lock, kind: str, config: dict[str, Any],
-               request_id: str | None) -> tuple[dict[str, Any], bool]:
+               request_id: str | None, owner: str = "") -> tuple[dict[str, Any], bool]:
     """(the job, whether it is new): a request id seen before returns its existing job."""
-    job = new_job(kind, config, request_id)
+    job = new_job(kind, config, request_id, owner)
     with lock:
         existing = documents.get_job(job["id"])
         if existing is not None:
@@ -58,6 +61,19 @@ def mark_cancelled(documents: DocumentStore, job_id: str) -> tuple[dict[str, Any
     job.update(state="cancelled", updated=now())
     documents.put_job(job)
     return job, True
+
+
+def progress_of(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's progress as an event: what Watch streams and the gateway's /events sends."""
+    metrics = job.get("metrics") or {}
+    return {
+        "job_id": job["id"], "state": job["state"], "step": int(metrics.get("step", 0)),
+        "total_steps": int(metrics.get("total_steps", 0)), "tokens": int(metrics.get("tokens", 0)),
+        "loss": float(metrics.get("loss", 0.0)), "l0": float(metrics.get("l0", 0.0)),
+        "explained_variance": float(metrics.get("explained_variance", 0.0)), "message": job.get("error") or "",
+        "progress": float(job.get("progress") or 0.0), "metrics": {k: float(v) for k, v in metrics.items()},
+        "time": job.get("updated"),
+    }
 
 
 class JobReporter:

@@ -42,12 +42,7 @@ class LanguageModel:
 
     def check_hooks(self, hooks: Iterable[str]) -> None:
         """Raise a ValueError naming close matches for hooks the model does not have."""
-        known = set(self.bridge.hook_dict)
-        for hook in hooks:
-            if hook not in known:
-                layer = hook_layer(hook)
-                examples = sorted(h for h in known if h.startswith(f"blocks.{layer or 0}.hook_"))[:8]
-                raise ValueError(f"model {self.name!r} has no hook {hook!r}; e.g. {examples}")
+        check_hooks(self.name, set(self.bridge.hook_dict), hooks)
 
     def stop_layer(self, hooks: Iterable[str]) -> int | None:
         """First block that no hook needs: the forward pass stops before it."""
@@ -107,6 +102,16 @@ def hook_layer(hook: str) -> int | None:
     if hook.startswith(("hook_embed", "embed", "hook_pos_embed", "pos_embed")):
         return -1
     return None
+
+
+def check_hooks(model: str, known: set[str], hooks: Iterable[str]) -> None:
+    """Raise a ValueError naming close matches for `hooks` not in `known` (echoes cut short)."""
+    for hook in hooks:
+        if hook not in known:
+            layer = hook_layer(hook) if len(hook) <= 200 else None
+            examples = sorted(h for h in known if h.startswith(f"blocks.{layer or 0}.hook_"))[:8]
+            shown = repr(hook[:100]) + ("..." if len(hook) > 100 else "")
+            raise ValueError(f"model {model!r} has no hook {shown}; e.g. {examples}")
 
 
 def load_language_model(cfg: ModelConfig) -> LanguageModel:

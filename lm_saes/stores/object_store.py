@@ -129,9 +129,13 @@ class S3ObjectStore(ObjectStore):
     Credentials and endpoint come from the environment, never from configs:
     `LM_SAES_S3_ENDPOINT` (host:port, default s3.amazonaws.com), `AWS_ACCESS_KEY_ID`,
     `AWS_SECRET_ACCESS_KEY`, `LM_SAES_S3_SECURE` (default 1), `AWS_REGION`.
+
+    Opening a store and reading never create anything; the first write creates a missing
+    bucket only when `create_bucket` is on (the CLI's default; services confine writes to the
+    bucket they are configured with).
     """
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None):
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None, create_bucket: bool = True):
         from minio import Minio
 
         self.bucket = bucket
@@ -144,13 +148,17 @@ class S3ObjectStore(ObjectStore):
             secure=os.environ.get("LM_SAES_S3_SECURE", "1") not in ("0", "false", "False"),
             region=os.environ.get("AWS_REGION"),
         )
-        if not self.client.bucket_exists(bucket):
-            self.client.make_bucket(bucket)
+        self.create_bucket = create_bucket
+        self._bucket_known = False
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        if not self._bucket_known:
+            if self.create_bucket and not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+            self._bucket_known = True
         self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
 
     def get_bytes(self, key: str) -> bytes:
@@ -180,10 +188,17 @@ class S3ObjectStore(ObjectStore):
             raise
 
     def list(self, prefix: str = "") -> list[str]:
+        from minio.error import S3Error
+
         full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
-        objects = self.client.list_objects(self.bucket, prefix=full, recursive=True)
-        return sorted(obj.object_name[strip:] for obj in objects)
+        try:
+            return sorted(obj.object_name[strip:] for obj in self.client.list_objects(self.bucket, prefix=full,
+                                                                                    recursive=True))
+        except S3Error as error:
+            if error.code == "NoSuchBucket":
+                return []
+            raise
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, self._key(key))
@@ -215,14 +230,14 @@ class PrefixedStore(ObjectStore):
         self.parent.delete(self._key(key))
 
 
-def open_store(uri: str | Path) -> ObjectStore:
+def open_store(uri: str | Path, create_bucket: bool = True) -> ObjectStore:
     """`s3://bucket/prefix` opens S3/MinIO; anything else is a local folder."""
     text = str(uri)
     if text.startswith("s3://"):
         parsed = urlparse(text)
         if not parsed.netloc:
-            raise ValueError(f"{text!r} names no bucket; use s3://BUCKET/PREFIX")
-        return S3ObjectStore(parsed.netloc, parsed.path)
+            raise ValueError(f"{text[:100]!r} names no bucket; use s3://BUCKET/PREFIX")
+        return S3ObjectStore(parsed.netloc, parsed.path, create_bucket=create_bucket)
     if text.startswith("file://"):
         text = text[len("file://") :]
     return LocalObjectStore(text)

@@ -8,7 +8,6 @@ A model runs one forward at a time: TransformerLens hooks are state on shared mo
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import uuid
@@ -19,25 +18,28 @@ from dataclasses import dataclass
 import grpc
 import torch
 
-from lm_saes.config import ActivationsConfig, ConfigError, DataConfig, ModelConfig, parse_config
+from lm_saes.config import ActivationsConfig, DataConfig, ModelConfig
 from lm_saes.jobs import LocalExecutor
 from lm_saes.models import LanguageModel, load_language_model
+from lm_saes.models.facts import ModelFacts, facts_of
 from lm_saes.proto.lm_saes.v1 import activation_pb2, activation_pb2_grpc, common_pb2
 from lm_saes.saes import SparseAutoencoder, load_sae
 from lm_saes.stores import open_store
 from lm_saes.stores.documents import DocumentStore, open_document_store
-from lm_saes.wire import DTYPE_NAMES, TORCH_DTYPES, job_to_proto, tensor_to_proto
+from lm_saes.training.memory import shard_bytes
+from lm_saes.wire import DTYPE_NAMES, TORCH_DTYPES, tensor_to_proto
 from services.activation.batching import BatcherClosed, FeatureBatcher
 from services.activation.settings import ActivationSettings
-from services.common.errors import RequestError, invalid, rpc
+from services.common.admission import Admission, parse_object, parsed
+from services.common.errors import RequestError, invalid, rpc, short
 from services.common.jobs import JobRPCs
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = activation_pb2.DESCRIPTOR.services_by_name["ActivationService"].full_name
 DEFAULT_TOP_K = 5
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
-
-
+MAX_HOOKS = 64
+MAX_FEATURES = 4096
 
 
 @dataclass
@@ -48,6 +50,10 @@ class LoadedModel:
     def forward(self, tokens: torch.Tensor, hooks: list[str]) -> dict[str, torch.Tensor]:
         with self.lock:
             return self.model.activations(tokens, hooks)
+
+    @functools.cached_property
+    def facts(self) -> ModelFacts:
+        return facts_of(self.model)
 
     @functools.cached_property
     def vocab(self) -> list[str]:
@@ -75,21 +81,24 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         self.settings = settings
         self.documents = documents or open_document_store(settings.documents)
         self.executor = executor or LocalExecutor(settings.documents, kinds=(self.kind,))
+        self.admission = Admission(settings)
         self._models: dict[str, LoadedModel] = {}
         self._saes: OrderedDict[str, LoadedSAE] = OrderedDict()
         self._models_lock = threading.Lock()
         self._saes_lock = threading.Lock()
 
     # --- resources ---------------------------------------------------------------------
-    def model(self, name: str) -> LoadedModel:
-        """The model called `name`, loaded on first use and kept."""
+    def model(self, name: str, field: str = "model") -> LoadedModel:
+        """The model called `name` (one this server serves), loaded on first use and kept."""
+        name = self.admission.roots.model(field, name)
         with self._models_lock:
             if name not in self._models:
                 cfg = ModelConfig(name=name, device=self.settings.device, dtype=self.settings.dtype)
                 try:
                     model = load_language_model(cfg)
                 except (OSError, ValueError) as error:
-                    raise RequestError(grpc.StatusCode.NOT_FOUND, f"model: cannot load {name!r}: {error}") from None
+                    raise RequestError(grpc.StatusCode.NOT_FOUND,
+                                       f"{field}: cannot load {short(name)}: {short(str(error), 200)}") from None
                 self._models[name] = LoadedModel(model, threading.Lock())
                 log.info("loaded model %s", name)
             return self._models[name]
@@ -98,6 +107,8 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         """The SAE registered as `sae_id`, from the cache or loaded from its artifact."""
         if not sae_id:
             raise invalid("sae_id", "required")
+        if len(sae_id) > 200:
+            raise invalid("sae_id", "at most 200 characters")
         with self._saes_lock:
             if sae_id in self._saes:
                 self._saes.move_to_end(sae_id)
@@ -113,7 +124,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     def _load_sae(self, sae_id: str) -> LoadedSAE:
         record = self.documents.get_sae(sae_id)
         if record is None:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"sae_id: no SAE {sae_id!r} in {self.documents.uri}")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"sae_id: no SAE {short(sae_id)} in the document store")
         artifact = record.get("artifact")
         if not artifact:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r} has no artifact to load")
@@ -121,7 +132,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
             sae = load_sae(artifact, device=self.settings.device)
         except FileNotFoundError as error:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
-        model = self.model(sae.spec.model or record.get("model") or self.settings.model)
+        model = self.model(sae.spec.model or record.get("model") or self.settings.model, "sae_id")
         try:
             model.model.check_hooks([sae.spec.hook_in])
         except ValueError as error:
@@ -161,11 +172,18 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         """Most text tokens a request may hold: the setting, within the model's context."""
         return min(self.settings.max_text_tokens, int(model.bridge.cfg.n_ctx) - 1)
 
+    def _checked_text(self, text: str) -> str:
+        """Bounded before any tokenizing: a 10 MB text costs nothing but this check."""
+        if len(text) > self.settings.max_text_chars:
+            raise invalid("text", f"{len(text)} characters is more than the limit of "
+                          f"{self.settings.max_text_chars} (max_text_chars, LM_SAES_MAX_TEXT_CHARS)")
+        return text
+
     def _text_tokens(self, model: LanguageModel, text: str) -> list[int]:
         """[BOS] + tokens of `text`, refusing empty or too long texts."""
         if not text:
             raise invalid("text", "must not be empty")
-        ids = model.tokenizer.encode(text)
+        ids = model.tokenizer.encode(self._checked_text(text))
         if not ids:
             raise invalid("text", "has no tokens")
         if len(ids) > self._limit(model):
@@ -196,8 +214,9 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     # --- RPCs --------------------------------------------------------------------------
     @rpc
     def Tokenize(self, request: activation_pb2.TokenizeRequest, context: grpc.ServicerContext) -> activation_pb2.TokenizeResponse:
+        text = self._checked_text(request.text)
         model = self.model(request.model or self.settings.model).model
-        ids = model.tokenizer.encode(request.text)
+        ids = model.tokenizer.encode(text)
         if request.prepend_bos:
             ids = [model.tokenizer.bos_token_id, *ids]
         return activation_pb2.TokenizeResponse(token_ids=ids, tokens=model.tokenizer.token_strings(ids),
@@ -209,6 +228,8 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         loaded = self.sae(request.sae_id)
         d_sae = loaded.sae.d_sae
         ids = self._text_tokens(loaded.model.model, request.text)
+        if len(request.features) > MAX_FEATURES:
+            raise invalid("features", f"at most {MAX_FEATURES} per request")
         features = list(request.features)
         if any(not 0 <= f < d_sae for f in features):
             raise invalid("features", f"indices must be in [0, {d_sae}), got {[f for f in features if not 0 <= f < d_sae][:5]}")
@@ -234,18 +255,21 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     @rpc
     def GetActivations(self, request: activation_pb2.GetActivationsRequest,
                        context: grpc.ServicerContext) -> Iterator[activation_pb2.ActivationChunk]:
+        store_uri = self.admission.roots.writable("store_uri", request.store_uri) if request.store_uri else ""
         loaded = self.model(request.model or self.settings.model)
         model = loaded.model
         hooks = list(dict.fromkeys(request.hooks))
         if not hooks:
             raise invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
+        if len(hooks) > MAX_HOOKS:
+            raise invalid("hooks", f"at most {MAX_HOOKS} per request")
         try:
             model.check_hooks(hooks)
         except ValueError as error:
             raise invalid("hooks", str(error)) from None
         dtype = request.dtype or "float32"
         if dtype not in STREAM_DTYPES:
-            raise invalid("dtype", f"must be one of {STREAM_DTYPES}, got {dtype!r}")
+            raise invalid("dtype", f"must be one of {STREAM_DTYPES}, got {short(dtype)}")
         if request.WhichOneof("input") == "tokens":
             ids = self._given_tokens(model, list(request.tokens.ids))
         else:
@@ -253,9 +277,8 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         acts = loaded.forward(torch.tensor([ids]), hooks)
         acts = {hook: acts[hook][0].to(TORCH_DTYPES[dtype]).cpu() for hook in hooks}
         strings = model.tokenizer.token_strings(ids)
-        if request.store_uri:
-            yield activation_pb2.ActivationChunk(token_ids=ids, tokens=strings,
-                                                 refs=self._store(request.store_uri, acts))
+        if store_uri:
+            yield activation_pb2.ActivationChunk(token_ids=ids, tokens=strings, refs=self._store(store_uri, acts))
             return
         first = True
         for hook, values in acts.items():
@@ -289,29 +312,27 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         a repeated request id returns the same job."""
         if not request.output_uri:
             raise invalid("output_uri", "required: a folder or s3:// prefix for the shards")
+        output = self.admission.roots.writable("output_uri", request.output_uri)
         if not request.hooks:
             raise invalid("hooks", "name at least one hook, e.g. blocks.0.hook_resid_post")
-        try:
-            raw = json.loads(request.data_config_json or "{}")
-        except json.JSONDecodeError as error:
-            raise invalid("data_config_json", f"not JSON: {error}") from None
-        if not isinstance(raw, dict):
-            raise invalid("data_config_json", "must be a JSON object of lm_saes.config.DataConfig fields")
-        try:
-            data = parse_config(raw, DataConfig, "data_config_json")
-        except ConfigError as error:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        if len(request.hooks) > MAX_HOOKS:
+            raise invalid("hooks", f"at most {MAX_HOOKS} per request")
+        raw = parse_object("data_config_json", request.data_config_json or "{}", self.settings.max_config_bytes)
+        data = parsed(raw, DataConfig, "data_config_json")
         options = {"hooks": list(request.hooks), "dtype": request.dtype or "float32",
                    "batch_contexts": request.batch_contexts or None, "shard_tokens": request.shard_tokens or None}
+        acts_cfg = parsed({k: v for k, v in options.items() if v is not None}, ActivationsConfig, "request")
+        loaded = self.model(request.model or self.settings.model)
+        facts = loaded.facts
         try:
-            acts_cfg = parse_config({k: v for k, v in options.items() if v is not None}, ActivationsConfig, "request")
-        except ConfigError as error:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-        name = request.model or self.settings.model
-        try:
-            self.model(name).model.check_hooks(acts_cfg.hooks)
+            facts.check_hooks(acts_cfg.hooks)
         except ValueError as error:
             raise invalid("hooks", str(error)) from None
-        config = {"model": name, "output": request.output_uri, "data": data.model_dump(mode="json"),
+        self.admission.data("data_config_json", data, facts)
+        storage = shard_bytes(data, acts_cfg, facts.d_model)
+        if storage > self.settings.max_job_storage_gb * 2**30:
+            raise invalid("data_config_json.max_tokens", f"the shards would take {storage / 2**30:.1f} GiB; this "
+                          f"server allows {self.settings.max_job_storage_gb:g} GiB (max_job_storage_gb)")
+        config = {"model": loaded.model.name, "output": output, "data": data.model_dump(mode="json"),
                   "activations": acts_cfg.model_dump(mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"})}
-        return job_to_proto(self.executor.submit("activations", config, request.request_id or None))
+        return self._submit(config, request.request_id)

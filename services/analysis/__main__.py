@@ -12,7 +12,7 @@ def main() -> int:
     settings = load_settings(JobServiceSettings)
     name = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
     return run_job_service(settings, "analysis", lambda executor: (
-        AnalysisServicer(executor, executor.documents, settings.object_store),
+        AnalysisServicer(executor, executor.documents, settings),
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, name))
 
 

@@ -7,52 +7,71 @@ import uuid
 
 import grpc
 
-from lm_saes.config import AnalyzeConfig, ConfigError, parse_config
+from lm_saes.config import AnalyzeConfig
 from lm_saes.jobs import LocalExecutor
 from lm_saes.proto.lm_saes.v1 import analysis_pb2, analysis_pb2_grpc
 from lm_saes.stores.documents import DocumentStore
-from lm_saes.wire import job_to_proto
-from services.common.errors import rpc
-from services.common.jobs import JobRPCs
+from services.common.admission import Admission, parse_object, parsed
+from services.common.auth import caller
+from services.common.errors import RequestError, invalid, rpc, short
+from services.common.jobs import MAX_OFFSET, MAX_PAGE, JobRPCs
+from services.common.settings import ServiceSettings
 
 SORTS = {analysis_pb2.FEATURE_SORT_INDEX: "index", analysis_pb2.FEATURE_SORT_DENSITY: "density",
          analysis_pb2.FEATURE_SORT_MAX_ACTIVATION: "max_activation"}
+MAX_ID = 200
+MAX_INDEX = 2**31 - 1
+
+
+def _sae_id(value: str, field: str = "sae_id") -> str:
+    if len(value) > MAX_ID:
+        raise invalid(field, f"at most {MAX_ID} characters")
+    return value
 
 
 class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
     kind = "analysis"
 
-    def __init__(self, executor: LocalExecutor, documents: DocumentStore, output_root: str):
+    def __init__(self, executor: LocalExecutor, documents: DocumentStore, settings: ServiceSettings):
         self.executor = executor
         self.documents = documents
-        self.output_root = output_root.rstrip("/")
+        self.settings = settings
+        self.admission = Admission(settings)
+        self.output_root = settings.object_store.rstrip("/")
 
     @rpc
     def Submit(self, request, context):
         if not request.sae_uri:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sae_uri: name the folder or s3:// URI of the SAE")
-        try:
-            raw = json.loads(request.config_json) if request.config_json else {}
-        except ValueError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config_json: {error}")
+            raise invalid("sae_uri", "name the folder or s3:// URI of the SAE")
+        raw = parse_object("config_json", request.config_json or "{}", self.settings.max_config_bytes)
         # Results must land where this service reads them.
         raw.update(documents=self.executor.documents_uri)
         raw.setdefault("output", f"{self.output_root}/analysis")
         if request.sae_id:
-            raw["sae_id"] = request.sae_id
-        try:
-            cfg = parse_config(raw, AnalyzeConfig, "(submitted config)")
-        except ConfigError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        config = {"sae": request.sae_uri, "analyze": cfg.model_dump(mode="json", exclude_none=True)}
-        return job_to_proto(self.executor.submit(self.kind, config, request.request_id or uuid.uuid4().hex))
+            raw["sae_id"] = _sae_id(request.sae_id)
+        cfg = parsed(raw, AnalyzeConfig, "(submitted config)")
+        sae_uri, cfg = self.admission.analysis(request.sae_uri, cfg)
+        if cfg.sae_id:
+            self._check_sae_id(cfg.sae_id, sae_uri)
+        config = {"sae": sae_uri, "analyze": cfg.model_dump(mode="json", exclude_none=True)}
+        return self._submit(config, request.request_id or uuid.uuid4().hex)
+
+    def _check_sae_id(self, sae_id: str, sae_uri: str) -> None:
+        """An SAE id already given to another artifact is not overwritten (except by an admin)."""
+        record = self.documents.get_sae(_sae_id(sae_id))
+        if record is not None and record.get("artifact") not in (None, sae_uri) and not caller().has("admin"):
+            raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
+                               f"sae_id: {short(sae_id)} already names another SAE; choose another id")
 
     @rpc
     def GetFeature(self, request, context):
+        _sae_id(request.sae_id)
+        if not 0 <= request.index <= MAX_INDEX:
+            raise invalid("index", f"must be in [0, {MAX_INDEX}]")
         doc = self.documents.get_feature(request.sae_id, int(request.index))
         if doc is None:
             known = self.documents.get_sae(request.sae_id) is not None
-            what = f"feature {request.index} of SAE {request.sae_id!r}" if known else f"SAE {request.sae_id!r}"
+            what = f"feature {request.index} of SAE {short(request.sae_id)}" if known else f"SAE {short(request.sae_id)}"
             context.abort(grpc.StatusCode.NOT_FOUND, f"no {what} in the document store; analyze it first")
         return analysis_pb2.Feature(
             sae_id=doc["sae_id"], index=doc["index"], density=doc["density"], max_activation=doc["max_activation"],
@@ -61,16 +80,21 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
 
     @rpc
     def ListFeatures(self, request, context):
+        _sae_id(request.sae_id)
+        if request.sort not in SORTS:
+            raise invalid("sort", f"unknown sort {request.sort}; use one of {sorted(SORTS)} (index, density, "
+                          "max_activation)")
+        if not 0 <= request.offset <= MAX_OFFSET:
+            raise invalid("offset", f"must be in [0, {MAX_OFFSET}]")
+        if not 0 <= request.limit <= MAX_PAGE:
+            raise invalid("limit", f"must be in [0, {MAX_PAGE}] (0: 50)")
         if self.documents.get_sae(request.sae_id) is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no SAE {request.sae_id!r} in the document store")
-        try:
-            page, total = self.documents.list_features(
-                request.sae_id, sort=SORTS[request.sort], descending=request.descending,
-                offset=request.offset, limit=request.limit or 50,
-                fields=["density", "max_activation", "mean_activation"],
-            )
-        except ValueError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no SAE {short(request.sae_id)} in the document store")
+        page, total = self.documents.list_features(
+            request.sae_id, sort=SORTS[request.sort], descending=request.descending,
+            offset=request.offset, limit=request.limit or 50,
+            fields=["density", "max_activation", "mean_activation"],
+        )
         features = [analysis_pb2.Feature(sae_id=f["sae_id"], index=f["index"], density=f["density"],
                                          max_activation=f["max_activation"],
                                          mean_activation=f.get("mean_activation", 0.0)) for f in page]

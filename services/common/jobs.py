@@ -11,24 +11,20 @@ from typing import Any
 
 import grpc
 
-from lm_saes.jobs import TERMINAL, LocalExecutor
+from lm_saes.jobs import TERMINAL, LocalExecutor, progress_of
 from lm_saes.proto.lm_saes.v1 import common_pb2
 from lm_saes.wire import JOB_STATES, job_to_proto
-from services.common.errors import rpc
+from services.common.auth import caller, may_see
+from services.common.errors import invalid, rpc, short
 
 DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+MAX_OFFSET = 10**6
 
 
 def progress_event(job: dict[str, Any]) -> common_pb2.ProgressEvent:
-    metrics = job.get("metrics") or {}
-    return common_pb2.ProgressEvent(
-        job_id=job["id"], state=JOB_STATES[job["state"]], step=int(metrics.get("step", 0)),
-        total_steps=int(metrics.get("total_steps", 0)), tokens=int(metrics.get("tokens", 0)),
-        loss=float(metrics.get("loss", 0.0)), l0=float(metrics.get("l0", 0.0)),
-        explained_variance=float(metrics.get("explained_variance", 0.0)), message=job.get("error", ""),
-        time=job_to_proto(job).updated, progress=float(job.get("progress", 0.0)),
-        metrics={k: float(v) for k, v in metrics.items()},
-    )
+    event = progress_of(job)
+    return common_pb2.ProgressEvent(**{**event, "state": JOB_STATES[event["state"]], "time": job_to_proto(job).updated})
 
 
 class JobRPCs:
@@ -39,9 +35,9 @@ class JobRPCs:
     watch_poll_s: float = 0.3
 
     def _job(self, job_id: str, context: grpc.ServicerContext) -> dict[str, Any]:
-        job = self.executor.documents.get_job(job_id) if job_id else None
+        job = self.executor.documents.get_job(job_id) if job_id and len(job_id) <= 100 else None
         if job is None or job["kind"] != self.kind:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {job_id!r}")
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {short(job_id)}")
         return job
 
     @rpc
@@ -50,16 +46,21 @@ class JobRPCs:
 
     @rpc
     def List(self, request, context):
-        if request.page_size < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size must be >= 0")
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token {request.page_token!r} is not one we issued")
+        """The caller's jobs (everyone's for an admin), newest first."""
+        if not 0 <= request.page_size <= MAX_PAGE:
+            raise invalid("page_size", f"must be in [0, {MAX_PAGE}] (0: {DEFAULT_PAGE})")
+        if request.state not in JOB_STATES.values() and request.state != common_pb2.JOB_STATE_UNSPECIFIED:
+            raise invalid("state", f"unknown job state {request.state}")
+        token = request.page_token or "0"
+        if not (token.isdigit() and int(token) <= MAX_OFFSET):
+            raise invalid("page_token", f"{short(request.page_token)} is not one we issued")
+        offset = int(token)
+        principal = caller()
         jobs = [j for j in self.executor.documents.list_jobs(self.kind)
-                if request.state == common_pb2.JOB_STATE_UNSPECIFIED or JOB_STATES[j["state"]] == request.state]
+                if (request.state == common_pb2.JOB_STATE_UNSPECIFIED or JOB_STATES[j["state"]] == request.state)
+                and may_see(principal, j.get("owner"))]
         jobs.sort(key=lambda j: j["created"], reverse=True)
-        size = min(request.page_size or DEFAULT_PAGE, 1000)
+        size = request.page_size or DEFAULT_PAGE
         page = jobs[offset : offset + size]
         more = offset + size < len(jobs)
         return common_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in page],
@@ -80,8 +81,18 @@ class JobRPCs:
 
     @rpc
     def Cancel(self, request, context):
-        self._job(request.id, context)
+        job = self._job(request.id, context)
+        principal = caller()
+        if not may_see(principal, job.get("owner")):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"job {short(request.id)} belongs to another caller; only it or an admin may cancel it")
         return job_to_proto(self.executor.cancel(request.id))
+
+    def _submit(self, config: dict[str, Any], request_id: str) -> common_pb2.Job:
+        """Queue a job owned by the caller (its request id is its own idempotency key)."""
+        if len(request_id) > 200:
+            raise invalid("request_id", "at most 200 characters")
+        return job_to_proto(self.executor.submit(self.kind, config, request_id or None, owner=caller().name))
 
     # services whose main RPCs are not about jobs expose these under job-specific names
     GetJob = Get

@@ -14,11 +14,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import errors
+from services.common.auth import AuthInterceptor, StreamLimits
 from services.common.metrics import MetricsInterceptor, start_metrics_server
 from services.common.settings import ServiceSettings
 
@@ -33,6 +36,7 @@ class RunningServer:
     health: health.HealthServicer
     services: list[str]
     port: int
+    streams: StreamLimits
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,22 +48,41 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS from the configured PEM files (mTLS when a client CA is given); None: plaintext."""
+    if not settings.tls_cert_file:
+        return None
+    if not settings.tls_key_file:
+        raise ValueError("LM_SAES_TLS_CERT_FILE is set but LM_SAES_TLS_KEY_FILE is not")
+    read = lambda path: Path(path).read_bytes()  # noqa: E731
+    client_ca = read(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(read(settings.tls_key_file), read(settings.tls_cert_file))],
+                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 def start_server(settings: ServiceSettings, register: Register) -> RunningServer:
-    """A started server on settings.host:settings.port with health checking and reflection."""
+    """A started server on settings.host:settings.port with authentication, stream limits,
+    health checking and reflection (the last two open to probes)."""
+    errors.STORE_WAIT_S = settings.store_wait_s
     options = [("grpc.max_send_message_length", settings.max_message_bytes),
                ("grpc.max_receive_message_length", settings.max_message_bytes)]
+    # Streams may hold at most all but two RPC threads, so unary calls always find one.
+    streams = StreamLimits(max(1, min(settings.max_streams, settings.workers - 2)), settings.max_streams_per_caller)
+    interceptors = [MetricsInterceptor(), AuthInterceptor(settings.token_table(), streams)]
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-                         interceptors=[MetricsInterceptor()], options=options)
+                         interceptors=interceptors, options=options)
     services = register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{settings.port} (in use?)")
     server.start()
-    running = RunningServer(server, health_servicer, services, port)
+    running = RunningServer(server, health_servicer, services, port, streams)
     running.set_serving(True)
     return running
 
@@ -73,8 +96,8 @@ def serve(settings: ServiceSettings, register: Register, on_stop: Callable[[], N
     if settings.metrics_port:
         start_metrics_server(settings.host, settings.metrics_port)
     running = start_server(settings, register)
-    log.info("serving %s on %s:%d (metrics on port %s)", ", ".join(running.services), settings.host,
-             running.port, settings.metrics_port or "off")
+    log.info("serving %s on %s:%d (%s; metrics on port %s)", ", ".join(running.services), settings.host,
+             running.port, "TLS" if settings.tls_cert_file else "plaintext", settings.metrics_port or "off")
     stop.wait()
     log.info("stopping: draining in-flight RPCs for up to %.0f s", settings.grace_s)
     running.stop(settings.grace_s)

@@ -4,6 +4,7 @@ process from a small cache of loaded replacement models."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
 from collections import OrderedDict
@@ -11,17 +12,20 @@ from collections import OrderedDict
 import grpc
 
 from lm_saes.circuits import Intervention, ReplacementModel, TranscoderSet, intervene, prompt_state
-from lm_saes.config import ConfigError, ModelConfig, TraceConfig, parse_config
+from lm_saes.config import ModelConfig, TraceConfig
 from lm_saes.jobs import LocalExecutor, job_id_for
 from lm_saes.models import load_language_model
 from lm_saes.proto.lm_saes.v1 import circuits_pb2, circuits_pb2_grpc
 from lm_saes.stores import ObjectNotFound, open_store
-from lm_saes.wire import job_to_proto
-from services.common.errors import rpc
+from services.common.admission import Admission, parse_object, parsed
+from services.common.auth import caller
+from services.common.errors import RequestError, invalid, rpc, short
 from services.common.jobs import JobRPCs
+from services.common.settings import ServiceSettings
 
 MODES = {circuits_pb2.INTERVENTION_MODE_SCALE: "scale", circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp"}
 MAX_CHANGES = 256
+MAX_VALUE = 1e6  # |scale factor| or |clamped activation|: far past any real activation, far from overflow
 
 
 class ReplacementCache:
@@ -58,44 +62,44 @@ def graph_to_proto(record: dict, with_document: bool = True) -> circuits_pb2.Gra
 class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
     kind = "tracing"
 
-    def __init__(self, executor: LocalExecutor, output_root: str, device: str = "cpu", cached_sets: int = 2):
+    def __init__(self, executor: LocalExecutor, settings: ServiceSettings, device: str = "cpu", cached_sets: int = 2):
         self.executor = executor
         self.documents = executor.documents
-        self.output_root = output_root.rstrip("/")
+        self.settings = settings
+        self.admission = Admission(settings)
+        self.output_root = settings.object_store.rstrip("/")
         self.cache = ReplacementCache(device, cached_sets)
 
     @rpc
     def Submit(self, request, context):
         if not request.prompt.strip():
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt: give the text to trace")
+            raise invalid("prompt", "give the text to trace")
+        if len(request.prompt) > self.settings.max_text_chars:
+            raise invalid("prompt", f"{len(request.prompt)} characters; at most {self.settings.max_text_chars}")
         if not request.transcoders_uri:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          "transcoders_uri: name a transcoder set (folder or s3:// prefix with transcoders.json)")
+            raise invalid("transcoders_uri", "name a transcoder set (folder or s3:// prefix with transcoders.json)")
+        raw = parse_object("config_json", request.config_json or "{}", self.settings.max_config_bytes)
+        cfg = parsed(raw, TraceConfig, "(trace config)")
+        transcoders = self.admission.roots.readable("transcoders_uri", request.transcoders_uri)
         try:
-            raw = json.loads(request.config_json) if request.config_json else {}
-            if not isinstance(raw, dict):
-                raise ValueError("must be a JSON object")
-        except ValueError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config_json: {error}")
-        try:
-            cfg = parse_config(raw, TraceConfig, "(trace config)")
-        except ConfigError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        try:
-            open_store(request.transcoders_uri).get_json("transcoders.json")
-        except (ObjectNotFound, FileNotFoundError, ValueError):
-            context.abort(grpc.StatusCode.NOT_FOUND, f"transcoders_uri: no transcoder set at {request.transcoders_uri!r} "
-                          "(expected transcoders.json; train one with a [transcoders] config)")
+            spec = open_store(transcoders, create_bucket=False).get_json("transcoders.json")
+        except (ObjectNotFound, FileNotFoundError, NotADirectoryError, ValueError):
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"transcoders_uri: no transcoder set at "
+                               f"{short(request.transcoders_uri)} (expected transcoders.json; train one with a "
+                               "[transcoders] config)") from None
+        if isinstance(spec, dict) and spec.get("model"):
+            self.admission.roots.model("transcoders_uri", str(spec["model"]))
         request_id = request.request_id or uuid.uuid4().hex
-        config = {"prompt": request.prompt, "transcoders": request.transcoders_uri,
+        job_id = job_id_for(self.kind, request_id, caller().name)
+        config = {"prompt": request.prompt, "transcoders": transcoders,
                   "trace": cfg.model_dump(mode="json"), "objects": self.output_root,
-                  "graph_id": job_id_for(self.kind, request_id).replace(f"{self.kind}-", "graph-", 1)}
-        return job_to_proto(self.executor.submit(self.kind, config, request_id))
+                  "graph_id": job_id.replace(f"{self.kind}-", "graph-", 1)}
+        return self._submit(config, request_id)
 
     def _graph(self, graph_id: str, context) -> dict:
-        record = self.documents.get_graph(graph_id) if graph_id else None
+        record = self.documents.get_graph(graph_id) if graph_id and len(graph_id) <= 100 else None
         if record is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no graph {graph_id!r}; list them with ListGraphs")
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no graph {short(graph_id)}; list them with ListGraphs")
         return record
 
     @rpc
@@ -104,6 +108,8 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
 
     @rpc
     def ListGraphs(self, request, context):
+        if len(request.model) > 200:
+            raise invalid("model", "at most 200 characters")
         records = self.documents.list_graphs(request.model or None)
         return circuits_pb2.ListGraphsResponse(graphs=[graph_to_proto(r, with_document=False) for r in records])
 
@@ -111,12 +117,18 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
     def Intervene(self, request, context):
         record = self._graph(request.graph_id, context)
         if not request.changes:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "changes: give at least one feature change")
+            raise invalid("changes", "give at least one feature change")
         if len(request.changes) > MAX_CHANGES:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"changes: at most {MAX_CHANGES} per request")
+            raise invalid("changes", f"at most {MAX_CHANGES} per request")
         if not 0 <= request.top_k <= 100:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "top_k: between 1 and 100 (0 means 10)")
-        changes = [Intervention(c.layer, c.position, int(c.feature), c.value, MODES.get(c.mode, "scale"))
+            raise invalid("top_k", "between 1 and 100 (0 means 10)")
+        for number, change in enumerate(request.changes):
+            if change.mode not in MODES:
+                raise invalid(f"changes[{number}].mode", f"unknown mode {change.mode}; 0 is scale, 1 is clamp")
+            if not (math.isfinite(change.value) and abs(change.value) <= MAX_VALUE):
+                raise invalid(f"changes[{number}].value", f"must be a finite number within ±{MAX_VALUE:g}, "
+                              f"got {change.value!r}")
+        changes = [Intervention(c.layer, c.position, int(c.feature), c.value, MODES[c.mode])
                    for c in request.changes]
         replacement = self.cache.get(record["transcoders"])
         with self.cache.lock:  # one forward at a time per process: the bridge's hooks are shared state
@@ -124,7 +136,7 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
             try:
                 result = intervene(replacement, state, changes, request.top_k or 10, request.freeze_active_set)
             except ValueError as error:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"changes: {error}")
+                raise invalid("changes", str(error)) from None
 
         def logits(items):
             return [circuits_pb2.TokenLogit(token_id=t.token, token=t.text, logit=t.logit, probability=t.probability)

@@ -12,7 +12,7 @@ def main() -> int:
     settings = load_settings(JobServiceSettings)
     name = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
     return run_job_service(settings, "training", lambda executor: (
-        TrainingServicer(executor, settings.object_store),
+        TrainingServicer(executor, settings),
         training_pb2_grpc.add_TrainingServiceServicer_to_server, name))
 
 

@@ -13,6 +13,7 @@ VALUE_SETS = {
     "default": None,
     "gpu": CHART / "ci" / "gpu-values.yaml",
     "external": CHART / "ci" / "external-values.yaml",
+    "tls": CHART / "ci" / "tls-values.yaml",
 }
 RELEASE, NAMESPACE = "lm-saes", "lm-saes"
 
@@ -36,17 +37,22 @@ def chart():
 _cache: dict[str, tuple[list[dict], str]] = {}
 
 
+def render_values(chart, values: dict | None) -> tuple[list[dict], str]:
+    """(every manifest rendered from `values`, NOTES.txt)."""
+    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs, notes = [], ""
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs, notes
+
+
 def render(chart, name: str) -> tuple[list[dict], str]:
     """(every manifest of value set `name`, NOTES.txt), rendered once per session."""
     if name not in _cache:
-        rendered = chart.render(load_values(name), name=RELEASE, namespace=NAMESPACE, is_install=True)
-        docs, notes = [], ""
-        for path, text in sorted(rendered.items()):
-            if path.endswith("NOTES.txt"):
-                notes = text
-                continue
-            docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
-        _cache[name] = docs, notes
+        _cache[name] = render_values(chart, load_values(name))
     return _cache[name]
 
 

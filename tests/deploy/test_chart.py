@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from tests.deploy.conftest import CHART, RELEASE, VALUE_SETS, load_values, render
+from tests.deploy.conftest import (
+    CHART,
+    RELEASE,
+    REPO,
+    VALUE_SETS,
+    load_values,
+    render,
+    render_values,
+)
 
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is a dev dependency (pip install -e '.[dev]')")
 
@@ -19,6 +27,10 @@ CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 WORKLOADS = {"Deployment", "StatefulSet"}
 GPU_SERVICES = {"activation", "training", "tracing"}
 SERVICE_PORTS = {"activation": 50051, "training": 50052, "analysis": 50053, "tracing": 50054}
+# The Secret with the services' token table (tokens.json) and the gateway's token (service-token).
+AUTH_SECRET = dict.fromkeys(VALUE_SETS, "lm-saes-service-auth") | {"external": "lm-saes-grpc-tokens"}
+GATEWAY_SCOPES = ["read", "compute", "submit", "admin", "service"]
+HEALTHCHECK = ["python", "-m", "services.common.healthcheck"]
 
 
 def workloads(manifests):
@@ -34,6 +46,55 @@ def containers(manifests):
 
 def component(obj) -> str:
     return obj["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def env_of(c) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def secret_sources(volume) -> list[tuple[str, list | None]]:
+    """(Secret name, items) of every Secret a volume holds (a secret or a projected volume)."""
+    if "secret" in volume:
+        return [(volume["secret"]["secretName"], volume["secret"].get("items"))]
+    return [(src["secret"]["name"], src["secret"].get("items"))
+            for src in volume.get("projected", {}).get("sources", []) if "secret" in src]
+
+
+def secret_file(spec, c, path: str) -> tuple[str, str]:
+    """(Secret, key) behind the file `path` in container c; fails unless it is on a read-only Secret mount."""
+    for mount in c.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/") + "/"
+        if not path.startswith(folder):
+            continue
+        assert mount.get("readOnly") is True, f"{c['name']}: {path} is on a writable mount"
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        for secret, items in secret_sources(volume):
+            for item in items or [{"key": path[len(folder):], "path": path[len(folder):]}]:
+                if item["path"] == path[len(folder):]:
+                    return secret, item["key"]
+    pytest.fail(f"{c['name']}: {path} is not a file mounted from a Secret")
+
+
+def secrets_mounted(spec) -> set[str]:
+    return {secret for v in spec.get("volumes", []) for secret, _ in secret_sources(v)}
+
+
+def assert_valid(manifests, kube_version):
+    """Every manifest validates strictly against kube_version's API schemas (CRDs: proven unknown)."""
+    skipped = set()
+    for m in manifests:
+        key = (m["apiVersion"], m["kind"])
+        if key in CRD_KINDS:
+            with pytest.raises(kv_utils.SchemaNotFoundError):  # proves the skip is needed, not hiding errors
+                kv_utils.validate(m, kube_version, strict=True)
+            skipped.add(key)
+            continue
+        try:
+            kv_utils.validate(m, kube_version, strict=True)
+        except kv_utils.ValidationError as error:
+            path = ".".join(map(str, error.path))
+            pytest.fail(f"{m['kind']}/{m['metadata']['name']} invalid for {kube_version}: {path}: {error.message}")
+    assert skipped <= CRD_KINDS
 
 
 # --- Helm itself -------------------------------------------------------------------------------
@@ -52,7 +113,17 @@ def test_values_schema_accepts_ci_values_and_rejects_bad_ones(chart):
     bad = [{"services": {"activation": {"gpu": "one"}}},
            {"unknownKey": 1},
            {"mongodb": {"enabled": False}},  # no document store at all
-           {"minio": {"enabled": False}, "externalS3": {"endpoint": "s3.example.com"}}]  # no bucket/secret
+           {"minio": {"enabled": False}, "externalS3": {"endpoint": "s3.example.com"}},  # no bucket/secret
+           # the services always require tokens: no switch to turn auth off, no tokens in env literals
+           {"serviceAuth": {"enabled": False}},
+           {"serviceAuth": {"disabled": True}},
+           {"serviceAuth": {"extraTokens": {"short": {"name": "x", "scopes": ["read"]}}}},
+           {"serviceAuth": {"extraTokens": {"x" * 20: {"name": "x", "scopes": ["root"]}}}},
+           {"services": {"activation": {"env": {"LM_SAES_TOKENS_FILE": ""}}}},
+           {"services": {"training": {"env": {"LM_SAES_TOKENS": '{"x": ["admin"]}'}}}},
+           {"services": {"analysis": {"env": {"LM_SAES_TLS_CERT_FILE": ""}}}},
+           {"gateway": {"env": {"LM_SAES_SERVICE_TOKEN": "x" * 40}}},
+           {"tls": {"enabled": True}}]  # TLS without a certificate Secret
     for values in bad:
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(values)
@@ -75,20 +146,7 @@ def test_kubernetes_validate_has_the_versions():
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_every_manifest_validates_strictly(manifests, kube_version):
-    skipped = set()
-    for m in manifests:
-        key = (m["apiVersion"], m["kind"])
-        if key in CRD_KINDS:
-            with pytest.raises(kv_utils.SchemaNotFoundError):  # proves the skip is needed, not hiding errors
-                kv_utils.validate(m, kube_version, strict=True)
-            skipped.add(key)
-            continue
-        try:
-            kv_utils.validate(m, kube_version, strict=True)
-        except kv_utils.ValidationError as error:
-            path = ".".join(map(str, error.path))
-            pytest.fail(f"{m['kind']}/{m['metadata']['name']} invalid for {kube_version}: {path}: {error.message}")
-    assert skipped <= CRD_KINDS
+    assert_valid(manifests, kube_version)
 
 
 def test_kinds_rendered(chart):
@@ -101,6 +159,8 @@ def test_kinds_rendered(chart):
     assert {("StatefulSet", "lm-saes-mongodb"), ("StatefulSet", "lm-saes-minio")} <= default
     assert ("Deployment", "lm-saes-tracing") not in default and ("Deployment", "lm-saes-tracing") in gpu
     assert ("ServiceMonitor", "lm-saes") in gpu and ("Ingress", "lm-saes-gateway") in gpu
+    assert ("Secret", "lm-saes-service-auth") in default and ("Secret", "lm-saes-service-auth") in gpu
+    assert ("Secret", "lm-saes-service-auth") not in external  # serviceAuth.existingSecret instead
     assert not {k for k in external if k[1] in ("lm-saes-mongodb", "lm-saes-minio")}
     hpa = next(m for m in render(chart, "default")[0] if m["kind"] == "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["scaleTargetRef"]["name"] == "lm-saes-activation"
@@ -146,12 +206,15 @@ def test_every_container_has_probes_resources_and_runs_non_root(manifests, value
         assert spec.get("automountServiceAccountToken") is creates_jobs, where
 
 
-def test_service_probes_are_grpc_and_startup_allows_model_loading(manifests):
+def test_service_probes_check_grpc_health_and_startup_allows_model_loading(manifests, value_set):
     for w, _, c in containers(manifests):
         name = component(w)
         if name in SERVICE_PORTS:
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                assert c[probe]["grpc"]["port"] == SERVICE_PORTS[name], (name, probe)
+                if value_set == "tls":  # native gRPC probes cannot speak TLS: the image's command
+                    assert c[probe]["exec"]["command"] == HEALTHCHECK and "grpc" not in c[probe], (name, probe)
+                else:
+                    assert c[probe]["grpc"]["port"] == SERVICE_PORTS[name], (name, probe)
             startup = c["startupProbe"]
             assert startup["failureThreshold"] * startup["periodSeconds"] >= 600, name
             assert c["securityContext"]["runAsUser"] == 10001
@@ -170,12 +233,14 @@ def test_service_probes_are_grpc_and_startup_allows_model_loading(manifests):
 def test_services_get_their_settings(chart, value_set, manifests):
     secrets_expected = {"default": ("lm-saes-mongodb", "lm-saes-minio"),
                         "gpu": ("lm-saes-mongodb", "lm-saes-minio"),
+                        "tls": ("lm-saes-mongodb", "lm-saes-minio"),
                         "external": ("lm-saes-mongodb-uri", "lm-saes-s3")}[value_set]
     for w, _, c in containers(manifests):
         name = component(w)
         if name not in SERVICE_PORTS:
             continue
         env = {e["name"]: e for e in c["env"]}
+        assert env["LM_SAES_HOST"]["value"] == "0.0.0.0"  # the services' own default is 127.0.0.1
         assert env["LM_SAES_PORT"]["value"] == str(SERVICE_PORTS[name])
         assert env["LM_SAES_METRICS_PORT"]["value"] == "9090"
         assert env["LM_SAES_HOME"]["value"] == "/cache"
@@ -202,10 +267,12 @@ def test_no_credential_outside_secrets(manifests):
         if m["kind"] == "ConfigMap":
             for key, value in (m.get("data") or {}).items():
                 assert not SENSITIVE_NAME.search(key) and not CREDENTIAL_VALUE.search(str(value)), (m["metadata"]["name"], key)
-    for w, _, c in containers(manifests):
+    for w, spec, c in containers(manifests):
         for e in c.get("env", []):
             where = f"{w['metadata']['name']}/{c['name']} env {e['name']}"
-            if SENSITIVE_NAME.search(e["name"]):
+            if SENSITIVE_NAME.search(e["name"]) and e["name"].endswith("_FILE"):  # a path: the file is a Secret's
+                assert secret_file(spec, c, e["value"]), where
+            elif SENSITIVE_NAME.search(e["name"]):
                 assert "value" not in e and "secretKeyRef" in e["valueFrom"], f"{where}: must come from a Secret"
             assert not CREDENTIAL_VALUE.search(str(e.get("value", ""))), f"{where}: credential in a literal"
     for m in manifests:  # the gateway's API tokens live in a Secret it references
@@ -224,6 +291,254 @@ def test_in_chart_store_secret_holds_the_uri(chart):
     tokens = next(m for m in render(chart, "default")[0] if m["metadata"]["name"] == "lm-saes-gateway-tokens")
     parsed = json.loads(base64.b64decode(tokens["data"]["tokens"]))  # LM_SAES_API_TOKENS: {token: scopes}
     assert len(parsed) == 1 and list(parsed.values()) == [["read", "compute", "submit"]]
+
+
+# --- Service auth (bearer tokens) ----------------------------------------------------------------
+
+def test_services_read_their_token_table_from_a_read_only_secret_file(manifests, value_set):
+    seen = set()
+    for w, spec, c in containers(manifests):
+        if component(w) not in SERVICE_PORTS:
+            continue
+        seen.add(component(w))
+        env = env_of(c)
+        assert secret_file(spec, c, env["LM_SAES_TOKENS_FILE"]["value"]) == (AUTH_SECRET[value_set], "tokens.json")
+        for volume in spec["volumes"]:  # the table only: the gateway's own token stays out of the pod
+            for secret, items in secret_sources(volume):
+                if secret == AUTH_SECRET[value_set]:
+                    assert [item["key"] for item in items] == ["tokens.json"], component(w)
+        refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+        assert AUTH_SECRET[value_set] not in refs
+    assert seen >= {"activation", "training", "analysis"}
+
+
+def test_only_the_gateway_gets_the_service_token_and_only_services_mount_the_table(manifests, value_set):
+    auth = AUTH_SECRET[value_set]
+    for w, spec, c in containers(manifests):
+        name, env = component(w), env_of(c)
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+        if name == "gateway":
+            assert refs["LM_SAES_SERVICE_TOKEN"] == {"name": auth, "key": "service-token"}
+            assert "value" not in env["LM_SAES_SERVICE_TOKEN"]
+            assert auth not in secrets_mounted(spec), "the gateway must not mount tokens.json"
+            assert "LM_SAES_TOKENS_FILE" not in env
+        if name not in SERVICE_PORTS:  # gateway, mongodb, minio
+            assert auth not in secrets_mounted(spec), name
+            assert {n for n, ref in refs.items() if ref["name"] == auth} <= {"LM_SAES_SERVICE_TOKEN"}, name
+            assert name == "gateway" or "LM_SAES_SERVICE_TOKEN" not in env, name
+        assert not c.get("envFrom"), name
+
+
+def test_chart_made_token_table_gives_the_gateway_token_its_scopes(chart):
+    import base64
+    import json
+
+    from lm_saes.auth import TokenTable
+
+    manifests = render(chart, "default")[0]
+    (secret,) = [m for m in manifests if m["kind"] == "Secret" and "tokens.json" in m.get("data", {})]
+    assert secret["metadata"]["name"] == "lm-saes-service-auth" and set(secret["data"]) == {"tokens.json", "service-token"}
+    token = base64.b64decode(secret["data"]["service-token"]).decode()
+    table = json.loads(base64.b64decode(secret["data"]["tokens.json"]))
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", token)
+    assert table == {token: {"name": "gateway", "scopes": GATEWAY_SCOPES}}
+    principal = TokenTable.parse(table).lookup(token)  # the services' own parser accepts it
+    assert principal.name == "gateway" and principal.scopes == set(GATEWAY_SCOPES)
+    for m in manifests:  # the tokens live in that Secret only
+        if m is not secret:
+            assert token not in json.dumps(m), f"{m['kind']}/{m['metadata']['name']} holds the gateway token"
+
+
+def test_extra_tokens_join_the_chart_made_table(chart):
+    import base64
+    import json
+
+    extra = {"alice-0123456789abcdef": {"name": "alice", "scopes": ["read", "submit"]},
+             "ops-0123456789abcdefgh": {"name": "ops", "scopes": ["read", "admin"]}}
+    manifests = render_values(chart, {"serviceAuth": {"extraTokens": extra}})[0]
+    for version in KUBE_VERSIONS:
+        assert_valid(manifests, version)
+    secret = next(m for m in manifests if m["kind"] == "Secret" and m["metadata"]["name"] == "lm-saes-service-auth")
+    table = json.loads(base64.b64decode(secret["data"]["tokens.json"]))
+    token = base64.b64decode(secret["data"]["service-token"]).decode()
+    assert table == extra | {token: {"name": "gateway", "scopes": GATEWAY_SCOPES}}
+
+
+def test_existing_auth_secret_replaces_the_chart_secret(chart):
+    manifests = render(chart, "external")[0]
+    assert not [m for m in manifests if m["kind"] == "Secret" and {"tokens.json", "service-token"} & set(m.get("data", {}))]
+    assert "lm-saes-service-auth" not in str(manifests)  # every reference names the given Secret
+    assert "secret lm-saes-grpc-tokens" in render(chart, "external")[1]  # NOTES: where to read the tokens
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+TLS_FILES = {"LM_SAES_TLS_CERT_FILE": "tls.crt", "LM_SAES_TLS_KEY_FILE": "tls.key", "LM_SAES_TLS_CLIENT_CA_FILE": "ca.crt",
+             # what the exec probe needs: the CA to trust and, under mTLS, a client pair (the service's own)
+             "LM_SAES_TLS_CA_FILE": "ca.crt", "LM_SAES_TLS_CLIENT_CERT_FILE": "tls.crt", "LM_SAES_TLS_CLIENT_KEY_FILE": "tls.key"}
+
+
+def test_without_tls_nothing_tls_is_rendered(chart):
+    for name in set(VALUE_SETS) - {"tls"}:
+        for w, spec, c in containers(render(chart, name)[0]):
+            assert not [e for e in c["env"] if e["name"].startswith("LM_SAES_TLS_")], (name, component(w))
+            assert "tls" not in {v["name"] for v in spec["volumes"]}, (name, component(w))
+
+
+def test_tls_services_serve_mtls_from_the_mounted_certificate(chart):
+    manifests = render(chart, "tls")[0]
+    seen = set()
+    for w, spec, c in containers(manifests):
+        name, env = component(w), env_of(c)
+        if name in SERVICE_PORTS:
+            seen.add(name)
+            for variable, key in TLS_FILES.items():
+                assert secret_file(spec, c, env[variable]["value"]) == ("lm-saes-grpc-tls", key), (name, variable)
+            assert env["LM_SAES_TLS_SERVER_NAME"]["value"] == f"lm-saes-{name}"  # the name the probe checks
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert c[probe]["exec"]["command"] == HEALTHCHECK, (name, probe)
+        elif name == "gateway":
+            assert secret_file(spec, c, env["LM_SAES_TLS_CA_FILE"]["value"]) == ("lm-saes-grpc-tls", "ca.crt")
+            client = "lm-saes-gateway-grpc-client"
+            assert secret_file(spec, c, env["LM_SAES_TLS_CLIENT_CERT_FILE"]["value"]) == (client, "tls.crt")
+            assert secret_file(spec, c, env["LM_SAES_TLS_CLIENT_KEY_FILE"]["value"]) == (client, "tls.key")
+            served = [item["key"] for v in spec["volumes"] for secret, items in secret_sources(v)
+                      if secret == "lm-saes-grpc-tls" for item in items]
+            assert served == ["ca.crt"], "the gateway gets the services' CA, never their key"
+            assert "LM_SAES_TLS_SERVER_NAME" not in env and "LM_SAES_TLS_CERT_FILE" not in env
+        else:  # the stores
+            assert not secrets_mounted(spec) & {"lm-saes-grpc-tls", "lm-saes-gateway-grpc-client"}, name
+            assert not [e for e in c["env"] if e["name"].startswith("LM_SAES_TLS_")], name
+    assert seen == set(SERVICE_PORTS) and "TLS" in render(chart, "tls")[1]
+
+
+def test_tls_without_mutual_and_with_a_server_name(chart):
+    values = {"tls": {"enabled": True, "secretName": "grpc-tls", "mutual": False, "serverName": "grpc.lm-saes.internal"}}
+    manifests = render_values(chart, values)[0]
+    for version in KUBE_VERSIONS:
+        assert_valid(manifests, version)
+    for w, spec, c in containers(manifests):
+        name, env = component(w), env_of(c)
+        if name in SERVICE_PORTS:
+            assert secret_file(spec, c, env["LM_SAES_TLS_CERT_FILE"]["value"]) == ("grpc-tls", "tls.crt")
+            assert secret_file(spec, c, env["LM_SAES_TLS_KEY_FILE"]["value"]) == ("grpc-tls", "tls.key")
+            assert not {"LM_SAES_TLS_CLIENT_CA_FILE", "LM_SAES_TLS_CLIENT_CERT_FILE"} & set(env), name
+            assert env["LM_SAES_TLS_SERVER_NAME"]["value"] == "grpc.lm-saes.internal"
+            assert c["readinessProbe"]["exec"]["command"] == HEALTHCHECK
+        elif name == "gateway":
+            assert secret_file(spec, c, env["LM_SAES_TLS_CA_FILE"]["value"]) == ("grpc-tls", "ca.crt")
+            assert env["LM_SAES_TLS_SERVER_NAME"]["value"] == "grpc.lm-saes.internal"
+            assert not {"LM_SAES_TLS_CLIENT_CERT_FILE", "LM_SAES_TLS_CLIENT_KEY_FILE"} & set(env)
+            assert secrets_mounted(spec) == {"grpc-tls"}
+
+
+def make_pki(service_names: list[str]) -> dict[str, dict[str, bytes]]:
+    """A CA, the services' certificate and the gateway's client certificate, as cert-manager Secrets."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    pem = lambda key: key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # noqa: E731
+                                        serialization.NoEncryption())
+
+    def issue(subject, key, issuer, issuer_key, *, ca=False, names=(), usages=()):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = issue("lm-saes test CA", ca_key, "lm-saes test CA", ca_key, ca=True)
+    server = issue("lm-saes services", server_key, "lm-saes test CA", ca_key, names=service_names,
+                   usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))
+    client = issue("gateway", client_key, "lm-saes test CA", ca_key, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    return {"lm-saes-grpc-tls": {"tls.crt": server, "tls.key": pem(server_key), "ca.crt": ca},
+            "lm-saes-gateway-grpc-client": {"tls.crt": client, "tls.key": pem(client_key), "ca.crt": ca}}
+
+
+def mount(spec, c, secrets: dict[str, dict[str, bytes]], root) -> dict[str, str]:
+    """Write c's Secret volumes under `root` as the kubelet would; c's literal env with paths moved there."""
+    for m in c["volumeMounts"]:
+        volume = next(v for v in spec["volumes"] if v["name"] == m["name"])
+        for secret, items in secret_sources(volume):
+            for item in items or []:
+                if secret in secrets:
+                    target = root / m["mountPath"].lstrip("/") / item["path"]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(secrets[secret][item["key"]])
+    return {e["name"]: (str(root) + e["value"] if e["value"].startswith("/etc/") else e["value"])
+            for e in c["env"] if "value" in e}
+
+
+def test_tls_probe_command_and_gateway_credentials_work_with_the_rendered_settings(chart, tmp_path, monkeypatch):
+    """The rendered mTLS settings, with real certificates where the Secrets are mounted: the service
+    serves with them, its exec probe passes (and fails without the client pair), the gateway's
+    client pair and CA are accepted under the name it dials."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    pytest.importorskip("cryptography", reason="cryptography makes the test certificates (moto depends on it)")
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from services.common.server import server_credentials
+    from services.common.settings import ServiceSettings
+
+    manifests = render(chart, "tls")[0]
+    pods = {component(w): (spec, c) for w, spec, c in containers(manifests)}
+    secrets = make_pki([f"lm-saes-{name}" for name in SERVICE_PORTS])
+    service_env = mount(*pods["activation"], secrets, tmp_path / "activation")
+    gateway_env = mount(*pods["gateway"], secrets, tmp_path / "gateway")
+
+    for key in [k for k in os.environ if k.startswith("LM_SAES_")]:
+        monkeypatch.delenv(key)
+    for key, value in service_env.items():
+        if key.startswith("LM_SAES_TLS_"):
+            monkeypatch.setenv(key, value)
+    credentials = server_credentials(ServiceSettings())  # what the service builds from that env
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        def probe(env):
+            base = {k: v for k, v in os.environ.items() if not k.startswith("LM_SAES_")}
+            return subprocess.run([sys.executable, *HEALTHCHECK[1:]], env=base | env | {"LM_SAES_PORT": str(port)},
+                                  cwd=REPO, capture_output=True, text=True, timeout=60)
+
+        assert pods["activation"][1]["readinessProbe"]["exec"]["command"] == HEALTHCHECK
+        ok = probe(service_env)
+        assert ok.returncode == 0, ok.stderr
+        bare = {k: v for k, v in service_env.items() if k not in ("LM_SAES_TLS_CLIENT_CERT_FILE", "LM_SAES_TLS_CLIENT_KEY_FILE")}
+        assert probe(bare).returncode != 0, "mTLS: a probe without the client pair must be refused"
+
+        read = lambda variable: open(gateway_env[variable], "rb").read()  # noqa: E731, SIM115
+        channel_credentials = grpc.ssl_channel_credentials(read("LM_SAES_TLS_CA_FILE"), read("LM_SAES_TLS_CLIENT_KEY_FILE"),
+                                                           read("LM_SAES_TLS_CLIENT_CERT_FILE"))
+        host = gateway_env["LM_SAES_ACTIVATION_ADDRESS"].rsplit(":", 1)[0]  # lm-saes-activation
+        with grpc.secure_channel(f"127.0.0.1:{port}", channel_credentials,
+                                 options=[("grpc.ssl_target_name_override", host)]) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.stop(0)
 
 
 # --- NetworkPolicies -----------------------------------------------------------------------------

@@ -14,15 +14,8 @@ from tests.deploy.conftest import REPO
 DOCKER = REPO / "docker"
 IMAGES = {"activation": 50051, "training": 50052, "analysis": 50053, "tracing": 50054, "gateway": 8000}
 ENTRY_MODULES = {name: f"services.{name}" for name in IMAGES} | {"gateway": "gateway"}
-# Code that has not landed yet: the checks that need it are skipped (only while it is missing).
-PENDING = {
-    "gateway": "gateway/ (the HTTP gateway) is not in the repository yet; docker/gateway.Dockerfile is ready for it",
-}
-PENDING_SOURCES = {
-    "frontend": "frontend/ (the web UI) does not exist yet; the gateway's node stage builds it once it lands "
-                "(until then `make images` builds the gateway with UI=no-frontend)",
-    "gateway": PENDING["gateway"],
-}
+# The services' HEALTHCHECK (and the chart's exec probes under TLS): gRPC health, TLS-aware.
+HEALTHCHECK_MODULE = "services.common.healthcheck"
 
 
 def instructions(name: str) -> list[tuple[str, str]]:
@@ -60,8 +53,6 @@ def test_entry_point_module_exists(name):
     argv = json.loads(entry)
     assert argv == ["python", "-m", ENTRY_MODULES[name]], argv
     main = REPO / ENTRY_MODULES[name].replace(".", "/") / "__main__.py"
-    if name in PENDING and not main.exists():
-        pytest.skip(PENDING[name])
     assert main.is_file()
 
 
@@ -75,20 +66,10 @@ def test_copy_sources_exist_in_the_build_context(name):
         if any(w.startswith("--from=") for w in words):
             continue
         for src in [w for w in words if not w.startswith("--")][:-1]:
-            top = src.strip("/").split("/")[0]
-            if top in PENDING_SOURCES and not (REPO / top).exists():
-                continue  # reported by test_pending_sources
             assert (REPO / src).exists(), f"{name}: COPY {src} not in the repository"
             assert not ignored(src), f"{name}: COPY {src} is excluded by .dockerignore"
             checked += 1
     assert checked
-
-
-@pytest.mark.parametrize("source", list(PENDING_SOURCES))
-def test_pending_sources(source):
-    if not (REPO / source).exists():
-        pytest.skip(PENDING_SOURCES[source])
-    assert (REPO / source / ("package.json" if source == "frontend" else "__main__.py")).is_file()
 
 
 @pytest.mark.parametrize("name", list(IMAGES))
@@ -111,7 +92,10 @@ def test_final_stage_is_hardened(name):
     assert body["USER"] == ["10001:10001"]
     assert "HEALTHCHECK" in body and "CMD" in body["HEALTHCHECK"][0]
     health = body["HEALTHCHECK"][0]
-    assert ("grpc_health" in health and "SERVING" in health) if name != "gateway" else "/healthz" in health
+    if name != "gateway":  # the shared, TLS-aware health-check command (reads LM_SAES_PORT itself)
+        assert json.loads(health[health.index("CMD") + 3:]) == ["python", "-m", HEALTHCHECK_MODULE], health
+    else:
+        assert "/healthz" in health
     env = " ".join(body["ENV"])
     assert "LM_SAES_HOST=0.0.0.0" in env
     if name == "gateway":  # HTTP API, UI and /metrics on one port
@@ -119,7 +103,7 @@ def test_final_stage_is_hardened(name):
         assert body["EXPOSE"] == ["8000"] and "LM_SAES_GATEWAY_PORT" in health
     else:
         assert f"LM_SAES_PORT={IMAGES[name]}" in env and "LM_SAES_METRICS_PORT=9090" in env
-        assert body["EXPOSE"] == [f"{IMAGES[name]} 9090"] and "LM_SAES_PORT" in health
+        assert body["EXPOSE"] == [f"{IMAGES[name]} 9090"]
     runs = " ".join(body.get("RUN", []))
     assert not re.search(r"apt-get install|pip install|uv |gcc|build-essential", runs), "build tools in the final stage"
     copies = body["COPY"]
@@ -129,12 +113,25 @@ def test_final_stage_is_hardened(name):
         assert "nvidia/cuda:" in args["CUDA_IMAGE"] and args["TORCH_INDEX"].startswith("https://download.pytorch.org/whl/cu")
 
 
-def test_healthcheck_probe_code_compiles():
+def test_healthcheck_commands_exist():
+    """Services: the health-check module is in the image (services/ is copied and installed) and
+    checks gRPC health on LM_SAES_PORT, over TLS when configured; the gateway: its one-liner compiles."""
+    module = REPO / (HEALTHCHECK_MODULE.replace(".", "/") + ".py")
+    assert module.is_file() and not ignored(str(module.relative_to(REPO)))
+    source = module.read_text()
+    for needed in ("LM_SAES_PORT", "SERVING", "LM_SAES_TLS_CERT_FILE", "LM_SAES_TLS_CLIENT_CERT_FILE", "__main__"):
+        assert needed in source, needed
+    compile(source, str(module), "exec")
     for name in IMAGES:
         health = next(a for ins, a in instructions(name) if ins == "HEALTHCHECK")
         argv = json.loads(health[health.index("CMD") + 3:].strip())
-        assert argv[:2] == ["python", "-c"]
-        compile(argv[2], f"{name}-healthcheck", "exec")
+        if name == "gateway":
+            assert argv[:2] == ["python", "-c"]
+            compile(argv[2], f"{name}-healthcheck", "exec")
+        else:
+            assert argv == ["python", "-m", HEALTHCHECK_MODULE]
+            copies = [shlex.split(a) for ins, a in stages(name)[-2] if ins == "COPY"]
+            assert any("services" in words[-2:-1] for words in copies), f"{name}: services/ not in the image"
 
 
 def test_dockerignore_keeps_junk_out():

@@ -102,6 +102,24 @@ region: {{ .Values.externalS3.region | quote }}
 {{- end -}}
 {{- end -}}
 
+{{/* Service auth: the Secret with `tokens.json` (the services' token table) and `service-token`
+(the gateway's own token). There is no way to turn it off: the services refuse to start without it. */}}
+{{- define "lm-saes.serviceAuthSecretName" -}}
+{{- default (printf "%s-service-auth" (include "lm-saes.fullname" .)) .Values.serviceAuth.existingSecret -}}
+{{- end -}}
+
+{{/* Probe handler of a gRPC service; call with (dict "root" $ "port" .port). Native gRPC probes
+cannot speak TLS, so with tls.enabled the image's health-check command runs instead. */}}
+{{- define "lm-saes.grpcProbe" -}}
+{{- if .root.Values.tls.enabled -}}
+exec:
+  command: ["python", "-m", "services.common.healthcheck"]
+{{- else -}}
+grpc:
+  port: {{ .port }}
+{{- end -}}
+{{- end -}}
+
 {{/* Container securityContext shared by every container. */}}
 {{- define "lm-saes.containerSecurityContext" -}}
 runAsNonRoot: true

@@ -28,8 +28,8 @@ class MongoDocumentStore(DocumentStore):
     def __init__(self, uri: str, client: Any = None):
         import pymongo
 
-        # Fail fast when the server is gone (callers retry with backoff): 5 s, not pymongo's 30.
-        timeouts = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 5000}
+        # Fail fast when the server is gone (callers retry within a bounded wait): 1 s, not pymongo's 30.
+        timeouts = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 1000}
         self.client = client or pymongo.MongoClient(uri, **timeouts)
         self.db = self.client.get_default_database(DEFAULT_DATABASE)
         self.uri = uri

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lm_saes/v1/common.proto\x12\nlm_saes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"I\n\tTensorRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tbyte_size\x18\x04 \x01(\x03\"\xdc\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.lm_saes.v1.JobState\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12-\n\x07metrics\x18\x05 \x03(\x0b\x32\x1c.lm_saes.v1.Job.MetricsEntry\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\n \x01(\t\x12\x13\n\x0bresult_json\x18\x0b \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x14\n\x06JobRef\x12\n\n\x02id\x18\x01 \x01(\t\"k\n\x0fListJobsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.lm_saes.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.lm_saes.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe3\x02\n\rProgressEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.lm_saes.v1.JobState\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x03\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\n\n\x02l0\x18\x07 \x01(\x01\x12\x1a\n\x12\x65xplained_variance\x18\x08 \x01(\x01\x12\x0f\n\x07message\x18\t \x01(\t\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08progress\x18\x0b \x01(\x01\x12\x37\n\x07metrics\x18\x0c \x03(\x0b\x32&.lm_saes.v1.ProgressEvent.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lm_saes/v1/common.proto\x12\nlm_saes.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"I\n\tTensorRef\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tbyte_size\x18\x04 \x01(\x03\"\xeb\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.lm_saes.v1.JobState\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12-\n\x07metrics\x18\x05 \x03(\x0b\x32\x1c.lm_saes.v1.Job.MetricsEntry\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12+\n\x07\x63reated\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07updated\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\n \x01(\t\x12\x13\n\x0bresult_json\x18\x0b \x01(\t\x12\r\n\x05owner\x18\x0c \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x14\n\x06JobRef\x12\n\n\x02id\x18\x01 \x01(\t\"k\n\x0fListJobsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.lm_saes.v1.JobState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.lm_saes.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe3\x02\n\rProgressEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.lm_saes.v1.JobState\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x03\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x0c\n\x04loss\x18\x06 \x01(\x01\x12\n\n\x02l0\x18\x07 \x01(\x01\x12\x1a\n\x12\x65xplained_variance\x18\x08 \x01(\x01\x12\x0f\n\x07message\x18\t \x01(\t\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08progress\x18\x0b \x01(\x01\x12\x37\n\x07metrics\x18\x0c \x03(\x0b\x32&.lm_saes.v1.ProgressEvent.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_PROGRESSEVENT_METRICSENTRY']._loaded_options = None
   _globals['_PROGRESSEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1118
-  _globals['_JOBSTATE']._serialized_end=1272
+  _globals['_JOBSTATE']._serialized_start=1133
+  _globals['_JOBSTATE']._serialized_end=1287
   _globals['_TENSOR']._serialized_start=72
   _globals['_TENSOR']._serialized_end=124
   _globals['_TENSORREF']._serialized_start=126
   _globals['_TENSORREF']._serialized_end=199
   _globals['_JOB']._serialized_start=202
-  _globals['_JOB']._serialized_end=550
-  _globals['_JOB_METRICSENTRY']._serialized_start=504
-  _globals['_JOB_METRICSENTRY']._serialized_end=550
-  _globals['_JOBREF']._serialized_start=552
-  _globals['_JOBREF']._serialized_end=572
-  _globals['_LISTJOBSREQUEST']._serialized_start=574
-  _globals['_LISTJOBSREQUEST']._serialized_end=681
-  _globals['_LISTJOBSRESPONSE']._serialized_start=683
-  _globals['_LISTJOBSRESPONSE']._serialized_end=757
-  _globals['_PROGRESSEVENT']._serialized_start=760
-  _globals['_PROGRESSEVENT']._serialized_end=1115
-  _globals['_PROGRESSEVENT_METRICSENTRY']._serialized_start=504
-  _globals['_PROGRESSEVENT_METRICSENTRY']._serialized_end=550
+  _globals['_JOB']._serialized_end=565
+  _globals['_JOB_METRICSENTRY']._serialized_start=519
+  _globals['_JOB_METRICSENTRY']._serialized_end=565
+  _globals['_JOBREF']._serialized_start=567
+  _globals['_JOBREF']._serialized_end=587
+  _globals['_LISTJOBSREQUEST']._serialized_start=589
+  _globals['_LISTJOBSREQUEST']._serialized_end=696
+  _globals['_LISTJOBSRESPONSE']._serialized_start=698
+  _globals['_LISTJOBSRESPONSE']._serialized_end=772
+  _globals['_PROGRESSEVENT']._serialized_start=775
+  _globals['_PROGRESSEVENT']._serialized_end=1130
+  _globals['_PROGRESSEVENT_METRICSENTRY']._serialized_start=519
+  _globals['_PROGRESSEVENT_METRICSENTRY']._serialized_end=565
 # @@protoc_insertion_point(module_scope)

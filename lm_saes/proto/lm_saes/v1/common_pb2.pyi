@@ -147,6 +147,7 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CONFIG_JSON_FIELD_NUMBER: _builtins.int
     RESULT_JSON_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: _builtins.str
     """"training", "analysis", "activations" """
@@ -161,6 +162,8 @@ class Job(_message.Message):
     """the resolved config the job runs with"""
     result_json: _builtins.str
     """what it produced (artifact URIs, eval metrics, ...), once done"""
+    owner: _builtins.str
+    """the principal that submitted it; List and Cancel are limited to it unless admin"""
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
@@ -181,10 +184,11 @@ class Job(_message.Message):
         request_id: _builtins.str = ...,
         config_json: _builtins.str = ...,
         result_json: _builtins.str = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "updated", b"updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "created", b"created", "error", b"error", "id", b"id", "kind", b"kind", "metrics", b"metrics", "progress", b"progress", "request_id", b"request_id", "result_json", b"result_json", "state", b"state", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "created", b"created", "error", b"error", "id", b"id", "kind", b"kind", "metrics", b"metrics", "owner", b"owner", "progress", b"progress", "request_id", b"request_id", "result_json", b"result_json", "state", b"state", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

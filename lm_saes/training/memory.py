@@ -1,0 +1,38 @@
+"""Up-front estimates of what a training run needs: memory while it trains, and the object
+store space its activation shards take. Services refuse runs past their ceilings at submit;
+the figures are estimates (within ~2x), made to catch `d_sae = 2**40`, not to pack a GPU."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from lm_saes.config import ActivationsConfig, DataConfig, RunConfig
+
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+class RunEstimate(NamedTuple):
+    memory_bytes: int  # model + dictionaries with gradients and Adam state + batch + shuffle buffer
+    storage_bytes: int  # stored activation shards (0 when generated on the fly or reused)
+
+    def describe(self) -> str:
+        return f"~{self.memory_bytes / 2**30:.2f} GiB of memory, ~{self.storage_bytes / 2**30:.2f} GiB of shards"
+
+
+def shard_bytes(data: DataConfig, activations: ActivationsConfig, d_in: int) -> int:
+    """Object-store space of the activation shards for `data` at every hook."""
+    return (data.max_tokens + data.eval_tokens) * d_in * BYTES[activations.dtype] * len(activations.hooks)
+
+
+def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
+    """For `cfg` on a model with residual width `d_in` whose weights take `model_bytes`."""
+    n_saes = len(cfg.transcoders.layers) if cfg.transcoders else 1
+    d_sae, batch = cfg.sae.d_sae, cfg.train.batch_size
+    params = 2 * d_in * d_sae + d_sae + d_in
+    dictionary = params * 4 * 4  # fp32 weights, gradients, Adam's two moments
+    step = batch * d_sae * 4 * 3  # pre-activations, activations and their gradient, [batch, d_sae]
+    width = BYTES[cfg.activations.dtype]
+    hooks = len(cfg.activations.hooks)
+    buffer = cfg.activations.buffer_tokens * d_in * width * hooks
+    storage = shard_bytes(cfg.data, cfg.activations, d_in) if cfg.activations.store and cfg.activations.path is None else 0
+    return RunEstimate(model_bytes + n_saes * dictionary + step + buffer, storage)

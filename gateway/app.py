@@ -66,29 +66,34 @@ def _scope_of(dependant) -> tuple[str, bool] | None:
     return None
 
 
-def _document_security(app: FastAPI, public_reads: bool) -> None:
+def _document_security(app: FastAPI, public_reads: bool, routers: list[tuple[str, object]]) -> None:
     """OpenAPI: each route says the scope it needs (`x-required-scope`), and public routes list
     an empty security requirement (no token needed)."""
     from fastapi.routing import APIRoute
 
     schema = app.openapi()
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for prefix, router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.include_in_schema:
+                _document_route(schema, prefix + route.path_format, route, public_reads)
+
+
+def _document_route(schema: dict, path: str, route, public_reads: bool) -> None:
+    """Mark one route's operations with the scope it needs and whether it is public."""
+    found = _scope_of(route.dependant)
+    for method in route.methods:
+        operation = schema["paths"].get(path, {}).get(method.lower())
+        if operation is None:
             continue
-        found = _scope_of(route.dependant)
-        for method in route.methods:
-            operation = schema["paths"].get(route.path_format, {}).get(method.lower())
-            if operation is None:
-                continue
-            if found is None:
-                operation["security"] = []
-                operation["x-public"] = True
-                continue
-            scope, identified = found
-            public = scope == "read" and public_reads and not identified
-            operation["security"] = [{}, {"HTTPBearer": []}] if public else [{"HTTPBearer": []}]
-            operation["x-required-scope"] = scope
-            operation["x-public"] = public
+        if found is None:
+            operation["security"] = []
+            operation["x-public"] = True
+            continue
+        scope, identified = found
+        public = scope == "read" and public_reads and not identified
+        operation["security"] = [{}, {"HTTPBearer": []}] if public else [{"HTTPBearer": []}]
+        operation["x-required-scope"] = scope
+        operation["x-public"] = public
 
 
 class SinglePageApp(StaticFiles):
@@ -127,10 +132,11 @@ def create_app(settings: GatewaySettings | None = None, documents: DocumentStore
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    for router in (catalog.router, compute.router, jobs.router, circuits.router):
+    api_routers = (catalog.router, compute.router, jobs.router, circuits.router)
+    for router in api_routers:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(ops.router)
-    _document_security(app, settings.public_reads)
+    _document_security(app, settings.public_reads, [*((API_PREFIX, r) for r in api_routers), ("", ops.router)])
     static = Path(settings.static_dir)
     if static.is_dir():  # the built frontend; absent until it is built
         app.mount("/", SinglePageApp(directory=static, html=True), name="frontend")

@@ -9,14 +9,22 @@ fixture from the module: any httpx client of the gateway (a TestClient or an htt
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.conftest import REPO, free_port
 from tests.integration.test_job_services import TINY, Service
 
 TOKENS = {"submitter": ["submit", "read"], "computer": ["compute"], "reader-token": ["read"]}
@@ -35,11 +43,19 @@ def stack_services() -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, stack_services):
+def stack_env() -> dict[str, str]:
+    """Extra LM_SAES_* settings for a module's services (override it in a module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, stack_services, stack_env):
     """({name: Service}, tmp folder): the services, sharing `tmp/docs.sqlite` and `tmp/objects`."""
     tmp = tmp_path_factory.mktemp("stack")
     env = {"LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp / "objects"),
-           "HF_HUB_OFFLINE": "1", "LM_SAES_MODEL": "tiny", "LM_SAES_WORKERS": "4"}
+           "HF_HUB_OFFLINE": "1", "LM_SAES_MODEL": "tiny", "LM_SAES_WORKERS": "4",
+           # transcoders trained in process under tmp (tests/e2e) may be analyzed and traced
+           "LM_SAES_READ_ROOTS": json.dumps([str(tmp)]), **stack_env}
     with ThreadPoolExecutor(len(stack_services)) as pool:  # start-ups overlap (each imports torch)
         services = list(pool.map(lambda name: Service(f"services.{name}", env, tmp / f"{name}.log"),
                                  stack_services))
@@ -47,6 +63,38 @@ def stack(tmp_path_factory, stack_services):
     for service in services:
         if service.proc.poll() is None:
             service.stop(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def gateway_process(services: dict[str, Service], tmp: Path, **settings: str) -> Iterator[tuple[str, Path]]:
+    """`python -m gateway` on a free port over `services` ((url, log)); `settings` are extra
+    LM_SAES_* variables (e.g. LM_SAES_PUBLIC_READS="false")."""
+    port = free_port()
+    env = {**os.environ, "LM_SAES_GATEWAY_HOST": "127.0.0.1", "LM_SAES_GATEWAY_PORT": str(port),
+           "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_API_TOKENS": json.dumps(TOKENS),
+           **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()}, **settings}
+    log = tmp / f"gateway-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"the gateway did not answer /healthz in 60 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def job_events(client: httpx.Client, job_id: str) -> list[tuple[str, dict]]:

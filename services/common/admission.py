@@ -102,6 +102,7 @@ class Admission:
     def run(self, cfg: RunConfig) -> RunConfig:
         """A training run as callers may submit it (locations confined, sizes checked)."""
         cfg.output = self.roots.writable("output", cfg.output)
+        cfg.data.source = self.roots.data_source("data.source", cfg.data.source)
         if cfg.activations.path is not None:
             cfg.activations.path = self.roots.writable("activations.path", cfg.activations.path)
         facts = self.model("model.name", cfg.model)
@@ -130,6 +131,7 @@ class Admission:
 
         sae_uri = self.roots.readable("sae_uri", sae_uri)
         cfg.output = self.roots.writable("output", cfg.output)
+        cfg.data.source = self.roots.data_source("data.source", cfg.data.source)
         try:
             spec = open_store(sae_uri, create_bucket=False).get_json(SPEC_KEY)
         except (ObjectNotFound, FileNotFoundError, NotADirectoryError, ValueError):

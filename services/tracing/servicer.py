@@ -115,7 +115,6 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
 
     @rpc
     def Intervene(self, request, context):
-        record = self._graph(request.graph_id, context)
         if not request.changes:
             raise invalid("changes", "give at least one feature change")
         if len(request.changes) > MAX_CHANGES:
@@ -130,6 +129,7 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
                               f"got {change.value!r}")
         changes = [Intervention(c.layer, c.position, int(c.feature), c.value, MODES[c.mode])
                    for c in request.changes]
+        record = self._graph(request.graph_id, context)
         replacement = self.cache.get(record["transcoders"])
         with self.cache.lock:  # one forward at a time per process: the bridge's hooks are shared state
             state = prompt_state(replacement, record["prompt"])

@@ -20,15 +20,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.conftest import REPO, free_port
-from tests.service_stack import SAE_ID, TOKENS
+from tests.integration.conftest import REPO
+from tests.service_stack import SAE_ID, TOKENS, gateway_process
 
 pytestmark = pytest.mark.e2e
 
@@ -63,33 +62,10 @@ def transcoders(stack, client) -> str:
 def gateway(stack):
     """`python -m gateway` on a free port over the stack's services, serving frontend/dist."""
     services, tmp = stack
-    port = free_port()
-    env = {**os.environ, "LM_SAES_GATEWAY_HOST": "127.0.0.1", "LM_SAES_GATEWAY_PORT": str(port),
-           "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_STATIC_DIR": str(FRONTEND / "dist"),
-           "LM_SAES_API_TOKENS": json.dumps({**TOKENS, BROWSER_TOKEN: ["read", "compute", "submit"]}),
-           "LM_SAES_PUBLIC_READS": "false",
-           **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()}}
-    log = tmp / "gateway.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"the gateway exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the gateway did not answer /healthz in 60 s:\n{log.read_text()}")
-        time.sleep(0.2)
-    yield url, log
-    proc.terminate()
-    proc.wait(timeout=30)
+    tokens = json.dumps({**TOKENS, BROWSER_TOKEN: ["read", "compute", "submit"]})
+    with gateway_process(services, tmp, LM_SAES_STATIC_DIR=str(FRONTEND / "dist"), LM_SAES_API_TOKENS=tokens,
+                         LM_SAES_PUBLIC_READS="false") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

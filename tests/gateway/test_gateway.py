@@ -86,9 +86,11 @@ def test_compute_on_new_text(client, trained):
 
 
 def test_jobs_listing(client, trained):
-    training = client.get("/api/v1/jobs", params={"kind": "training"}).json()
+    _problem(client.get("/api/v1/jobs"), 401)  # whose jobs? a token is needed even with public reads
+    training = client.get("/api/v1/jobs", params={"kind": "training"}, headers=SUBMIT).json()
     assert [j["id"] for j in training] == [trained["id"]] and training[0]["state"] == "succeeded"
-    assert {j["kind"] for j in client.get("/api/v1/jobs").json()} == {"training", "analysis"}
+    assert {j["kind"] for j in client.get("/api/v1/jobs", headers=SUBMIT).json()} == {"training", "analysis"}
+    assert client.get("/api/v1/jobs", headers=READ).json() == []  # another user's jobs are not listed
     assert client.get(f"/api/v1/jobs/{trained['id']}").json()["result"]["sae"] == trained["result"]["sae"]
     # a finished job's stream ends at once with its final state
     assert _events(client, trained["id"])[-1][1]["state"] == "succeeded"
@@ -116,7 +118,7 @@ def test_error_responses(client, trained):
     _problem(client.get("/api/v1/nowhere"), 404)
     _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"limit": 201}), 422, "limit")
     _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"sort": "size"}), 422, "sort")
-    _problem(client.get("/api/v1/jobs", params={"kind": "baking"}), 422, "kind")
+    _problem(client.get("/api/v1/jobs", params={"kind": "baking"}, headers=READ), 422, "kind")
     url = f"/api/v1/saes/{SAE_ID}/activations"
     _problem(client.post(url, json={"text": "x" * 201}, headers=COMPUTE), 422, "text")
     _problem(client.post(url, json={"text": ""}, headers=COMPUTE), 422, "text")

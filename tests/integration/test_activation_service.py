@@ -190,7 +190,7 @@ def test_tokenize_and_streamed_activations(service, reference):
         assert (streamed["activations"][hook] - expected[hook][0]).abs().max().item() <= 1e-5
     by_tokens = client.activations(hooks[:1], tokens=ids, dtype="bfloat16")
     assert by_tokens["activations"][hooks[0]].dtype == torch.bfloat16
-    stored = client.activations(hooks, text=text, store_uri=str(service["root"] / "acts"))
+    stored = client.activations(hooks, text=text, store_uri=str(service["root"] / "objects" / "acts"))
     assert not stored["activations"]
     for hook in hooks:
         ref = stored["refs"][hook]
@@ -205,7 +205,7 @@ def test_tokenize_and_streamed_activations(service, reference):
 
 def test_generate_activations_job(service):
     client = service["client"]
-    out = service["root"] / "generated"
+    out = service["root"] / "objects" / "generated"
     job = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
                                       data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
                                       request_id="gen-1", shard_tokens=256)

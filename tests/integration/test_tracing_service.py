@@ -21,7 +21,7 @@ from tests.integration.test_job_services import Service
 @pytest.fixture(scope="module")
 def tracing(tmp_path_factory, s3_server, mongodb_uri):
     tmp = tmp_path_factory.mktemp("tracing")
-    transcoders = "s3://lm-saes-tracing/transcoders"
+    transcoders = "s3://lm-saes-tracing/objects/transcoders"
     cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
                       {"output": transcoders, "data.max_tokens": 5000, "train.checkpoint_every": 0})
     run_train_transcoders(cfg, progress=False)
@@ -81,7 +81,7 @@ def test_errors_carry_codes_and_field_names(tracing):
     client, transcoders, _ = tracing
     cases = [
         (lambda: client.submit("", transcoders), grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
-        (lambda: client.submit("hi", "s3://lm-saes-tracing/nothing"), grpc.StatusCode.NOT_FOUND, "transcoders_uri"),
+        (lambda: client.submit("hi", "s3://lm-saes-tracing/objects/nothing"), grpc.StatusCode.NOT_FOUND, "transcoders_uri"),
         (lambda: client.submit("hi", transcoders, {"node_threshold": 3}), grpc.StatusCode.INVALID_ARGUMENT,
          "node_threshold"),
         (lambda: client.submit("hi", transcoders, {"edge_treshold": 0.5}), grpc.StatusCode.INVALID_ARGUMENT,

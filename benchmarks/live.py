@@ -10,7 +10,9 @@ Starts the activation service as a separate process with the main job's SAE regi
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -66,11 +68,13 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
                            "hook_out": sae.spec.hook_out, "architecture": sae.spec.architecture,
                            "d_sae": sae.d_sae, "config": {}, "metrics": {}, "artifact": str(sae_dir)})
         port = _free_port()
+        token = secrets.token_urlsafe(16)  # the service, as deployed, needs one; its check is in the timing
         env = {**os.environ, "LM_SAES_PORT": str(port), "LM_SAES_HOST": "127.0.0.1", "LM_SAES_METRICS_PORT": "0",
-               "LM_SAES_DOCUMENTS": documents, "HF_HUB_OFFLINE": "1", "LM_SAES_LOG_LEVEL": "WARNING"}
+               "LM_SAES_DOCUMENTS": documents, "HF_HUB_OFFLINE": "1", "LM_SAES_LOG_LEVEL": "WARNING",
+               "LM_SAES_TOKENS": json.dumps({token: ["compute"]})}
         server = subprocess.Popen([sys.executable, "-m", "services.activation"], cwd=REPO, env=env)
         try:
-            with ActivationClient(f"127.0.0.1:{port}", timeout=300) as client:
+            with ActivationClient(f"127.0.0.1:{port}", timeout=300, token=token) as client:
                 deadline = time.time() + 120
                 while True:
                     try:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.integration.conftest import free_port
+from tests.integration.test_job_services import TINY
 from tests.service_stack import ANALYZE, COMPUTE, READ, SAE_ID, SUBMIT, TOKENS
 from tests.service_stack import job_events as _events
 
@@ -126,7 +127,8 @@ def test_error_responses(client, trained):
     _problem(client.post(f"/api/v1/saes/{SAE_ID}/search", json={"text": "x" * 201}, headers=COMPUTE), 422, "text")
     _problem(client.post("/api/v1/saes/ghost/activations", json={"text": "hi"}, headers=COMPUTE), 404)
     # field-naming errors that come from the services themselves
-    bad = client.post("/api/v1/jobs/training", json={"config": {"train": {"lrr": 1}}}, headers=SUBMIT)
+    config = {**{k: v for k, v in TINY.items() if k != "output"}, "train": {**TINY["train"], "lrr": 1}}
+    bad = client.post("/api/v1/jobs/training", json={"config": config}, headers=SUBMIT)
     assert "lrr" in _problem(bad, 422, "config.train.lrr")["detail"]
     bad = client.post("/api/v1/jobs/analysis", json={"sae_uri": "x", "config": {"analysis": {"top_nn": 1}}},
                       headers=SUBMIT)
@@ -242,7 +244,7 @@ def test_circuits_graph_export_and_hover_features(client, traced):
     assert "/api/v1/circuits/{graph_id}/interventions" in client.get("/openapi.json").json()["paths"]
 
 
-def test_circuit_interventions_and_errors(client, traced):
+def test_circuit_interventions_and_errors(client, traced, stack):
     graph_id = traced["graph_id"]
     graph = client.get(f"/api/v1/circuits/{graph_id}").json()
     node = max((n for n in graph["nodes"] if n["kind"] == "feature"), key=lambda n: n["influence"])
@@ -272,8 +274,10 @@ def test_circuit_interventions_and_errors(client, traced):
              field="changes")
     _problem(client.post("/api/v1/circuits/graph-nope/interventions", json={"changes": [{**change, "value": 1}]},
                          headers=COMPUTE), 404)
-    trace = {"prompt": "hi", "transcoders": "/no/such/set"}
-    _problem(client.post("/api/v1/circuits", json=trace, headers=SUBMIT), 404)
+    trace = {"prompt": "hi", "transcoders": "/no/such/set"}  # outside the server's roots
+    _problem(client.post("/api/v1/circuits", json=trace, headers=SUBMIT), 422, "transcoders")
+    inside = {"prompt": "hi", "transcoders": str(stack[1] / "objects" / "no-such-set")}
+    _problem(client.post("/api/v1/circuits", json=inside, headers=SUBMIT), 404)
     _problem(client.post("/api/v1/circuits", json=trace, headers=COMPUTE), 403)
     _problem(client.post("/api/v1/circuits", json={**trace, "node_threshold": 2}, headers=SUBMIT), 422,
              field="node_threshold")

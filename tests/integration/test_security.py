@@ -36,6 +36,7 @@ from tests.conftest import ADMIN_TOKEN, SERVICE_TOKEN
 from tests.integration.test_job_services import TINY
 from tests.service_stack import READ, SUBMIT, TOKENS, gateway_process
 
+
 @pytest.fixture(scope="module")
 def stack_env() -> dict[str, str]:
     """Only the tiny model, and a memory ceiling that a default-sized run exceeds: a fuzzer that
@@ -456,3 +457,56 @@ def test_schemathesis_finds_no_server_error(stack, tmp_path):
             assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:] + log.read_text()[-3000:]
             tested = re.search(r"Tested: (\d+)", run.stdout)
             assert tested and int(tested.group(1)) >= 20 and re.search(r"(\d+) generated, \1 passed", run.stdout)
+
+
+def test_tls_stack(tmp_path):
+    """A service serving mTLS and a gateway reaching it over TLS with its service token; a
+    client without a certificate, or in plaintext, gets nowhere."""
+    import subprocess
+    import sys
+
+    from lm_saes.client import TrainingClient, tls_credentials
+    from tests.deploy.test_chart import make_pki
+    from tests.integration.conftest import REPO, free_port
+
+    pki = make_pki(["lm-saes-training"])
+    files = {}
+    for secret, items in pki.items():
+        for key, data in items.items():
+            files[(secret, key)] = tmp_path / f"{secret}-{key}"
+            files[(secret, key)].write_bytes(data)
+    server, client = "lm-saes-grpc-tls", "lm-saes-gateway-grpc-client"
+    port = free_port()
+    env = {**os.environ, "LM_SAES_HOST": "127.0.0.1", "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": "0",
+           "LM_SAES_DOCUMENTS": str(tmp_path / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp_path / "objects"),
+           "LM_SAES_TLS_CERT_FILE": str(files[(server, "tls.crt")]),
+           "LM_SAES_TLS_KEY_FILE": str(files[(server, "tls.key")]),
+           "LM_SAES_TLS_CLIENT_CA_FILE": str(files[(server, "ca.crt")])}
+    log = (tmp_path / "training.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "services.training"], cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    credentials = tls_credentials(str(files[(client, "ca.crt")]), str(files[(client, "tls.crt")]),
+                                  str(files[(client, "tls.key")]))
+    address = f"127.0.0.1:{port}"
+    try:
+        with TrainingClient(address, credentials=credentials, server_name="lm-saes-training", token=ADMIN_TOKEN,
+                            timeout=10) as trainer:
+            trainer.wait_ready(timeout=120)
+            assert trainer.list() == ([], "")
+        without_cert = tls_credentials(str(files[(client, "ca.crt")]))
+        for kwargs in ({"credentials": without_cert, "server_name": "lm-saes-training"}, {}):
+            with TrainingClient(address, token=ADMIN_TOKEN, timeout=5, **kwargs) as refused, \
+                    pytest.raises(Exception) as error:
+                refused.list()
+            assert getattr(error.value, "code", None) == grpc.StatusCode.UNAVAILABLE, error.value
+        services = {"training": type("S", (), {"port": port})()}
+        tls = {"LM_SAES_TLS_CA_FILE": str(files[(client, "ca.crt")]),
+               "LM_SAES_TLS_CLIENT_CERT_FILE": str(files[(client, "tls.crt")]),
+               "LM_SAES_TLS_CLIENT_KEY_FILE": str(files[(client, "tls.key")]),
+               "LM_SAES_TLS_SERVER_NAME": "lm-saes-training"}
+        with gateway_process(services, tmp_path, **tls) as (url, _log), httpx.Client(base_url=url, timeout=60) as http:
+            response = http.post("/api/v1/jobs/training", json={"config": {"model": "tiny"}}, headers=SUBMIT)
+            assert response.status_code == 422 and "missing" in response.json()["detail"], response.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -131,10 +131,14 @@ def install(app: FastAPI) -> None:
     async def _nested(_: Request, error: RecursionError) -> JSONResponse:
         return problem_response(422, "body: nested too deeply", field="body")
 
+    async def _store_down(_: Request, error: Exception) -> JSONResponse:
+        log.warning("document store unreachable: %s", type(error).__name__)
+        return problem_response(503, f"the document store is unreachable ({type(error).__name__})")
+
+    for store_error in STORE_ERRORS:
+        app.add_exception_handler(store_error, _store_down)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
-        if isinstance(error, STORE_ERRORS):
-            log.warning("document store unreachable: %s", type(error).__name__)
-            return problem_response(503, f"the document store is unreachable ({type(error).__name__})")
         log.exception("unhandled error")
         return problem_response(500, f"{type(error).__name__}")

@@ -30,6 +30,23 @@ log = logging.getLogger(__name__)
 Register = Callable[[grpc.Server], list[str]]
 
 
+class HealthServicer(health.HealthServicer):
+    """grpc's health servicer with `List` answered (grpcio-health-checking leaves it
+    unimplemented, which logged a traceback per call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: dict[str, int] = {}
+
+    def set(self, service: str, status: int) -> None:
+        super().set(service, status)
+        self.statuses[service] = status
+
+    def List(self, request, context):
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self.statuses.items()})
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -72,7 +89,7 @@ def start_server(settings: ServiceSettings, register: Register) -> RunningServer
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
                          interceptors=interceptors, options=options)
     services = register(server)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)

@@ -27,6 +27,22 @@ def test_s3_store_roundtrip(s3_server):
         store.get_bytes("a/b.bin")
 
 
+def test_opening_and_reading_never_create_a_bucket(s3_server):
+    """A request naming a bucket (CircuitService.Submit only reads) must not create it; a write
+    creates it only when allowed (the CLI's default)."""
+    store = open_store("s3://never-made-bucket/x", create_bucket=False)
+    assert not store.exists("transcoders.json") and store.list() == []
+    with pytest.raises(ObjectNotFound):
+        store.get_json("transcoders.json")
+    with pytest.raises(Exception):  # noqa: B017 - the server refuses a write into a missing bucket
+        store.put_bytes("a", b"x")
+    assert not store.client.bucket_exists("never-made-bucket")
+    made = open_store("s3://made-on-write/x")
+    assert not made.client.bucket_exists("made-on-write")
+    made.put_bytes("a", b"x")
+    assert made.client.bucket_exists("made-on-write") and made.get_bytes("a") == b"x"
+
+
 def test_activation_shards_through_s3(s3_server, tiny_model, tiny_contexts):
     store = open_store("s3://lm-saes-test/acts")
     hooks = ["blocks.0.hook_resid_post"]

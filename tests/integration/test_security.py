@@ -95,9 +95,12 @@ def test_every_rpc_needs_a_token_with_its_scope(stack):
     # only a service token may speak for a user, and never grant more than it holds
     as_user = _auth("alice-token", **{"x-lm-saes-user": "mallory"})
     assert _code(trainer.List, common_pb2.ListJobsRequest(), metadata=as_user)[0] == grpc.StatusCode.PERMISSION_DENIED
-    for name, service in stack[0].items():  # probes stay open
-        reply = health_pb2_grpc.HealthStub(service.raw_channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+    for name, service in stack[0].items():  # probes stay open, List included (it was a traceback per call)
+        health = health_pb2_grpc.HealthStub(service.raw_channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING, name
+        assert health.List(health_pb2.HealthListRequest(), timeout=10).statuses[""].status == \
+            health_pb2.HealthCheckResponse.SERVING, name
 
 
 def test_jobs_belong_to_their_owner(stack):

@@ -39,11 +39,6 @@ class Principal:
     def has(self, scope: str) -> bool:
         return scope in self.scopes
 
-    def acting_for(self, user: str) -> Principal:
-        """A service caller speaking for `user`: that user's name with the caller's scopes
-        (less `service`, so the delegation cannot be passed on)."""
-        return Principal(user, self.scopes - {"service"})
-
 
 def token_name(token: str) -> str:
     """A stable, non-secret name for a token given without one (a hash prefix)."""

@@ -7,11 +7,14 @@ cannot take the service down). A worker handles SIGTERM by checkpointing and mar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +50,8 @@ def _worker(documents_uri: str, job_id: str) -> None:
 
 def run_job(documents_uri: str, job_id: str) -> int:
     """Run one job to an end state (or back to `queued` on SIGTERM). Under torchrun only
-    rank 0 writes the record; the other ranks just train."""
+    rank 0 writes the record; the other ranks train and stop at the step every rank agrees on
+    (the trainer all-reduces each rank's stop flag)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {job_id} %(levelname)s %(name)s: %(message)s")
@@ -58,7 +62,8 @@ def run_job(documents_uri: str, job_id: str) -> int:
         if job is None or job["state"] in TERMINAL:
             return 0
         if not reporting:
-            _job_functions()[job["kind"]](job, reporter, lambda: False)
+            with contextlib.suppress(InterruptedError):  # stopped with the others at an agreed step
+                _job_functions()[job["kind"]](job, reporter, stop.is_set)
             return 0
         reporter.running()
 
@@ -81,13 +86,27 @@ def run_job(documents_uri: str, job_id: str) -> int:
         return 0
 
 
-class LocalExecutor:
-    """Jobs as local worker processes; their state lives in the document store."""
+def replica_name() -> str:
+    """This service replica's stable name (LM_SAES_REPLICA, else the host name): jobs it claims
+    carry it, so a restarted replica requeues only its own."""
+    return os.environ.get("LM_SAES_REPLICA") or socket.gethostname()
 
-    def __init__(self, documents_uri: str, max_workers: int = 1, kinds: tuple[str, ...] | None = None):
+
+LEASE_S = 30.0  # a claimed job's lease; its replica renews it on every schedule pass (~2 s)
+
+
+class LocalExecutor:
+    """Jobs as local worker processes; their state lives in the document store. Several
+    replicas may share one store: each queued job is claimed atomically by exactly one, which
+    holds a lease on it while its worker runs; a job whose replica vanished (its lease ran
+    out) goes back to the queue for any replica to take."""
+
+    def __init__(self, documents_uri: str, max_workers: int = 1, kinds: tuple[str, ...] | None = None,
+                 replica: str | None = None):
         """`kinds`: the job kinds this executor runs (a service runs its own; default: all)."""
         self.documents_uri = documents_uri
         self.kinds = kinds
+        self.replica = replica or replica_name()
         self.documents = open_document_store(documents_uri)
         self.max_workers = max_workers
         self.context = multiprocessing.get_context("spawn")
@@ -112,17 +131,45 @@ class LocalExecutor:
                 return
             for job_id in [j for j, p in self.processes.items() if not p.is_alive()]:
                 self.processes.pop(job_id).join()
-            queued = sorted((j for j in self._jobs() if j["state"] == "queued"), key=lambda j: j["created"])
+            jobs = self._jobs()
+            self._keep_leases(jobs)
+            queued = sorted((j for j in jobs if j["state"] == "queued"), key=lambda j: j["created"])
             for job in queued:
                 if len(self.processes) >= self.max_workers:
                     break
                 if job["id"] in self.processes:
                     continue
-                process = self.context.Process(target=_worker, args=(self.documents_uri, job["id"]),
-                                               name=f"job-{job['id']}", daemon=False)
-                process.start()
-                self.processes[job["id"]] = process
-                log.info("started job %s (%s) in pid %s", job["id"], job["kind"], process.pid)
+                claimed = self.documents.claim_job(job["id"], {"state": "running", "claimed_by": self.replica,
+                                                               "lease_until": time.time() + LEASE_S,
+                                                               "updated": now()})
+                if claimed is None:  # another replica took it (or it was cancelled) meanwhile
+                    continue
+                self.processes[job["id"]] = self._start(claimed)
+
+    def _keep_leases(self, jobs: list[dict[str, Any]]) -> None:
+        """Renew the leases of this replica's running workers; requeue (in place, in `jobs`)
+        running jobs whose replica let its lease run out."""
+        for job in jobs:
+            if job["state"] != "running" or job.get("lease_until") is None:
+                continue
+            expected = {"state": "running", "claimed_by": job["claimed_by"], "lease_until": job["lease_until"]}
+            if job["claimed_by"] == self.replica:
+                process = self.processes.get(job["id"])
+                if process is not None and process.is_alive():
+                    self.documents.update_job_if(job["id"], expected, {"lease_until": time.time() + LEASE_S})
+            elif job["lease_until"] < time.time():
+                requeued = self.documents.update_job_if(job["id"], expected, {"state": "queued", "updated": now()})
+                if requeued is not None:
+                    log.warning("job %s: replica %s let its lease run out; requeued", job["id"], job["claimed_by"])
+                    job.update(requeued)
+
+    def _start(self, job: dict[str, Any]) -> multiprocessing.process.BaseProcess:
+        """A worker process for a job this replica has claimed."""
+        process = self.context.Process(target=_worker, args=(self.documents_uri, job["id"]),
+                                       name=f"job-{job['id']}", daemon=False)
+        process.start()
+        log.info("started job %s (%s) in pid %s", job["id"], job["kind"], process.pid)
+        return process
 
     def _jobs(self) -> list[dict[str, Any]]:
         if self.kinds is None:
@@ -130,10 +177,12 @@ class LocalExecutor:
         return [job for kind in self.kinds for job in self.documents.list_jobs(kind)]
 
     def resume_unfinished(self) -> list[str]:
-        """After a restart: jobs left `running` by a dead worker go back to the queue."""
+        """After a restart: jobs this replica left `running` (its worker died with it) go back
+        to the queue; other replicas' running jobs are theirs."""
         resumed = []
         for job in self._jobs():
-            if job["state"] == "running" and job["id"] not in self.processes:
+            mine = job.get("claimed_by") in (None, "", self.replica)
+            if job["state"] == "running" and mine and job["id"] not in self.processes:
                 job.update(state="queued", updated=now())
                 self.documents.put_job(job)
                 resumed.append(job["id"])

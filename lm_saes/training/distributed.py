@@ -51,6 +51,15 @@ class Distributed:
         dist.all_reduce(as_int, op=dist.ReduceOp.MAX)
         return as_int.bool()
 
+    def anyone(self, flag: bool) -> bool:
+        """True on every rank when it is true on any: ranks agree on when to stop (a SIGTERM or a
+        cancel may reach one rank only, and a rank that stops alone deadlocks the others)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([int(flag)], dtype=torch.int32)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def mean_(self, tensor: torch.Tensor) -> None:
         if self.enabled:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)

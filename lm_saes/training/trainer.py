@@ -133,7 +133,7 @@ class Trainer:
         self.sae.train()
         with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                   disable=not self.progress) as bar:
-            while self.step < last_step and not (self.should_stop and self.should_stop()):
+            while self.step < last_step and not self.dist.anyone(bool(self.should_stop and self.should_stop())):
                 batch = next(batches)
                 x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
                 y = self.dist.local_rows(batch[self.hook_out]).to(device, non_blocking=True)

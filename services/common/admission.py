@@ -93,7 +93,12 @@ class Admission:
             raise invalid(field_name, f"cannot load {short(cfg.name)}: {short(str(error), 200)}") from None
 
     def data(self, field_name: str, data: DataConfig, facts: ModelFacts) -> DataConfig:
+        """A confined source, and contexts that fit the model."""
         data.source = self.roots.data_source(f"{field_name}.source", data.source)
+        return self._fits(field_name, data, facts)
+
+    @staticmethod
+    def _fits(field_name: str, data: DataConfig, facts: ModelFacts) -> DataConfig:
         if data.context_size > facts.n_ctx:
             raise invalid(f"{field_name}.context_size", f"{data.context_size} is longer than the model's context "
                           f"of {facts.n_ctx}")
@@ -106,7 +111,7 @@ class Admission:
         if cfg.activations.path is not None:
             cfg.activations.path = self.roots.writable("activations.path", cfg.activations.path)
         facts = self.model("model.name", cfg.model)
-        self.data("data", cfg.data, facts)
+        self._fits("data", cfg.data, facts)
         try:
             facts.check_hooks(cfg.activations.hooks)
         except ValueError as error:
@@ -139,7 +144,7 @@ class Admission:
                                f"(expected {SPEC_KEY}; train one first)") from None
         model = cfg.model or ModelConfig(name=str(spec.get("model") or ""))
         facts = self.model("model.name", model)
-        self.data("data", cfg.data, facts)
+        self._fits("data", cfg.data, facts)
         try:
             facts.check_hooks([str(spec.get("hook_in"))])
         except ValueError as error:

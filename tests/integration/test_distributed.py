@@ -59,3 +59,56 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         assert float((resumed[name] - value).abs().max()) <= 1e-5, name
     assert completed_steps(LocalObjectStore(tmp_path / "ddp")) == [24, 30]  # written by rank 0
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step-00000024", "step-00000030"]
+
+
+def _rank_sigterm(rank: int, world: int, root: str) -> None:
+    """Rank 0 alone gets a SIGTERM at step 10 (as a cancel or a node drain may deliver it):
+    every rank must stop at the same step, checkpoint once, and return."""
+    import os
+    import signal
+    import threading
+
+    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous-stop", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        source = StoredActivations(LocalObjectStore(f"{root}/acts"), ["h"], buffer_tokens=1000)
+
+        def on_log(record: dict) -> None:  # called on rank 0 only
+            if record["step"] == 10:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        trainer = Trainer(build_sae(SPEC), source, CFG, LocalObjectStore(f"{root}/stopped"), "h", "h",
+                          progress=False, distributed=Distributed(rank, world), on_log=on_log,
+                          should_stop=stop.is_set)
+        summary = trainer.run()
+        with open(f"{root}/stopped-rank{rank}.txt", "w") as out:
+            out.write(str(summary.steps))
+        if rank == 0:  # the checkpoints on disk right after the stop: step 6 and the stop step
+            with open(f"{root}/stopped-checkpoints.txt", "w") as out:
+                out.write(repr(completed_steps(LocalObjectStore(f"{root}/stopped"))))
+        resumed = _train(root, "stopped", Distributed(rank, world))
+        if rank == 0:
+            torch.save(resumed.sae.state_dict(), f"{root}/stopped-resumed.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_sigterm_on_one_rank_stops_every_rank_at_one_step(tmp_path):
+    _write_data(tmp_path)
+    torch.set_num_threads(1)
+    single = _train(tmp_path, "single").sae.state_dict()
+    context = mp.get_context("spawn")
+    procs = [context.Process(target=_rank_sigterm, args=(rank, 2, str(tmp_path))) for rank in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=240)
+    assert [proc.exitcode for proc in procs] == [0, 0]  # nobody hung in a collective, nobody crashed
+    assert [(tmp_path / f"stopped-rank{r}.txt").read_text() for r in range(2)] == ["10", "10"]
+    assert (tmp_path / "stopped-checkpoints.txt").read_text() == "[6, 10]"  # one checkpoint at the stop
+    assert completed_steps(LocalObjectStore(tmp_path / "stopped")) == [24, 30]  # after the resume
+    resumed = torch.load(tmp_path / "stopped-resumed.pt")
+    for name, value in single.items():
+        assert float((resumed[name] - value).abs().max()) <= 1e-5, name

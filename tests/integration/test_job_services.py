@@ -41,23 +41,14 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
     def __init__(self, token: str):
         self.token = token
 
-    def _details(self, details):
-        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.token}")]
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready,
-            details.compression)
+    def _details(self, details):  # grpc passes a namedtuple
+        return details._replace(metadata=[*(details.metadata or ()), ("authorization", f"Bearer {self.token}")])
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression):
-        self.method, self.timeout, self.metadata = method, timeout, metadata
-        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
 
 
 class Service:

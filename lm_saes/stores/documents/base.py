@@ -67,6 +67,12 @@ class DocumentStore(ABC):
     def _get_record(self, kind: Kind, key: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
+    def _update_if(self, kind: Kind, key: str, expected: dict[str, Any],
+                   changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Atomically apply `changes` to the record if its fields equal `expected`; the updated
+        record, or None when it is missing or differs (another writer got there first)."""
+
+    @abstractmethod
     def _list_records(self, kind: Kind, owner: str | None) -> list[dict[str, Any]]:
         """All records (or those whose owner field equals `owner`), sorted by key."""
 
@@ -131,6 +137,15 @@ class DocumentStore(ABC):
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self._get_record(JOBS, job_id)
+
+    def update_job_if(self, job_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Compare-and-set on a job record: `changes` apply only if its fields equal `expected`."""
+        return self._update_if(JOBS, job_id, expected, changes)
+
+    def claim_job(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Take a queued job (state -> `changes["state"]`, etc.) unless someone already did:
+        of several replicas over one store, exactly one wins each job."""
+        return self.update_job_if(job_id, {"state": "queued"}, changes)
 
     def list_jobs(self, kind: str | None = None) -> list[dict[str, Any]]:
         return self._list_records(JOBS, kind)

@@ -56,6 +56,14 @@ class MongoDocumentStore(DocumentStore):
         doc = self.db[kind.collection].find_one({kind.key: key})
         return project(doc, None) if doc else None
 
+    def _update_if(self, kind: Kind, key: str, expected: dict[str, Any],
+                   changes: dict[str, Any]) -> dict[str, Any] | None:
+        from pymongo import ReturnDocument
+
+        doc = self.db[kind.collection].find_one_and_update({kind.key: key, **expected}, {"$set": changes},
+                                                           return_document=ReturnDocument.AFTER)
+        return project(doc, None) if doc else None
+
     def _list_records(self, kind: Kind, owner: str | None) -> list[dict[str, Any]]:
         query = {kind.owner: owner} if owner is not None and kind.owner else {}
         return [project(doc, None) for doc in self.db[kind.collection].find(query).sort(kind.key, 1)]

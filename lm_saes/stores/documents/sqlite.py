@@ -107,6 +107,18 @@ class SQLiteDocumentStore(DocumentStore):
             row = conn.execute(f"SELECT doc FROM {kind.collection} WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def _update_if(self, kind: Kind, key: str, expected: dict[str, Any],
+                   changes: dict[str, Any]) -> dict[str, Any] | None:
+        with self._write() as conn:  # BEGIN IMMEDIATE: no other process writes in between
+            row = conn.execute(f"SELECT doc FROM {kind.collection} WHERE key = ?", (key,)).fetchone()
+            doc = json.loads(row[0]) if row else None
+            if doc is None or any(doc.get(k) != v for k, v in expected.items()):
+                return None
+            doc.update(changes)
+            owner = doc.get(kind.owner) if kind.owner else None
+            conn.execute(f"UPDATE {kind.collection} SET owner = ?, doc = ? WHERE key = ?", (owner, json.dumps(doc), key))
+        return doc
+
     def _list_records(self, kind: Kind, owner: str | None) -> list[dict[str, Any]]:
         where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
         with self._read() as conn:

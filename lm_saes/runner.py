@@ -46,12 +46,14 @@ class TrainRun:
     metrics: EvalMetrics | None
     timings: dict[str, float] = field(default_factory=dict)
     train_tokens: int = 0
+    resumed_from: int = 0  # the checkpoint step training continued from (0: a fresh start)
 
     def summary(self) -> dict[str, Any]:
         return {
             "output": self.output,
             "sae": f"{self.output.rstrip('/')}/{SAE_PREFIX}",
             "train_tokens": self.train_tokens,
+            "resumed_from": self.resumed_from,
             "timings_s": self.timings,
             "eval": self.metrics.model_dump() if self.metrics else None,
         }
@@ -190,7 +192,7 @@ def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source
         metrics = evaluate(sae, model, splits.eval, cfg.eval, progress)
         store.put_json(EVAL_KEY, metrics.model_dump())
         timings["eval"] = time.perf_counter() - clock
-    run = TrainRun(cfg.output, sae, metrics, timings, summary.tokens)
+    run = TrainRun(cfg.output, sae, metrics, timings, summary.tokens, summary.resumed_from)
     store.put_json(SUMMARY_KEY, run.summary())
     return run
 

@@ -166,6 +166,8 @@ def test_killed_training_service_finishes_job_after_restart(stack):
     assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
     steps = [json.loads(line)["step"] for line in open_store(output).get_bytes("metrics.jsonl").decode().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == events[-1].total_steps
+    resumed_from = json.loads(trainer.Get(common_pb2.JobRef(id=job.id)).result_json)["resumed_from"]
+    assert resumed_from > 0 and resumed_from % 4 == 0  # continued from a checkpoint, not from scratch
     assert training.stop() == 0  # graceful SIGTERM exits cleanly
     training.start()  # leave the stack as the other tests expect it
 
@@ -218,10 +220,20 @@ def test_whole_pipeline_through_the_client(stack):
         assert list(live.watch_job(job["id"], timeout=300))[-1]["state"] == "succeeded"
         config = {**json.loads(_config()), "data": {**TINY["data"], **data},
                   "activations": {**TINY["activations"], "path": acts_uri}}
+        shards = open_store(acts_uri)
+
+        def written() -> dict[str, object]:  # when each shard object was last written (S3 metadata)
+            return {key: shards.client.stat_object(shards.bucket, shards._key(key)).last_modified
+                    for key in shards.list()}
+
+        before = written()
+        time.sleep(1.1)  # S3 times have 1 s resolution
         job = trainer.submit(config)
         assert list(trainer.watch(job["id"], timeout=300))[-1]["state"] == "succeeded"
         sae_uri = trainer.get(job["id"])["result"]["sae"]
-        assert trainer.get(job["id"])["result"]["timings_s"]["activations"] < 5  # reused, not regenerated
+        # reused, not regenerated: the shards and their manifest are untouched, none written anew
+        assert written() == before and "manifest.json" in before
+        assert open_store(trainer.get(job["id"])["result"]["output"]).list("activations") == []
         job = analyzer.submit(sae_uri, sae_id="e2e", config={"data": {**data, "eval_tokens": 0}})
         assert list(analyzer.watch(job["id"], timeout=300))[-1]["state"] == "succeeded"
         features, total = analyzer.list_features("e2e", sort="max_activation", descending=True, limit=3)

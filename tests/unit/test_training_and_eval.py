@@ -68,7 +68,10 @@ def test_dead_latents_get_aux_loss(tmp_path):
     trainer.silent_tokens[:20] = 10_000  # 20 latents silent for long: dead at the first step
     trainer.run(stop_at_step=3)
     assert trainer.metrics[0]["aux_k"] > 0 and trainer.metrics[0]["dead_fraction"] > 0
-    assert all("aux_k" not in m for m in trainer.metrics if m["dead_fraction"] == 0)
+    alive = _trainer(tmp_path, _source(tmp_path), out="alive")  # no latent silent long enough to be dead
+    alive.cfg.log_every, alive.cfg.dead_after_tokens = 1, 10**9
+    alive.run(stop_at_step=3)
+    assert len(alive.metrics) == 3 and all(m["dead_fraction"] == 0 and "aux_k" not in m for m in alive.metrics)
 
 
 def test_evaluate_matches_brute_force(tiny_model, tiny_contexts):

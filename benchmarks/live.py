@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from lm_saes.client import ActivationClient
 from lm_saes.config import ModelConfig
 from lm_saes.models import load_language_model
+from lm_saes.rpc.client import ActivationClient
 from lm_saes.saes import load_sae
 from lm_saes.stores.documents import open_document_store
 

@@ -15,34 +15,37 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 SKIP = {"lm-saes", "torch"}  # the project itself; torch comes from the PyTorch index
-GATEWAY_ROOTS = ("fastapi", "uvicorn", "sse-starlette")  # the gateway's own dependencies
+SERVICE_EXTRAS = ("rpc", "mongo", "s3")  # what every service image runs with
+GATEWAY_EXTRAS = ("gateway",)
 
 
-def closure(root: str) -> dict[str, str]:
+def closure(root: str, extras: tuple[str, ...] = ()) -> dict[str, str]:
+    """name -> installed version of `root[extras]` and everything it pulls in."""
     seen: dict[str, str] = {}
-    todo = [root]
+    done: set[tuple[str, str]] = set()
+    todo = [(root, extra) for extra in ("", *extras)]
     while todo:
+        wanted, extra = todo.pop()
         try:
-            dist = distribution(todo.pop())
+            dist = distribution(wanted)
         except PackageNotFoundError:
             continue
         name = canonicalize_name(dist.metadata["Name"])
-        if name in seen:
+        if (name, extra) in done:
             continue
+        done.add((name, extra))
         seen[name] = dist.version
         for text in dist.requires or []:
             req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+            if req.marker is None or req.marker.evaluate({"extra": extra}):
+                todo += [(req.name, more) for more in ("", *sorted(req.extras))]
     return seen
 
 
 if __name__ == "__main__":
-    base = closure("lm-saes")
+    base = closure("lm-saes", SERVICE_EXTRAS)
     if "--gateway" in sys.argv:
-        extra: dict[str, str] = {}
-        for root in GATEWAY_ROOTS:
-            extra.update(closure(root))
+        extra = closure("lm-saes", GATEWAY_EXTRAS)
         print("# Gateway-only dependencies (FastAPI app), pinned to the tested venv; on top of requirements.lock.")
         print("# Regenerate: .venv/bin/python docker/lock.py --gateway > docker/requirements-gateway.lock")
         pins = {n: v for n, v in extra.items() if n not in base}

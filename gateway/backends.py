@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.settings import GatewaySettings
 from lm_saes.auth import Principal
-from lm_saes.client import (
+from lm_saes.rpc.client import (
     ActivationClient,
     AnalysisClient,
     CircuitClient,
@@ -58,9 +58,10 @@ class Backends:
         return {"activation": self.activation, "training": self.training, "analysis": self.analysis,
                 "tracing": self.tracing}
 
-    def job_client(self, kind: str) -> TrainingClient | AnalysisClient | CircuitClient | None:
-        """The service that runs (and can watch or cancel) jobs of `kind`."""
-        return {"training": self.training, "analysis": self.analysis, "tracing": self.tracing}.get(kind)
+    def job_client(self, kind: str) -> ActivationClient | TrainingClient | AnalysisClient | CircuitClient:
+        """The service that runs (and answers the JobService for) jobs of `kind`."""
+        return {"activations": self.activation, "training": self.training, "analysis": self.analysis,
+                "tracing": self.tracing}[kind]
 
     def check(self) -> dict[str, str]:
         """"ok" or why not, for the document store and each service's gRPC health."""

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from lm_saes.client import ServiceError
+from lm_saes.rpc.client import ServiceError
 from lm_saes.stores.errors import STORE_ERRORS
 
 log = logging.getLogger(__name__)

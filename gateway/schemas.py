@@ -1,7 +1,9 @@
 """Request and response models: the HTTP API's specification (served as /openapi.json).
 
-Stored documents carry more fields than listed here; models that mirror them allow extras so
-new analysis fields reach clients without a gateway release.
+What the API returns from the document store is declared once, in `lm_saes.records`: the
+response models here derive from those (named as the API names them), so a stored field and
+its API field cannot drift apart. Records allow extras, so new analysis fields reach clients
+without a gateway release.
 """
 
 from __future__ import annotations
@@ -9,19 +11,30 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-MAX_PAGE = 200
+from lm_saes import records
+from lm_saes.records import (
+    MAX_PAGE,
+    FeatureSummary,
+    GraphLink,
+    GraphLogit,
+    GraphNode,
+    GraphScores,
+    GraphSummary,
+    JobKind,
+    JobState,
+    TokenMatch,
+)
+from lm_saes.stores.documents.base import FeatureSort
+
 MAX_OFFSET = 1_000_000
+MAX_TOP_K = 200  # features per token in an activation answer
 MAX_INDEX = 2**31 - 1
 MAX_ID = 200
 MAX_URI = 1024
-JobKind = Literal["training", "analysis", "activations", "tracing"]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "unspecified"]
-FeatureSort = Literal["index", "density", "max_activation"]
-
-
-class Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+__all__ = ["FeatureSummary", "GraphLink", "GraphLogit", "GraphNode", "GraphScores", "GraphSummary", "JobKind",
+           "JobState", "TokenMatch"]
 
 
 class Problem(BaseModel):
@@ -34,44 +47,20 @@ class Problem(BaseModel):
     field: str | None = Field(None, description="The request field at fault (validation errors)")
 
 
-class Model(Open):
-    name: str
-    n_layers: int | None = None
-    d_model: int | None = None
+class Model(records.ModelRecord):
+    """A language model features were computed on."""
 
 
-class Sae(Open):
-    id: str
-    model: str
-    hook_in: str | None = None
-    hook_out: str | None = None
-    architecture: str | None = None
-    d_sae: int | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation: L0, explained variance, ...")
-    artifact: str | None = Field(None, description="URI of the saved SAE")
-    created: str | None = None
+class Sae(records.SaeRecord):
+    """A trained SAE or transcoder, with its evaluation."""
 
 
-class Analysis(Open):
-    id: str
-    sae_id: str
-    state: str
-    tokens: int | None = None
-    created: str | None = None
-    updated: str | None = None
+class Analysis(records.AnalysisRecord):
+    """One analysis pass over an SAE's features."""
 
 
 class SaeDetail(Sae):
     analyses: list[Analysis] = Field(default_factory=list)
-
-
-class FeatureSummary(BaseModel):
-    sae_id: str
-    index: int
-    density: float
-    max_activation: float
-    mean_activation: float | None = None
 
 
 class FeaturePage(BaseModel):
@@ -83,26 +72,18 @@ class FeaturePage(BaseModel):
     order: Literal["asc", "desc"]
 
 
-class Feature(Open):
+class Feature(records.FeatureRecord):
     """A feature's whole analysis document."""
 
-    sae_id: str
-    index: int
     density: float
     max_activation: float
-    mean_activation: float | None = None
-    histogram: dict[str, Any] | None = None
-    top_examples: list[dict[str, Any]] = Field(default_factory=list)
-    quantile_samples: list[dict[str, Any]] = Field(default_factory=list)
-    top_tokens: list[dict[str, Any]] = Field(default_factory=list)
-    logit_lens: dict[str, Any] | None = None
 
 
 class ActivationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=100_000, description="Text to run (BOS is added by the service)")
-    top_k: int = Field(5, ge=1, le=MAX_PAGE, description="Strongest features per token")
+    top_k: int = Field(5, ge=1, le=MAX_TOP_K, description="Strongest features per token")
     feature: int | None = Field(None, ge=0, le=MAX_INDEX, description="Return only this feature's value per token")
 
 
@@ -122,14 +103,6 @@ class ActivationResponse(BaseModel):
     sae_id: str
     feature: int | None = None
     tokens: list[TokenFeatures]
-
-
-class TokenMatch(BaseModel):
-    sae_id: str
-    index: int
-    density: float
-    max_activation: float
-    top_token: dict[str, Any]
 
 
 class TextSearchRequest(BaseModel):
@@ -173,75 +146,15 @@ class AnalysisJobRequest(BaseModel):
     request_id: str | None = Field(None, max_length=MAX_ID)
 
 
-class Job(Open):
-    id: str
-    kind: str
-    state: JobState
-    progress: float = 0.0
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    error: str | None = None
-    request_id: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    result: dict[str, Any] | None = None
-    created: str | None = None
-    updated: str | None = None
+class Job(records.JobRecord):
+    """A job as its owner sees it (which replica runs it stays internal)."""
+
+    claimed_by: SkipJsonSchema[str | None] = Field(None, exclude=True)
+    lease_until: SkipJsonSchema[float | None] = Field(None, exclude=True)
 
 
-class GraphScores(BaseModel):
-    replacement: float = Field(description="Share of token-to-logit influence that avoids error nodes")
-    completeness: float = Field(description="Influence-weighted share of node inputs from non-error nodes")
-
-
-class GraphNode(Open):
-    """A node of a pruned attribution graph; ids follow circuit-tracer (`{layer}_{feature}_{pos}`)."""
-
-    id: str
-    kind: Literal["feature", "error", "token", "logit"]
-    layer: int = Field(description="-1 for token embeddings, n_layers for logits")
-    position: int
-    feature: int | None = None
-    activation: float | None = None
-    token: str | None = None
-    probability: float | None = None
-    influence: float = Field(0.0, description="Influence on the output logits")
-    cumulative: float = Field(0.0, description="Share of total influence held by nodes at least this influential "
-                                               "(the pruning slider keeps nodes at or below its value)")
-
-
-class GraphLink(BaseModel):
-    source: str
-    target: str
-    weight: float = Field(description="Direct effect of source on target")
-
-
-class GraphLogit(BaseModel):
-    token: str
-    token_id: int
-    probability: float
-
-
-class GraphSummary(Open):
-    id: str
-    model: str
-    prompt: str
-    scores: GraphScores
-    created: str | None = None
-    layers: list[int] = Field(default_factory=list, description="Layers with a transcoder")
-    artifact: str | None = Field(None, description="URI of the full graph (adjacency matrix) in the object store")
-
-
-class Graph(GraphSummary):
-    transcoders: str
-    n_layers: int
-    tokens: list[str]
-    logits: list[GraphLogit]
-    thresholds: dict[str, float]
-    counts: dict[str, int]
-    saes: dict[str, str] = Field(default_factory=dict, description="layer -> SAE id whose analysis describes "
-                                                                   "that layer's features")
-    seconds: float | None = None
-    nodes: list[GraphNode]
-    links: list[GraphLink]
+class Graph(records.GraphRecord):
+    """An attribution graph: pruned nodes and links, scores, the full graph's artifact URI."""
 
 
 class CircuitList(BaseModel):

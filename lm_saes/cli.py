@@ -83,7 +83,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.show:
         with open_document_store(cfg.documents) as documents:
             for index in _showcase(documents, result.sae_id, args.show):
-                print("\n" + format_feature(documents.get_feature(result.sae_id, index), examples=5, samples=0))
+                print("\n" + format_feature(documents.get_feature(result.sae_id, index).doc(), examples=5, samples=0))
     return 0
 
 
@@ -93,7 +93,7 @@ def _showcase(documents, sae_id: str, n: int) -> list[int]:
     for offset in range(1000, total, 1000):
         page += documents.list_features(sae_id, sort="density", descending=True, offset=offset, limit=1000,
                                         fields=["density"])[0]
-    band = [f["index"] for f in page if 1e-3 <= f["density"] <= 1e-2] or [f["index"] for f in page]
+    band = [f.index for f in page if 1e-3 <= f.density <= 1e-2] or [f.index for f in page]
     step = max(1, len(band) // n)
     return band[::step][:n]
 
@@ -106,15 +106,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         doc = documents.get_feature(args.sae_id, args.feature)
         if doc is None:
             sae = documents.get_sae(args.sae_id)
-            known = ", ".join(s["id"] for s in documents.list_saes()) or "none"
+            known = ", ".join(s.id for s in documents.list_saes()) or "none"
             reason = f"no feature {args.feature}" if sae else f"no SAE {args.sae_id!r} (known: {known})"
             raise FileNotFoundError(f"{reason} in {args.documents}; run `lm-saes analyze` first")
-        print(format_feature(doc, examples=args.examples))
+        print(format_feature(doc.doc(), examples=args.examples))
     return 0
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    from lm_saes.client import ActivationClient, format_token_features
+    from lm_saes.rpc.client import ActivationClient, format_token_features
 
     with ActivationClient(args.address, timeout=args.timeout) as client:
         tokens = client.feature_activations(args.sae, args.text, args.top_k)

@@ -23,10 +23,10 @@ from lm_saes.activations import (
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from lm_saes.data.packing import TokenSplits, load_token_splits, non_bos_tokens
+from lm_saes.dtypes import TORCH_DTYPES
 from lm_saes.evaluation import EvalMetrics, evaluate
 from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.saes import SAESpec, SparseAutoencoder, build_sae, load_sae
-from lm_saes.saes.base import DTYPES
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.training import Trainer
 from lm_saes.training.distributed import init_distributed
@@ -177,7 +177,7 @@ def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source
         d_out=stats[cfg.sae.hook_out].d,
         model=model.name,
     )
-    sae = build_sae(spec).to(cfg.sae.device, DTYPES[cfg.sae.dtype])
+    sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
     trainer = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress and dist.is_main,
                       on_log, should_stop, dist)
     summary = trainer.run()

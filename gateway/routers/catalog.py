@@ -21,6 +21,7 @@ from gateway.schemas import (
     SaeDetail,
     TokenMatch,
 )
+from lm_saes.records import FeatureRecord, ModelRecord, SaeRecord
 
 router = APIRouter(dependencies=[auth.read], tags=["catalog"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
@@ -28,7 +29,7 @@ SaeId = Annotated[str, Path(min_length=1, max_length=200)]
 ModelName = Annotated[str | None, Query(max_length=200)]
 
 
-def sae_or_404(store: Backends, sae_id: str) -> dict[str, Any]:
+def sae_or_404(store: Backends, sae_id: str) -> SaeRecord:
     sae = store.documents.get_sae(sae_id)
     if sae is None:
         raise not_found(f"no SAE {sae_id!r}")
@@ -36,19 +37,19 @@ def sae_or_404(store: Backends, sae_id: str) -> dict[str, Any]:
 
 
 @router.get("/models", response_model=list[Model])
-def list_models(store: Store) -> list[dict[str, Any]]:
+def list_models(store: Store) -> list[ModelRecord]:
     return store.documents.list_models()
 
 
 @router.get("/saes", response_model=list[Sae])
-def list_saes(store: Store, model: ModelName = None) -> list[dict[str, Any]]:
+def list_saes(store: Store, model: ModelName = None) -> list[SaeRecord]:
     """Every SAE with its evaluation metrics (optionally only those of `model`)."""
     return store.documents.list_saes(model)
 
 
 @router.get("/saes/{sae_id}", response_model=SaeDetail)
 def get_sae(store: Store, sae_id: SaeId) -> dict[str, Any]:
-    return {**sae_or_404(store, sae_id), "analyses": store.documents.list_analyses(sae_id)}
+    return {**sae_or_404(store, sae_id).doc(), "analyses": store.documents.list_analyses(sae_id)}
 
 
 @router.get("/saes/{sae_id}/features", response_model=FeaturePage)
@@ -63,7 +64,7 @@ def list_features(store: Store, sae_id: SaeId, sort: FeatureSort = "index",
 
 
 @router.get("/saes/{sae_id}/features/{index}", response_model=Feature)
-def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0, le=MAX_INDEX)]) -> dict[str, Any]:
+def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0, le=MAX_INDEX)]) -> FeatureRecord:
     doc = store.documents.get_feature(sae_id, index)
     if doc is None:
         sae_or_404(store, sae_id)
@@ -73,7 +74,7 @@ def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0, le
 
 @router.get("/saes/{sae_id}/search", response_model=list[TokenMatch])
 def features_for_token(store: Store, sae_id: SaeId, token: Annotated[str, Query(min_length=1, max_length=200)],
-                       limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> list[dict[str, Any]]:
+                       limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> list[TokenMatch]:
     """Features that peak on `token` (as stored by analysis), strongest first."""
     sae_or_404(store, sae_id)
     return store.documents.features_for_token(sae_id, token, limit)

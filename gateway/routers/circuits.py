@@ -18,8 +18,9 @@ from gateway.schemas import (
     Job,
     TraceRequest,
 )
-from lm_saes.client import ServiceError
 from lm_saes.interop.circuit_tracer import to_graph_json
+from lm_saes.records import GraphRecord, GraphSummary
+from lm_saes.rpc.client import ServiceError
 
 router = APIRouter(tags=["circuits"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
@@ -27,7 +28,7 @@ GraphId = Annotated[str, Path(min_length=1, max_length=100)]
 TRACE_FIELDS = ("node_threshold", "edge_threshold", "max_links", "max_logits")
 
 
-def _graph_or_404(store: Backends, graph_id: str) -> dict[str, Any]:
+def _graph_or_404(store: Backends, graph_id: str) -> GraphRecord:
     record = store.documents.get_graph(graph_id)
     if record is None:
         raise not_found(f"no graph {graph_id!r}")
@@ -37,9 +38,9 @@ def _graph_or_404(store: Backends, graph_id: str) -> dict[str, Any]:
 @router.get("/circuits", response_model=CircuitList, dependencies=[auth.read])
 def list_circuits(store: Store, model: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Stored graphs, newest first (summaries: no nodes or links)."""
-    records = sorted(store.documents.list_graphs(model), key=lambda r: r.get("created") or "", reverse=True)
-    keys = ("id", "model", "prompt", "scores", "created", "layers", "artifact")
-    return {"items": [{k: r.get(k) for k in keys} for r in records]}
+    records = sorted(store.documents.list_graphs(model), key=lambda r: r.created or "", reverse=True)
+    return {"items": [GraphSummary.model_validate(r.model_dump(include=set(GraphSummary.model_fields)))
+                      for r in records]}
 
 
 @router.get("/circuits/{graph_id}", response_model=Graph, dependencies=[auth.read])
@@ -52,7 +53,7 @@ def get_circuit(store: Store, graph_id: GraphId) -> dict[str, Any]:
             responses={200: {"description": "circuit-tracer / Neuronpedia graph JSON"}})
 def export_circuit(store: Store, graph_id: GraphId) -> dict[str, Any]:
     """The graph in the JSON that circuit-tracer's and Neuronpedia's graph viewers open."""
-    return to_graph_json(_graph_or_404(store, graph_id))
+    return to_graph_json(_graph_or_404(store, graph_id).doc())
 
 
 @router.post("/circuits", response_model=Job, status_code=201)

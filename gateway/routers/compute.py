@@ -17,7 +17,7 @@ from gateway.schemas import (
     TextSearchResponse,
 )
 from lm_saes.auth import Principal
-from lm_saes.client import ServiceError
+from lm_saes.rpc.client import ServiceError
 
 router = APIRouter(tags=["compute"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
@@ -45,8 +45,8 @@ def activations(store: Store, sae_id: SaeId, body: ActivationRequest, user: auth
     """Per token of `text`: its `top_k` strongest features, or only `feature`'s value."""
     _checked_text(store, body.text)
     sae = sae_or_404(store, sae_id)
-    if body.feature is not None and sae.get("d_sae") is not None and body.feature >= sae["d_sae"]:
-        raise invalid("feature", f"must be < d_sae = {sae['d_sae']}, got {body.feature}")
+    if body.feature is not None and sae.d_sae is not None and body.feature >= sae.d_sae:
+        raise invalid("feature", f"must be < d_sae = {sae.d_sae}, got {body.feature}")
     features = [body.feature] if body.feature is not None else None
     tokens = _features(store, user, sae_id, body.text, top_k=body.top_k, features=features)
     return {"sae_id": sae_id, "feature": body.feature, "tokens": tokens}
@@ -57,7 +57,7 @@ def features_for_text(store: Store, sae_id: SaeId, body: TextSearchRequest, user
     """Which features fire most on `text`: activations summed (or maxed) over its tokens."""
     _checked_text(store, body.text)
     sae = sae_or_404(store, sae_id)
-    top_k = min(store.settings.search_token_top_k, int(sae.get("d_sae") or store.settings.search_token_top_k))
+    top_k = min(store.settings.search_token_top_k, int(sae.d_sae or store.settings.search_token_top_k))
     tokens = _features(store, user, sae_id, body.text, top_k=top_k)
     totals: dict[int, dict[str, Any]] = {}
     for token in tokens:

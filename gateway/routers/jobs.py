@@ -23,23 +23,24 @@ from gateway.backends import Backends, backends
 from gateway.errors import PROBLEMS, ApiProblem, from_service, not_found
 from gateway.schemas import AnalysisJobRequest, Job, JobKind, TrainingJobRequest
 from lm_saes.auth import Principal
-from lm_saes.client import ServiceError
-from lm_saes.jobs import TERMINAL, progress_of
+from lm_saes.jobs import progress_of
+from lm_saes.records import JobRecord
+from lm_saes.rpc.client import ServiceError
 
 router = APIRouter(tags=["jobs"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
 JobId = Annotated[str, Path(min_length=1, max_length=100)]
 
 
-def _job_or_404(store: Backends, job_id: str) -> dict[str, Any]:
+def _job_or_404(store: Backends, job_id: str) -> JobRecord:
     job = store.documents.get_job(job_id)
     if job is None:
         raise not_found(f"no job {job_id!r}")
     return job
 
 
-def _mine(principal: Principal, job: dict[str, Any]) -> bool:
-    return principal.has("admin") or job.get("owner") == principal.name
+def _mine(principal: Principal, job: JobRecord) -> bool:
+    return principal.has("admin") or job.owner == principal.name
 
 
 @router.post("/jobs/training", response_model=Job, status_code=201)
@@ -70,27 +71,24 @@ def cancel_job(store: Store, job_id: JobId, user: auth.Submitter) -> dict[str, A
     job = _job_or_404(store, job_id)
     if not _mine(user, job):
         raise ApiProblem(403, f"job {job_id!r} belongs to another user; only they or an admin may cancel it")
-    client = store.job_client(job["kind"])
-    if client is None:
-        raise ApiProblem(409, f"job {job_id!r} is a {job['kind']} job, which cannot be cancelled yet")
     try:
         with store.as_user(user):
-            return client.cancel(job_id)
+            return store.job_client(job.kind).cancel(job_id)
     except ServiceError as error:
-        raise from_service(error, job["kind"]) from None
+        raise from_service(error, job.kind) from None
 
 
 @router.get("/jobs", response_model=list[Job])
 def list_jobs(store: Store, user: auth.IdentifiedReader,
-              kind: Annotated[JobKind | None, Query()] = None) -> list[dict[str, Any]]:
+              kind: Annotated[JobKind | None, Query()] = None) -> list[JobRecord]:
     """Your jobs (everyone's with the `admin` scope), newest first: needs a token even when
     reads are public, since the answer depends on who asks."""
     jobs = [j for j in store.documents.list_jobs(kind) if _mine(user, j)]
-    return sorted(jobs, key=lambda j: j.get("created") or "", reverse=True)
+    return sorted(jobs, key=lambda j: j.created, reverse=True)
 
 
 @router.get("/jobs/{job_id}", response_model=Job, dependencies=[auth.read])
-def get_job(store: Store, job_id: JobId) -> dict[str, Any]:
+def get_job(store: Store, job_id: JobId) -> JobRecord:
     return _job_or_404(store, job_id)
 
 
@@ -138,12 +136,12 @@ async def job_events(request: Request, store: Store, job_id: JobId, user: auth.R
         deadline = loop.time() + settings.watch_timeout_s
         try:
             while True:
-                if current["updated"] != last:
-                    last = current["updated"]
+                if current.updated != last:
+                    last = current.updated
                     count += 1
                     yield _sse("progress", progress_of(current), count)
-                if current["state"] in TERMINAL:
-                    yield _sse("end", Job.model_validate(current).model_dump(mode="json"), count + 1)
+                if current.finished:
+                    yield _sse("end", Job.model_validate(current.doc()).model_dump(mode="json"), count + 1)
                     return
                 if loop.time() > deadline or await request.is_disconnected():
                     return

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 import torch
 from pydantic import BaseModel
 
+from lm_saes.dtypes import TORCH_DTYPES
 from lm_saes.stores import ObjectNotFound, ObjectStore
 
 MANIFEST_KEY = "manifest.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class HookStats(BaseModel):
@@ -79,7 +79,7 @@ class ShardWriter:
     def add(self, acts: dict[str, torch.Tensor]) -> None:
         """Rows for every hook, aligned: {hook: [n_tokens, d]}."""
         for hook, tensor in acts.items():
-            self.pending.setdefault(hook, []).append(tensor.to("cpu", DTYPES[self.dtype]))
+            self.pending.setdefault(hook, []).append(tensor.to("cpu", TORCH_DTYPES[self.dtype]))
             self.norms.setdefault(hook, NormAccumulator()).add(tensor)
             self.dims[hook] = tensor.shape[-1]
         self.pending_tokens += next(iter(acts.values())).shape[0]

@@ -106,8 +106,9 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
                 if every and (index + 1) % every == 0 and index + 1 < n_batches:
                     _checkpoint(store, collector, fingerprint, index + 1)
         written = write_features(documents, collector, sae, model, sae_id, analysis_id, cfg)
-        documents.put_analysis({**documents.get_analysis(analysis_id), "state": "succeeded",
-                                "tokens": int(collector.state["tokens_seen"]), "updated": _now()})
+        analysis = documents.get_analysis(analysis_id)
+        documents.put_analysis(analysis.model_copy(update={"state": "succeeded", "updated": _now(),
+                                                           "tokens": int(collector.state["tokens_seen"])}))
         store.delete(CHECKPOINT_KEY)
         return AnalysisResult(sae_id, analysis_id, cfg.documents, int(collector.state["tokens_seen"]),
                               time.perf_counter() - started, written)
@@ -201,7 +202,7 @@ def _register(documents: DocumentStore, model: LanguageModel, sae: SparseAutoenc
     documents.put_analysis({
         "id": analysis_id, "sae_id": sae_id, "state": "running", "tokens": 0,
         "contexts": n_contexts, "config": cfg.model_dump(mode="json"),
-        "created": existing["created"] if existing else _now(), "updated": _now(),
+        "created": existing.created if existing else _now(), "updated": _now(),
     })
 
 

@@ -70,9 +70,9 @@ def feature_sources(transcoders: str, layers: list[int], documents: DocumentStor
     wanted = {norm(f"{transcoders}/layer-{layer}/sae"): layer for layer in layers}
     found = {}
     for sae in documents.list_saes() if documents is not None else []:
-        layer = wanted.get(norm(str(sae.get("artifact", ""))))
+        layer = wanted.get(norm(sae.artifact or ""))
         if layer is not None:
-            found[str(layer)] = sae["id"]
+            found[str(layer)] = sae.id
     return {str(layer): found.get(str(layer), default_sae_id(f"{transcoders}/layer-{layer}/sae")) for layer in layers}
 
 

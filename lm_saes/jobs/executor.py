@@ -19,11 +19,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from lm_saes.jobs.records import TERMINAL, JobReporter, create_job, mark_cancelled, now
+from lm_saes.jobs.lifecycle import JobReporter, create_job, mark_cancelled, now
+from lm_saes.records import JobRecord
 from lm_saes.stores.documents import open_document_store
 
 log = logging.getLogger(__name__)
-JobFunction = Callable[[dict[str, Any], JobReporter, Callable[[], bool]], dict[str, Any] | None]
+JobFunction = Callable[[JobRecord, JobReporter, Callable[[], bool]], dict[str, Any] | None]
 
 
 def _job_functions() -> dict[str, JobFunction]:
@@ -59,11 +60,11 @@ def run_job(documents_uri: str, job_id: str) -> int:
     with open_document_store(documents_uri) as documents:
         reporter = JobReporter(documents, job_id)
         job = documents.get_job(job_id)
-        if job is None or job["state"] in TERMINAL:
+        if job is None or job.finished:
             return 0
         if not reporting:
             with contextlib.suppress(InterruptedError):  # stopped with the others at an agreed step
-                _job_functions()[job["kind"]](job, reporter, stop.is_set)
+                _job_functions()[job.kind](job, reporter, stop.is_set)
             return 0
         reporter.running()
 
@@ -71,7 +72,7 @@ def run_job(documents_uri: str, job_id: str) -> int:
             return stop.is_set() or reporter.state() == "cancelled"
 
         try:
-            result = _job_functions()[job["kind"]](job, reporter, should_stop)
+            result = _job_functions()[job.kind](job, reporter, should_stop)
         except InterruptedError:
             result = None
         except Exception as error:  # the job failed, not the worker: record why
@@ -115,7 +116,7 @@ class LocalExecutor:
         self.closed = False
 
     def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
-               owner: str = "") -> dict[str, Any]:
+               owner: str = "") -> JobRecord:
         """Queue a job owned by `owner`; the same owner's request id returns the existing job."""
         if kind not in _job_functions() or (self.kinds and kind not in self.kinds):
             raise ValueError(f"unknown job kind {kind!r}")
@@ -133,45 +134,45 @@ class LocalExecutor:
                 self.processes.pop(job_id).join()
             jobs = self._jobs()
             self._keep_leases(jobs)
-            queued = sorted((j for j in jobs if j["state"] == "queued"), key=lambda j: j["created"])
+            queued = sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created)
             for job in queued:
                 if len(self.processes) >= self.max_workers:
                     break
-                if job["id"] in self.processes:
+                if job.id in self.processes:
                     continue
-                claimed = self.documents.claim_job(job["id"], {"state": "running", "claimed_by": self.replica,
+                claimed = self.documents.claim_job(job.id, {"state": "running", "claimed_by": self.replica,
                                                                "lease_until": time.time() + LEASE_S,
                                                                "updated": now()})
                 if claimed is None:  # another replica took it (or it was cancelled) meanwhile
                     continue
-                self.processes[job["id"]] = self._start(claimed)
+                self.processes[job.id] = self._start(claimed)
 
-    def _keep_leases(self, jobs: list[dict[str, Any]]) -> None:
+    def _keep_leases(self, jobs: list[JobRecord]) -> None:
         """Renew the leases of this replica's running workers; requeue (in place, in `jobs`)
         running jobs whose replica let its lease run out."""
-        for job in jobs:
-            if job["state"] != "running" or job.get("lease_until") is None:
+        for number, job in enumerate(jobs):
+            if job.state != "running" or job.lease_until is None:
                 continue
-            expected = {"state": "running", "claimed_by": job["claimed_by"], "lease_until": job["lease_until"]}
-            if job["claimed_by"] == self.replica:
-                process = self.processes.get(job["id"])
+            expected = {"state": "running", "claimed_by": job.claimed_by, "lease_until": job.lease_until}
+            if job.claimed_by == self.replica:
+                process = self.processes.get(job.id)
                 if process is not None and process.is_alive():
-                    self.documents.update_job_if(job["id"], expected, {"lease_until": time.time() + LEASE_S})
-            elif job["lease_until"] < time.time():
-                requeued = self.documents.update_job_if(job["id"], expected, {"state": "queued", "updated": now()})
+                    self.documents.update_job_if(job.id, expected, {"lease_until": time.time() + LEASE_S})
+            elif job.lease_until < time.time():
+                requeued = self.documents.update_job_if(job.id, expected, {"state": "queued", "updated": now()})
                 if requeued is not None:
-                    log.warning("job %s: replica %s let its lease run out; requeued", job["id"], job["claimed_by"])
-                    job.update(requeued)
+                    log.warning("job %s: replica %s let its lease run out; requeued", job.id, job.claimed_by)
+                    jobs[number] = requeued
 
-    def _start(self, job: dict[str, Any]) -> multiprocessing.process.BaseProcess:
+    def _start(self, job: JobRecord) -> multiprocessing.process.BaseProcess:
         """A worker process for a job this replica has claimed."""
-        process = self.context.Process(target=_worker, args=(self.documents_uri, job["id"]),
-                                       name=f"job-{job['id']}", daemon=False)
+        process = self.context.Process(target=_worker, args=(self.documents_uri, job.id),
+                                       name=f"job-{job.id}", daemon=False)
         process.start()
-        log.info("started job %s (%s) in pid %s", job["id"], job["kind"], process.pid)
+        log.info("started job %s (%s) in pid %s", job.id, job.kind, process.pid)
         return process
 
-    def _jobs(self) -> list[dict[str, Any]]:
+    def _jobs(self) -> list[JobRecord]:
         if self.kinds is None:
             return self.documents.list_jobs()
         return [job for kind in self.kinds for job in self.documents.list_jobs(kind)]
@@ -181,15 +182,14 @@ class LocalExecutor:
         to the queue; other replicas' running jobs are theirs."""
         resumed = []
         for job in self._jobs():
-            mine = job.get("claimed_by") in (None, "", self.replica)
-            if job["state"] == "running" and mine and job["id"] not in self.processes:
-                job.update(state="queued", updated=now())
-                self.documents.put_job(job)
-                resumed.append(job["id"])
+            mine = job.claimed_by in (None, "", self.replica)
+            if job.state == "running" and mine and job.id not in self.processes:
+                self.documents.put_job(job.model_copy(update={"state": "queued", "updated": now()}))
+                resumed.append(job.id)
         self.schedule()
         return resumed
 
-    def cancel(self, job_id: str) -> dict[str, Any] | None:
+    def cancel(self, job_id: str) -> JobRecord | None:
         job, cancelled = mark_cancelled(self.documents, job_id)
         if not cancelled:
             return job

@@ -6,14 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from lm_saes.config import AnalyzeConfig, RunConfig, parse_config
-from lm_saes.jobs.records import JobReporter
+from lm_saes.jobs.lifecycle import JobReporter
+from lm_saes.records import JobRecord
 
 
-def training_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+def training_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
     """`config` is a `lm-saes train` config; its output (checkpoints) makes the job resumable."""
     from lm_saes.runner import run_train
 
-    cfg = parse_config(job["config"], RunConfig, f"job {job['id']}")
+    cfg = parse_config(job.config, RunConfig, f"job {job.id}")
 
     def on_log(record: dict) -> None:
         keys = ("step", "tokens", "loss", "l0", "explained_variance", "total_steps")
@@ -24,18 +25,18 @@ def training_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callab
     return None if run is None else run.summary()
 
 
-def analysis_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+def analysis_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
     """`config` holds `sae` (the SAE's location) and `analyze` (a `lm-saes analyze` config)."""
     from lm_saes.analysis import run_analysis
 
-    cfg = parse_config(job["config"].get("analyze", {}), AnalyzeConfig, f"job {job['id']}")
-    result = run_analysis(cfg, job["config"]["sae"], progress=False, should_stop=should_stop,
+    cfg = parse_config(job.config.get("analyze", {}), AnalyzeConfig, f"job {job.id}")
+    result = run_analysis(cfg, job.config["sae"], progress=False, should_stop=should_stop,
                           on_batch=lambda done, total: reporter.progress(done / total, {"batches": done}))
     return {"sae_id": result.sae_id, "analysis_id": result.analysis_id, "documents": result.documents,
             "tokens": result.tokens, "features": result.features_written, "seconds": result.seconds}
 
 
-def activations_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+def activations_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
     """`config`: `model` (name), `output` (folder or s3://), `data` and `activations` sections."""
     from lm_saes.activations import generate_activations
     from lm_saes.config import ActivationsConfig, DataConfig, ModelConfig
@@ -43,9 +44,9 @@ def activations_job(job: dict[str, Any], reporter: JobReporter, should_stop: Cal
     from lm_saes.models import load_language_model
     from lm_saes.stores import open_store
 
-    config = job["config"]
-    data = parse_config(config.get("data", {}), DataConfig, f"job {job['id']} data")
-    acts = parse_config(config.get("activations", {}), ActivationsConfig, f"job {job['id']} activations")
+    config = job.config
+    data = parse_config(config.get("data", {}), DataConfig, f"job {job.id} data")
+    acts = parse_config(config.get("activations", {}), ActivationsConfig, f"job {job.id} activations")
     model = load_language_model(ModelConfig(name=config["model"]))
     contexts = load_token_splits(data, model.tokenizer).train
     manifest = generate_activations(model, contexts, acts.hooks, open_store(config["output"]), acts.batch_contexts,
@@ -54,7 +55,7 @@ def activations_job(job: dict[str, Any], reporter: JobReporter, should_stop: Cal
             "hooks": list(manifest.hooks)}
 
 
-def tracing_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
     """`config`: `prompt`, `transcoders` (a set's location), `trace` (TraceConfig), `objects`
     (where graphs are saved) and `graph_id`. A trace is short: an interrupted one starts over."""
     from lm_saes.circuits import ReplacementModel, TranscoderSet, run_trace
@@ -62,8 +63,8 @@ def tracing_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callabl
     from lm_saes.models import load_language_model
     from lm_saes.stores import open_store
 
-    config = job["config"]
-    cfg = parse_config(config.get("trace", {}), TraceConfig, f"job {job['id']} trace")
+    config = job.config
+    cfg = parse_config(config.get("trace", {}), TraceConfig, f"job {job.id} trace")
     transcoders = TranscoderSet.load(config["transcoders"], cfg.device)
     model = load_language_model(ModelConfig(name=transcoders.model, device=cfg.device))
     reporter.progress(0.05, {"step": 0})
@@ -74,7 +75,7 @@ def tracing_job(job: dict[str, Any], reporter: JobReporter, should_stop: Callabl
             "seconds": record["seconds"]}
 
 
-JOB_KINDS: dict[str, Callable[..., dict | None]] = {
+JOB_KINDS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "training": training_job, "analysis": analysis_job, "activations": activations_job,
     "tracing": tracing_job,
 }

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from lm_saes.jobs.records import TERMINAL, create_job, mark_cancelled, now
+from lm_saes.jobs.lifecycle import create_job, mark_cancelled, now
+from lm_saes.records import JobRecord
 from lm_saes.stores.documents import open_document_store
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ def k8s_name(job_id: str) -> str:
     return f"lm-saes-{job_id}".lower().replace("_", "-")[:63].rstrip("-")
 
 
-def job_manifests(job: dict[str, Any], settings: KubernetesSettings) -> list[dict[str, Any]]:
+def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str, Any]]:
     """The batch/v1 Job (and, for several workers, its headless Service) that run `job`."""
-    name = k8s_name(job["id"])
+    name = k8s_name(job.id)
     labels = {"app.kubernetes.io/name": "lm-saes", **settings.labels,
-              "app.kubernetes.io/component": f"{job['kind']}-job", "lm-saes/job-id": job["id"][:63]}
+              "app.kubernetes.io/component": f"{job.kind}-job", "lm-saes/job-id": job.id[:63]}
     multi = settings.workers > 1
-    entry = ["-m", "lm_saes.jobs.worker", "--job", job["id"]]
+    entry = ["-m", "lm_saes.jobs.worker", "--job", job.id]
     if multi:
         command = ["torchrun", f"--nnodes={settings.workers}", "--nproc-per-node=1",
                    "--node-rank=$(JOB_COMPLETION_INDEX)", f"--master-addr={name}-0.{name}",
@@ -98,7 +99,7 @@ def job_manifests(job: dict[str, Any], settings: KubernetesSettings) -> list[dic
     if multi:
         manifests.append({"apiVersion": "v1", "kind": "Service",
                           "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
-                          "spec": {"clusterIP": "None", "selector": {"lm-saes/job-id": job["id"][:63]},
+                          "spec": {"clusterIP": "None", "selector": {"lm-saes/job-id": job.id[:63]},
                                    "ports": [{"name": "rendezvous", "port": WORKER_PORT}]}})
     return manifests
 
@@ -117,7 +118,8 @@ def state_from_status(status: dict[str, Any] | None, workers: int) -> str:
 
 
 class KubernetesExecutor:
-    """Same interface as LocalExecutor (submit, cancel, schedule, resume_unfinished, shutdown)."""
+    """Each job a batch/v1 Job (an Indexed Job with a headless Service for torchrun when it has
+    several workers); `schedule` follows their status into the job records (`Executor`)."""
 
     def __init__(self, documents_uri: str, settings: KubernetesSettings, kinds: tuple[str, ...] = ("training",),
                  api_client: Any = None):
@@ -138,7 +140,7 @@ class KubernetesExecutor:
         self.closed = False
 
     def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
-               owner: str = "") -> dict[str, Any]:
+               owner: str = "") -> JobRecord:
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}")
         job, created = create_job(self.documents, self.lock, kind, config, request_id, owner)
@@ -155,23 +157,22 @@ class KubernetesExecutor:
         """Follow each unfinished job's Kubernetes status into its record."""
         for kind in self.kinds:
             for job in self.documents.list_jobs(kind):
-                if job["state"] in TERMINAL:
+                if job.finished:
                     continue
                 try:
-                    status = self.batch.read_namespaced_job_status(k8s_name(job["id"]), self.settings.namespace)
+                    status = self.batch.read_namespaced_job_status(k8s_name(job.id), self.settings.namespace)
                 except Exception as error:  # the API may blip; the next poll retries
-                    log.warning("cannot read status of %s: %s", job["id"], error)
+                    log.warning("cannot read status of %s: %s", job.id, error)
                     continue
                 state = state_from_status(status.to_dict().get("status"), self.settings.workers)
-                if state != job["state"] and state != "queued":
-                    job.update(state=state, updated=now())
-                    self.documents.put_job(job)
+                if state != job.state and state != "queued":
+                    self.documents.put_job(job.model_copy(update={"state": state, "updated": now()}))
 
     def resume_unfinished(self) -> list[str]:
         self.schedule()  # Kubernetes keeps running the pods; only the records need catching up
         return []
 
-    def cancel(self, job_id: str) -> dict[str, Any] | None:
+    def cancel(self, job_id: str) -> JobRecord | None:
         job, cancelled = mark_cancelled(self.documents, job_id)
         if cancelled:
             self.batch.delete_namespaced_job(k8s_name(job_id), self.settings.namespace, propagation_policy="Background")

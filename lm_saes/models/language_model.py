@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from lm_saes.config import ModelConfig
+from lm_saes.dtypes import TORCH_DTYPES
 from lm_saes.models.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
 
 
@@ -116,7 +116,7 @@ def check_hooks(model: str, known: set[str], hooks: Iterable[str]) -> None:
 
 def load_language_model(cfg: ModelConfig) -> LanguageModel:
     """Build the model named in `cfg` on its device and dtype, in eval mode."""
-    dtype = DTYPES[cfg.dtype]
+    dtype = TORCH_DTYPES[cfg.dtype]
     if cfg.name == "tiny":
         return _tiny_model(cfg, dtype)
     from transformer_lens.model_bridge import TransformerBridge

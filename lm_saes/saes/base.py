@@ -20,7 +20,6 @@ from lm_saes.stores import ObjectStore
 
 SPEC_KEY = "sae.json"
 WEIGHTS_KEY = "sae.safetensors"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class SAESpec(SAEConfig):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lm_saes.saes.base import DTYPES, SPEC_KEY, WEIGHTS_KEY, SAESpec, SparseAutoencoder
+from lm_saes.dtypes import TORCH_DTYPES
+from lm_saes.saes.base import SPEC_KEY, WEIGHTS_KEY, SAESpec, SparseAutoencoder
 from lm_saes.saes.registry import build_sae
 from lm_saes.stores import ObjectNotFound, ObjectStore, open_store
 
@@ -18,4 +19,4 @@ def load_sae(location: str | ObjectStore, device: str = "cpu") -> SparseAutoenco
         ) from None
     sae = build_sae(spec)
     sae.load_state_dict(store.get_tensors(WEIGHTS_KEY))
-    return sae.to(device=device, dtype=DTYPES[spec.dtype]).eval()
+    return sae.to(device=device, dtype=TORCH_DTYPES[spec.dtype]).eval()

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 import safetensors.torch
 import torch
 
+from lm_saes.extras import require
+
 
 class ObjectNotFound(KeyError):
     """The key does not exist in the store."""
@@ -136,7 +138,7 @@ class S3ObjectStore(ObjectStore):
     """
 
     def __init__(self, bucket: str, prefix: str = "", client: Any = None, create_bucket: bool = True):
-        from minio import Minio
+        Minio = require("minio", "s3", "an s3:// object store").Minio  # noqa: N806 (a class)
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")

@@ -19,20 +19,21 @@ import grpc
 import torch
 
 from lm_saes.config import ActivationsConfig, DataConfig, ModelConfig
-from lm_saes.jobs import LocalExecutor
+from lm_saes.dtypes import DTYPE_NAMES, TORCH_DTYPES
+from lm_saes.jobs import Executor, LocalExecutor
 from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.models.facts import ModelFacts, facts_of
-from lm_saes.proto.lm_saes.v1 import activation_pb2, activation_pb2_grpc, common_pb2
+from lm_saes.rpc.v1 import activation_pb2, activation_pb2_grpc, common_pb2
+from lm_saes.rpc.wire import tensor_to_proto
 from lm_saes.saes import SparseAutoencoder, load_sae
 from lm_saes.stores import open_store
 from lm_saes.stores.documents import DocumentStore, open_document_store
 from lm_saes.training.memory import shard_bytes
-from lm_saes.wire import DTYPE_NAMES, TORCH_DTYPES, tensor_to_proto
 from services.activation.batching import BatcherClosed, FeatureBatcher
 from services.activation.settings import ActivationSettings
 from services.common.admission import Admission, parse_object, parsed
 from services.common.errors import RequestError, invalid, rpc, short
-from services.common.jobs import JobRPCs
+from services.common.job_servicer import submit_job
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = activation_pb2.DESCRIPTOR.services_by_name["ActivationService"].full_name
@@ -73,11 +74,11 @@ class LoadedSAE:
     batcher: FeatureBatcher
 
 
-class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer):
+class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     kind = "activations"
 
     def __init__(self, settings: ActivationSettings, documents: DocumentStore | None = None,
-                 executor: LocalExecutor | None = None):
+                 executor: Executor | None = None):
         self.settings = settings
         self.documents = documents or open_document_store(settings.documents)
         self.executor = executor or LocalExecutor(settings.documents, kinds=(self.kind,))
@@ -125,14 +126,14 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
         record = self.documents.get_sae(sae_id)
         if record is None:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"sae_id: no SAE {short(sae_id)} in the document store")
-        artifact = record.get("artifact")
+        artifact = record.artifact
         if not artifact:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r} has no artifact to load")
         try:
             sae = load_sae(artifact, device=self.settings.device)
         except FileNotFoundError as error:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
-        model = self.model(sae.spec.model or record.get("model") or self.settings.model, "sae_id")
+        model = self.model(sae.spec.model or record.model or self.settings.model, "sae_id")
         try:
             model.model.check_hooks([sae.spec.hook_in])
         except ValueError as error:
@@ -147,8 +148,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
             for loaded in self._saes.values():
                 loaded.batcher.close()
             self._saes.clear()
-        self.executor.shutdown()
-        self.documents.close()
+        self.documents.close()  # the executor is the job host's to shut down
 
     # --- the work ----------------------------------------------------------------------
     @staticmethod
@@ -308,7 +308,7 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
     @rpc
     def GenerateActivations(self, request: activation_pb2.GenerateActivationsRequest,
                             context: grpc.ServicerContext) -> common_pb2.Job:
-        """Validates, then queues a job that a worker process runs (watch it with WatchJob);
+        """Validates, then queues a job that a worker process runs (follow it with JobService.Watch);
         a repeated request id returns the same job."""
         if not request.output_uri:
             raise invalid("output_uri", "required: a folder or s3:// prefix for the shards")
@@ -335,4 +335,4 @@ class ActivationServicer(JobRPCs, activation_pb2_grpc.ActivationServiceServicer)
                           f"server allows {self.settings.max_job_storage_gb:g} GiB (max_job_storage_gb)")
         config = {"model": loaded.model.name, "output": output, "data": data.model_dump(mode="json"),
                   "activations": acts_cfg.model_dump(mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"})}
-        return self._submit(config, request.request_id)
+        return submit_job(self.executor, self.kind, config, request.request_id)

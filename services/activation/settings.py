@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from lm_saes.config import DType
-from services.common.settings import ServiceSettings
+from services.common.job_host import JobServiceSettings
 
 
-class ActivationSettings(ServiceSettings):
+class ActivationSettings(JobServiceSettings):
     model: str = Field("smollm2-135m", description="Model for requests that name none")
     device: str = Field("cpu", description="Where models and SAEs run")
     dtype: DType = "float32"

@@ -2,9 +2,9 @@
 
 import sys
 
-from lm_saes.proto.lm_saes.v1 import analysis_pb2, analysis_pb2_grpc
+from lm_saes.rpc.v1 import analysis_pb2, analysis_pb2_grpc
 from services.analysis.servicer import AnalysisServicer
-from services.common.job_service import JobServiceSettings, run_job_service
+from services.common.job_host import JobServiceSettings, run_job_service
 from services.common.settings import load_settings
 
 

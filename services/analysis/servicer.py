@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import grpc
 
 from lm_saes.config import AnalyzeConfig
-from lm_saes.jobs import LocalExecutor
-from lm_saes.proto.lm_saes.v1 import analysis_pb2, analysis_pb2_grpc
+from lm_saes.jobs import Executor
+from lm_saes.rpc.v1 import analysis_pb2, analysis_pb2_grpc
 from lm_saes.stores.documents import DocumentStore
 from services.common.admission import Admission, parse_object, parsed
 from services.common.auth import caller
 from services.common.errors import RequestError, invalid, rpc, short
-from services.common.jobs import MAX_OFFSET, MAX_PAGE, JobRPCs
+from services.common.job_servicer import MAX_OFFSET, MAX_PAGE, submit_job
 from services.common.settings import ServiceSettings
 
 SORTS = {analysis_pb2.FEATURE_SORT_INDEX: "index", analysis_pb2.FEATURE_SORT_DENSITY: "density",
@@ -29,10 +28,10 @@ def _sae_id(value: str, field: str = "sae_id") -> str:
     return value
 
 
-class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
+class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     kind = "analysis"
 
-    def __init__(self, executor: LocalExecutor, documents: DocumentStore, settings: ServiceSettings):
+    def __init__(self, executor: Executor, documents: DocumentStore, settings: ServiceSettings):
         self.executor = executor
         self.documents = documents
         self.settings = settings
@@ -54,12 +53,12 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
         if cfg.sae_id:
             self._check_sae_id(cfg.sae_id, sae_uri)
         config = {"sae": sae_uri, "analyze": cfg.model_dump(mode="json", exclude_none=True)}
-        return self._submit(config, request.request_id or uuid.uuid4().hex)
+        return submit_job(self.executor, self.kind, config, request.request_id or uuid.uuid4().hex)
 
     def _check_sae_id(self, sae_id: str, sae_uri: str) -> None:
         """An SAE id already given to another artifact is not overwritten (except by an admin)."""
         record = self.documents.get_sae(_sae_id(sae_id))
-        if record is not None and record.get("artifact") not in (None, sae_uri) and not caller().has("admin"):
+        if record is not None and record.artifact not in (None, sae_uri) and not caller().has("admin"):
             raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
                                f"sae_id: {short(sae_id)} already names another SAE; choose another id")
 
@@ -74,8 +73,8 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
             what = f"feature {request.index} of SAE {short(request.sae_id)}" if known else f"SAE {short(request.sae_id)}"
             context.abort(grpc.StatusCode.NOT_FOUND, f"no {what} in the document store; analyze it first")
         return analysis_pb2.Feature(
-            sae_id=doc["sae_id"], index=doc["index"], density=doc["density"], max_activation=doc["max_activation"],
-            mean_activation=doc.get("mean_activation", 0.0), document_json=json.dumps(doc),
+            sae_id=doc.sae_id, index=doc.index, density=doc.density or 0.0, max_activation=doc.max_activation or 0.0,
+            mean_activation=doc.mean_activation or 0.0, document_json=doc.model_dump_json(),
         )
 
     @rpc
@@ -95,7 +94,7 @@ class AnalysisServicer(JobRPCs, analysis_pb2_grpc.AnalysisServiceServicer):
             offset=request.offset, limit=request.limit or 50,
             fields=["density", "max_activation", "mean_activation"],
         )
-        features = [analysis_pb2.Feature(sae_id=f["sae_id"], index=f["index"], density=f["density"],
-                                         max_activation=f["max_activation"],
-                                         mean_activation=f.get("mean_activation", 0.0)) for f in page]
+        features = [analysis_pb2.Feature(sae_id=f.sae_id, index=f.index, density=f.density or 0.0,
+                                         max_activation=f.max_activation or 0.0,
+                                         mean_activation=f.mean_activation or 0.0) for f in page]
         return analysis_pb2.ListFeaturesResponse(features=features, total=total)

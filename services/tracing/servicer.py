@@ -3,7 +3,6 @@ process from a small cache of loaded replacement models."""
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import uuid
@@ -13,14 +12,15 @@ import grpc
 
 from lm_saes.circuits import Intervention, ReplacementModel, TranscoderSet, intervene, prompt_state
 from lm_saes.config import ModelConfig, TraceConfig
-from lm_saes.jobs import LocalExecutor, job_id_for
+from lm_saes.jobs import Executor, job_id_for
 from lm_saes.models import load_language_model
-from lm_saes.proto.lm_saes.v1 import circuits_pb2, circuits_pb2_grpc
+from lm_saes.records import GraphRecord
+from lm_saes.rpc.v1 import circuits_pb2, circuits_pb2_grpc
 from lm_saes.stores import ObjectNotFound, open_store
 from services.common.admission import Admission, parse_object, parsed
 from services.common.auth import caller
 from services.common.errors import RequestError, invalid, rpc, short
-from services.common.jobs import JobRPCs
+from services.common.job_servicer import submit_job
 from services.common.settings import ServiceSettings
 
 MODES = {circuits_pb2.INTERVENTION_MODE_SCALE: "scale", circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp"}
@@ -50,19 +50,18 @@ class ReplacementCache:
             return self.models[location]
 
 
-def graph_to_proto(record: dict, with_document: bool = True) -> circuits_pb2.Graph:
+def graph_to_proto(record: GraphRecord, with_document: bool = True) -> circuits_pb2.Graph:
     return circuits_pb2.Graph(
-        id=record["id"], model=record["model"], prompt=record["prompt"],
-        replacement_score=record["scores"]["replacement"], completeness_score=record["scores"]["completeness"],
-        artifact_uri=record["artifact"], created=record.get("created", ""),
-        document_json=json.dumps(record) if with_document else "",
+        id=record.id, model=record.model, prompt=record.prompt, replacement_score=record.scores.replacement,
+        completeness_score=record.scores.completeness, artifact_uri=record.artifact or "",
+        created=record.created or "", document_json=record.model_dump_json() if with_document else "",
     )
 
 
-class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
+class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
     kind = "tracing"
 
-    def __init__(self, executor: LocalExecutor, settings: ServiceSettings, device: str = "cpu", cached_sets: int = 2):
+    def __init__(self, executor: Executor, settings: ServiceSettings, device: str = "cpu", cached_sets: int = 2):
         self.executor = executor
         self.documents = executor.documents
         self.settings = settings
@@ -94,9 +93,9 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
         config = {"prompt": request.prompt, "transcoders": transcoders,
                   "trace": cfg.model_dump(mode="json"), "objects": self.output_root,
                   "graph_id": job_id.replace(f"{self.kind}-", "graph-", 1)}
-        return self._submit(config, request_id)
+        return submit_job(self.executor, self.kind, config, request_id)
 
-    def _graph(self, graph_id: str, context) -> dict:
+    def _graph(self, graph_id: str, context) -> GraphRecord:
         record = self.documents.get_graph(graph_id) if graph_id and len(graph_id) <= 100 else None
         if record is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no graph {short(graph_id)}; list them with ListGraphs")
@@ -130,9 +129,9 @@ class CircuitServicer(JobRPCs, circuits_pb2_grpc.CircuitServiceServicer):
         changes = [Intervention(c.layer, c.position, int(c.feature), c.value, MODES[c.mode])
                    for c in request.changes]
         record = self._graph(request.graph_id, context)
-        replacement = self.cache.get(record["transcoders"])
+        replacement = self.cache.get(record.transcoders)
         with self.cache.lock:  # one forward at a time per process: the bridge's hooks are shared state
-            state = prompt_state(replacement, record["prompt"])
+            state = prompt_state(replacement, record.prompt)
             try:
                 result = intervene(replacement, state, changes, request.top_k or 10, request.freeze_active_set)
             except ValueError as error:

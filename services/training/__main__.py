@@ -2,8 +2,8 @@
 
 import sys
 
-from lm_saes.proto.lm_saes.v1 import training_pb2, training_pb2_grpc
-from services.common.job_service import JobServiceSettings, run_job_service
+from lm_saes.rpc.v1 import training_pb2, training_pb2_grpc
+from services.common.job_host import JobServiceSettings, run_job_service
 from services.common.settings import load_settings
 from services.training.servicer import TrainingServicer
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import uuid
 
 from lm_saes.config import RunConfig
-from lm_saes.jobs import LocalExecutor, job_id_for
-from lm_saes.proto.lm_saes.v1 import training_pb2_grpc
+from lm_saes.jobs import Executor, job_id_for
+from lm_saes.rpc.v1 import training_pb2_grpc
 from services.common.admission import Admission, parse_object, parsed, require_sections
 from services.common.auth import caller
 from services.common.errors import invalid, rpc
-from services.common.jobs import JobRPCs
+from services.common.job_servicer import submit_job
 from services.common.settings import ServiceSettings
 
 REQUIRED = ("model", "data", "sae", "train")
 
 
-class TrainingServicer(JobRPCs, training_pb2_grpc.TrainingServiceServicer):
+class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
     kind = "training"
 
-    def __init__(self, executor: LocalExecutor, settings: ServiceSettings):
+    def __init__(self, executor: Executor, settings: ServiceSettings):
         self.executor = executor
         self.settings = settings
         self.admission = Admission(settings)
@@ -37,4 +37,4 @@ class TrainingServicer(JobRPCs, training_pb2_grpc.TrainingServiceServicer):
         job_id = job_id_for(self.kind, request_id, caller().name)
         raw.setdefault("output", f"{self.output_root}/training/{job_id}")
         cfg = self.admission.run(parsed(raw, RunConfig, "(submitted config)"))
-        return self._submit(cfg.model_dump(mode="json"), request_id)
+        return submit_job(self.executor, self.kind, cfg.model_dump(mode="json"), request_id)

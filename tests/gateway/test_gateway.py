@@ -117,7 +117,7 @@ def test_error_responses(client, trained):
     _problem(client.get("/api/v1/jobs/training-nope"), 404)
     _problem(client.get("/api/v1/jobs/training-nope/events"), 404)
     _problem(client.get("/api/v1/nowhere"), 404)
-    _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"limit": 201}), 422, "limit")
+    _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"limit": 1001}), 422, "limit")
     _problem(client.get(f"/api/v1/saes/{SAE_ID}/features", params={"sort": "size"}), 422, "sort")
     _problem(client.get("/api/v1/jobs", params={"kind": "baking"}, headers=READ), 422, "kind")
     url = f"/api/v1/saes/{SAE_ID}/activations"

@@ -1,4 +1,4 @@
-"""The activation service as a real process on loopback, driven through `lm_saes.client`."""
+"""The activation service as a real process on loopback, driven through `lm_saes.rpc.client`."""
 
 import os
 import re
@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lm_saes.cli import main
-from lm_saes.client import ActivationClient, ServiceError
 from lm_saes.config import ModelConfig, RunConfig, load_config
 from lm_saes.models import load_language_model
+from lm_saes.rpc.client import ActivationClient, ServiceError
 from lm_saes.runner import run_train
 from lm_saes.saes import load_sae
 from lm_saes.stores import open_store
@@ -210,15 +210,31 @@ def test_generate_activations_job(service):
                                       data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
                                       request_id="gen-1", shard_tokens=256)
     assert job["kind"] == "activations" and job["state"] in ("queued", "running")
-    events = list(client.watch_job(job["id"], timeout=180))  # a worker process runs it
-    assert events[-1]["state"] == "succeeded", client.get_job(job["id"])["error"]
-    job = client.get_job(job["id"])
+    events = list(client.watch(job["id"], timeout=180))  # a worker process runs it
+    assert events[-1]["state"] == "succeeded", client.get(job["id"])["error"]
+    job = client.get(job["id"])
     assert job["result"]["n_tokens"] >= 600
     assert (out / "manifest.json").exists() and job["result"]["shards"] >= 2
     again = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
                                         data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
                                         request_id="gen-1", shard_tokens=256)
     assert again["id"] == job["id"] and again["updated"] == job["updated"]  # not run twice
+
+
+def test_activation_jobs_are_listed_and_cancelled_like_any_job(service):
+    """The shared JobService: a long activation job is cancelled, never finishes its manifest."""
+    client = service["client"]
+    out = service["root"] / "objects" / "cancelled"
+    job = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
+                                      data={"max_tokens": 2_000_000, "eval_tokens": 0, "context_size": 32})
+    jobs, _ = client.list(state="")
+    assert job["id"] in [j["id"] for j in jobs]
+    assert client.cancel(job["id"])["state"] == "cancelled"
+    assert list(client.watch(job["id"], timeout=60))[-1]["state"] == "cancelled"
+    assert not (out / "manifest.json").exists()
+    with pytest.raises(ServiceError) as error:
+        client.cancel("training-not-mine")
+    assert error.value.code == grpc.StatusCode.NOT_FOUND
 
 
 def test_cli_prints_a_token_table(service, capsys):

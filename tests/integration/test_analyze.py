@@ -32,17 +32,17 @@ def test_analyze_show_and_query_sqlite(tiny_sae, tmp_path, capsys):
     assert "analyzed 256 features of run" in out and "top activating contexts" in out
     with open_document_store(docs) as store:
         sae = store.get_sae("run")
-        assert sae["architecture"] == "topk" and sae["metrics"]["l0"] <= 8
+        assert sae.architecture == "topk" and sae.metrics["l0"] <= 8
         page, total = store.list_features("run", sort="density", descending=True, limit=5)
-        assert total == 256 and page[0]["density"] >= page[-1]["density"]
-        feature = store.get_feature("run", page[0]["index"])
-        assert feature["top_examples"] and feature["logit_lens"]["top"]
-        token = feature["top_tokens"][0]["token"]
-        assert page[0]["index"] in [f["index"] for f in store.features_for_token("run", token, limit=300)]
+        assert total == 256 and page[0].density >= page[-1].density
+        feature = store.get_feature("run", page[0].index)
+        assert feature.top_examples and feature.logit_lens["top"]
+        token = feature.top_tokens[0]["token"]
+        assert page[0].index in [f.index for f in store.features_for_token("run", token, limit=300)]
         (analysis,) = store.list_analyses("run")
-        assert analysis["state"] == "succeeded" and analysis["tokens"] > 5000
-    assert main(["show", "--sae-id", "run", "--feature", str(page[0]["index"]), "--documents", docs]) == 0
-    assert f"feature {page[0]['index']} of run" in capsys.readouterr().out
+        assert analysis.state == "succeeded" and analysis.tokens > 5000
+    assert main(["show", "--sae-id", "run", "--feature", str(page[0].index), "--documents", docs]) == 0
+    assert f"feature {page[0].index} of run" in capsys.readouterr().out
     assert main(["show", "--sae-id", "nope", "--feature", "1", "--documents", docs]) == 1
     assert "no SAE 'nope' (known: run)" in capsys.readouterr().err
 
@@ -55,13 +55,13 @@ def test_interrupted_analysis_resumes_to_the_same_result(tiny_sae, tmp_path):
         run_analysis(resumed, str(tiny_sae), progress=False, stop_after_batches=3)
     with open_document_store(str(tmp_path / "b.sqlite")) as store:
         assert store.list_features("run")[1] == 0  # nothing visible before the pass completes
-        assert store.list_analyses("run")[0]["state"] == "running"
+        assert store.list_analyses("run")[0].state == "running"
     run_analysis(resumed, str(tiny_sae), progress=False)
     with open_document_store(str(tmp_path / "a.sqlite")) as a, open_document_store(str(tmp_path / "b.sqlite")) as b:
         for index in (0, 17, 200):
             fa, fb = a.get_feature("run", index), b.get_feature("run", index)
             for key in ("density", "max_activation", "histogram", "top_examples", "quantile_samples"):
-                assert fa[key] == fb[key], key
+                assert getattr(fa, key) == getattr(fb, key), key
 
 
 def test_analyze_into_mongodb(tiny_sae, tmp_path, mongodb_uri):
@@ -70,5 +70,5 @@ def test_analyze_into_mongodb(tiny_sae, tmp_path, mongodb_uri):
     assert result.features_written == 256
     with open_document_store(uri) as store:
         page, total = store.list_features("run", sort="max_activation", descending=True, limit=3)
-        assert total == 256 and page[0]["max_activation"] >= page[1]["max_activation"]
-        assert store.get_feature("run", page[0]["index"])["top_examples"]
+        assert total == 256 and page[0].max_activation >= page[1].max_activation
+        assert store.get_feature("run", page[0].index).top_examples

@@ -19,10 +19,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lm_saes.proto.lm_saes.v1 import (
+from lm_saes.rpc.v1 import (
     analysis_pb2,
     analysis_pb2_grpc,
     common_pb2,
+    common_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
@@ -97,8 +98,8 @@ def _config(**train) -> str:
     return json.dumps(config)
 
 
-def _watch(stub, job_id: str) -> list:
-    return list(stub.Watch(common_pb2.JobRef(id=job_id), timeout=300))
+def _watch(service: Service, job_id: str) -> list:
+    return list(common_pb2_grpc.JobServiceStub(service.channel).Watch(common_pb2.JobRef(id=job_id), timeout=300))
 
 
 def test_train_watch_analyze_and_read_features(stack):
@@ -107,12 +108,13 @@ def test_train_watch_analyze_and_read_features(stack):
     assert health.Check(health_pb2.HealthCheckRequest(service="lm_saes.v1.TrainingService")).status == \
         health_pb2.HealthCheckResponse.SERVING
     trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
+    jobs = common_pb2_grpc.JobServiceStub(training.channel)
     job = trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=_config(), request_id="tiny-1"))
     assert trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=_config(), request_id="tiny-1")).id == job.id
-    events = _watch(trainer, job.id)
-    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED, trainer.Get(common_pb2.JobRef(id=job.id)).error
+    events = _watch(training, job.id)
+    assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED, jobs.Get(common_pb2.JobRef(id=job.id)).error
     assert events[-1].step == events[-1].total_steps > 0 and events[-1].explained_variance > 0
-    result = json.loads(trainer.Get(common_pb2.JobRef(id=job.id)).result_json)
+    result = json.loads(jobs.Get(common_pb2.JobRef(id=job.id)).result_json)
     assert result["sae"].startswith("s3://lm-saes-stack/objects/training/")
     assert "sae/sae.json" in open_store(result["output"]).list("sae")
 
@@ -121,13 +123,13 @@ def test_train_watch_analyze_and_read_features(stack):
                          "analysis": {"top_n": 5, "batch_contexts": 8}})
     ajob = analyzer.Submit(analysis_pb2.SubmitAnalysisRequest(sae_uri=result["sae"], sae_id="tiny-sae",
                                                               config_json=config))
-    assert _watch(analyzer, ajob.id)[-1].state == common_pb2.JOB_STATE_SUCCEEDED
+    assert _watch(analysis, ajob.id)[-1].state == common_pb2.JOB_STATE_SUCCEEDED
     page = analyzer.ListFeatures(analysis_pb2.ListFeaturesRequest(
         sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_DENSITY, descending=True, limit=10))
     assert page.total == 256 and page.features[0].density >= page.features[-1].density
     feature = analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="tiny-sae", index=page.features[0].index))
     assert json.loads(feature.document_json)["top_examples"]
-    listed = trainer.List(common_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_SUCCEEDED))
+    listed = jobs.List(common_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_SUCCEEDED))
     assert job.id in [j.id for j in listed.jobs]
 
 
@@ -136,7 +138,7 @@ def test_error_codes(stack):
     trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
     analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
     with pytest.raises(grpc.RpcError) as error:
-        trainer.Get(common_pb2.JobRef(id="training-nope"))
+        common_pb2_grpc.JobServiceStub(training.channel).Get(common_pb2.JobRef(id="training-nope"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as error:
         trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=_config(lrr=1)))
@@ -161,12 +163,12 @@ def test_killed_training_service_finishes_job_after_restart(stack):
         time.sleep(0.3)
     training.stop(signal.SIGKILL)  # no chance to clean up; its worker dies with it
     training.start()
-    trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
-    events = _watch(trainer, job.id)
+    events = _watch(training, job.id)
     assert events[-1].state == common_pb2.JOB_STATE_SUCCEEDED
     steps = [json.loads(line)["step"] for line in open_store(output).get_bytes("metrics.jsonl").decode().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == events[-1].total_steps
-    resumed_from = json.loads(trainer.Get(common_pb2.JobRef(id=job.id)).result_json)["resumed_from"]
+    jobs = common_pb2_grpc.JobServiceStub(training.channel)
+    resumed_from = json.loads(jobs.Get(common_pb2.JobRef(id=job.id)).result_json)["resumed_from"]
     assert resumed_from > 0 and resumed_from % 4 == 0  # continued from a checkpoint, not from scratch
     assert training.stop() == 0  # graceful SIGTERM exits cleanly
     training.start()  # leave the stack as the other tests expect it
@@ -184,13 +186,13 @@ def test_unreachable_store_gives_unavailable(tmp_path):
                                             "LM_SAES_OBJECT_STORE": str(tmp_path / "objects")},
                       tmp_path / "training.log")
     try:
-        trainer = training_pb2_grpc.TrainingServiceStub(service.channel)
-        trainer.List(common_pb2.ListJobsRequest())  # fine while the store answers
+        jobs = common_pb2_grpc.JobServiceStub(service.channel)
+        jobs.List(common_pb2.ListJobsRequest())  # fine while the store answers
         mongo.kill()
         mongo.wait()
         started = time.time()
         with pytest.raises(grpc.RpcError) as error:
-            trainer.Get(common_pb2.JobRef(id="training-x"))
+            jobs.Get(common_pb2.JobRef(id="training-x"))
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE and "unreachable" in error.value.details()
         assert time.time() - started < 3  # bounded by store_wait_s (2 s) plus the server's own timeout
         assert service.proc.poll() is None  # the service lives on
@@ -204,9 +206,9 @@ def test_whole_pipeline_through_the_client(stack):
     """Generate activations, train on them, analyze, read a feature, and ask live features."""
     import torch
 
-    from lm_saes.client import ActivationClient, AnalysisClient, TrainingClient
     from lm_saes.config import ModelConfig
     from lm_saes.models import load_language_model
+    from lm_saes.rpc.client import ActivationClient, AnalysisClient, TrainingClient
     from lm_saes.saes import load_sae
 
     training, analysis, _, activation = stack
@@ -217,7 +219,7 @@ def test_whole_pipeline_through_the_client(stack):
             TrainingClient(f"127.0.0.1:{training.port}") as trainer, \
             AnalysisClient(f"127.0.0.1:{analysis.port}") as analyzer:
         job = live.generate_activations([hook], acts_uri, model="tiny", data=data, shard_tokens=2048)
-        assert list(live.watch_job(job["id"], timeout=300))[-1]["state"] == "succeeded"
+        assert list(live.watch(job["id"], timeout=300))[-1]["state"] == "succeeded"
         config = {**json.loads(_config()), "data": {**TINY["data"], **data},
                   "activations": {**TINY["activations"], "path": acts_uri}}
         shards = open_store(acts_uri)

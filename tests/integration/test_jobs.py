@@ -23,11 +23,11 @@ def _wait(executor, job_id, states, timeout=180):
     deadline = time.time() + timeout
     while time.time() < deadline:
         job = executor.documents.get_job(job_id)
-        if job["state"] in states:
+        if job.state in states:
             return job
         executor.schedule()
         time.sleep(0.3)
-    raise AssertionError(f"job {job_id} stuck in {job['state']}")
+    raise AssertionError(f"job {job_id} stuck in {job.state}")
 
 
 @pytest.fixture
@@ -39,11 +39,11 @@ def executor(tmp_path):
 
 def test_training_job_runs_and_duplicate_submit_returns_same_job(executor, tmp_path):
     job = executor.submit("training", _config(tmp_path), request_id="req-1")
-    assert executor.submit("training", _config(tmp_path), request_id="req-1")["id"] == job["id"]
-    done = _wait(executor, job["id"], ("succeeded", "failed"))
-    assert done["state"] == "succeeded", done["error"]
-    assert done["progress"] == 1.0 and done["metrics"]["step"] == done["metrics"]["total_steps"]
-    assert done["result"]["eval"]["l0"] <= 8
+    assert executor.submit("training", _config(tmp_path), request_id="req-1").id == job.id
+    done = _wait(executor, job.id, ("succeeded", "failed"))
+    assert done.state == "succeeded", done.error
+    assert done.progress == 1.0 and done.metrics["step"] == done.metrics["total_steps"]
+    assert done.result["eval"]["l0"] <= 8
     with pytest.raises(ValueError, match="unknown job kind"):
         executor.submit("painting", {})
 
@@ -58,15 +58,15 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
         if list((tmp_path / "run" / "checkpoints").glob("step-*/done")):
             break
         time.sleep(0.2)
-    os.kill(first.processes[job["id"]].pid, signal.SIGKILL)
-    first.processes[job["id"]].join()
+    os.kill(first.processes[job.id].pid, signal.SIGKILL)
+    first.processes[job.id].join()
     first.closed = True
-    assert first.documents.get_job(job["id"])["state"] == "running"  # what a crash leaves behind
+    assert first.documents.get_job(job.id).state == "running"  # what a crash leaves behind
     second = LocalExecutor(documents)  # the restarted service
     try:
-        assert second.resume_unfinished() == [job["id"]]
-        done = _wait(second, job["id"], ("succeeded", "failed"))
-        assert done["state"] == "succeeded", done["error"]
+        assert second.resume_unfinished() == [job.id]
+        done = _wait(second, job.id, ("succeeded", "failed"))
+        assert done.state == "succeeded", done.error
         log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
         steps = [int(line.split('"step": ')[1].split(",")[0]) for line in log]
         assert steps == sorted(set(steps))  # resumed, not restarted: no step logged twice
@@ -76,11 +76,11 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
 
 def test_cancel_stops_a_running_job(executor, tmp_path):
     job = executor.submit("training", _config(tmp_path, batch_size=32, log_every=1))
-    _wait(executor, job["id"], ("running",))
-    cancelled = executor.cancel(job["id"])
-    assert cancelled["state"] == "cancelled"
+    _wait(executor, job.id, ("running",))
+    cancelled = executor.cancel(job.id)
+    assert cancelled.state == "cancelled"
     time.sleep(1)
-    assert executor.documents.get_job(job["id"])["state"] == "cancelled"
+    assert executor.documents.get_job(job.id).state == "cancelled"
 
 
 class _RecordingExecutor(LocalExecutor):
@@ -94,7 +94,7 @@ class _RecordingExecutor(LocalExecutor):
             pass
 
     def _start(self, job):
-        self.started.append(job["id"])
+        self.started.append(job.id)
         return self._Held()
 
 
@@ -121,11 +121,11 @@ def test_claims_are_compare_and_set_on_mongodb(mongodb_uri):
     with open_document_store(f"{mongodb_uri}/claims_{uuid.uuid4().hex[:8]}") as documents:
         job = new_job("training", {})
         documents.put_job(job)
-        first = documents.claim_job(job["id"], {"state": "running", "claimed_by": "a"})
-        assert first["claimed_by"] == "a" and first["state"] == "running"
-        assert documents.claim_job(job["id"], {"state": "running", "claimed_by": "b"}) is None
-        assert documents.get_job(job["id"])["claimed_by"] == "a"
-        assert documents.update_job_if(job["id"], {"claimed_by": "b"}, {"state": "queued"}) is None
+        first = documents.claim_job(job.id, {"state": "running", "claimed_by": "a"})
+        assert first.claimed_by == "a" and first.state == "running"
+        assert documents.claim_job(job.id, {"state": "running", "claimed_by": "b"}) is None
+        assert documents.get_job(job.id).claimed_by == "a"
+        assert documents.update_job_if(job.id, {"claimed_by": "b"}, {"state": "queued"}) is None
         assert documents.claim_job("training-missing", {"state": "running"}) is None
 
 
@@ -141,7 +141,7 @@ def test_two_replicas_claim_each_queued_job_exactly_once(tmp_path):
         for _ in range(20):
             job = new_job("training", {})
             documents.put_job(job)
-            ids.append(job["id"])
+            ids.append(job.id)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     procs = [context.Process(target=_replica, args=(uri, name, barrier, str(tmp_path / name)))
@@ -154,7 +154,7 @@ def test_two_replicas_claim_each_queued_job_exactly_once(tmp_path):
     a, b = ((tmp_path / name).read_text().split() for name in ("replica-a", "replica-b"))
     assert sorted(a + b) == sorted(ids) and not set(a) & set(b)  # each job ran exactly once
     with open_document_store(uri) as documents:
-        claims = {documents.get_job(i)["claimed_by"] for i in ids}
+        claims = {documents.get_job(i).claimed_by for i in ids}
         assert claims <= {"replica-a", "replica-b"}
     # a restarted replica requeues only the jobs it had claimed, not the other replica's running ones
     restarted = _RecordingExecutor(uri, max_workers=100, kinds=("training",), replica="replica-a")
@@ -167,4 +167,4 @@ def test_two_replicas_claim_each_queued_job_exactly_once(tmp_path):
     restarted.schedule()
     assert sorted(restarted.started) == sorted(ids)
     with open_document_store(uri) as documents:
-        assert {documents.get_job(i)["claimed_by"] for i in ids} == {"replica-a"}
+        assert {documents.get_job(i).claimed_by for i in ids} == {"replica-a"}

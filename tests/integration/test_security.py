@@ -20,7 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lm_saes.jobs import new_job
-from lm_saes.proto.lm_saes.v1 import (
+from lm_saes.rpc.v1 import (
     activation_pb2,
     activation_pb2_grpc,
     analysis_pb2,
@@ -28,6 +28,7 @@ from lm_saes.proto.lm_saes.v1 import (
     circuits_pb2,
     circuits_pb2_grpc,
     common_pb2,
+    common_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
@@ -66,6 +67,10 @@ def _stub(stack, name: str):
     return STUBS[name](stack[0][name].raw_channel)
 
 
+def _jobs(stack, name: str) -> common_pb2_grpc.JobServiceStub:
+    return common_pb2_grpc.JobServiceStub(stack[0][name].raw_channel)
+
+
 def _tiny_config(**sections) -> str:
     config = {**TINY, "data": {**TINY["data"], "max_tokens": 2000}}
     config.pop("output")
@@ -81,7 +86,8 @@ def test_every_rpc_needs_a_token_with_its_scope(stack):
     assert _code(trainer.Submit, submit, metadata=_auth("not-a-token"))[0] == grpc.StatusCode.UNAUTHENTICATED
     code, details = _code(trainer.Submit, submit, metadata=_auth("reader-token"))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "'submit' scope" in details
-    assert _code(trainer.List, common_pb2.ListJobsRequest(), metadata=_auth("reader-token"))[0] == grpc.StatusCode.OK
+    assert _code(_jobs(stack, "training").List, common_pb2.ListJobsRequest(), metadata=_auth("reader-token"))[0] == \
+        grpc.StatusCode.OK
     activation = _stub(stack, "activation")
     tokenize = activation_pb2.TokenizeRequest(text="hello")
     assert _code(activation.Tokenize, tokenize)[0] == grpc.StatusCode.UNAUTHENTICATED
@@ -94,7 +100,8 @@ def test_every_rpc_needs_a_token_with_its_scope(stack):
     assert _code(tracer.ListGraphs, circuits_pb2.ListGraphsRequest())[0] == grpc.StatusCode.UNAUTHENTICATED
     # only a service token may speak for a user, and never grant more than it holds
     as_user = _auth("alice-token", **{"x-lm-saes-user": "mallory"})
-    assert _code(trainer.List, common_pb2.ListJobsRequest(), metadata=as_user)[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert _code(_jobs(stack, "training").List, common_pb2.ListJobsRequest(), metadata=as_user)[0] == \
+        grpc.StatusCode.PERMISSION_DENIED
     for name, service in stack[0].items():  # probes stay open, List included (it was a traceback per call)
         health = health_pb2_grpc.HealthStub(service.raw_channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
@@ -104,28 +111,28 @@ def test_every_rpc_needs_a_token_with_its_scope(stack):
 
 
 def test_jobs_belong_to_their_owner(stack):
-    trainer = _stub(stack, "training")
+    trainer, jobs = _stub(stack, "training"), _jobs(stack, "training")
     # A long job that stays queued behind the ones the tests run: only its record matters here.
     request = training_pb2.SubmitTrainingRequest(config_json=_tiny_config(), request_id="own-1")
     alice = trainer.Submit(request, metadata=_auth("alice-token"), timeout=60)
     assert alice.owner == "alice"
     bobs = trainer.Submit(request, metadata=_auth("bob-token-1"), timeout=60)
     assert bobs.id != alice.id and bobs.owner == "bob"  # a request id is its owner's own key
-    listed = trainer.List(common_pb2.ListJobsRequest(), metadata=_auth("bob-token-1"), timeout=30)
+    listed = jobs.List(common_pb2.ListJobsRequest(), metadata=_auth("bob-token-1"), timeout=30)
     assert alice.id not in [j.id for j in listed.jobs] and bobs.id in [j.id for j in listed.jobs]
-    everyone = trainer.List(common_pb2.ListJobsRequest(page_size=1000), metadata=_auth(ADMIN_TOKEN), timeout=30)
+    everyone = jobs.List(common_pb2.ListJobsRequest(page_size=1000), metadata=_auth(ADMIN_TOKEN), timeout=30)
     assert {alice.id, bobs.id} <= {j.id for j in everyone.jobs}
-    code, details = _code(trainer.Cancel, common_pb2.JobRef(id=alice.id), metadata=_auth("bob-token-1"))
+    code, details = _code(jobs.Cancel, common_pb2.JobRef(id=alice.id), metadata=_auth("bob-token-1"))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "another caller" in details
     # the gateway acts for its users: their names own the jobs, their grants bound the scopes
     gateway_as_bob = _auth(SERVICE_TOKEN, **{"x-lm-saes-user": "bob", "x-lm-saes-scopes": "read,submit"})
-    assert _code(trainer.Cancel, common_pb2.JobRef(id=alice.id), metadata=gateway_as_bob)[0] == \
+    assert _code(jobs.Cancel, common_pb2.JobRef(id=alice.id), metadata=gateway_as_bob)[0] == \
         grpc.StatusCode.PERMISSION_DENIED
     read_only = _auth(SERVICE_TOKEN, **{"x-lm-saes-user": "bob", "x-lm-saes-scopes": "read"})
-    assert _code(trainer.Cancel, common_pb2.JobRef(id=bobs.id), metadata=read_only)[0] == \
+    assert _code(jobs.Cancel, common_pb2.JobRef(id=bobs.id), metadata=read_only)[0] == \
         grpc.StatusCode.PERMISSION_DENIED
     for job, token in ((alice, "alice-token"), (bobs, ADMIN_TOKEN)):
-        cancelled = trainer.Cancel(common_pb2.JobRef(id=job.id), metadata=_auth(token), timeout=30)
+        cancelled = jobs.Cancel(common_pb2.JobRef(id=job.id), metadata=_auth(token), timeout=30)
         assert cancelled.state == common_pb2.JOB_STATE_CANCELLED
 
 
@@ -192,7 +199,8 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
          "sae.d_sae"),
         (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(data={"context_size": 10**6})),
          "data.context_size"),
-        (trainer.List, common_pb2.ListJobsRequest(page_token="99999999999999999999"), "page_token"),
+        (_jobs(stack, "training").List, common_pb2.ListJobsRequest(page_token="99999999999999999999"), "page_token"),
+        (_jobs(stack, "activation").List, common_pb2.ListJobsRequest(kind="training"), "kind"),
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json="[]"), "config_json"),
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json="null"), "config_json"),
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json="1"), "config_json"),
@@ -220,10 +228,10 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
 def _running_job(stack) -> str:
     """A training job record that stays `running` (no worker holds it): streams watch it forever."""
     documents = open_document_store(str(stack[1] / "docs.sqlite"))
-    job = {**new_job("training", {}, owner="tester"), "state": "running"}
-    job["id"] = f"training-stream-{uuid.uuid4().hex[:8]}"
+    job = new_job("training", {}, owner="tester").model_copy(
+        update={"state": "running", "id": f"training-stream-{uuid.uuid4().hex[:8]}"})
     documents.put_job(job)
-    return job["id"]
+    return job.id
 
 
 def test_streams_are_capped_and_released(stack):
@@ -231,7 +239,7 @@ def test_streams_are_capped_and_released(stack):
     and Cancel stay answered, and a stream's slot comes back when its client goes away."""
     job_id = _running_job(stack)
     channel = stack[0]["training"].raw_channel
-    trainer = training_pb2_grpc.TrainingServiceStub(channel)
+    trainer = common_pb2_grpc.JobServiceStub(channel)
     calls, codes, lock = [], [], threading.Lock()
     tokens = [ADMIN_TOKEN, "alice-token", "bob-token-1", "reader-token"]
 
@@ -468,7 +476,7 @@ def test_tls_stack(tmp_path):
     import subprocess
     import sys
 
-    from lm_saes.client import TrainingClient, tls_credentials
+    from lm_saes.rpc.client import TrainingClient, tls_credentials
     from tests.deploy.test_chart import make_pki
     from tests.integration.conftest import REPO, free_port
 

@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from lm_saes.circuits.trace import load_graph
-from lm_saes.client import CircuitClient, ServiceError
 from lm_saes.config import RunConfig, load_config
+from lm_saes.rpc.client import CircuitClient, ServiceError
 from lm_saes.runner import run_train_transcoders
 from lm_saes.stores import open_store
 from tests.integration.conftest import REPO

@@ -24,6 +24,11 @@ def store(store_uri):
         yield store
 
 
+def plain(record) -> dict:
+    """A returned record as the fields it was stored with."""
+    return record.model_dump(mode="json", exclude_unset=True)
+
+
 def feature(index: int, sae_id: str = "sae-a", **extra) -> dict:
     return {
         "sae_id": sae_id, "index": index, "analysis_id": "an-1",
@@ -39,8 +44,9 @@ def feature(index: int, sae_id: str = "sae-a", **extra) -> dict:
 def test_models_saes_analyses_roundtrip(store):
     store.put_model({"name": "tiny", "n_layers": 2, "d_model": 32})
     store.put_model({"name": "smollm2-135m", "n_layers": 30, "d_model": 576, "extra": {"a": [1]}})
-    assert store.get_model("tiny") == {"name": "tiny", "n_layers": 2, "d_model": 32}
-    assert [m["name"] for m in store.list_models()] == ["smollm2-135m", "tiny"]
+    assert plain(store.get_model("tiny")) == {"name": "tiny", "n_layers": 2, "d_model": 32}
+    assert [m.name for m in store.list_models()] == ["smollm2-135m", "tiny"]
+    assert store.get_model("smollm2-135m").extra == {"a": [1]}  # records keep fields they do not declare
     assert store.get_model("nope") is None
 
     sae = {"id": "sae-b", "model": "tiny", "hook_in": "blocks.0.hook_resid_post",
@@ -50,9 +56,9 @@ def test_models_saes_analyses_roundtrip(store):
     store.put_sae(sae)
     store.put_sae({**sae, "id": "sae-a", "model": "smollm2-135m"})
     store.put_sae({**sae, "metrics": {"ev": 0.95}})  # upsert replaces
-    assert store.get_sae("sae-b") == {**sae, "metrics": {"ev": 0.95}}
-    assert [s["id"] for s in store.list_saes()] == ["sae-a", "sae-b"]
-    assert [s["id"] for s in store.list_saes(model="tiny")] == ["sae-b"]
+    assert plain(store.get_sae("sae-b")) == {**sae, "metrics": {"ev": 0.95}}
+    assert [s.id for s in store.list_saes()] == ["sae-a", "sae-b"]
+    assert [s.id for s in store.list_saes(model="tiny")] == ["sae-b"]
     assert store.list_saes(model="other") == []
 
     run = {"id": "an-1", "sae_id": "sae-b", "state": "running", "tokens": 0, "config": {},
@@ -60,14 +66,16 @@ def test_models_saes_analyses_roundtrip(store):
     store.put_analysis(run)
     store.put_analysis({**run, "id": "an-2", "sae_id": "sae-a"})
     store.put_analysis({**run, "state": "succeeded", "tokens": 1000})
-    assert store.get_analysis("an-1")["state"] == "succeeded"
-    assert [a["id"] for a in store.list_analyses()] == ["an-1", "an-2"]
-    assert [a["id"] for a in store.list_analyses(sae_id="sae-a")] == ["an-2"]
+    assert store.get_analysis("an-1").state == "succeeded"
+    assert [a.id for a in store.list_analyses()] == ["an-1", "an-2"]
+    assert [a.id for a in store.list_analyses(sae_id="sae-a")] == ["an-2"]
 
     with pytest.raises(ValueError, match="'id'"):
         store.put_sae({"model": "tiny"})
     with pytest.raises(ValueError, match="state"):
         store.put_analysis({**run, "state": "done"})
+    with pytest.raises(ValueError, match="'d_sae'"):
+        store.put_sae({**sae, "d_sae": "wide"})
 
 
 def test_jobs_roundtrip_and_state_check(store):
@@ -76,44 +84,50 @@ def test_jobs_roundtrip_and_state_check(store):
     job = new_job("training", {"output": "x"}, request_id="r1")
     store.put_job(job)
     store.put_job(new_job("analysis", {"sae": "y"}))
-    store.put_job({**job, "state": "running", "progress": 0.5})
-    assert store.get_job(job["id"])["progress"] == 0.5
-    assert [j["kind"] for j in store.list_jobs(kind="training")] == ["training"]
+    store.put_job({**job.doc(), "state": "running", "progress": 0.5})
+    assert store.get_job(job.id).progress == 0.5 and store.get_job(job.id).state == "running"
+    assert [j.kind for j in store.list_jobs(kind="training")] == ["training"]
     assert len(store.list_jobs()) == 2
+    with pytest.raises(ValueError, match="'state'"):
+        store.put_job({**job.doc(), "state": "sleeping"})
     with pytest.raises(ValueError, match="state must be one of"):
-        store.put_job({**job, "state": "sleeping"})
+        store.update_job_if(job.id, {}, {"state": "sleeping"})
+    assert store.get_job(job.id).state == "running"
 
 
 def test_graphs_roundtrip(store):
-    graph = {"id": "g-1", "model": "tiny", "prompt": "The capital", "scores": {"replacement": 0.5},
-             "nodes": [{"node_id": "E_1_0"}], "links": [], "artifact": "runs/graphs/g-1"}
+    graph = {"id": "g-1", "model": "tiny", "prompt": "The capital", "artifact": "runs/graphs/g-1",
+             "scores": {"replacement": 0.5, "completeness": 0.8}, "transcoders": "runs/t", "n_layers": 2,
+             "tokens": ["The", " capital"], "logits": [], "thresholds": {}, "counts": {}, "links": [],
+             "nodes": [{"id": "E_1_0", "kind": "token", "layer": -1, "position": 1}]}
     store.put_graph(graph)
     store.put_graph({**graph, "id": "g-2", "model": "smollm2-135m"})
     store.put_graph({**graph, "prompt": "The capital of"})
-    assert store.get_graph("g-1")["prompt"] == "The capital of"
+    assert store.get_graph("g-1").prompt == "The capital of"
+    assert store.get_graph("g-1").nodes[0].kind == "token"
     assert store.get_graph("g-9") is None
-    assert [g["id"] for g in store.list_graphs()] == ["g-1", "g-2"]
-    assert [g["id"] for g in store.list_graphs(model="tiny")] == ["g-1"]
+    assert [g.id for g in store.list_graphs()] == ["g-1", "g-2"]
+    assert [g.id for g in store.list_graphs(model="tiny")] == ["g-1"]
     with pytest.raises(ValueError, match="'id'"):
         store.put_graph({"model": "tiny"})
 
 
 def test_feature_upsert_replaces_whole_documents(store):
     store.put_features([feature(i) for i in range(3)] + [feature(0, sae_id="sae-b")])
-    assert store.get_feature("sae-a", 1) == feature(1)
+    assert plain(store.get_feature("sae-a", 1)) == feature(1)
     assert store.get_feature("sae-a", 9) is None
     replacement = {"sae_id": "sae-a", "index": np.int64(1), "density": np.float32(0.25),
                    "max_activation": 2, "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
     store.put_features([replacement])
     got = store.get_feature("sae-a", 1)
-    assert got == {"sae_id": "sae-a", "index": 1, "density": 0.25, "max_activation": 2.0,
-                   "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
-    assert type(got["index"]) is int and type(got["density"]) is float
-    assert [f["index"] for f in store.features_for_token("sae-a", "the")] == [2, 0]
-    assert [f["index"] for f in store.features_for_token("sae-a", "cat")] == [1]
+    assert plain(got) == {"sae_id": "sae-a", "index": 1, "density": 0.25, "max_activation": 2.0,
+                          "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
+    assert type(got.index) is int and type(got.density) is float
+    assert [f.index for f in store.features_for_token("sae-a", "the")] == [2, 0]
+    assert [f.index for f in store.features_for_token("sae-a", "cat")] == [1]
     # a key repeated within one batch keeps its last document
     store.put_features([feature(5, mean_activation=1.0), feature(5, mean_activation=2.0)])
-    assert store.get_feature("sae-a", 5)["mean_activation"] == 2.0
+    assert store.get_feature("sae-a", 5).mean_activation == 2.0
     assert store.list_features("sae-a")[1] == 4
 
 
@@ -126,7 +140,7 @@ def test_list_features_sorts_and_pages(store, sort, descending):
     got, totals = [], set()
     for offset in range(0, 30, 7):
         page, total = store.list_features("sae-a", sort=sort, descending=descending, offset=offset, limit=7)
-        got += [d["index"] for d in page]
+        got += [d.index for d in page]
         totals.add(total)
     assert got == expected and totals == {23}
     assert store.list_features("sae-a", offset=100) == ([], 23)
@@ -136,12 +150,12 @@ def test_list_features_sorts_and_pages(store, sort, descending):
 def test_list_features_projects_fields(store):
     store.put_features([feature(i) for i in range(4)])
     page, total = store.list_features("sae-a", sort="density", fields=["density", "max_activation"])
-    assert total == 4 and all(set(d) == {"sae_id", "index", "density", "max_activation"} for d in page)
-    assert page[0] == {k: feature(page[0]["index"])[k] for k in ("sae_id", "index", "density", "max_activation")}
+    assert total == 4 and all(set(plain(d)) == {"sae_id", "index", "density", "max_activation"} for d in page)
+    assert plain(page[0]) == {k: feature(page[0].index)[k] for k in ("sae_id", "index", "density", "max_activation")}
     page, _ = store.list_features("sae-a", fields=["histogram", "not_there"], limit=1)
-    assert page == [{"sae_id": "sae-a", "index": 0, "histogram": feature(0)["histogram"]}]
+    assert [plain(d) for d in page] == [{"sae_id": "sae-a", "index": 0, "histogram": feature(0)["histogram"]}]
     full, _ = store.list_features("sae-a", limit=1)
-    assert full == [feature(0)]
+    assert [plain(d) for d in full] == [feature(0)]
 
 
 def test_features_for_token_orders_by_that_token(store):
@@ -157,11 +171,11 @@ def test_features_for_token_orders_by_that_token(store):
         feature(0, sae_id="sae-b", top_tokens=tokens(("cat", 99.0))),
     ])
     hits = store.features_for_token("sae-a", "cat")
-    assert [(h["index"], h["top_token"]["max_activation"]) for h in hits] == [(0, 9.0), (1, 5.0), (2, 5.0)]
-    assert set(hits[0]) == {"sae_id", "index", "density", "max_activation", "top_token"}
-    assert hits[0]["density"] == feature(0)["density"] and hits[0]["sae_id"] == "sae-a"
-    assert [h["index"] for h in store.features_for_token("sae-a", "cat", limit=2)] == [0, 1]
-    assert [h["index"] for h in store.features_for_token("sae-a", "dog")] == [3, 0]
+    assert [(h.index, h.top_token["max_activation"]) for h in hits] == [(0, 9.0), (1, 5.0), (2, 5.0)]
+    assert set(hits[0].model_dump()) == {"sae_id", "index", "density", "max_activation", "top_token"}
+    assert hits[0].density == feature(0)["density"] and hits[0].sae_id == "sae-a"
+    assert [h.index for h in store.features_for_token("sae-a", "cat", limit=2)] == [0, 1]
+    assert [h.index for h in store.features_for_token("sae-a", "dog")] == [3, 0]
     assert store.features_for_token("sae-a", "cow") == []
 
 
@@ -199,9 +213,9 @@ def test_data_survives_reopen(store_uri):
         store.put_model({"name": "tiny", "n_layers": 2, "d_model": 32})
         store.put_features([feature(i) for i in range(3)])
     with open_document_store(store_uri) as store:  # a new connection / client, indexes re-ensured
-        assert store.get_model("tiny")["d_model"] == 32
+        assert store.get_model("tiny").d_model == 32
         assert store.list_features("sae-a", sort="max_activation", descending=True)[1] == 3
-        assert [h["index"] for h in store.features_for_token("sae-a", "the")] == [2, 1, 0]
+        assert [h.index for h in store.features_for_token("sae-a", "the")] == [2, 1, 0]
 
 
 def test_open_document_store_uris(tmp_path, mongodb_uri):
@@ -230,7 +244,7 @@ def test_sqlite_reader_sees_whole_batches(tmp_path):
     def read() -> None:
         while not done.is_set():
             page, total = reader.list_features("sae-a", limit=1000, fields=["generation"])
-            seen.append((total, {d["generation"] for d in page}))
+            seen.append((total, {d.generation for d in page}))
 
     thread = threading.Thread(target=read)
     thread.start()

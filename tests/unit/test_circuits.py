@@ -240,7 +240,7 @@ def test_interventions_clamp_and_validate(replacement):
 def test_trace_saves_records_and_exports(replacement, tmp_path):
     documents = open_document_store(tmp_path / "docs.sqlite")
     record = run_trace(replacement, PROMPT, TraceConfig(), open_store(tmp_path / "objects"), documents)
-    assert documents.get_graph(record["id"])["scores"] == record["scores"]
+    assert documents.get_graph(record["id"]).scores.model_dump() == record["scores"]
     graph = load_graph(open_store(record["artifact"]))
     assert graph.prompt == PROMPT and graph.adjacency.shape == (graph.n_nodes, graph.n_nodes)
     ids = {node["id"] for node in record["nodes"]}

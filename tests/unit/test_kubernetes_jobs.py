@@ -26,7 +26,7 @@ def test_single_worker_job_requests_gpus_and_runs_the_worker():
     (manifest,) = job_manifests(job, GPU)
     pod = manifest["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"] == ["python", "-m", "lm_saes.jobs.worker", "--job", job["id"]]
+    assert container["command"] == ["python", "-m", "lm_saes.jobs.worker", "--job", job.id]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["runtimeClassName"] == "nvidia" and pod["nodeSelector"] and pod["tolerations"]
     assert container["securityContext"]["runAsNonRoot"] and not container["securityContext"]["allowPrivilegeEscalation"]
@@ -40,7 +40,7 @@ def test_several_workers_make_an_indexed_job_running_torchrun():
     spec = manifest["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 4
     command = spec["template"]["spec"]["containers"][0]["command"]
-    name = k8s_name(job["id"])
+    name = k8s_name(job.id)
     assert command[:2] == ["torchrun", "--nnodes=4"] and f"--master-addr={name}-0.{name}" in command
     assert spec["template"]["spec"]["subdomain"] == name
     assert service["spec"]["clusterIP"] == "None" and service["metadata"]["name"] == name

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = REPO / "lm_saes" / "proto"
+COMMITTED = REPO / "lm_saes" / "rpc" / "v1"
 
 pytest.importorskip("grpc_tools", reason="grpcio-tools (the dev extra) generates the stubs")
 
@@ -28,7 +28,7 @@ def test_committed_stubs_match_the_protos(tmp_path):
 
 
 def test_stubs_import_inside_the_package():
-    from lm_saes.proto.lm_saes.v1 import (
+    from lm_saes.rpc.v1 import (
         activation_pb2,
         analysis_pb2_grpc,
         common_pb2,
@@ -39,3 +39,15 @@ def test_stubs_import_inside_the_package():
     assert {"ActivationService"} == set(activation_pb2.DESCRIPTOR.services_by_name)
     assert hasattr(training_pb2_grpc, "TrainingServiceStub") and hasattr(analysis_pb2_grpc, "AnalysisServiceStub")
     assert common_pb2.JobState.Name(common_pb2.JOB_STATE_CANCELLED) == "JOB_STATE_CANCELLED"
+
+
+def test_every_job_rpc_lives_in_the_one_job_service():
+    """Get/List/Watch/Cancel are common.proto's JobService; no service declares its own."""
+    from lm_saes.rpc.v1 import activation_pb2, analysis_pb2, circuits_pb2, common_pb2, training_pb2
+
+    jobs = common_pb2.DESCRIPTOR.services_by_name["JobService"]
+    assert [m.name for m in jobs.methods] == ["Get", "List", "Watch", "Cancel"]
+    for module in (activation_pb2, analysis_pb2, circuits_pb2, training_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            job_like = [m.name for m in service.methods if m.output_type.name in ("Job", "ProgressEvent", "ListJobsResponse")]
+            assert all(name in ("Submit", "GenerateActivations") for name in job_like), (service.name, job_like)

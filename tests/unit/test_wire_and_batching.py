@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from lm_saes.jobs import new_job
-from lm_saes.wire import job_to_dict, job_to_proto, tensor_from_proto, tensor_to_proto
+from lm_saes.records import JOB_KINDS, JOB_STATES, TERMINAL
+from lm_saes.rpc.v1 import common_pb2
+from lm_saes.rpc.wire import (
+    job_from_proto,
+    job_to_dict,
+    job_to_proto,
+    tensor_from_proto,
+    tensor_to_proto,
+)
 from services.activation.batching import BatcherClosed, FeatureBatcher
 
 
@@ -19,10 +27,21 @@ def test_tensors_round_trip_exactly(tensor):
 
 
 def test_jobs_round_trip():
-    record = new_job("training", {"output": "runs/x"}, request_id="r1")
-    record.update(state="succeeded", progress=1.0, metrics={"loss": 0.5}, result={"sae": "runs/x/sae"})
-    back = job_to_dict(job_to_proto(record))
-    assert {k: back[k] for k in record} == record
+    record = new_job("training", {"output": "runs/x"}, request_id="r1", owner="alice").model_copy(update={
+        "state": "succeeded", "progress": 1.0, "metrics": {"loss": 0.5}, "result": {"sae": "runs/x/sae"}})
+    assert job_from_proto(job_to_proto(record)) == record
+    assert job_to_dict(job_to_proto(record)) == record.model_dump(mode="json", exclude={"claimed_by", "lease_until"})
+
+
+def test_record_literals_match_the_proto_enum():
+    """The job states are declared once (lm_saes.records.JobState); the proto enum agrees."""
+    enum = {name.removeprefix("JOB_STATE_").lower() for name in common_pb2.JobState.DESCRIPTOR.values_by_name} - {"unspecified"}
+    assert set(JOB_STATES) == enum
+    assert set(TERMINAL) < set(JOB_STATES)
+    assert sorted(JOB_KINDS) == ["activations", "analysis", "tracing", "training"]
+    from lm_saes.jobs.kinds import JOB_KINDS as RUNNERS
+
+    assert set(RUNNERS) == set(JOB_KINDS)  # every kind has a runner and every runner a kind
 
 
 def test_batcher_groups_concurrent_requests_and_splits_results():

@@ -219,7 +219,7 @@ export async function followEvents(path: string, { onOpen, onEvent }: StreamHand
   }
 }
 
-/** One `progress` event of /jobs/{id}/events (lm_saes.client._event). */
+/** One `progress` event of /jobs/{id}/events (lm_saes.rpc.client._event). */
 export interface ProgressEvent {
   job_id: string;
   state: JobState;

@@ -411,16 +411,26 @@ export interface components {
             /** Tokens */
             tokens: components["schemas"]["TokenFeatures"][];
         };
-        /** Analysis */
+        /**
+         * Analysis
+         * @description One analysis pass over an SAE's features.
+         */
         Analysis: {
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            };
             /** Created */
             created?: string | null;
             /** Id */
             id: string;
             /** Sae Id */
             sae_id: string;
-            /** State */
-            state: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "running" | "succeeded" | "failed";
             /** Tokens */
             tokens?: number | null;
             /** Updated */
@@ -457,6 +467,8 @@ export interface components {
          * @description A feature's whole analysis document.
          */
         Feature: {
+            /** Analysis Id */
+            analysis_id?: string | null;
             /** Density */
             density: number;
             /** Histogram */
@@ -531,7 +543,10 @@ export interface components {
             /** Total */
             total: number;
         };
-        /** FeatureSummary */
+        /**
+         * FeatureSummary
+         * @description The indexed, sortable part of a feature document.
+         */
         FeatureSummary: {
             /** Density */
             density: number;
@@ -551,7 +566,10 @@ export interface components {
             /** Value */
             value: number;
         };
-        /** Graph */
+        /**
+         * Graph
+         * @description An attribution graph: pruned nodes and links, scores, the full graph's artifact URI.
+         */
         Graph: {
             /**
              * Artifact
@@ -739,46 +757,67 @@ export interface components {
             /** Before */
             before: components["schemas"]["TokenLogit"][];
         };
-        /** Job */
+        /**
+         * Job
+         * @description A job as its owner sees it (which replica runs it stays internal).
+         */
         Job: {
             /** Config */
             config?: {
                 [key: string]: unknown;
             };
             /** Created */
-            created?: string | null;
-            /** Error */
-            error?: string | null;
+            created: string;
+            /**
+             * Error
+             * @default
+             */
+            error: string;
             /** Id */
             id: string;
-            /** Kind */
-            kind: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "training" | "analysis" | "activations" | "tracing";
             /** Metrics */
             metrics?: {
-                [key: string]: unknown;
+                [key: string]: number;
             };
+            /**
+             * Owner
+             * @description The principal that submitted it
+             * @default
+             */
+            owner: string;
             /**
              * Progress
              * @default 0
              */
             progress: number;
-            /** Request Id */
-            request_id?: string | null;
+            /**
+             * Request Id
+             * @default
+             */
+            request_id: string;
             /** Result */
             result?: {
                 [key: string]: unknown;
-            } | null;
+            };
             /**
              * State
              * @enum {string}
              */
-            state: "queued" | "running" | "succeeded" | "failed" | "cancelled" | "unspecified";
+            state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
             /** Updated */
-            updated?: string | null;
+            updated: string;
         } & {
             [key: string]: unknown;
         };
-        /** Model */
+        /**
+         * Model
+         * @description A language model features were computed on.
+         */
         Model: {
             /** D Model */
             d_model?: number | null;
@@ -814,7 +853,10 @@ export interface components {
              */
             type: string;
         };
-        /** Sae */
+        /**
+         * Sae
+         * @description A trained SAE or transcoder, with its evaluation.
+         */
         Sae: {
             /** Architecture */
             architecture?: string | null;
@@ -960,7 +1002,10 @@ export interface components {
             /** Token Id */
             token_id: number;
         };
-        /** TokenMatch */
+        /**
+         * TokenMatch
+         * @description A feature whose top tokens hold a token: `top_token` is that entry.
+         */
         TokenMatch: {
             /** Density */
             density: number;

@@ -72,7 +72,8 @@ function stubFetch(problem?: { status: number; title: string; detail: string }) 
 
 const latest = () => FakeStream.all[FakeStream.all.length - 1];
 
-const job: Job = { id: "job-1", kind: "training", state: "running", progress: 0, metrics: {}, config: {} };
+const job: Job = { id: "job-1", kind: "training", state: "running", progress: 0, metrics: {}, config: {}, error: "",
+  request_id: "", owner: "alice", result: {}, created: "2026-01-01T00:00:00Z", updated: "2026-01-01T00:00:00Z" };
 
 function progress(step: number, loss: number, l0: number, ev: number) {
   return { job_id: "job-1", state: "running", step, total_steps: 100, tokens: step * 512, loss, l0,

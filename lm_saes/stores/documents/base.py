@@ -1,21 +1,10 @@
 """The document-store interface and the validation both backends share.
 
-Records are plain JSON-able dicts, in and out (a stored `_id` never comes back):
-
-- model: `name` (key), `n_layers`, `d_model`, anything else.
-- sae: `id` (key), `model`, `hook_in`, `hook_out`, `architecture`, `d_sae`, `config` (dict),
-  `metrics` (dict), `artifact` (URI of the saved SAE), `created` (ISO time).
-- analysis: `id` (key), `sae_id`, `state` ("running" | "succeeded" | "failed"), `tokens`,
-  `config` (dict), `created`, `updated`.
-- job: `id` (key), `kind` ("training" | "analysis" | "activations"), `state` (one of
-  JOB_STATES), `progress`, `metrics`, `error`, `request_id`, `config`, `result`, `created`,
-  `updated`. Workers write it; readers only read it.
-- graph: `id` (key), `model`, `prompt`, `transcoders`, `scores`, `thresholds`, `nodes` and `links`
-  (the pruned graph), `artifact` (URI of the full graph's tensors), `created`.
-- feature: `sae_id` + `index` (key), `analysis_id`, `density`, `max_activation` (finite numbers:
-  they are sort keys), `mean_activation`, `histogram`, `top_examples`, `quantile_samples`,
-  `logit_lens`, and `top_tokens`: a list of `{"token", "token_id", "count", "max_activation"}`
-  that `features_for_token` searches. All other values are opaque JSON to the store.
+Records go in as `lm_saes.records` models (or dicts, validated into them) and come back as
+those models; the backends store plain JSON documents (a stored `_id` never comes back):
+models keyed by `name`, SAEs / analyses / jobs / graphs by `id`, features by `sae_id` + `index`
+(with `density` and `max_activation` finite, since they are sort keys, and `top_tokens` a list
+of `{"token", "token_id", "count", "max_activation"}` that `features_for_token` searches).
 
 Callers set timestamps; the store only validates keys and the fields it indexes or sorts on.
 """
@@ -26,13 +15,26 @@ import math
 import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from pydantic import ValidationError
+
+from lm_saes.records import (
+    JOB_STATES,
+    MAX_PAGE,
+    AnalysisRecord,
+    FeatureRecord,
+    GraphRecord,
+    JobRecord,
+    ModelRecord,
+    Record,
+    SaeRecord,
+    TokenMatch,
+)
 
 FeatureSort = Literal["index", "density", "max_activation"]
 SORT_KEYS: tuple[str, ...] = ("index", "density", "max_activation")
-ANALYSIS_STATES = ("running", "succeeded", "failed")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-MAX_PAGE = 1000
+R = TypeVar("R", bound=Record)
 # Feature fields kept outside the JSON document too (SQLite columns): pages that ask only for
 # these never decode the (large) documents.
 SUMMARY_FIELDS = frozenset({"sae_id", "index", "density", "max_activation"})
@@ -45,13 +47,14 @@ class Kind:
     collection: str
     key: str
     owner: str | None
+    record: type[Record]
 
 
-MODELS = Kind("models", "name", None)
-SAES = Kind("saes", "id", "model")
-ANALYSES = Kind("analyses", "id", "sae_id")
-JOBS = Kind("jobs", "id", "kind")
-GRAPHS = Kind("graphs", "id", "model")
+MODELS = Kind("models", "name", None, ModelRecord)
+SAES = Kind("saes", "id", "model", SaeRecord)
+ANALYSES = Kind("analyses", "id", "sae_id", AnalysisRecord)
+JOBS = Kind("jobs", "id", "kind", JobRecord)
+GRAPHS = Kind("graphs", "id", "model", GraphRecord)
 
 
 class DocumentStore(ABC):
@@ -90,7 +93,7 @@ class DocumentStore(ABC):
     def _features_for_token(self, sae_id: str, token: str, limit: int) -> list[dict[str, Any]]: ...
 
     @abstractmethod
-    def get_feature(self, sae_id: str, index: int) -> dict[str, Any] | None: ...
+    def _get_feature(self, sae_id: str, index: int) -> dict[str, Any] | None: ...
 
     @abstractmethod
     def delete_features(self, sae_id: str) -> int:
@@ -99,80 +102,83 @@ class DocumentStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def put_model(self, doc: dict[str, Any]) -> None:
-        self._put_record(MODELS, _keyed(doc, MODELS))
+    def _put(self, kind: Kind, record: Record | dict[str, Any]) -> None:
+        self._put_record(kind, _keyed(_validated(kind, record).doc(), kind))
 
-    def get_model(self, name: str) -> dict[str, Any] | None:
-        return self._get_record(MODELS, name)
+    def put_model(self, record: ModelRecord | dict[str, Any]) -> None:
+        self._put(MODELS, record)
 
-    def list_models(self) -> list[dict[str, Any]]:
-        return self._list_records(MODELS, None)
+    def get_model(self, name: str) -> ModelRecord | None:
+        return _typed(ModelRecord, self._get_record(MODELS, name))
 
-    def put_sae(self, doc: dict[str, Any]) -> None:
-        self._put_record(SAES, _keyed(doc, SAES))
+    def list_models(self) -> list[ModelRecord]:
+        return [ModelRecord.model_validate(d) for d in self._list_records(MODELS, None)]
 
-    def get_sae(self, sae_id: str) -> dict[str, Any] | None:
-        return self._get_record(SAES, sae_id)
+    def put_sae(self, record: SaeRecord | dict[str, Any]) -> None:
+        self._put(SAES, record)
 
-    def list_saes(self, model: str | None = None) -> list[dict[str, Any]]:
-        return self._list_records(SAES, model)
+    def get_sae(self, sae_id: str) -> SaeRecord | None:
+        return _typed(SaeRecord, self._get_record(SAES, sae_id))
 
-    def put_analysis(self, doc: dict[str, Any]) -> None:
-        doc = _keyed(doc, ANALYSES)
-        if doc.get("state") not in ANALYSIS_STATES:
-            raise ValueError(f"analysis {doc['id']}: state must be one of {ANALYSIS_STATES}, got {doc.get('state')!r}")
-        self._put_record(ANALYSES, doc)
+    def list_saes(self, model: str | None = None) -> list[SaeRecord]:
+        return [SaeRecord.model_validate(d) for d in self._list_records(SAES, model)]
 
-    def get_analysis(self, analysis_id: str) -> dict[str, Any] | None:
-        return self._get_record(ANALYSES, analysis_id)
+    def put_analysis(self, record: AnalysisRecord | dict[str, Any]) -> None:
+        self._put(ANALYSES, record)
 
-    def list_analyses(self, sae_id: str | None = None) -> list[dict[str, Any]]:
-        return self._list_records(ANALYSES, sae_id)
+    def get_analysis(self, analysis_id: str) -> AnalysisRecord | None:
+        return _typed(AnalysisRecord, self._get_record(ANALYSES, analysis_id))
 
-    def put_job(self, doc: dict[str, Any]) -> None:
-        doc = _keyed(doc, JOBS)
-        if doc.get("state") not in JOB_STATES:
-            raise ValueError(f"job {doc['id']}: state must be one of {JOB_STATES}, got {doc.get('state')!r}")
-        self._put_record(JOBS, doc)
+    def list_analyses(self, sae_id: str | None = None) -> list[AnalysisRecord]:
+        return [AnalysisRecord.model_validate(d) for d in self._list_records(ANALYSES, sae_id)]
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return self._get_record(JOBS, job_id)
+    def put_job(self, record: JobRecord | dict[str, Any]) -> None:
+        self._put(JOBS, record)
 
-    def update_job_if(self, job_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any] | None:
+    def get_job(self, job_id: str) -> JobRecord | None:
+        return _typed(JobRecord, self._get_record(JOBS, job_id))
+
+    def update_job_if(self, job_id: str, expected: dict[str, Any], changes: dict[str, Any]) -> JobRecord | None:
         """Compare-and-set on a job record: `changes` apply only if its fields equal `expected`."""
-        return self._update_if(JOBS, job_id, expected, changes)
+        if "state" in changes and changes["state"] not in JOB_STATES:
+            raise ValueError(f"job {job_id}: state must be one of {JOB_STATES}, got {changes['state']!r}")
+        return _typed(JobRecord, self._update_if(JOBS, job_id, expected, changes))
 
-    def claim_job(self, job_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+    def claim_job(self, job_id: str, changes: dict[str, Any]) -> JobRecord | None:
         """Take a queued job (state -> `changes["state"]`, etc.) unless someone already did:
         of several replicas over one store, exactly one wins each job."""
         return self.update_job_if(job_id, {"state": "queued"}, changes)
 
-    def list_jobs(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return self._list_records(JOBS, kind)
+    def list_jobs(self, kind: str | None = None) -> list[JobRecord]:
+        return [JobRecord.model_validate(d) for d in self._list_records(JOBS, kind)]
 
-    def put_graph(self, doc: dict[str, Any]) -> None:
-        self._put_record(GRAPHS, _keyed(doc, GRAPHS))
+    def put_graph(self, record: GraphRecord | dict[str, Any]) -> None:
+        self._put(GRAPHS, record)
 
-    def get_graph(self, graph_id: str) -> dict[str, Any] | None:
-        return self._get_record(GRAPHS, graph_id)
+    def get_graph(self, graph_id: str) -> GraphRecord | None:
+        return _typed(GraphRecord, self._get_record(GRAPHS, graph_id))
 
-    def list_graphs(self, model: str | None = None) -> list[dict[str, Any]]:
-        return self._list_records(GRAPHS, model)
+    def list_graphs(self, model: str | None = None) -> list[GraphRecord]:
+        return [GraphRecord.model_validate(d) for d in self._list_records(GRAPHS, model)]
 
-    def put_features(self, docs: list[dict[str, Any]]) -> None:
+    def get_feature(self, sae_id: str, index: int) -> FeatureRecord | None:
+        return _typed(FeatureRecord, self._get_feature(sae_id, index))
+
+    def put_features(self, docs: list[FeatureRecord | dict[str, Any]]) -> None:
         """Upsert a batch keyed by (sae_id, index), replacing whole documents.
 
         Readers see each document either old or new, never half-written. A key repeated in the
         batch keeps its last document.
         """
-        unique = {(d["sae_id"], d["index"]): d for d in map(_feature, docs)}
+        plain = [d.model_dump(mode="json", exclude_unset=True) if isinstance(d, Record) else d for d in docs]
+        unique = {(d["sae_id"], d["index"]): d for d in map(_feature, plain)}
         if unique:
             self._put_features(list(unique.values()))
 
     def list_features(
         self, sae_id: str, sort: FeatureSort = "index", descending: bool = False,
         offset: int = 0, limit: int = 50, fields: list[str] | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[FeatureRecord], int]:
         """One page of `sae_id`'s features and their total count.
 
         Ties on `density`/`max_activation` are broken by index in the same direction (one index
@@ -186,16 +192,17 @@ class DocumentStore(ABC):
         _check_limit(limit)
         if fields is not None:
             fields = _check_fields(fields)
-        return self._list_features(sae_id, sort, descending, offset, limit, fields)
+        docs, total = self._list_features(sae_id, sort, descending, offset, limit, fields)
+        return [FeatureRecord.model_validate(d) for d in docs], total
 
-    def features_for_token(self, sae_id: str, token: str, limit: int = 20) -> list[dict[str, Any]]:
+    def features_for_token(self, sae_id: str, token: str, limit: int = 20) -> list[TokenMatch]:
         """Features whose `top_tokens` hold `token`, strongest first (then by index).
 
         Each result is `{"sae_id", "index", "density", "max_activation", "top_token"}`, where
         `top_token` is the matching `top_tokens` entry (the strongest if it repeats).
         """
         _check_limit(limit)
-        return self._features_for_token(sae_id, token, limit)
+        return [TokenMatch.model_validate(d) for d in self._features_for_token(sae_id, token, limit)]
 
     def __enter__(self) -> DocumentStore:
         return self
@@ -219,6 +226,25 @@ def _check_fields(fields: list[str]) -> list[str]:
         if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
             raise ValueError(f"fields must name top-level fields (no '.' or '$'), got {name!r}")
     return list(dict.fromkeys(["sae_id", "index", *fields]))
+
+
+def _validated(kind: Kind, record: Record | dict[str, Any]) -> Record:
+    """`record` as its kind's model; a dict that does not fit is a ValueError naming the field."""
+    if isinstance(record, kind.record):
+        return record
+    if not isinstance(record, dict):
+        raise ValueError(f"{kind.collection}: records must be {kind.record.__name__} or dicts, "
+                         f"got {type(record).__name__}")
+    try:
+        return kind.record.model_validate(_without_id(record))
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(record)"
+        raise ValueError(f"{kind.collection} {record.get(kind.key)!r}: field {field!r}: {first['msg']}") from None
+
+
+def _typed(model: type[R], doc: dict[str, Any] | None) -> R | None:
+    return None if doc is None else model.model_validate(doc)
 
 
 def _without_id(doc: dict[str, Any]) -> dict[str, Any]:

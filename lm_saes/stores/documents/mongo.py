@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lm_saes.extras import require
 from lm_saes.stores.documents.base import (
     ANALYSES,
     GRAPHS,
@@ -26,7 +27,7 @@ DEFAULT_DATABASE = "lm_saes"
 
 class MongoDocumentStore(DocumentStore):
     def __init__(self, uri: str, client: Any = None):
-        import pymongo
+        pymongo = require("pymongo", "mongo", "a mongodb:// document store")
 
         # Fail fast when the server is gone (callers retry within a bounded wait): 1 s, not pymongo's 30.
         timeouts = {} if "serverSelectionTimeoutMS" in uri else {"serverSelectionTimeoutMS": 1000}
@@ -76,7 +77,7 @@ class MongoDocumentStore(DocumentStore):
         requests = [ReplaceOne({"sae_id": d["sae_id"], "index": d["index"]}, d, upsert=True) for d in docs]
         self.db.features.bulk_write(requests, ordered=True)
 
-    def get_feature(self, sae_id: str, index: int) -> dict[str, Any] | None:
+    def _get_feature(self, sae_id: str, index: int) -> dict[str, Any] | None:
         doc = self.db.features.find_one({"sae_id": sae_id, "index": index})
         return project(doc, None) if doc else None
 

@@ -144,7 +144,7 @@ class SQLiteDocumentStore(DocumentStore):
             conn.executemany("DELETE FROM feature_tokens WHERE sae_id = ? AND feature_index = ?", keys)
             conn.executemany("INSERT INTO feature_tokens VALUES (?, ?, ?, ?, ?)", tokens)
 
-    def get_feature(self, sae_id: str, index: int) -> dict[str, Any] | None:
+    def _get_feature(self, sae_id: str, index: int) -> dict[str, Any] | None:
         with self._read() as conn:
             row = conn.execute("SELECT doc FROM features WHERE sae_id = ? AND idx = ?", (sae_id, index)).fetchone()
         return json.loads(row[0]) if row else None

@@ -1,8 +1,8 @@
-"""Job records in the document store, and the reporter a worker uses to update its own.
+"""A job's life in the document store: created (idempotently per request id), cancelled,
+and updated by its worker through a `JobReporter`.
 
-A job is one document: id, kind, state, progress, metrics, error, request id, config, result,
-timestamps. Workers write it; services and clients only read it, so a restarted service learns
-everything from the store.
+A job is one `JobRecord`. Workers write it; services and clients only read it, so a restarted
+service learns everything from the store.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from lm_saes.records import JobRecord
 from lm_saes.stores.documents import DocumentStore
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 JOB_NAMESPACE = uuid.UUID("8e5d1a52-2c39-4e06-9b55-5f1f2c7a9d10")
 
 
@@ -31,48 +31,44 @@ def job_id_for(kind: str, request_id: str | None, owner: str = "") -> str:
     return f"{kind}-{uuid.uuid4().hex[:16]}"
 
 
-def new_job(kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> dict[str, Any]:
+def new_job(kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> JobRecord:
     """`owner`: the principal that submitted it (empty for the local CLI)."""
     stamp = now()
-    return {
-        "id": job_id_for(kind, request_id, owner), "kind": kind, "state": "queued", "progress": 0.0,
-        "metrics": {}, "error": "", "request_id": request_id or "", "owner": owner, "config": config,
-        "result": {}, "created": stamp, "updated": stamp,
-    }
+    return JobRecord(id=job_id_for(kind, request_id, owner), kind=kind, state="queued", request_id=request_id or "",
+                     owner=owner, config=config, created=stamp, updated=stamp)
 
 
 def create_job(documents: DocumentStore, lock, kind: str, config: dict[str, Any],
-               request_id: str | None, owner: str = "") -> tuple[dict[str, Any], bool]:
+               request_id: str | None, owner: str = "") -> tuple[JobRecord, bool]:
     """(the job, whether it is new): a request id seen before returns its existing job."""
     job = new_job(kind, config, request_id, owner)
     with lock:
-        existing = documents.get_job(job["id"])
+        existing = documents.get_job(job.id)
         if existing is not None:
             return existing, False
         documents.put_job(job)
     return job, True
 
 
-def mark_cancelled(documents: DocumentStore, job_id: str) -> tuple[dict[str, Any] | None, bool]:
+def mark_cancelled(documents: DocumentStore, job_id: str) -> tuple[JobRecord | None, bool]:
     """(the job, whether this call cancelled it); finished jobs stay as they are."""
     job = documents.get_job(job_id)
-    if job is None or job["state"] in TERMINAL:
+    if job is None or job.finished:
         return job, False
-    job.update(state="cancelled", updated=now())
+    job = job.model_copy(update={"state": "cancelled", "updated": now()})
     documents.put_job(job)
     return job, True
 
 
-def progress_of(job: dict[str, Any]) -> dict[str, Any]:
+def progress_of(job: JobRecord) -> dict[str, Any]:
     """A job's progress as an event: what Watch streams and the gateway's /events sends."""
-    metrics = job.get("metrics") or {}
+    metrics = job.metrics
     return {
-        "job_id": job["id"], "state": job["state"], "step": int(metrics.get("step", 0)),
+        "job_id": job.id, "state": job.state, "step": int(metrics.get("step", 0)),
         "total_steps": int(metrics.get("total_steps", 0)), "tokens": int(metrics.get("tokens", 0)),
-        "loss": float(metrics.get("loss", 0.0)), "l0": float(metrics.get("l0", 0.0)),
-        "explained_variance": float(metrics.get("explained_variance", 0.0)), "message": job.get("error") or "",
-        "progress": float(job.get("progress") or 0.0), "metrics": {k: float(v) for k, v in metrics.items()},
-        "time": job.get("updated"),
+        "loss": metrics.get("loss", 0.0), "l0": metrics.get("l0", 0.0),
+        "explained_variance": metrics.get("explained_variance", 0.0), "message": job.error,
+        "progress": job.progress, "metrics": dict(metrics), "time": job.updated,
     }
 
 
@@ -85,19 +81,19 @@ class JobReporter:
         self.min_interval_s = min_interval_s
         self._last = 0.0
 
-    def _update(self, **fields: Any) -> dict[str, Any]:
+    def _update(self, **fields: Any) -> JobRecord:
         job = self.documents.get_job(self.job_id)
         if job is None:
             raise KeyError(f"job {self.job_id} vanished from the store")
-        if job["state"] == "cancelled":
+        if job.state == "cancelled":
             return job
-        job.update(fields, updated=now())
+        job = JobRecord.model_validate({**job.doc(), **fields, "updated": now()})
         self.documents.put_job(job)
         return job
 
     def state(self) -> str:
         job = self.documents.get_job(self.job_id)
-        return job["state"] if job else "cancelled"
+        return job.state if job else "cancelled"
 
     def running(self) -> None:
         self._update(state="running", error="")

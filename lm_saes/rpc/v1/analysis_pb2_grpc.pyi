@@ -5,8 +5,8 @@ The analysis service: feature analysis runs as jobs, and reads of their results.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from lm_saes.proto.lm_saes.v1 import analysis_pb2 as _analysis_pb2
-from lm_saes.proto.lm_saes.v1 import common_pb2 as _common_pb2
+from lm_saes.rpc.v1 import analysis_pb2 as _analysis_pb2
+from lm_saes.rpc.v1 import common_pb2 as _common_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -33,10 +33,7 @@ class AnalysisServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AnalysisServiceAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.SubmitAnalysisRequest, _common_pb2.Job]
-    Get: _grpc.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]
-    List: _grpc.UnaryUnaryMultiCallable[_common_pb2.ListJobsRequest, _common_pb2.ListJobsResponse]
-    Watch: _grpc.UnaryStreamMultiCallable[_common_pb2.JobRef, _common_pb2.ProgressEvent]
-    Cancel: _grpc.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]
+    """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
     GetFeature: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.GetFeatureRequest, _analysis_pb2.Feature]
     ListFeatures: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.ListFeaturesRequest, _analysis_pb2.ListFeaturesResponse]
 
@@ -44,10 +41,7 @@ class AnalysisServiceStub:
 class AnalysisServiceAsyncStub(AnalysisServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_analysis_pb2.SubmitAnalysisRequest, _common_pb2.Job]  # type: ignore[assignment]
-    Get: _aio.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]  # type: ignore[assignment]
-    List: _aio.UnaryUnaryMultiCallable[_common_pb2.ListJobsRequest, _common_pb2.ListJobsResponse]  # type: ignore[assignment]
-    Watch: _aio.UnaryStreamMultiCallable[_common_pb2.JobRef, _common_pb2.ProgressEvent]  # type: ignore[assignment]
-    Cancel: _aio.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]  # type: ignore[assignment]
+    """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
     GetFeature: _aio.UnaryUnaryMultiCallable[_analysis_pb2.GetFeatureRequest, _analysis_pb2.Feature]  # type: ignore[assignment]
     ListFeatures: _aio.UnaryUnaryMultiCallable[_analysis_pb2.ListFeaturesRequest, _analysis_pb2.ListFeaturesResponse]  # type: ignore[assignment]
 
@@ -57,35 +51,8 @@ class AnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _analysis_pb2.SubmitAnalysisRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]: ...
-
-    @_abc_1.abstractmethod
-    def Get(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]: ...
-
-    @_abc_1.abstractmethod
-    def List(
-        self,
-        request: _common_pb2.ListJobsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.ListJobsResponse, _abc.Awaitable[_common_pb2.ListJobsResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def Watch(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_common_pb2.ProgressEvent], _abc.AsyncIterator[_common_pb2.ProgressEvent]]: ...
-
-    @_abc_1.abstractmethod
-    def Cancel(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]: ...
+    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
+        """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
 
     @_abc_1.abstractmethod
     def GetFeature(

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from lm_saes.proto.lm_saes.v1 import activation_pb2 as lm__saes_dot_v1_dot_activation__pb2
-from lm_saes.proto.lm_saes.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
+from lm_saes.rpc.v1 import activation_pb2 as lm__saes_dot_v1_dot_activation__pb2
+from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -55,16 +55,6 @@ class ActivationServiceStub:
                 request_serializer=lm__saes_dot_v1_dot_activation__pb2.GenerateActivationsRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
-        self.GetJob = channel.unary_unary(
-                '/lm_saes.v1.ActivationService/GetJob',
-                request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
-                _registered_method=True)
-        self.WatchJob = channel.unary_stream(
-                '/lm_saes.v1.ActivationService/WatchJob',
-                request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.ProgressEvent.FromString,
-                _registered_method=True)
 
 
 class ActivationServiceServicer:
@@ -94,21 +84,9 @@ class ActivationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GenerateActivations(self, request, context):
-        """Activation shards for a dataset, written to the object store; returns the job.
+        """Activation shards for a dataset, written to the object store; returns the job (follow and
+        cancel it with this server's JobService, common.proto).
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetJob(self, request, context):
-        """The activation-generation jobs this service runs (worker processes; state in the store).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -135,16 +113,6 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.GenerateActivations,
                     request_deserializer=lm__saes_dot_v1_dot_activation__pb2.GenerateActivationsRequest.FromString,
                     response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
-            ),
-            'GetJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetJob,
-                    request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
-            ),
-            'WatchJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchJob,
-                    request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.ProgressEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -255,60 +223,6 @@ class ActivationService:
             '/lm_saes.v1.ActivationService/GenerateActivations',
             lm__saes_dot_v1_dot_activation__pb2.GenerateActivationsRequest.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lm_saes.v1.ActivationService/GetJob',
-            lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/lm_saes.v1.ActivationService/WatchJob',
-            lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.ProgressEvent.FromString,
             options,
             channel_credentials,
             insecure,

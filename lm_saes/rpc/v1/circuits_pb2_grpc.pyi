@@ -7,8 +7,8 @@ of the stored graphs; interventions on a graph's features.
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from lm_saes.proto.lm_saes.v1 import circuits_pb2 as _circuits_pb2
-from lm_saes.proto.lm_saes.v1 import common_pb2 as _common_pb2
+from lm_saes.rpc.v1 import circuits_pb2 as _circuits_pb2
+from lm_saes.rpc.v1 import common_pb2 as _common_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -35,10 +35,7 @@ class CircuitServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CircuitServiceAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.SubmitTraceRequest, _common_pb2.Job]
-    Get: _grpc.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]
-    List: _grpc.UnaryUnaryMultiCallable[_common_pb2.ListJobsRequest, _common_pb2.ListJobsResponse]
-    Watch: _grpc.UnaryStreamMultiCallable[_common_pb2.JobRef, _common_pb2.ProgressEvent]
-    Cancel: _grpc.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]
+    """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
     GetGraph: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.GetGraphRequest, _circuits_pb2.Graph]
     ListGraphs: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.ListGraphsRequest, _circuits_pb2.ListGraphsResponse]
     Intervene: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.InterveneRequest, _circuits_pb2.InterveneResponse]
@@ -47,10 +44,7 @@ class CircuitServiceStub:
 class CircuitServiceAsyncStub(CircuitServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_circuits_pb2.SubmitTraceRequest, _common_pb2.Job]  # type: ignore[assignment]
-    Get: _aio.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]  # type: ignore[assignment]
-    List: _aio.UnaryUnaryMultiCallable[_common_pb2.ListJobsRequest, _common_pb2.ListJobsResponse]  # type: ignore[assignment]
-    Watch: _aio.UnaryStreamMultiCallable[_common_pb2.JobRef, _common_pb2.ProgressEvent]  # type: ignore[assignment]
-    Cancel: _aio.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]  # type: ignore[assignment]
+    """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
     GetGraph: _aio.UnaryUnaryMultiCallable[_circuits_pb2.GetGraphRequest, _circuits_pb2.Graph]  # type: ignore[assignment]
     ListGraphs: _aio.UnaryUnaryMultiCallable[_circuits_pb2.ListGraphsRequest, _circuits_pb2.ListGraphsResponse]  # type: ignore[assignment]
     Intervene: _aio.UnaryUnaryMultiCallable[_circuits_pb2.InterveneRequest, _circuits_pb2.InterveneResponse]  # type: ignore[assignment]
@@ -61,35 +55,8 @@ class CircuitServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _circuits_pb2.SubmitTraceRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]: ...
-
-    @_abc_1.abstractmethod
-    def Get(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]: ...
-
-    @_abc_1.abstractmethod
-    def List(
-        self,
-        request: _common_pb2.ListJobsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.ListJobsResponse, _abc.Awaitable[_common_pb2.ListJobsResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def Watch(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_common_pb2.ProgressEvent], _abc.AsyncIterator[_common_pb2.ProgressEvent]]: ...
-
-    @_abc_1.abstractmethod
-    def Cancel(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]: ...
+    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
+        """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
 
     @_abc_1.abstractmethod
     def GetGraph(

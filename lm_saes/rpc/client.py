@@ -19,7 +19,7 @@ import grpc
 import torch
 
 from lm_saes.auth import USER_METADATA
-from lm_saes.proto.lm_saes.v1 import (
+from lm_saes.rpc.v1 import (
     activation_pb2,
     activation_pb2_grpc,
     analysis_pb2,
@@ -27,10 +27,11 @@ from lm_saes.proto.lm_saes.v1 import (
     circuits_pb2,
     circuits_pb2_grpc,
     common_pb2,
+    common_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
-from lm_saes.wire import JOB_STATE_NAMES, JOB_STATES, job_to_dict, tensor_from_proto
+from lm_saes.rpc.wire import JOB_STATE_NAMES, JOB_STATES, job_to_dict, tensor_from_proto
 
 T = TypeVar("T")
 FEATURE_SORTS = {"index": analysis_pb2.FEATURE_SORT_INDEX, "density": analysis_pb2.FEATURE_SORT_DENSITY,
@@ -135,7 +136,46 @@ class _Client:
         self.close()
 
 
-class ActivationClient(_Client):
+def _event(event: common_pb2.ProgressEvent) -> dict[str, Any]:
+    return {
+        "job_id": event.job_id, "state": JOB_STATE_NAMES.get(event.state, "unspecified"), "step": event.step,
+        "total_steps": event.total_steps, "tokens": event.tokens, "loss": event.loss, "l0": event.l0,
+        "explained_variance": event.explained_variance, "message": event.message,
+        "progress": event.progress, "metrics": dict(event.metrics),
+        "time": event.time.ToDatetime(UTC).isoformat() if event.HasField("time") else None,
+    }
+
+
+class _JobClient(_Client):
+    """Get/List/Watch/Cancel of the jobs a server runs, through its JobService (common.proto)."""
+
+    stub: Any
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.jobs = common_pb2_grpc.JobServiceStub(self.channel)
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self._call(self.jobs.Get, common_pb2.JobRef(id=job_id)))
+
+    def list(self, kind: str = "", state: str = "", page_size: int = 0,
+             page_token: str = "") -> tuple[list[dict[str, Any]], str]:
+        """One page of jobs, in the server's order, and the next page's token ("" at the end)."""
+        request = common_pb2.ListJobsRequest(kind=kind, state=JOB_STATES[state] if state else 0,
+                                             page_size=page_size, page_token=page_token)
+        reply = self._call(self.jobs.List, request)
+        return [job_to_dict(job) for job in reply.jobs], reply.next_page_token
+
+    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Progress events until the job ends (no deadline unless `timeout`)."""
+        for event in self._stream(self.jobs.Watch, common_pb2.JobRef(id=job_id), timeout=timeout):
+            yield _event(event)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self._call(self.jobs.Cancel, common_pb2.JobRef(id=job_id)))
+
+
+class ActivationClient(_JobClient):
     """Tokens, hook activations and per-token SAE features from an ActivationService."""
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -186,54 +226,11 @@ class ActivationClient(_Client):
                              data: dict[str, Any] | None = None, request_id: str = "",
                              timeout: float | None = None, **options: Any) -> dict[str, Any]:
         """Queue writing activation shards for a dataset (a lm_saes.config.DataConfig dict);
-        returns the job (follow it with `watch_job`); `options`: batch_contexts, shard_tokens, dtype."""
+        returns the job (follow it with `watch`); `options`: batch_contexts, shard_tokens, dtype."""
         request = activation_pb2.GenerateActivationsRequest(
             model=model, hooks=hooks, output_uri=output_uri, request_id=request_id,
             data_config_json=json.dumps(data or {}), **options)
         return job_to_dict(self._call(self.stub.GenerateActivations, request, timeout=timeout))
-
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        return job_to_dict(self._call(self.stub.GetJob, common_pb2.JobRef(id=job_id)))
-
-    def watch_job(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Progress events of an activation-generation job until it ends."""
-        for event in self._stream(self.stub.WatchJob, common_pb2.JobRef(id=job_id), timeout=timeout):
-            yield _event(event)
-
-
-def _event(event: common_pb2.ProgressEvent) -> dict[str, Any]:
-    return {
-        "job_id": event.job_id, "state": JOB_STATE_NAMES.get(event.state, "unspecified"), "step": event.step,
-        "total_steps": event.total_steps, "tokens": event.tokens, "loss": event.loss, "l0": event.l0,
-        "explained_variance": event.explained_variance, "message": event.message,
-        "progress": event.progress, "metrics": dict(event.metrics),
-        "time": event.time.ToDatetime(UTC).isoformat() if event.HasField("time") else None,
-    }
-
-
-class _JobClient(_Client):
-    """Get/List/Watch/Cancel, shared by the training and analysis services."""
-
-    stub: Any
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        return job_to_dict(self._call(self.stub.Get, common_pb2.JobRef(id=job_id)))
-
-    def list(self, kind: str = "", state: str = "", page_size: int = 0,
-             page_token: str = "") -> tuple[list[dict[str, Any]], str]:
-        """One page of jobs, in the server's order, and the next page's token ("" at the end)."""
-        request = common_pb2.ListJobsRequest(kind=kind, state=JOB_STATES[state] if state else 0,
-                                             page_size=page_size, page_token=page_token)
-        reply = self._call(self.stub.List, request)
-        return [job_to_dict(job) for job in reply.jobs], reply.next_page_token
-
-    def watch(self, job_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        """Progress events until the job ends (no deadline unless `timeout`)."""
-        for event in self._stream(self.stub.Watch, common_pb2.JobRef(id=job_id), timeout=timeout):
-            yield _event(event)
-
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return job_to_dict(self._call(self.stub.Cancel, common_pb2.JobRef(id=job_id)))
 
 
 class TrainingClient(_JobClient):

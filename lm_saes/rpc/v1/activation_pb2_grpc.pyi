@@ -5,8 +5,8 @@ The activation service: a language model (and cached SAEs) behind gRPC."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from lm_saes.proto.lm_saes.v1 import activation_pb2 as _activation_pb2
-from lm_saes.proto.lm_saes.v1 import common_pb2 as _common_pb2
+from lm_saes.rpc.v1 import activation_pb2 as _activation_pb2
+from lm_saes.rpc.v1 import common_pb2 as _common_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -43,10 +43,9 @@ class ActivationServiceStub:
     listed ones. Concurrent requests for one SAE share a model forward.
     """
     GenerateActivations: _grpc.UnaryUnaryMultiCallable[_activation_pb2.GenerateActivationsRequest, _common_pb2.Job]
-    """Activation shards for a dataset, written to the object store; returns the job."""
-    GetJob: _grpc.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]
-    """The activation-generation jobs this service runs (worker processes; state in the store)."""
-    WatchJob: _grpc.UnaryStreamMultiCallable[_common_pb2.JobRef, _common_pb2.ProgressEvent]
+    """Activation shards for a dataset, written to the object store; returns the job (follow and
+    cancel it with this server's JobService, common.proto).
+    """
 
 @_typing.type_check_only
 class ActivationServiceAsyncStub(ActivationServiceStub):
@@ -62,10 +61,9 @@ class ActivationServiceAsyncStub(ActivationServiceStub):
     listed ones. Concurrent requests for one SAE share a model forward.
     """
     GenerateActivations: _aio.UnaryUnaryMultiCallable[_activation_pb2.GenerateActivationsRequest, _common_pb2.Job]  # type: ignore[assignment]
-    """Activation shards for a dataset, written to the object store; returns the job."""
-    GetJob: _aio.UnaryUnaryMultiCallable[_common_pb2.JobRef, _common_pb2.Job]  # type: ignore[assignment]
-    """The activation-generation jobs this service runs (worker processes; state in the store)."""
-    WatchJob: _aio.UnaryStreamMultiCallable[_common_pb2.JobRef, _common_pb2.ProgressEvent]  # type: ignore[assignment]
+    """Activation shards for a dataset, written to the object store; returns the job (follow and
+    cancel it with this server's JobService, common.proto).
+    """
 
 class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -102,21 +100,8 @@ class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _activation_pb2.GenerateActivationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
-        """Activation shards for a dataset, written to the object store; returns the job."""
-
-    @_abc_1.abstractmethod
-    def GetJob(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
-        """The activation-generation jobs this service runs (worker processes; state in the store)."""
-
-    @_abc_1.abstractmethod
-    def WatchJob(
-        self,
-        request: _common_pb2.JobRef,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_common_pb2.ProgressEvent], _abc.AsyncIterator[_common_pb2.ProgressEvent]]: ...
+        """Activation shards for a dataset, written to the object store; returns the job (follow and
+        cancel it with this server's JobService, common.proto).
+        """
 
 def add_ActivationServiceServicer_to_server(servicer: ActivationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

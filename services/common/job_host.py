@@ -1,4 +1,5 @@
-"""Bootstrap for a service whose work runs as jobs: executor, resume, metrics, shutdown."""
+"""Hosting a service whose work runs as jobs: the executor, its scheduling loop and job gauges,
+the shared JobService next to the service's own, resume on start, checkpoint on stop."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from typing import Literal
 import grpc
 from prometheus_client import Gauge
 
-from lm_saes.jobs import LocalExecutor
+from lm_saes.jobs import Executor, LocalExecutor
 from lm_saes.jobs.kubernetes import KubernetesSettings
+from lm_saes.records import JOB_STATES
 from services.common.errors import STORE_ERRORS
+from services.common.job_servicer import JobServicer
 from services.common.server import serve
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 JOBS = Gauge("lm_saes_jobs", "Jobs in the document store, by kind and state", ["kind", "state"])
 JOB_TOKENS = Gauge("lm_saes_job_tokens", "Tokens processed by the jobs in the store, by kind", ["kind"])
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class JobServiceSettings(ServiceSettings):
@@ -28,7 +30,7 @@ class JobServiceSettings(ServiceSettings):
     kubernetes: KubernetesSettings = KubernetesSettings()  # LM_SAES_KUBERNETES='{"image": ...}'
 
 
-def make_executor(settings: JobServiceSettings, kind: str):
+def make_executor(settings: JobServiceSettings, kind: str) -> Executor:
     if settings.executor == "kubernetes":
         from lm_saes.jobs.kubernetes import KubernetesExecutor
 
@@ -36,7 +38,7 @@ def make_executor(settings: JobServiceSettings, kind: str):
     return LocalExecutor(settings.documents, max_workers=settings.max_jobs, kinds=(kind,))
 
 
-def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event, interval: float = 2.0) -> None:
+def export_job_gauges(executor: Executor, kind: str, stop: threading.Event, interval: float = 2.0) -> None:
     """Keep `lm_saes_jobs{kind,state}` current and start queued jobs as workers free up."""
 
     def loop() -> None:
@@ -47,28 +49,33 @@ def export_job_gauges(executor: LocalExecutor, kind: str, stop: threading.Event,
             except STORE_ERRORS as error:  # keep going: the store may come back
                 log.warning("job scheduler: store unreachable (%s); retrying in %.0f s", error, interval)
                 continue
-            for state in STATES:
-                JOBS.labels(kind, state).set(sum(j["state"] == state for j in jobs))
-            JOB_TOKENS.labels(kind).set(sum(float((j.get("metrics") or {}).get("tokens", 0)) for j in jobs))
+            for state in JOB_STATES:
+                JOBS.labels(kind, state).set(sum(j.state == state for j in jobs))
+            JOB_TOKENS.labels(kind).set(sum(j.metrics.get("tokens", 0.0) for j in jobs))
 
     threading.Thread(target=loop, name=f"{kind}-jobs", daemon=True).start()
 
 
 def run_job_service(settings: JobServiceSettings, kind: str,
-                    make_servicer: Callable[[LocalExecutor], tuple[object, Callable[[object, grpc.Server], None], str]]) -> int:
-    """Resume unfinished jobs, serve until SIGTERM, then checkpoint running workers and stop."""
-    executor = make_executor(settings, kind)
+                    make_servicer: Callable[[Executor], tuple[object, Callable[[object, grpc.Server], None], str]],
+                    executor: Executor | None = None, on_stop: Callable[[], None] | None = None) -> int:
+    """Resume unfinished jobs, serve the service and its JobService until SIGTERM, then
+    checkpoint running workers and stop."""
+    executor = executor or make_executor(settings, kind)
     executor.resume_unfinished()
     stop = threading.Event()
     export_job_gauges(executor, kind, stop)
     servicer, add_to_server, name = make_servicer(executor)
+    jobs = JobServicer(kind, executor)
 
     def register(server: grpc.Server) -> list[str]:
         add_to_server(servicer, server)
-        return [name]
+        return [name, jobs.register(server)]
 
-    def on_stop() -> None:
+    def stopping() -> None:
         stop.set()
+        if on_stop is not None:
+            on_stop()
         executor.shutdown()
 
-    return serve(settings, register, on_stop)
+    return serve(settings, register, stopping)

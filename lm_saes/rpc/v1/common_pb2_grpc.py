@@ -3,8 +3,7 @@
 import grpc
 import warnings
 
-from lm_saes.proto.lm_saes.v1 import analysis_pb2 as lm__saes_dot_v1_dot_analysis__pb2
-from lm_saes.proto.lm_saes.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
+from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,15 +18,19 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in lm_saes/v1/analysis_pb2_grpc.py depends on'
+        + ' but the generated code in lm_saes/v1/common_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class AnalysisServiceStub:
-    """Missing associated documentation comment in .proto file."""
+class JobServiceStub:
+    """The jobs of one server (training, analysis, tracing or activation generation): every service
+    that runs jobs serves this next to its own service, so one client follows and cancels any job.
+    A server sees only its own kind of jobs; List and Cancel are limited to the caller's own jobs
+    unless it is an admin.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -35,51 +38,34 @@ class AnalysisServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Submit = channel.unary_unary(
-                '/lm_saes.v1.AnalysisService/Submit',
-                request_serializer=lm__saes_dot_v1_dot_analysis__pb2.SubmitAnalysisRequest.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
-                _registered_method=True)
         self.Get = channel.unary_unary(
-                '/lm_saes.v1.AnalysisService/Get',
+                '/lm_saes.v1.JobService/Get',
                 request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
-                '/lm_saes.v1.AnalysisService/List',
+                '/lm_saes.v1.JobService/List',
                 request_serializer=lm__saes_dot_v1_dot_common__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
         self.Watch = channel.unary_stream(
-                '/lm_saes.v1.AnalysisService/Watch',
+                '/lm_saes.v1.JobService/Watch',
                 request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.ProgressEvent.FromString,
                 _registered_method=True)
         self.Cancel = channel.unary_unary(
-                '/lm_saes.v1.AnalysisService/Cancel',
+                '/lm_saes.v1.JobService/Cancel',
                 request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
-        self.GetFeature = channel.unary_unary(
-                '/lm_saes.v1.AnalysisService/GetFeature',
-                request_serializer=lm__saes_dot_v1_dot_analysis__pb2.GetFeatureRequest.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_analysis__pb2.Feature.FromString,
-                _registered_method=True)
-        self.ListFeatures = channel.unary_unary(
-                '/lm_saes.v1.AnalysisService/ListFeatures',
-                request_serializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesRequest.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesResponse.FromString,
-                _registered_method=True)
 
 
-class AnalysisServiceServicer:
-    """Missing associated documentation comment in .proto file."""
-
-    def Submit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
+class JobServiceServicer:
+    """The jobs of one server (training, analysis, tracing or activation generation): every service
+    that runs jobs serves this next to its own service, so one client follows and cancels any job.
+    A server sees only its own kind of jobs; List and Cancel are limited to the caller's own jobs
+    unless it is an admin.
+    """
 
     def Get(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -94,37 +80,22 @@ class AnalysisServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Progress events until the job reaches a terminal state.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetFeature(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListFeatures(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Asks the job to stop: a running worker checkpoints first; a queued job never starts.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_AnalysisServiceServicer_to_server(servicer, server):
+def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Submit': grpc.unary_unary_rpc_method_handler(
-                    servicer.Submit,
-                    request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.SubmitAnalysisRequest.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
-            ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
@@ -145,53 +116,20 @@ def add_AnalysisServiceServicer_to_server(servicer, server):
                     request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
                     response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
-            'GetFeature': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetFeature,
-                    request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.GetFeatureRequest.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_analysis__pb2.Feature.SerializeToString,
-            ),
-            'ListFeatures': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListFeatures,
-                    request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesRequest.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'lm_saes.v1.AnalysisService', rpc_method_handlers)
+            'lm_saes.v1.JobService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('lm_saes.v1.AnalysisService', rpc_method_handlers)
+    server.add_registered_method_handlers('lm_saes.v1.JobService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class AnalysisService:
-    """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def Submit(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lm_saes.v1.AnalysisService/Submit',
-            lm__saes_dot_v1_dot_analysis__pb2.SubmitAnalysisRequest.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
+class JobService:
+    """The jobs of one server (training, analysis, tracing or activation generation): every service
+    that runs jobs serves this next to its own service, so one client follows and cancels any job.
+    A server sees only its own kind of jobs; List and Cancel are limited to the caller's own jobs
+    unless it is an admin.
+    """
 
     @staticmethod
     def Get(request,
@@ -207,7 +145,7 @@ class AnalysisService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.AnalysisService/Get',
+            '/lm_saes.v1.JobService/Get',
             lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.Job.FromString,
             options,
@@ -234,7 +172,7 @@ class AnalysisService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.AnalysisService/List',
+            '/lm_saes.v1.JobService/List',
             lm__saes_dot_v1_dot_common__pb2.ListJobsRequest.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.ListJobsResponse.FromString,
             options,
@@ -261,7 +199,7 @@ class AnalysisService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/lm_saes.v1.AnalysisService/Watch',
+            '/lm_saes.v1.JobService/Watch',
             lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.ProgressEvent.FromString,
             options,
@@ -288,63 +226,9 @@ class AnalysisService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.AnalysisService/Cancel',
+            '/lm_saes.v1.JobService/Cancel',
             lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetFeature(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lm_saes.v1.AnalysisService/GetFeature',
-            lm__saes_dot_v1_dot_analysis__pb2.GetFeatureRequest.SerializeToString,
-            lm__saes_dot_v1_dot_analysis__pb2.Feature.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListFeatures(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lm_saes.v1.AnalysisService/ListFeatures',
-            lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesRequest.SerializeToString,
-            lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,10 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from lm_saes.proto.lm_saes.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
+from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/training.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"c\n\x15SubmitTrainingRequest\x12\x15\n\x0b\x63onfig_toml\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x63onfig_json\x18\x02 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x08\n\x06\x63onfig2\xa7\x02\n\x0fTrainingService\x12<\n\x06Submit\x12!.lm_saes.v1.SubmitTrainingRequest\x1a\x0f.lm_saes.v1.Job\x12*\n\x03Get\x12\x12.lm_saes.v1.JobRef\x1a\x0f.lm_saes.v1.Job\x12\x41\n\x04List\x12\x1b.lm_saes.v1.ListJobsRequest\x1a\x1c.lm_saes.v1.ListJobsResponse\x12\x38\n\x05Watch\x12\x12.lm_saes.v1.JobRef\x1a\x19.lm_saes.v1.ProgressEvent0\x01\x12-\n\x06\x43\x61ncel\x12\x12.lm_saes.v1.JobRef\x1a\x0f.lm_saes.v1.Jobb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/training.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"c\n\x15SubmitTrainingRequest\x12\x15\n\x0b\x63onfig_toml\x18\x01 \x01(\tH\x00\x12\x15\n\x0b\x63onfig_json\x18\x02 \x01(\tH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\tB\x08\n\x06\x63onfig2O\n\x0fTrainingService\x12<\n\x06Submit\x12!.lm_saes.v1.SubmitTrainingRequest\x1a\x0f.lm_saes.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITTRAININGREQUEST']._serialized_start=66
   _globals['_SUBMITTRAININGREQUEST']._serialized_end=165
-  _globals['_TRAININGSERVICE']._serialized_start=168
-  _globals['_TRAININGSERVICE']._serialized_end=463
+  _globals['_TRAININGSERVICE']._serialized_start=167
+  _globals['_TRAININGSERVICE']._serialized_end=246
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,8 @@
 import grpc
 import warnings
 
-from lm_saes.proto.lm_saes.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
-from lm_saes.proto.lm_saes.v1 import training_pb2 as lm__saes_dot_v1_dot_training__pb2
+from lm_saes.rpc.v1 import circuits_pb2 as lm__saes_dot_v1_dot_circuits__pb2
+from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,14 +19,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in lm_saes/v1/training_pb2_grpc.py depends on'
+        + ' but the generated code in lm_saes/v1/circuits_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class TrainingServiceStub:
+class CircuitServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -36,103 +36,87 @@ class TrainingServiceStub:
             channel: A grpc.Channel.
         """
         self.Submit = channel.unary_unary(
-                '/lm_saes.v1.TrainingService/Submit',
-                request_serializer=lm__saes_dot_v1_dot_training__pb2.SubmitTrainingRequest.SerializeToString,
+                '/lm_saes.v1.CircuitService/Submit',
+                request_serializer=lm__saes_dot_v1_dot_circuits__pb2.SubmitTraceRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
-        self.Get = channel.unary_unary(
-                '/lm_saes.v1.TrainingService/Get',
-                request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+        self.GetGraph = channel.unary_unary(
+                '/lm_saes.v1.CircuitService/GetGraph',
+                request_serializer=lm__saes_dot_v1_dot_circuits__pb2.GetGraphRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_circuits__pb2.Graph.FromString,
                 _registered_method=True)
-        self.List = channel.unary_unary(
-                '/lm_saes.v1.TrainingService/List',
-                request_serializer=lm__saes_dot_v1_dot_common__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.ListJobsResponse.FromString,
+        self.ListGraphs = channel.unary_unary(
+                '/lm_saes.v1.CircuitService/ListGraphs',
+                request_serializer=lm__saes_dot_v1_dot_circuits__pb2.ListGraphsRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_circuits__pb2.ListGraphsResponse.FromString,
                 _registered_method=True)
-        self.Watch = channel.unary_stream(
-                '/lm_saes.v1.TrainingService/Watch',
-                request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.ProgressEvent.FromString,
-                _registered_method=True)
-        self.Cancel = channel.unary_unary(
-                '/lm_saes.v1.TrainingService/Cancel',
-                request_serializer=lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-                response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+        self.Intervene = channel.unary_unary(
+                '/lm_saes.v1.CircuitService/Intervene',
+                request_serializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneResponse.FromString,
                 _registered_method=True)
 
 
-class TrainingServiceServicer:
+class CircuitServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Submit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Get(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Watch(self, request, context):
-        """Progress events until the job reaches a terminal state.
+        """Queues a job; follow and cancel it with this server's JobService (common.proto).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Cancel(self, request, context):
+    def GetGraph(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGraphs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Intervene(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_TrainingServiceServicer_to_server(servicer, server):
+def add_CircuitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
-                    request_deserializer=lm__saes_dot_v1_dot_training__pb2.SubmitTrainingRequest.FromString,
+                    request_deserializer=lm__saes_dot_v1_dot_circuits__pb2.SubmitTraceRequest.FromString,
                     response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
-            'Get': grpc.unary_unary_rpc_method_handler(
-                    servicer.Get,
-                    request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
+            'GetGraph': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGraph,
+                    request_deserializer=lm__saes_dot_v1_dot_circuits__pb2.GetGraphRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_circuits__pb2.Graph.SerializeToString,
             ),
-            'List': grpc.unary_unary_rpc_method_handler(
-                    servicer.List,
-                    request_deserializer=lm__saes_dot_v1_dot_common__pb2.ListJobsRequest.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.ListJobsResponse.SerializeToString,
+            'ListGraphs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGraphs,
+                    request_deserializer=lm__saes_dot_v1_dot_circuits__pb2.ListGraphsRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_circuits__pb2.ListGraphsResponse.SerializeToString,
             ),
-            'Watch': grpc.unary_stream_rpc_method_handler(
-                    servicer.Watch,
-                    request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.ProgressEvent.SerializeToString,
-            ),
-            'Cancel': grpc.unary_unary_rpc_method_handler(
-                    servicer.Cancel,
-                    request_deserializer=lm__saes_dot_v1_dot_common__pb2.JobRef.FromString,
-                    response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
+            'Intervene': grpc.unary_unary_rpc_method_handler(
+                    servicer.Intervene,
+                    request_deserializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'lm_saes.v1.TrainingService', rpc_method_handlers)
+            'lm_saes.v1.CircuitService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('lm_saes.v1.TrainingService', rpc_method_handlers)
+    server.add_registered_method_handlers('lm_saes.v1.CircuitService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class TrainingService:
+class CircuitService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -149,8 +133,8 @@ class TrainingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.TrainingService/Submit',
-            lm__saes_dot_v1_dot_training__pb2.SubmitTrainingRequest.SerializeToString,
+            '/lm_saes.v1.CircuitService/Submit',
+            lm__saes_dot_v1_dot_circuits__pb2.SubmitTraceRequest.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.Job.FromString,
             options,
             channel_credentials,
@@ -163,7 +147,7 @@ class TrainingService:
             _registered_method=True)
 
     @staticmethod
-    def Get(request,
+    def GetGraph(request,
             target,
             options=(),
             channel_credentials=None,
@@ -176,9 +160,9 @@ class TrainingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.TrainingService/Get',
-            lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+            '/lm_saes.v1.CircuitService/GetGraph',
+            lm__saes_dot_v1_dot_circuits__pb2.GetGraphRequest.SerializeToString,
+            lm__saes_dot_v1_dot_circuits__pb2.Graph.FromString,
             options,
             channel_credentials,
             insecure,
@@ -190,7 +174,7 @@ class TrainingService:
             _registered_method=True)
 
     @staticmethod
-    def List(request,
+    def ListGraphs(request,
             target,
             options=(),
             channel_credentials=None,
@@ -203,9 +187,9 @@ class TrainingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.TrainingService/List',
-            lm__saes_dot_v1_dot_common__pb2.ListJobsRequest.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.ListJobsResponse.FromString,
+            '/lm_saes.v1.CircuitService/ListGraphs',
+            lm__saes_dot_v1_dot_circuits__pb2.ListGraphsRequest.SerializeToString,
+            lm__saes_dot_v1_dot_circuits__pb2.ListGraphsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,34 +201,7 @@ class TrainingService:
             _registered_method=True)
 
     @staticmethod
-    def Watch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/lm_saes.v1.TrainingService/Watch',
-            lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.ProgressEvent.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Cancel(request,
+    def Intervene(request,
             target,
             options=(),
             channel_credentials=None,
@@ -257,9 +214,9 @@ class TrainingService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/lm_saes.v1.TrainingService/Cancel',
-            lm__saes_dot_v1_dot_common__pb2.JobRef.SerializeToString,
-            lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+            '/lm_saes.v1.CircuitService/Intervene',
+            lm__saes_dot_v1_dot_circuits__pb2.InterveneRequest.SerializeToString,
+            lm__saes_dot_v1_dot_circuits__pb2.InterveneResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from lm_saes.activations import ShardWriter, StoredActivations
 from lm_saes.config import TrainConfig
-from lm_saes.saes import SAESpec, TrainStepInfo, build_sae
+from lm_saes.saes import TopKConfig, TrainStepInfo, build_sae, make_spec
 from lm_saes.saes.sparse_ops import SparseCode, select_pre_acts, sparse_decode
 from lm_saes.stores import LocalObjectStore
 from lm_saes.training import Trainer
@@ -76,7 +76,7 @@ def _sync(device: str) -> None:
 
 
 def time_steps(d_in: int, d_sae: int, k: int, batch: int, device: str, steps: int = 20) -> dict[str, float]:
-    spec = SAESpec(architecture="topk", hook_in="h", hook_out="h", d_in=d_in, d_out=d_in, d_sae=d_sae, k=k)
+    spec = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=d_sae, k=k), d_in=d_in, d_out=d_in)
     x = torch.randn(batch, d_in, device=device) * 5
     results = {}
     for name in ("sparse", "dense"):
@@ -108,7 +108,7 @@ def train_end_to_end(device: str) -> dict[str, float]:
         writer.add({"h": 20 * codes @ atoms})
         writer.close()
         source = StoredActivations(LocalObjectStore(f"{tmp}/acts"), ["h"], buffer_tokens=20_000)
-        spec = SAESpec(architecture="topk", hook_in="h", hook_out="h", d_in=128, d_out=128, d_sae=1024, k=16)
+        spec = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=1024, k=16), d_in=128, d_out=128)
         cfg = TrainConfig(batch_size=1024, lr=1e-3, epochs=3, checkpoint_every=50, device=device)
 
         def trainer(out: str) -> Trainer:

@@ -40,7 +40,7 @@ from lm_saes.analysis.collector import FeatureCollector  # noqa: E402
 from lm_saes.config import DataConfig, ModelConfig  # noqa: E402
 from lm_saes.data.packing import load_token_splits  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
-from lm_saes.saes import SAESpec, TrainStepInfo, build_sae, load_sae  # noqa: E402
+from lm_saes.saes import TopKConfig, TrainStepInfo, build_sae, load_sae, make_spec  # noqa: E402
 from lm_saes.stores import LocalObjectStore  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +62,7 @@ def default_sae():
     """The main job's SAE if it exists (else an untrained one of the same shape)."""
     if (RUN_SAE / "sae.json").is_file():
         return load_sae(str(RUN_SAE)), "trained (runs/smollm2-l6-topk)"
-    spec = SAESpec(architecture="topk", hook_in=HOOK, hook_out=HOOK, d_in=576, d_out=576, d_sae=4608, k=32)
+    spec = make_spec(TopKConfig(hook_in=HOOK, hook_out=HOOK, d_sae=4608, k=32), d_in=576, d_out=576)
     return build_sae(spec).eval(), "untrained, same shape"
 
 
@@ -96,7 +96,7 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
 
 
 def our_topk_steps(x: torch.Tensor, steps: int, warmup: int, batch: int = 4096) -> list[float]:
-    spec = SAESpec(architecture="topk", hook_in=HOOK, hook_out=HOOK, d_in=576, d_out=576, d_sae=4608, k=32)
+    spec = make_spec(TopKConfig(hook_in=HOOK, hook_out=HOOK, d_sae=4608, k=32), d_in=576, d_out=576)
     sae = build_sae(spec).train()
     scale = 576**0.5 / float(x.norm(dim=1).mean())
     sae.set_scales(scale, scale)

@@ -4,16 +4,31 @@ A config is one tree of pydantic models. Settings that describe the run as a who
 dtype, seed, model) may be written once at an outer level; every inner section that has a field
 of the same name and leaves it unset inherits the outer value. Unknown keys are errors, so a typo
 never silently falls back to a default.
+
+`[sae]` is one of several configs, one per architecture, each defined beside its architecture's
+code (lm_saes/saes/<name>.py) and chosen by `architecture` (see `SAEConfig`). This module imports
+nothing from lm_saes.saes at import time; it looks the registry up when it validates a section.
 """
 
 from __future__ import annotations
 
 import difflib
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 INHERITED_KEYS = ("device", "dtype", "seed", "model")
 T = TypeVar("T", bound=BaseModel)
@@ -76,32 +91,93 @@ class ActivationsConfig(Section):
     device: Device = "cpu"
 
 
-class SAEConfig(Section):
-    """Shape and architecture of the dictionary. `hook_out` set and different: transcoder."""
+class SAEConfigBase(Section):
+    """What every architecture's `[sae]` section shares. `hook_out` set and different: transcoder.
 
-    architecture: str = "topk"
+    Each architecture subclasses it in its own file (lm_saes/saes/<name>.py), narrowing
+    `architecture` to a Literal and adding its knobs; see `SAEConfig` for how one is chosen.
+    """
+
+    architecture: str
     hook_in: str | None = None
     hook_out: str | None = None
     d_sae: int = Field(4608, ge=1)
-    k: int = Field(32, ge=1, description="Active latents per token (TopK family)")
-    aux_k: int | None = Field(None, description="Dead latents in the aux-k loss; default d_in // 2")
-    aux_k_coefficient: float = Field(1 / 32, ge=0)
-    l1_coefficient: float = Field(5.0, ge=0, description="ReLU sparsity penalty")
-    l0_coefficient: float = Field(1.0, ge=0, description="JumpReLU sparsity penalty")
-    jumprelu_bandwidth: float = Field(0.05, gt=0)
-    jumprelu_init_threshold: float = Field(0.01, ge=0)
     normalize_input: bool = Field(True, description="Scale inputs to mean norm sqrt(d_in)")
     device: Device = "cpu"
     dtype: DType = "float32"
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _check_sizes(self) -> SAEConfig:
-        if self.architecture in ("topk", "batchtopk") and self.k > self.d_sae:
-            raise ValueError(f"sae.k = {self.k} is more than sae.d_sae = {self.d_sae}; choose k <= d_sae")
-        if self.aux_k is not None and self.aux_k > self.d_sae:
-            raise ValueError(f"sae.aux_k = {self.aux_k} is more than sae.d_sae = {self.d_sae}")
-        return self
+
+DEFAULT_ARCHITECTURE = "topk"
+# Before configs were per architecture, every saved sae.json / config.json held all of these
+# (one class had every architecture's knobs). A section holding all of them is that layout: the
+# knobs its architecture lacks are dropped rather than refused, so old artifacts still load.
+LEGACY_SAE_KEYS = frozenset({
+    "k", "aux_k", "aux_k_coefficient", "l1_coefficient", "l0_coefficient",
+    "jumprelu_bandwidth", "jumprelu_init_threshold",
+})  # fmt: skip
+M = TypeVar("M", bound=BaseModel)
+
+
+def sae_config_classes() -> dict[str, type[SAEConfigBase]]:
+    """Config class of each registered architecture.
+
+    Late-bound: lm_saes.saes imports this module (architectures subclass SAEConfigBase), so this
+    module imports the registry only when a config is validated, never at import time.
+    """
+    from lm_saes.saes.registry import registered_configs
+
+    return registered_configs()
+
+
+def pick_sae_class(raw: Mapping[str, Any], classes: Mapping[str, type[M]]) -> type[M]:
+    """The class `raw["architecture"]` names (default topk); otherwise an error at that key."""
+    name = raw.get("architecture", DEFAULT_ARCHITECTURE)
+    if isinstance(name, str) and name in classes:
+        return classes[name]
+    choices = ", ".join(repr(n) for n in sorted(classes))
+    error = PydanticCustomError(
+        "unknown_architecture", "unknown SAE architecture; choose one of {c}", {"c": choices}
+    )
+    raise ValidationError.from_exception_data(
+        "SAEConfig", [{"type": error, "loc": ("architecture",), "input": name}]
+    )
+
+
+def without_legacy_keys(raw: Mapping[str, Any], cls: type[BaseModel]) -> dict[str, Any]:
+    """`raw`, less the other architectures' knobs if it is in the old all-architectures layout."""
+    if not raw.keys() >= LEGACY_SAE_KEYS:
+        return dict(raw)
+    return {k: v for k, v in raw.items() if k in cls.model_fields or k not in LEGACY_SAE_KEYS}
+
+
+def _validate_sae_config(value: Any) -> Any:
+    if isinstance(value, SAEConfigBase):
+        cls = pick_sae_class({"architecture": value.architecture}, sae_config_classes())
+        return value if type(value) is cls else cls.model_validate(value.model_dump())
+    if not isinstance(value, Mapping):
+        return value  # fails below as "not a section"
+    cls = pick_sae_class(value, sae_config_classes())
+    return cls.model_validate(without_legacy_keys(value, cls))
+
+
+class _RegisteredSAEConfigs:
+    """JSON schema of `SAEConfig`: a union of the architectures registered when it is asked for."""
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        classes = sorted(sae_config_classes().items())
+        choices = {name: cls.__pydantic_core_schema__ for name, cls in classes}
+        return handler(core_schema.tagged_union_schema(choices, discriminator="architecture"))
+
+
+# The `[sae]` section: a union of the registered architectures' configs, keyed on `architecture`
+# (default topk). Not a fixed `Union[...]`: registering an architecture (lm_saes.saes.register)
+# must make it valid here without editing this file, so the validator looks the class up in the
+# registry when it runs, validates with it (errors keep their path: `sae.k`), and dumps keep the
+# chosen class's fields (SerializeAsAny).
+SAEConfig = Annotated[
+    SerializeAsAny[SAEConfigBase], BeforeValidator(_validate_sae_config), _RegisteredSAEConfigs()
+]
 
 
 class TranscodersConfig(Section):
@@ -153,7 +229,7 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     activations: ActivationsConfig = Field(default_factory=ActivationsConfig)
-    sae: SAEConfig = Field(default_factory=SAEConfig)
+    sae: SAEConfig = Field(default_factory=dict, validate_default=True)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     transcoders: TranscodersConfig | None = Field(
@@ -180,15 +256,7 @@ class RunConfig(Section):
                     f"{field} = {hook!r} is not generated; add it to activations.hooks {hooks}"
                 )
         self.sae.hook_in, self.sae.hook_out = hook_in, hook_out
-        from lm_saes.saes.registry import registered_architectures
-
-        if self.sae.architecture not in registered_architectures():
-            raise ValueError(
-                f"sae.architecture = {self.sae.architecture!r} is unknown; choose one of "
-                f"{sorted(registered_architectures())}"
-            )
         return self
-
 
     def for_layer(self, layer: int) -> RunConfig:
         """The single-transcoder run of one layer of a transcoder set (saved beside its SAE)."""
@@ -267,11 +335,11 @@ def inherit_defaults(raw: dict[str, Any], model: type[BaseModel], inherited: dic
         elif key in inherited and key in model.model_fields:
             out[key] = inherited[key]
     for name, field in model.model_fields.items():
-        sub = _section_type(field.annotation)
-        if sub is not None and (name in out or field.default is not None):
-            value = out.get(name, {})
-            if isinstance(value, dict):
-                out[name] = inherit_defaults(value, sub, inherited)
+        value = out.get(name, {})
+        sub = _section_class(field.annotation, value)
+        present = name in out or field.default is not None
+        if sub is not None and present and isinstance(value, dict):
+            out[name] = inherit_defaults(value, sub, inherited)
     return out
 
 
@@ -283,25 +351,47 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
-    """For an unknown key, the closest known field name of its section."""
+def _section_class(annotation: Any, raw: Any) -> type[BaseModel] | None:
+    """The model a section's `raw` value is validated with: for `[sae]`, its architecture's."""
+    cls = _section_type(annotation)
+    if cls is SAEConfigBase and isinstance(raw, Mapping):
+        try:
+            return pick_sae_class(raw, sae_config_classes())
+        except ValidationError:
+            pass
+    return cls
+
+
+def _unknown_field_hint(loc: tuple[Any, ...], model: type[BaseModel], raw: Any) -> str:
+    """For an unknown key: another architecture's knob, or the closest field of its section."""
     cls: Any = model
     for part in loc[:-1]:
         field = getattr(cls, "model_fields", {}).get(part)
         if field is None:
-            return ""
-        cls = _section_type(field.annotation)
+            return "remove or rename it"
+        raw = raw.get(part) if isinstance(raw, Mapping) else None
+        cls = _section_class(field.annotation, raw)
+    key, path = str(loc[-1]), ".".join(map(str, loc[:-1]))
+    if isinstance(cls, type) and issubclass(cls, SAEConfigBase):
+        owners = [repr(n) for n, c in sorted(sae_config_classes().items()) if key in c.model_fields]
+        if owners:
+            ours = cls.model_fields["architecture"].default
+            fix = f"remove it or change {path}.architecture"
+            return f"a knob of {', '.join(owners)}, not of {ours!r}; {fix}"
     known = list(getattr(cls, "model_fields", {}))
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-    return f"did you mean {close[0]!r}? " if close else f"known fields: {', '.join(known)}. "
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else f"known fields: {', '.join(known)}. "
+    return hint + "remove or rename it"
 
 
-def format_validation_error(error: ValidationError, model: type[BaseModel], source: str) -> str:
+def format_validation_error(error: ValidationError, model: type[BaseModel], source: str,
+                            raw: Any = None) -> str:
+    """One line per error, naming the field path; unknown keys get the closest known name."""
     lines = [f"invalid config {source}:"]
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {path}: unknown field; {_suggest(item['loc'], model)}remove or rename it")
+            lines.append(f"  {path}: unknown field; {_unknown_field_hint(item['loc'], model, raw)}")
         else:
             got = item.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -310,10 +400,11 @@ def format_validation_error(error: ValidationError, model: type[BaseModel], sour
 
 
 def parse_config(raw: dict[str, Any], model: type[T], source: str = "") -> T:
+    raw = inherit_defaults(raw, model)
     try:
-        return model.model_validate(inherit_defaults(raw, model))
+        return model.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, model, source)) from None
+        raise ConfigError(format_validation_error(error, model, source, raw)) from None
 
 
 def load_config(path: str | Path, model: type[T], overrides: dict[str, Any] | None = None) -> T:

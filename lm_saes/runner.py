@@ -26,7 +26,7 @@ from lm_saes.data.packing import TokenSplits, load_token_splits, non_bos_tokens
 from lm_saes.dtypes import TORCH_DTYPES
 from lm_saes.evaluation import EvalMetrics, evaluate
 from lm_saes.models import LanguageModel, load_language_model
-from lm_saes.saes import SAESpec, SparseAutoencoder, build_sae, load_sae
+from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.training import Trainer
 from lm_saes.training.distributed import init_distributed
@@ -171,12 +171,8 @@ def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source
     """Train and evaluate the SAE `cfg.sae` describes on `source`, saving under `store`."""
     clock = time.perf_counter()
     stats = source.stats()
-    spec = SAESpec(
-        **cfg.sae.model_dump(),
-        d_in=stats[cfg.sae.hook_in].d,
-        d_out=stats[cfg.sae.hook_out].d,
-        model=model.name,
-    )
+    d_in, d_out = stats[cfg.sae.hook_in].d, stats[cfg.sae.hook_out].d
+    spec = make_spec(cfg.sae, d_in=d_in, d_out=d_out, model=model.name)
     sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
     trainer = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress and dist.is_main,
                       on_log, should_stop, dist)

@@ -15,7 +15,7 @@ from lm_saes.config import DataConfig, EvalConfig, ModelConfig, TrainConfig  # n
 from lm_saes.data.packing import load_token_splits  # noqa: E402
 from lm_saes.evaluation import evaluate  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
-from lm_saes.saes import SAESpec, build_sae, load_sae  # noqa: E402
+from lm_saes.saes import TopKConfig, build_sae, load_sae, make_spec  # noqa: E402
 from lm_saes.stores import open_store  # noqa: E402
 from lm_saes.training import Trainer  # noqa: E402
 
@@ -32,9 +32,10 @@ manifest = generate_activations(model, splits.train, [hook], out.child("activati
 source = StoredActivations(out.child("activations"), [hook], seed=0)
 print(f"{manifest.n_tokens} activations, mean norm {manifest.hooks[hook].mean_norm:.1f}")
 
-# 3. an SAE (any registered architecture), trained with checkpoints and a JSONL log
-spec = SAESpec(architecture="topk", d_sae=8 * model.d_model, k=16, hook_in=hook, hook_out=hook,
-               d_in=model.d_model, d_out=model.d_model, model=model.name)
+# 3. an SAE (any registered architecture's config: TopKConfig, ReLUConfig, ...), trained with
+#    checkpoints and a JSONL log; its spec adds what the data says (sizes, the model)
+config = TopKConfig(d_sae=8 * model.d_model, k=16, hook_in=hook, hook_out=hook)
+spec = make_spec(config, d_in=model.d_model, d_out=model.d_model, model=model.name)
 sae = build_sae(spec)
 Trainer(sae, source, TrainConfig(batch_size=512, lr=1e-3, epochs=2, checkpoint_every=20), out, hook, hook).run()
 sae.save(out, "sae")

@@ -15,7 +15,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from lm_saes.saes import SAESpec, SparseAutoencoder, build_sae
+from lm_saes.saes import SparseAutoencoder, build_sae, parse_spec
 from lm_saes.stores import open_store
 
 SAELENS_VERSION = "6.54.12"
@@ -106,11 +106,12 @@ def import_saelens(src_dir: str | Path, hook_in: str | None = None, hook_out: st
         raise ValueError("the SAELens config names no hook; pass --hook-in")
     hook_out = hook_out or meta.get("hook_name_out") or hook_in
     d_out = cfg.get("d_out", cfg["d_in"])
-    spec = SAESpec(
-        architecture=architecture, hook_in=hook_in, hook_out=hook_out, d_sae=cfg["d_sae"],
-        k=cfg.get("k", 32), d_in=cfg["d_in"], d_out=d_out,
-        model=model or meta.get("model_name") or "", normalize_input=False,
-    )
+    knobs = {"k": cfg["k"]} if architecture == "topk" and "k" in cfg else {}
+    spec = parse_spec({
+        "architecture": architecture, "hook_in": hook_in, "hook_out": hook_out, **knobs,
+        "d_sae": cfg["d_sae"], "d_in": cfg["d_in"], "d_out": d_out,
+        "model": model or meta.get("model_name") or "", "normalize_input": False,
+    })  # fmt: skip
     sae = build_sae(spec)
     state = {
         "W_enc": weights["W_enc"].T.contiguous().float(),

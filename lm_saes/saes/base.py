@@ -8,22 +8,28 @@ sqrt(d_in)) inside the module: callers always pass raw activations and get raw o
 
 from __future__ import annotations
 
+from functools import cache
 from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, create_model
 from torch import nn
 
-from lm_saes.config import SAEConfig
+from lm_saes.config import SAEConfigBase
 from lm_saes.stores import ObjectStore
 
 SPEC_KEY = "sae.json"
 WEIGHTS_KEY = "sae.safetensors"
 
 
-class SAESpec(SAEConfig):
-    """Everything needed to rebuild a trained SAE: its config plus data-derived facts."""
+class SAESpec(SAEConfigBase):
+    """Everything needed to rebuild a trained SAE: its config plus data-derived facts.
+
+    The facts are mixed into each architecture's config (`spec_class`), so a spec is flat, as
+    sae.json stores it, and `spec.k` is a TopK spec's own field. Build one with
+    `lm_saes.saes.make_spec` (config + facts) or `parse_spec` (a flat dict).
+    """
 
     d_in: int = Field(..., ge=1)
     d_out: int = Field(..., ge=1)
@@ -34,6 +40,14 @@ class SAESpec(SAEConfig):
     @property
     def is_transcoder(self) -> bool:
         return self.hook_out is not None and self.hook_out != self.hook_in
+
+
+@cache
+def spec_class(config: type[SAEConfigBase]) -> type[SAESpec]:
+    """`config`'s fields and checks plus the facts of `SAESpec` (made once per architecture)."""
+    name = config.__name__.removesuffix("Config") + "Spec"
+    return create_model(name, __base__=(config, SAESpec), __module__=config.__module__,
+                        __doc__=f"{config.__name__} of a trained SAE, with its data-derived facts.")
 
 
 class TrainStepInfo(NamedTuple):
@@ -57,7 +71,9 @@ class ForwardOutput(NamedTuple):
 class SparseAutoencoder(nn.Module):
     """Base class; subclasses implement `activate` and `training_forward`."""
 
-    architecture: ClassVar[str]
+    architecture: ClassVar[str]  # these three are set by @register(Config)
+    config_class: ClassVar[type[SAEConfigBase]]
+    spec_class: ClassVar[type[SAESpec]]
     constrain_decoder_norm: ClassVar[bool] = True
 
     def __init__(self, spec: SAESpec):

@@ -7,17 +7,25 @@ average of the smallest activation the batch selection kept during training.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from lm_saes.saes.base import SAESpec
 from lm_saes.saes.registry import register
 from lm_saes.saes.sparse_ops import SparseCode
-from lm_saes.saes.topk import TopKSAE
+from lm_saes.saes.topk import TopKConfig, TopKSAE
 
 THRESHOLD_MOMENTUM = 0.99
 
 
-@register("batchtopk")
+class BatchTopKConfig(TopKConfig):
+    """The TopK knobs; `k` is the mean budget per token of a batch."""
+
+    architecture: Literal["batchtopk"] = "batchtopk"
+
+
+@register(BatchTopKConfig)
 class BatchTopKSAE(TopKSAE):
     def __init__(self, spec: SAESpec):
         super().__init__(spec)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lm_saes.dtypes import TORCH_DTYPES
-from lm_saes.saes.base import SPEC_KEY, WEIGHTS_KEY, SAESpec, SparseAutoencoder
-from lm_saes.saes.registry import build_sae
+from lm_saes.saes.base import SPEC_KEY, WEIGHTS_KEY, SparseAutoencoder
+from lm_saes.saes.registry import build_sae, parse_spec
 from lm_saes.stores import ObjectNotFound, ObjectStore, open_store
 
 
@@ -12,7 +12,7 @@ def load_sae(location: str | ObjectStore, device: str = "cpu") -> SparseAutoenco
     """`location` holds sae.json + sae.safetensors (a folder, s3:// URI or store)."""
     store = open_store(location) if isinstance(location, str) else location
     try:
-        spec = SAESpec.model_validate(store.get_json(SPEC_KEY))
+        spec = parse_spec(store.get_json(SPEC_KEY))
     except ObjectNotFound:
         raise FileNotFoundError(
             f"no SAE at {store.uri}: expected {SPEC_KEY} and {WEIGHTS_KEY} (the 'sae' folder of a run)"

@@ -8,12 +8,22 @@ penalty, which is what the paper trains with.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from lm_saes.config import SAEConfigBase
 from lm_saes.saes.base import ForwardOutput, SAESpec, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import register
+
+
+class JumpReLUConfig(SAEConfigBase):
+    architecture: Literal["jumprelu"] = "jumprelu"
+    l0_coefficient: float = Field(1.0, ge=0, description="Sparsity penalty on the expected L0")
+    jumprelu_bandwidth: float = Field(0.05, gt=0, description="Straight-through kernel width")
+    jumprelu_init_threshold: float = Field(0.01, ge=0, description="Every latent's first threshold")
 
 
 def _rectangle(z: torch.Tensor) -> torch.Tensor:
@@ -51,7 +61,7 @@ class _Step(torch.autograd.Function):
         return None, grad_threshold.sum(0), None
 
 
-@register("jumprelu")
+@register(JumpReLUConfig)
 class JumpReLUSAE(SparseAutoencoder):
     def __init__(self, spec: SAESpec):
         super().__init__(spec)

@@ -6,15 +6,24 @@ constraint: shrinking a row cannot cheat the penalty. The L1 coefficient warms u
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
+import torch
+from pydantic import Field
+
+from lm_saes.config import SAEConfigBase
 from lm_saes.saes.base import ForwardOutput, SAESpec, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import register
 
 DECODER_INIT_NORM = 0.1
 
 
-@register("relu")
+class ReLUConfig(SAEConfigBase):
+    architecture: Literal["relu"] = "relu"
+    l1_coefficient: float = Field(5.0, ge=0, description="Penalty on the decoder-norm weighted L1")
+
+
+@register(ReLUConfig)
 class ReLUSAE(SparseAutoencoder):
     constrain_decoder_norm = False
 

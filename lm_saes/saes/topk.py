@@ -7,14 +7,35 @@ gradient and revives them.
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
+import torch
+from pydantic import Field, model_validator
+
+from lm_saes.config import SAEConfigBase
 from lm_saes.saes.base import ForwardOutput, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import register
 from lm_saes.saes.sparse_ops import SparseCode, select_pre_acts, sparse_decode
 
 
-@register("topk")
+class TopKConfig(SAEConfigBase):
+    architecture: Literal["topk"] = "topk"
+    k: int = Field(32, ge=1, description="Active latents per token")
+    aux_k: int | None = Field(None, description="Dead latents in the aux-k loss; default d_in // 2")
+    aux_k_coefficient: float = Field(1 / 32, ge=0)
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> TopKConfig:
+        if self.k > self.d_sae:
+            raise ValueError(
+                f"sae.k = {self.k} is more than sae.d_sae = {self.d_sae}; choose k <= d_sae"
+            )
+        if self.aux_k is not None and self.aux_k > self.d_sae:
+            raise ValueError(f"sae.aux_k = {self.aux_k} is more than sae.d_sae = {self.d_sae}")
+        return self
+
+
+@register(TopKConfig)
 class TopKSAE(SparseAutoencoder):
     def activate(self, pre_acts: torch.Tensor) -> torch.Tensor:
         values, indices = pre_acts.topk(self.spec.k, dim=-1, sorted=False)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import TrainConfig
 from lm_saes.saes.base import SparseAutoencoder, TrainStepInfo
+from lm_saes.saes.registry import parse_spec
 from lm_saes.stores import ObjectStore
 from lm_saes.training.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint
 from lm_saes.training.distributed import Distributed
@@ -100,10 +101,10 @@ class Trainer:
         self.sae.initialize_from_data(first[self.hook_in], first[self.hook_out])
 
     def _restore(self, prefix: str) -> None:
-        saved = self.sae.spec.model_validate(self.store.get_json(f"{prefix}/sae.json"))
+        saved = parse_spec(self.store.get_json(f"{prefix}/sae.json"))
         ignore = {"input_scale", "output_scale", "seed", "device"}
         ours, theirs = self.sae.spec.model_dump(exclude=ignore), saved.model_dump(exclude=ignore)
-        changed = sorted(k for k in ours if ours[k] != theirs[k])
+        changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         if changed:
             raise ValueError(
                 f"{self.store.uri} holds checkpoints of a different SAE (sae.{', sae.'.join(changed)} "

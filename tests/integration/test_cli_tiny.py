@@ -1,6 +1,8 @@
 """The whole CLI pipeline on the tiny random model: train, resume, eval, export, import."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +13,16 @@ from lm_saes.saes import load_sae
 TINY = "examples/configuration/train-tiny.toml"
 
 
-def _train(tmp_path, *sets):
-    return main(["-q", "train", TINY, "--set", f'output="{tmp_path / "run"}"', *sum((["--set", s] for s in sets), [])])
+def _train(tmp_path, *sets, config=TINY):
+    return main(["-q", "train", str(config), "--set", f'output="{tmp_path / "run"}"',
+                 *sum((["--set", s] for s in sets), [])])
+
+
+def _tiny_without_k(tmp_path):
+    """train-tiny.toml for an architecture outside the TopK family (`k` there is an error)."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(re.sub(r"(?m)^k = .*\n", "", Path(TINY).read_text()))
+    return path
 
 
 def test_train_eval_export_import(tmp_path, capsys):
@@ -40,16 +50,17 @@ def test_rerun_reuses_activations_and_resumes_checkpoint(tmp_path, capsys):
     assert (tmp_path / "run" / "activations" / "manifest.json").read_text() == manifest
 
 
-@pytest.mark.parametrize("overrides", [
-    ["activations.store=false"],
-    ["activations.hooks=['blocks.0.ln2.hook_normalized', 'blocks.0.hook_mlp_out']",
-     "sae.hook_in='blocks.0.ln2.hook_normalized'", "sae.hook_out='blocks.0.hook_mlp_out'",
-     "sae.architecture='jumprelu'"],
-    ["sae.architecture='batchtopk'"],
-    ["sae.architecture='relu'", "sae.l1_coefficient=0.5"],
+@pytest.mark.parametrize("has_k,overrides", [
+    (True, ["activations.store=false"]),
+    (False, ["activations.hooks=['blocks.0.ln2.hook_normalized', 'blocks.0.hook_mlp_out']",
+             "sae.hook_in='blocks.0.ln2.hook_normalized'", "sae.hook_out='blocks.0.hook_mlp_out'",
+             "sae.architecture='jumprelu'"]),
+    (True, ["sae.architecture='batchtopk'"]),
+    (False, ["sae.architecture='relu'", "sae.l1_coefficient=0.5"]),
 ])
-def test_variants_train(tmp_path, capsys, overrides):
-    assert _train(tmp_path, "data.max_tokens=3000", *overrides) == 0
+def test_variants_train(tmp_path, capsys, has_k, overrides):
+    config = TINY if has_k else _tiny_without_k(tmp_path)
+    assert _train(tmp_path, "data.max_tokens=3000", *overrides, config=config) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["eval"]["tokens"] > 0 and summary["eval"]["ce_loss_clean"] > 0
 

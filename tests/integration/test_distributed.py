@@ -6,13 +6,13 @@ import torch.multiprocessing as mp
 
 from lm_saes.activations import ShardWriter, StoredActivations
 from lm_saes.config import TrainConfig
-from lm_saes.saes import SAESpec, build_sae
+from lm_saes.saes import TopKConfig, build_sae, make_spec
 from lm_saes.stores import LocalObjectStore
 from lm_saes.training import Trainer
 from lm_saes.training.checkpoint import completed_steps
 from lm_saes.training.distributed import Distributed
 
-SPEC = SAESpec(architecture="topk", hook_in="h", hook_out="h", d_in=16, d_out=16, d_sae=64, k=4, seed=1)
+SPEC = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=64, k=4, seed=1), d_in=16, d_out=16)
 CFG = TrainConfig(batch_size=128, lr=3e-3, lr_warmup_steps=2, log_every=5, checkpoint_every=6,
                   dead_after_tokens=10**9, epochs=2)
 

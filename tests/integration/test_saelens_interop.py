@@ -7,7 +7,7 @@ import safetensors.torch
 import torch
 
 from lm_saes.interop import export_saelens
-from lm_saes.saes import SAESpec, build_sae
+from lm_saes.saes import build_sae, parse_spec
 from tests.integration.conftest import REPO
 
 
@@ -15,9 +15,10 @@ from tests.integration.conftest import REPO
 @pytest.mark.parametrize("arch,d_out", [("topk", 24), ("batchtopk", 24), ("jumprelu", 24), ("relu", 24),
                                         ("relu", 20), ("jumprelu", 20)])
 def test_export_loads_in_saelens_with_identical_outputs(tmp_path, saelens_python, arch, d_out):
-    spec = SAESpec(architecture=arch, hook_in="blocks.1.hook_resid_post",
-                   hook_out="blocks.1.hook_resid_post" if d_out == 24 else "blocks.1.hook_mlp_out",
-                   d_in=24, d_out=d_out, d_sae=96, k=5, seed=3, jumprelu_init_threshold=0.4)
+    knobs = {"jumprelu": {"jumprelu_init_threshold": 0.4}, "relu": {}}.get(arch, {"k": 5})
+    spec = parse_spec({"architecture": arch, "hook_in": "blocks.1.hook_resid_post",
+                       "hook_out": "blocks.1.hook_resid_post" if d_out == 24 else "blocks.1.hook_mlp_out",
+                       "d_in": 24, "d_out": d_out, "d_sae": 96, "seed": 3, **knobs})
     sae = build_sae(spec)
     sae.set_scales(0.37, 1.9 if spec.is_transcoder else 0.37)  # an SAE has one scale
     with torch.no_grad():

@@ -6,7 +6,7 @@ import torch
 from lm_saes.analysis.analyze import feature_activations
 from lm_saes.analysis.collector import FeatureCollector
 from lm_saes.analysis.logit_lens import logit_lens
-from lm_saes.saes import SAESpec, build_sae
+from lm_saes.saes import TopKConfig, build_sae, make_spec
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -16,7 +16,7 @@ def pass_result(tiny_model):
     g = torch.Generator().manual_seed(1)
     contexts = torch.randint(32, 127, (40, 24), generator=g)
     contexts[:, 0] = tiny_model.tokenizer.bos_token_id
-    spec = SAESpec(architecture="topk", hook_in=HOOK, hook_out=HOOK, d_in=32, d_out=32, d_sae=48, k=5, seed=2)
+    spec = make_spec(TopKConfig(hook_in=HOOK, hook_out=HOOK, d_sae=48, k=5, seed=2), d_in=32, d_out=32)
     sae = build_sae(spec).eval()
     sae.set_scales(0.3, 0.3)
     collector = FeatureCollector(48, top_n=6, samples_per_bucket=2, window_before=4, window_after=2)

@@ -2,15 +2,17 @@ import pytest
 import torch
 
 from lm_saes.interop.saelens import export_saelens, import_saelens
-from lm_saes.saes import SAESpec, TrainStepInfo, build_sae, load_sae, registered_architectures
+from lm_saes.saes import TrainStepInfo, build_sae, load_sae, parse_spec, registered_architectures
 from lm_saes.stores import LocalObjectStore
 
 ARCHS = ["topk", "batchtopk", "jumprelu", "relu"]
+PENALTIES = {"relu": {"l1_coefficient": 0.05}, "jumprelu": {"l0_coefficient": 0.01}}
 
 
 def _spec(arch, d_in=16, d_out=16, **kw):
-    return SAESpec(architecture=arch, hook_in="a", hook_out="a" if d_in == d_out else "b",
-                   d_in=d_in, d_out=d_out, d_sae=64, k=4, **kw)
+    knobs = {"k": 4} if arch in ("topk", "batchtopk") else {}
+    return parse_spec({"architecture": arch, "hook_in": "a", "hook_out": "a" if d_in == d_out else "b",
+                       "d_in": d_in, "d_out": d_out, "d_sae": 64, **knobs, **kw})
 
 
 def _data(n=512, d=16, seed=0):
@@ -28,7 +30,7 @@ def test_registry_has_all_architectures():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_reduces_loss_and_keeps_decoder_norms(arch):
     torch.manual_seed(0)
-    sae = build_sae(_spec(arch, l1_coefficient=0.05, l0_coefficient=0.01))
+    sae = build_sae(_spec(arch, **PENALTIES.get(arch, {})))
     x = _data()
     sae.set_scales(0.5, 0.5)
     sae.initialize_from_data(x, x)

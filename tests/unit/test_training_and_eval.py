@@ -5,7 +5,7 @@ import torch
 from lm_saes.activations import ShardWriter, StoredActivations
 from lm_saes.config import EvalConfig, TrainConfig
 from lm_saes.evaluation import evaluate
-from lm_saes.saes import SAESpec, build_sae
+from lm_saes.saes import TopKConfig, build_sae, make_spec
 from lm_saes.stores import LocalObjectStore
 from lm_saes.training import Trainer, lr_factor
 from lm_saes.training.checkpoint import completed_steps
@@ -22,8 +22,8 @@ def _source(tmp_path, n=2000, d=16):
     return StoredActivations(store, ["h"], seed=0, buffer_tokens=600)
 
 
-def _trainer(tmp_path, source, out="run", arch="topk"):
-    spec = SAESpec(architecture=arch, hook_in="h", hook_out="h", d_in=16, d_out=16, d_sae=64, k=4)
+def _trainer(tmp_path, source, out="run"):
+    spec = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=64, k=4), d_in=16, d_out=16)
     cfg = TrainConfig(batch_size=100, lr=3e-3, lr_warmup_steps=3, checkpoint_every=7, log_every=5,
                       dead_after_tokens=300, epochs=2)
     return Trainer(build_sae(spec), source, cfg, LocalObjectStore(tmp_path / out), "h", "h", progress=False)
@@ -76,7 +76,7 @@ def test_dead_latents_get_aux_loss(tmp_path):
 
 def test_evaluate_matches_brute_force(tiny_model, tiny_contexts):
     hook = "blocks.0.hook_resid_post"
-    spec = SAESpec(architecture="topk", hook_in=hook, hook_out=hook, d_in=32, d_out=32, d_sae=64, k=6, seed=1)
+    spec = make_spec(TopKConfig(hook_in=hook, hook_out=hook, d_sae=64, k=6, seed=1), d_in=32, d_out=32)
     sae = build_sae(spec).eval()
     sae.set_scales(0.2, 0.2)
     metrics = evaluate(sae, tiny_model, tiny_contexts, EvalConfig(batch_contexts=5), progress=False)

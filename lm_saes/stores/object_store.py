@@ -30,9 +30,14 @@ class ObjectStore(ABC):
     """Minimal blob store: enough for shards, manifests, checkpoints and SAE artifacts."""
 
     uri: str
+    can_append = False  # object stores cannot; a local folder can
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        """Add `data` to the end of `key` (only where `can_append`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot append; write whole objects")
 
     @abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
@@ -72,6 +77,8 @@ class ObjectStore(ABC):
 
 
 class LocalObjectStore(ObjectStore):
+    can_append = True
+
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
@@ -93,6 +100,12 @@ class LocalObjectStore(ObjectStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as handle:
+            handle.write(data)
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -217,6 +230,13 @@ class PrefixedStore(ObjectStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.parent.put_bytes(self._key(key), data)
+
+    @property
+    def can_append(self) -> bool:  # type: ignore[override]
+        return self.parent.can_append
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        self.parent.append_bytes(self._key(key), data)
 
     def get_bytes(self, key: str) -> bytes:
         return self.parent.get_bytes(self._key(key))

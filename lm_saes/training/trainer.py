@@ -8,7 +8,6 @@ SAE, the optimizer, and the dead-latent counters.
 from __future__ import annotations
 
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,8 +23,7 @@ from lm_saes.saes.registry import parse_spec
 from lm_saes.stores import ObjectStore
 from lm_saes.training.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint
 from lm_saes.training.distributed import Distributed
-
-METRICS_KEY = "metrics.jsonl"
+from lm_saes.training.metrics_log import MetricsLog
 
 
 def lr_factor(step: int, total: int, warmup: int, decay_fraction: float) -> float:
@@ -83,7 +81,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
         self.silent_tokens = torch.zeros(sae.d_sae, dtype=torch.long)
         self.step = 0
-        self.metrics: list[dict] = []
+        self.log = MetricsLog(store)
 
     # --- set-up ------------------------------------------------------------------------
     def initialize(self) -> None:
@@ -92,6 +90,8 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
             return
+        if self.dist.is_main:
+            self.log.start()
         stats = self.source.stats()
         d_in, d_out = stats[self.hook_in].d, stats[self.hook_out].d
         in_scale = math.sqrt(d_in) / stats[self.hook_in].mean_norm if self.sae.spec.normalize_input else 1.0
@@ -116,9 +116,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.silent_tokens = state["silent_tokens"]
         self.step = state["step"]
-        if self.store.exists(METRICS_KEY):
-            lines = self.store.get_bytes(METRICS_KEY).decode().splitlines()
-            self.metrics = [m for m in map(json.loads, lines) if m["step"] <= self.step]
+        if self.dist.is_main:
+            self.log.resume(self.step)
 
     # --- loop --------------------------------------------------------------------------
     def run(self, stop_at_step: int | None = None) -> TrainSummary:
@@ -165,6 +164,8 @@ class Trainer:
                 bar.update(1)
         if self.step < self.total_steps:
             self.checkpoint()
+        if self.dist.is_main:
+            self.log.close()
         self.sae.eval()
         seconds = time.perf_counter() - started
         return TrainSummary(self.step, self.step * cfg.batch_size, seconds, resumed_from, last)
@@ -182,12 +183,11 @@ class Trainer:
             **{k: float(v) for k, v in out.losses.items()},
         }
         record["total_steps"] = self.total_steps
-        self.metrics.append(record)
         if not self.dist.is_main:
             return record
         if self.on_log:
             self.on_log(record)
-        self.store.put_bytes(METRICS_KEY, "".join(json.dumps(m) + "\n" for m in self.metrics).encode())
+        self.log.append(record)
         return record
 
     def sync_buffers(self) -> None:
@@ -203,6 +203,7 @@ class Trainer:
             self.dist.barrier()
             return None
         state = {"optimizer": self.optimizer.state_dict(), "silent_tokens": self.silent_tokens, "step": self.step}
+        self.log.flush()  # the log reaches the store with (before) the checkpoint it goes with
         prefix = save_checkpoint(self.store, self.step, self.sae, state)
         prune_checkpoints(self.store, keep=2)
         self.dist.barrier()

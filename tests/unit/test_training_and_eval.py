@@ -9,6 +9,7 @@ from lm_saes.saes import TopKConfig, build_sae, make_spec
 from lm_saes.stores import LocalObjectStore
 from lm_saes.training import Trainer, lr_factor
 from lm_saes.training.checkpoint import completed_steps
+from lm_saes.training.metrics_log import METRICS_KEY, read_metrics
 
 
 def _source(tmp_path, n=2000, d=16):
@@ -42,7 +43,7 @@ def test_training_learns_scales_input_and_logs(tmp_path):
     assert summary.steps == 40 and summary.tokens == 4000
     mean_norm = source.stats()["h"].mean_norm
     assert math.isclose(float(trainer.sae.input_scale), 4.0 / mean_norm, rel_tol=1e-6)
-    log = trainer.metrics
+    log = read_metrics(trainer.store)
     assert log[-1]["explained_variance"] > 0.6 > log[0]["explained_variance"]
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == len(log) == 8
 
@@ -59,7 +60,51 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert summary.resumed_from == 17
     for name, value in straight.sae.state_dict().items():
         torch.testing.assert_close(resumed.sae.state_dict()[name], value, rtol=0, atol=1e-6)
-    assert [m["step"] for m in resumed.metrics] == [m["step"] for m in straight.metrics]
+    assert [m["step"] for m in read_metrics(resumed.store)] == [m["step"] for m in read_metrics(straight.store)]
+
+
+class CountingStore(LocalObjectStore):
+    """A local folder that records every whole-object write and append of the training log."""
+
+    def __init__(self, root, can_append=True):
+        super().__init__(root)
+        self.can_append, self.writes, self.appends = can_append, [], 0
+
+    def put_bytes(self, key, data):
+        self.writes.append(key)
+        super().put_bytes(key, data)
+
+    def append_bytes(self, key, data):
+        self.appends += 1
+        super().append_bytes(key, data)
+
+
+def _counted(tmp_path, source, out, can_append):
+    trainer = _trainer(tmp_path, source, out)
+    trainer.store = trainer.log.store = CountingStore(tmp_path / out, can_append)
+    trainer.log.appends = can_append
+    return trainer
+
+
+def test_the_log_is_appended_not_rewritten(tmp_path):
+    """On a folder each record is one append; where stores cannot append, one segment per
+    checkpoint and one join at the end: never a rewrite per log step (quadratic on S3)."""
+    source = _source(tmp_path)
+    local = _counted(tmp_path, source, "local", can_append=True)
+    local.run()
+    assert local.store.appends == 8 and METRICS_KEY not in local.store.writes
+    remote = _counted(tmp_path, source, "remote", can_append=False)
+    remote.run()
+    segments = [k for k in remote.store.writes if k.startswith("metrics.d/")]
+    assert len(segments) == 6 and remote.store.writes.count(METRICS_KEY) == 1  # 5 checkpoints, the end, one join
+    assert read_metrics(remote.store) == read_metrics(local.store) and not remote.store.list("metrics.d")
+    # an interrupted remote run leaves its segments; the resumed one keeps what its checkpoint had seen
+    first = _counted(tmp_path, source, "cut", can_append=False)
+    first.run(stop_at_step=17)
+    assert [m["step"] for m in read_metrics(first.store)] == [5, 10, 15]
+    resumed = _counted(tmp_path, source, "cut", can_append=False)
+    assert resumed.run().resumed_from == 17
+    assert [m["step"] for m in read_metrics(resumed.store)] == [m["step"] for m in read_metrics(local.store)]
 
 
 def test_dead_latents_get_aux_loss(tmp_path):
@@ -67,11 +112,13 @@ def test_dead_latents_get_aux_loss(tmp_path):
     trainer.cfg.log_every = 1
     trainer.silent_tokens[:20] = 10_000  # 20 latents silent for long: dead at the first step
     trainer.run(stop_at_step=3)
-    assert trainer.metrics[0]["aux_k"] > 0 and trainer.metrics[0]["dead_fraction"] > 0
+    log = read_metrics(trainer.store)
+    assert log[0]["aux_k"] > 0 and log[0]["dead_fraction"] > 0
     alive = _trainer(tmp_path, _source(tmp_path), out="alive")  # no latent silent long enough to be dead
     alive.cfg.log_every, alive.cfg.dead_after_tokens = 1, 10**9
     alive.run(stop_at_step=3)
-    assert len(alive.metrics) == 3 and all(m["dead_fraction"] == 0 and "aux_k" not in m for m in alive.metrics)
+    log = read_metrics(alive.store)
+    assert len(log) == 3 and all(m["dead_fraction"] == 0 and "aux_k" not in m for m in log)
 
 
 def test_evaluate_matches_brute_force(tiny_model, tiny_contexts):

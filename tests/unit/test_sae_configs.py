@@ -25,6 +25,7 @@ from lm_saes.saes import (
 )
 from lm_saes.stores import LocalObjectStore
 from lm_saes.training import Trainer
+from lm_saes.training.metrics_log import read_metrics
 from tests.unit.test_training_and_eval import _source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +221,7 @@ def test_registered_toy_architecture_trains_saves_and_loads(tmp_path):
         "h",
         progress=False,
     )
-    assert trainer.run().steps == 6 and "toy_penalty" in trainer.metrics[-1]
+    assert trainer.run().steps == 6 and "toy_penalty" in read_metrics(trainer.store)[-1]
     sae.save(store, "sae")
     loaded = load_sae(store.child("sae"))
     assert type(loaded) is ToySAE and loaded.spec == sae.spec

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import TrainConfig
-from lm_saes.saes.base import SparseAutoencoder, TrainStepInfo
+from lm_saes.saes.base import ForwardOutput, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import parse_spec
 from lm_saes.stores import ObjectStore
 from lm_saes.training.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint
@@ -137,25 +137,7 @@ class Trainer:
                 batch = next(batches)
                 x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
                 y = self.dist.local_rows(batch[self.hook_out]).to(device, non_blocking=True)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.lr * lr_factor(self.step, self.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
-                info = TrainStepInfo(
-                    step=self.step,
-                    dead_mask=(self.silent_tokens >= cfg.dead_after_tokens).to(device),
-                    sparsity_warmup=min(1.0, (self.step + 1) / cfg.l1_warmup_steps) if cfg.l1_warmup_steps else 1.0,
-                )
-                out = self.sae.training_forward(x, y, info)
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                self.dist.average_gradients(self.sae.parameters())
-                self.sae.remove_parallel_decoder_grad()
-                self.optimizer.step()
-                self.sae.normalize_decoder()
-                fired = self.dist.any(out.fired).cpu()
-                self.sync_buffers()
-                self.silent_tokens += self.cfg.batch_size
-                self.silent_tokens[fired] = 0
-                self.step += 1
+                out, info = self.train_step(x, y)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     last = self._log(out, y, info)
                     bar.set_postfix(loss=f"{last['loss']:.3g}", l0=f"{last['l0']:.1f}", ev=f"{last['explained_variance']:.3f}")
@@ -169,6 +151,32 @@ class Trainer:
         self.sae.eval()
         seconds = time.perf_counter() - started
         return TrainSummary(self.step, self.step * cfg.batch_size, seconds, resumed_from, last)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[ForwardOutput, TrainStepInfo]:
+        """One whole optimizer step on this rank's rows: the schedule's learning rate, the dead
+        set, the SAE's loss (aux-k on the dead), gradients averaged over ranks, Adam, decoder
+        renormalized, and the firing statistics updated. What `run` does per batch."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(self.step, self.total_steps, cfg.lr_warmup_steps, cfg.lr_decay_fraction)
+        info = TrainStepInfo(
+            step=self.step,
+            dead_mask=(self.silent_tokens >= cfg.dead_after_tokens).to(x.device),
+            sparsity_warmup=min(1.0, (self.step + 1) / cfg.l1_warmup_steps) if cfg.l1_warmup_steps else 1.0,
+        )
+        out = self.sae.training_forward(x, y, info)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.dist.average_gradients(self.sae.parameters())
+        self.sae.remove_parallel_decoder_grad()
+        self.optimizer.step()
+        self.sae.normalize_decoder()
+        fired = self.dist.any(out.fired).cpu()
+        self.sync_buffers()
+        self.silent_tokens += cfg.batch_size
+        self.silent_tokens[fired] = 0
+        self.step += 1
+        return out, info
 
     def _log(self, out, target: torch.Tensor, info: TrainStepInfo) -> dict[str, float]:
         _, target_scaled = self.sae.scaled(target, target)

@@ -36,6 +36,10 @@ pass crashes (NotImplementedError: aten::view on the SparseCPU backend).
 
 torch.set_num_threads is left at its default.
 
+With ``--bare``, a timed step is only ``TopKTrainingSAE.training_forward_pass`` (no dead mask,
+so no aux-k), ``loss.backward()``, Adam and ``zero_grad()``: the counterpart of our bare step
+(no schedule, no dead-latent bookkeeping, no clipping).
+
 Writes JSON: {"tokens_per_s_median", "step_seconds", "sae_lens_version", ...}.
 """
 
@@ -70,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         help="SAETrainerConfig.dead_feature_window (SAELens default 1000)",
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bare", action="store_true", help="time forward + backward + Adam only")
+    p.add_argument("--dead-fraction", type=float, default=0.0,
+                   help="before each step, mark this fraction of latents (the last ones) as not fired for "
+                        "longer than the window, so the aux-k loss always has a dead set of that size")
     args = p.parse_args(argv)
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
@@ -87,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         import sae_lens
         import torch
         from sae_lens.config import LoggingConfig, SAETrainerConfig
+        from sae_lens.saes.sae import TrainStepInput
         from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
         from sae_lens.training.sae_trainer import SAETrainer
         from safetensors.torch import load_file
@@ -136,15 +145,33 @@ def main(argv: list[str] | None = None) -> int:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
 
+        coefficients = trainer.get_coefficients()
+        adam = torch.optim.Adam(sae.parameters(), lr=args.lr)
+
+        def bare_step(batch, step):
+            out = sae.training_forward_pass(TrainStepInput(
+                sae_in=batch, coefficients=coefficients, dead_neuron_mask=None, n_training_steps=step,
+                is_logging_step=False))
+            out.loss.backward()
+            adam.step()
+            adam.zero_grad()
+            return out
+
         step_seconds: list[float] = []
         aux_nonzero = 0
         last_losses: dict[str, float] = {}
         for step in range(total_steps):
             batch = next(data)  # data loading is outside the timed region
+            n_dead = int(args.dead_fraction * args.d_sae)
+            if n_dead and not args.bare:  # a realistic dead set, as ours has (outside the timed region)
+                trainer.n_forward_passes_since_fired[-n_dead:] = args.dead_feature_window + 1
             sync()
             t0 = time.perf_counter()
-            trainer.maybe_reset_sparsity()
-            out = trainer.step(batch)
+            if args.bare:
+                out = bare_step(batch, step)
+            else:
+                trainer.maybe_reset_sparsity()
+                out = trainer.step(batch)
             sync()
             dt = time.perf_counter() - t0
             trainer.n_training_steps += 1
@@ -179,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "n_inputs": n,
             "dead_feature_window": args.dead_feature_window,
+            "bare": args.bare,
+            "dead_fraction": args.dead_fraction,
             "timed_steps_with_nonzero_aux_loss": aux_nonzero,
             "rescale_acts_by_decoder_norm": sae.cfg.rescale_acts_by_decoder_norm,
             "use_sparse_activations": False,

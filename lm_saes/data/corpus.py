@@ -57,6 +57,10 @@ GENSIM_WIKI_MEMBER = (
     "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 )
 MIN_ARTICLE_CHARS = 200
+# Bump when the text a build produces changes (cleaner, article filter), so that
+# ensure_default_corpus rebuilds a corpus cached by an older lm-saes. 1: the hand-written
+# cleaner (no stamp file); 2: mwparserfromhell.
+CORPUS_FORMAT = 2
 
 ATTRIBUTION_TEXT = f"""\
 {DEFAULT_CORPUS_NAME} corpus (built by lm_saes.data.corpus)
@@ -83,6 +87,15 @@ keep this CC BY-SA 4.0 attribution and be shared under the same license.
 def default_corpus_path() -> Path:
     """Location of the default JSONL corpus."""
     return lm_saes_home() / "corpus" / f"{DEFAULT_CORPUS_NAME}.jsonl"
+
+
+def corpus_stamp() -> str:
+    """What a corpus built now is built by; written next to it, compared before reuse."""
+    return f"{DEFAULT_CORPUS_NAME} format {CORPUS_FORMAT}, mwparserfromhell {mwparserfromhell.__version__}"
+
+
+def _stamp_path(corpus: Path) -> Path:
+    return corpus.with_name(f"{corpus.name}.stamp")
 
 
 # --------------------------------------------------------------------------- wheel
@@ -397,7 +410,8 @@ def build_default_corpus(dest: Path | None = None, download_dir: Path | None = N
     """Build the ``enwiki-shortened`` JSONL corpus (one ``{"title", "text"}`` per line).
 
     The file is written to a temporary file next to ``dest`` and atomically moved
-    into place; ``ATTRIBUTION.txt`` is written beside it. Returns ``dest``.
+    into place; ``ATTRIBUTION.txt`` and ``<dest>.stamp`` (:func:`corpus_stamp`) are
+    written beside it. Returns ``dest``.
     """
     t0 = time.perf_counter()
     dest = Path(dest) if dest is not None else default_corpus_path()
@@ -435,6 +449,7 @@ def build_default_corpus(dest: Path | None = None, download_dir: Path | None = N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _atomic_write_text(_stamp_path(dest), corpus_stamp() + "\n")
     logger.info(
         "Built %s corpus: %d articles, %d characters -> %s (%.1fs)",
         DEFAULT_CORPUS_NAME,
@@ -447,10 +462,24 @@ def build_default_corpus(dest: Path | None = None, download_dir: Path | None = N
 
 
 def ensure_default_corpus() -> Path:
-    """Return the default corpus path, building the corpus first if it is missing."""
+    """Return the default corpus path, building the corpus first if it is missing or stale.
+
+    Stale: its stamp file is missing or differs from :func:`corpus_stamp`, i.e. another
+    cleaner or parser version built it.
+    """
     path = default_corpus_path()
-    if not path.is_file():
-        build_default_corpus(path, lm_saes_home() / "downloads")
+    stamp = _stamp_path(path)
+    built_by = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else None
+    if path.is_file() and built_by == corpus_stamp():
+        return path
+    if path.is_file():
+        logger.info(
+            "Rebuilding %s: built by %s, now %s",
+            path,
+            built_by or "an older lm-saes (no stamp)",
+            corpus_stamp(),
+        )
+    build_default_corpus(path, lm_saes_home() / "downloads")
     return path
 
 

@@ -18,6 +18,7 @@ from lm_saes.data.corpus import (
     GENSIM_WIKI_MEMBER,
     build_default_corpus,
     clean_wikitext,
+    corpus_stamp,
     default_corpus_path,
     ensure_default_corpus,
     find_gensim_wheel,
@@ -231,8 +232,13 @@ def test_build_default_corpus_from_fake_wheel(
 
     dest = tmp_path / "out" / "corpus.jsonl"
     assert build_default_corpus(dest, download_dir=download_dir) == dest
-    # Only the corpus and the attribution file remain: no temporary files.
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["ATTRIBUTION.txt", "corpus.jsonl"]
+    # Only the corpus, its stamp and the attribution file remain: no temporary files.
+    assert sorted(p.name for p in dest.parent.iterdir()) == [
+        "ATTRIBUTION.txt",
+        "corpus.jsonl",
+        "corpus.jsonl.stamp",
+    ]
+    assert (dest.parent / "corpus.jsonl.stamp").read_text(encoding="utf-8") == corpus_stamp() + "\n"
     rows = [json.loads(line) for line in dest.read_text(encoding="utf-8").splitlines()]
     assert [r["title"] for r in rows] == ["Foo", "Second"]
     assert rows[0] == {"title": "Foo", "text": EXPECTED_ARTICLE}
@@ -273,6 +279,25 @@ def test_ensure_default_corpus_builds_once(
     mtime = path.stat().st_mtime_ns
     assert ensure_default_corpus() == path
     assert path.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("stamp", [None, "enwiki-shortened format 1, mwparserfromhell 0.7.2"])
+def test_ensure_default_corpus_rebuilds_a_stale_corpus(
+    tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch, stamp: str | None
+) -> None:
+    # A corpus cached by an older cleaner (no stamp, or another format) is rebuilt.
+    monkeypatch.setenv("LM_SAES_HOME", str(tmp_path))
+    monkeypatch.setattr(corpus.subprocess, "run", _no_subprocess)
+    _make_fake_wheel(tmp_path / "downloads", dump_bz2)
+    path = default_corpus_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"title": "Old", "text": "old cleaner"}\n', encoding="utf-8")
+    if stamp is not None:
+        (path.parent / f"{path.name}.stamp").write_text(stamp + "\n", encoding="utf-8")
+    assert ensure_default_corpus() == path
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["title"] for r in rows] == ["Foo", "Second"]
+    assert (path.parent / f"{path.name}.stamp").read_text(encoding="utf-8") == corpus_stamp() + "\n"
 
 
 def test_find_gensim_wheel_pip_failure_is_clear(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lm_saes.models import LanguageModel
 from lm_saes.steering.interventions import Change, FeatureIntervention, SteeringSAE, resolve
-from lm_saes.steering.runner import Hook, Runner
+from lm_saes.steering.runner import Backend, BridgeBackend, Hook, Runner, hf_backend
 from lm_saes.steering.sampling import GenerationConfig, TextStream, choose
 from lm_saes.steering.splice import Splice
 
@@ -83,7 +83,12 @@ class SteerResult(BaseModel):
 class Steerer:
     """A model and the SAEs that interventions may name (by id)."""
 
-    def __init__(self, model: LanguageModel, saes: Mapping[str, SteeringSAE]):
+    def __init__(
+        self,
+        model: LanguageModel,
+        saes: Mapping[str, SteeringSAE],
+        backend: Literal["auto", "bridge"] = "auto",
+    ):
         self.model = model
         self.saes = dict(saes)
         for sae_id, steering in self.saes.items():
@@ -93,8 +98,9 @@ class Steerer:
                     f"SAE {sae_id!r} was trained on {steering.sae.spec.model!r}, not {model.name!r}"
                 )
             steering.sae.to(model.device)
-        self.points = model.bridge.hook_dict
-        self.patterns = [h for h in self.points if h.endswith(PATTERN_SUFFIX)]
+        self.bridge = BridgeBackend(model)
+        self.hf = hf_backend(model) if backend == "auto" else None
+        self.patterns = [h for h in self.bridge.points if h.endswith(PATTERN_SUFFIX)]
         self.eos = getattr(getattr(model.tokenizer, "hf", None), "eos_token_id", None)
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -135,12 +141,9 @@ class Steerer:
         self, prompt: list[int], request: SteerRequest, splice: Splice | None, keep_logits: bool
     ) -> Iterator[Step]:
         cfg = request.generation
-        runner = Runner(self.model, cfg.use_cache, self.points)
-        shadow = (
-            Runner(self.model, cfg.use_cache, self.points)
-            if request.frozen_attention and splice
-            else None
-        )
+        frozen = request.frozen_attention and splice is not None
+        runner = Runner(self.model, self.backend(splice, frozen), cfg.use_cache)
+        shadow = Runner(self.model, self.bridge, cfg.use_cache) if frozen else None
         generator = torch.Generator().manual_seed(cfg.seed)
         text = TextStream(self.model.tokenizer, cfg.stop)
         track = torch.tensor(request.track, dtype=torch.long)
@@ -181,6 +184,13 @@ class Steerer:
             if finish:
                 return
             new = [token]
+
+    def backend(self, splice: Splice | None, frozen: bool) -> Backend:
+        """The plain HF path when it runs these hooks like the bridge; frozen attention needs
+        the bridge's `attn.hook_pattern`."""
+        if frozen or self.hf is None or not self.hf.supports(splice.hook_names if splice else []):
+            return self.bridge
+        return self.hf
 
     def _forward(
         self, runner: Runner, shadow: Runner | None, splice: Splice | None, new: list[int]

@@ -25,8 +25,10 @@ from lm_saes.steering import (
     SteerRequest,
     token_ids,
 )
-from lm_saes.steering.runner import Runner
+from lm_saes.steering.interventions import resolve
+from lm_saes.steering.runner import BridgeBackend, Runner, hf_backend
 from lm_saes.steering.sampling import TextStream, choose
+from lm_saes.steering.splice import Splice
 from lm_saes.stores import open_store
 
 RESID = "blocks.0.hook_resid_post"
@@ -111,9 +113,10 @@ def logits_of(completion) -> torch.Tensor:
     return torch.stack([step.logits for step in completion.steps])
 
 
-def test_runner_extends_the_kv_cache_and_matches_a_full_forward(llama):
+@pytest.mark.parametrize("backend", [BridgeBackend, hf_backend])
+def test_runner_extends_the_kv_cache_and_matches_a_full_forward(llama, backend):
     ids = [llama.tokenizer.bos_token_id, *llama.tokenizer.encode(PROMPT)]
-    runner = Runner(llama)
+    runner = Runner(llama, backend(llama))
     first = runner.forward(ids[:-3])
     steps = [runner.forward([t]) for t in ids[-3:]]
     full = llama.bridge(torch.tensor([ids]))[0].float()
@@ -122,8 +125,39 @@ def test_runner_extends_the_kv_cache_and_matches_a_full_forward(llama):
     torch.testing.assert_close(torch.stack(steps), full[-3:], atol=1e-5, rtol=0)
 
 
+def test_the_plain_hf_path_shares_weights_and_steers_like_the_bridge(llama, steerer):
+    hf = steerer.hf
+    assert hf is not None and hf.supports([RESID, MLP_IN, MLP_OUT, "blocks.1.hook_resid_mid"])
+    embed = dict(hf.hf_model.named_parameters())["model.embed_tokens.weight"]
+    assert embed.data_ptr() == llama.bridge.original_model.model.embed_tokens.weight.data_ptr()
+    assert not hf.supports(["blocks.1.attn.hook_pattern"])  # not a module boundary: bridge only
+    changes = [
+        FeatureIntervention(sae="sae", feature=3, mode="clamp", strength=4.0),
+        FeatureIntervention(sae="tc", feature=7, mode="scale", strength=3.0),
+    ]
+    splice = Splice(steerer.saes, resolve(changes, steerer.saes), prompt_len=5)
+    assert (
+        steerer.backend(splice, frozen=False) is hf
+        and steerer.backend(splice, frozen=True) is steerer.bridge
+    )
+    bridge_only = Steerer(llama, steerer.saes, backend="bridge")
+    assert bridge_only.hf is None
+    fast = steerer.generate(request(*changes, n=8), keep_logits=True)
+    slow = bridge_only.generate(request(*changes, n=8), keep_logits=True)
+    assert fast.token_ids == slow.token_ids
+    torch.testing.assert_close(logits_of(fast), logits_of(slow), atol=1e-5, rtol=0)
+
+
+def test_the_hf_path_is_refused_where_it_disagrees_with_the_bridge(llama):
+    hf = hf_backend(llama)
+    hf.sites[RESID] = hf.sites["blocks.0.hook_resid_pre"]  # a wrong module for this hook
+    assert not hf.supports([RESID])
+    assert hf.supports(["blocks.1.hook_resid_pre"])
+
+
 def test_a_model_without_kv_cache_reruns_the_sequence(tiny_model):
-    runner = Runner(tiny_model)
+    assert hf_backend(tiny_model) is None
+    runner = Runner(tiny_model, BridgeBackend(tiny_model))
     runner.forward([tiny_model.tokenizer.bos_token_id, 72, 105])
     last = runner.forward([33])
     assert not runner.use_cache and runner.positions_run == 3 + 4

@@ -11,6 +11,8 @@
   a bare forward pass of the prompt (benchmarks/tracing.py).
 - analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
   features of the default SAE, over the same contexts, as a ratio to activation generation.
+- steer: steered generation (64 greedy tokens, KV cache) vs the same loop without intervention
+  vs `transformers` `generate` (benchmarks/steering_speed.py).
 
 Prints a table and writes benchmarks/results.json. Ratios, not absolute times, are the
 figures to compare: this machine's speed drifts over a day.
@@ -150,18 +152,22 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results.json"))
-    parser.add_argument("--only", choices=["trace"], help="rerun one benchmark and update its entry in --out")
+    parser.add_argument("--only", choices=["trace", "steer"], help="rerun one benchmark and update its entry in --out")
     args = parser.parse_args()
 
     model = load_language_model(ModelConfig())
-    if args.only == "trace":
+    if args.only:
+        from steering_speed import bench_steer
         from tracing import bench_trace
 
         out = Path(args.out)
         results = json.loads(out.read_text()) if out.is_file() else {}
-        results["trace"] = bench_trace(model, args.rounds)
+        if args.only == "trace":
+            results["trace"] = bench_trace(model, args.rounds)
+        else:
+            results["steer"] = bench_steer(model, default_sae()[0], args.rounds)
         out.write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results["trace"], indent=2))
+        print(json.dumps(results[args.only], indent=2))
         return 0
     splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
     contexts = splits.train
@@ -177,6 +183,9 @@ def main() -> int:
     from tracing import bench_trace
 
     trace = bench_trace(model, args.rounds)
+    from steering_speed import bench_steer
+
+    steer = bench_steer(model, default_sae()[0], args.rounds)
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
@@ -185,6 +194,7 @@ def main() -> int:
         "analysis": analysis,
         "live": live,
         "trace": trace,
+        "steer": steer,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -200,6 +210,8 @@ def main() -> int:
                                                   "concurrent_speedup", "inprocess_batch_speedup") if key in live),
         *((f"trace.{key}", trace[key]) for key in ("seconds", "forward_seconds", "ratio_to_forward",
                                                    "feature_nodes", "edges") if key in trace),
+        *((f"steer.{key}", steer[key]) for key in ("tokens_per_s", "generate_tokens_per_s", "hf_generate_tokens_per_s",
+                                                   "ratio_to_generate", "generate_ratio_to_hf")),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

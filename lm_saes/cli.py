@@ -144,6 +144,69 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_steer(args: argparse.Namespace) -> int:
+    from lm_saes.models import load_language_model
+    from lm_saes.steering import (
+        FeatureIntervention,
+        GenerationConfig,
+        Steerer,
+        SteerRequest,
+        load_steering_sae,
+        model_config_for,
+        token_ids,
+    )
+    from lm_saes.steering.show import format_result
+    from lm_saes.stores.documents import open_document_store
+
+    strengths = args.strength or [0.0]
+    if len(strengths) not in (1, len(args.feature)):
+        raise ValueError(
+            f"--strength: give one value or one per --feature ({len(args.feature)}), "
+            f"not {len(strengths)}"
+        )
+    documents = None
+    if args.relative:
+        if not Path(args.documents).is_file() and "://" not in args.documents:
+            raise FileNotFoundError(
+                f"--relative needs the SAE's analysis; no document store at {args.documents}"
+            )
+        documents = open_document_store(args.documents)
+    try:
+        steering = load_steering_sae(args.sae, documents, args.sae_id, args.device)
+    finally:
+        if documents is not None:
+            documents.close()
+    model = load_language_model(model_config_for(args.sae, args.device))
+    interventions = [
+        FeatureIntervention(
+            feature=feature,
+            mode=args.mode,
+            strength=strengths[i % len(strengths)],
+            relative=args.relative,
+            positions=args.positions,
+            from_token=args.from_token,
+        )
+        for i, feature in enumerate(args.feature)
+    ]
+    request = SteerRequest(
+        prompt=args.prompt,
+        interventions=interventions,
+        frozen_attention=args.frozen_attention,
+        track=token_ids(model, args.track),
+        generation=GenerationConfig(
+            max_new_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+            stop=args.stop,
+            use_cache=not args.no_cache,
+        ),
+    )
+    result = Steerer(model, {"sae": steering}).steer(request)
+    print(result.model_dump_json(indent=1) if args.json else format_result(result))
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build the offline corpus and convert the packaged model once (install step)."""
     from lm_saes.data.corpus import ensure_default_corpus
@@ -224,6 +287,58 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--top", type=int, default=10, help="features listed")
     trace.add_argument("--device", default="cpu")
     trace.set_defaults(func=cmd_trace)
+
+    steer = sub.add_parser("steer", help="generate with features added, clamped, ablated or scaled")
+    steer.add_argument(
+        "--sae", required=True, help="folder or s3:// URI holding sae.json (SAE or transcoder)"
+    )
+    steer.add_argument(
+        "--feature", type=int, action="append", required=True, help="repeat for several"
+    )
+    steer.add_argument(
+        "--strength",
+        type=float,
+        action="append",
+        help="add: amount; clamp: value; scale: factor (one, or one per --feature)",
+    )
+    steer.add_argument("--mode", choices=["add", "clamp", "ablate", "scale"], default="add")
+    steer.add_argument(
+        "--relative",
+        action="store_true",
+        help="strength in units of the feature's max activation (from its analysis)",
+    )
+    steer.add_argument("--prompt", required=True)
+    steer.add_argument("--positions", choices=["prompt", "generated", "both"], default="both")
+    steer.add_argument(
+        "--from-token", type=int, default=1, help="first position steered (0 is BOS)"
+    )
+    steer.add_argument("--max-tokens", type=int, default=32)
+    steer.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    steer.add_argument("--top-p", type=float, default=1.0)
+    steer.add_argument("--seed", type=int, default=0)
+    steer.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
+    steer.add_argument(
+        "--track",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="report this token's probability at each step (repeatable)",
+    )
+    steer.add_argument(
+        "--frozen-attention",
+        action="store_true",
+        help="keep the unsteered model's attention patterns on the same tokens",
+    )
+    steer.add_argument("--no-cache", action="store_true", help="rerun the whole sequence each step")
+    steer.add_argument(
+        "--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI"
+    )
+    steer.add_argument(
+        "--sae-id", help="the SAE's id in the document store (default: its run folder)"
+    )
+    steer.add_argument("--device", default="cpu")
+    steer.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    steer.set_defaults(func=cmd_steer)
 
     prepare = sub.add_parser("prepare", help="build the offline corpus and cache the packaged model")
     prepare.set_defaults(func=cmd_prepare)

@@ -20,6 +20,7 @@ from lm_saes.models.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
+TINY_LLAMA = "tiny-llama"
 
 
 @dataclass
@@ -87,7 +88,9 @@ class LanguageModel:
 
         hooks = [(h, capture_fn(h)) for h in capture]
         hooks += [(h, replace_fn(fn)) for h, fn in (replace or {}).items()]
-        kwargs = {"return_type": return_type, "loss_per_token": True} if return_type == "loss" else {}
+        kwargs = (
+            {"return_type": return_type, "loss_per_token": True} if return_type == "loss" else {}
+        )
         out = self.bridge.run_with_hooks(
             tokens.to(self.device), fwd_hooks=hooks, stop_at_layer=stop_at_layer, **kwargs
         )
@@ -119,6 +122,8 @@ def load_language_model(cfg: ModelConfig) -> LanguageModel:
     dtype = TORCH_DTYPES[cfg.dtype]
     if cfg.name == "tiny":
         return _tiny_model(cfg, dtype)
+    if cfg.name == TINY_LLAMA:
+        return _tiny_llama(cfg, dtype)
     from transformer_lens.model_bridge import TransformerBridge
     from transformer_lens.model_bridge.sources import transformers as _tl_transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -163,3 +168,52 @@ def _tiny_model(cfg: ModelConfig, dtype: torch.dtype) -> LanguageModel:
     bridge = TransformerBridge.boot_native(tl_cfg, device=cfg.device, dtype=dtype)
     bridge.eval()
     return LanguageModel("tiny", bridge, tokenizer)
+
+
+def _tiny_llama(cfg: ModelConfig, dtype: torch.dtype) -> LanguageModel:
+    """A random Llama (SmolLM2's architecture) through the HF path, with a byte-level tokenizer.
+
+    Unlike `tiny` it has what the HF models have, a KV cache and grouped-query attention, so
+    code paths that need them (steered generation) are tested in milliseconds without files.
+    """
+    from tokenizers import Tokenizer as RustTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.sources import transformers as _tl_transformers  # noqa: F401
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    rust = RustTokenizer(
+        models.BPE(vocab={ch: i for i, ch in enumerate(sorted(alphabet))}, merges=[])
+    )
+    rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    rust.decoder = decoders.ByteLevel()
+    hf_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=rust,
+        bos_token="<bos>",
+        eos_token="<bos>",
+        add_bos_token=True,
+        name_or_path=TINY_LLAMA,
+    )
+    d_model = cfg.tiny_d_model
+    n_heads = max(2, d_model // 16)
+    torch.manual_seed(cfg.seed)
+    hf_model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=max(cfg.tiny_vocab, len(hf_tokenizer)),
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=cfg.tiny_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_heads // 2,
+            max_position_embeddings=1024,
+            bos_token_id=hf_tokenizer.bos_token_id,
+            eos_token_id=hf_tokenizer.eos_token_id,
+            tie_word_embeddings=True,
+        )
+    ).to(dtype)
+    bridge = TransformerBridge.boot_transformers(
+        TINY_LLAMA, hf_model=hf_model, tokenizer=hf_tokenizer, dtype=dtype, device=cfg.device
+    )
+    bridge.eval()
+    return LanguageModel(TINY_LLAMA, bridge, HFTokenizer(hf_tokenizer))

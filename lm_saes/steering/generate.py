@@ -1,0 +1,285 @@
+"""Steered generation: the KV-cached loop, one token per step, default and steered side by side.
+
+`Steerer.stream` yields a `Step` per generated token (id, released text, probabilities), which is
+what a server streams; `Steerer.steer` runs the default and the steered continuation of one
+prompt with the same settings and seed, so with no effective change they are identical.
+
+Frozen attention (`frozen_attention=True`) is one of two semantics users ask for, so it is a
+switch: every attention pattern of the steered run is replaced by the pattern the *unsteered*
+model computes on the same tokens (a shadow run stepped in lockstep, on its own cache). Steering
+then changes what heads move (values, MLPs, the residual stream) but never where they look.
+Norm scales are not frozen. Off (the default), the model recomputes attention from the steered
+residual stream, as the live model would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from lm_saes.models import LanguageModel
+from lm_saes.steering.interventions import Change, FeatureIntervention, SteeringSAE, resolve
+from lm_saes.steering.runner import Backend, BridgeBackend, Hook, Runner, hf_backend
+from lm_saes.steering.sampling import GenerationConfig, TextStream, choose
+from lm_saes.steering.splice import Splice
+
+FinishReason = Literal["length", "stop", "eos"]
+MAX_TRACKED = 64
+PATTERN_SUFFIX = "attn.hook_pattern"
+
+
+class SteerRequest(BaseModel):
+    """One prompt, the changes to make, and how to generate."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str
+    interventions: list[FeatureIntervention] = Field(default_factory=list, max_length=256)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    track: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_TRACKED,
+        description="token ids whose probability is reported at every step",
+    )
+    frozen_attention: bool = False
+
+
+class Step(BaseModel):
+    """One generated token. `text` is what it releases (may be empty while a multi-byte
+    character or a possible stop sequence is incomplete); probabilities are the model's own
+    (temperature 1, before top-p)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: int
+    token_id: int
+    token: str
+    text: str
+    probability: float
+    tracked: dict[int, float] = Field(default_factory=dict)
+    finish_reason: FinishReason | None = None
+    # [vocab] last-position logits, kept only when asked (tests, scripts); never serialized
+    logits: torch.Tensor | None = Field(None, exclude=True, repr=False)
+
+
+class Completion(BaseModel):
+    text: str
+    token_ids: list[int]
+    steps: list[Step]
+    finish_reason: FinishReason
+
+
+class SteerResult(BaseModel):
+    prompt_tokens: list[str]  # as the model sees them, BOS first: `from_token` indexes this list
+    changes: list[dict]  # each intervention resolved: sae, feature, mode, absolute value, positions
+    default: Completion
+    steered: Completion
+    frozen_attention: bool
+
+
+class Steerer:
+    """A model and the SAEs that interventions may name (by id)."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        saes: Mapping[str, SteeringSAE],
+        backend: Literal["auto", "bridge"] = "auto",
+    ):
+        self.model = model
+        self.saes = dict(saes)
+        for sae_id, steering in self.saes.items():
+            model.check_hooks([steering.hook_in, steering.hook_out])
+            if steering.sae.spec.model and steering.sae.spec.model != model.name:
+                raise ValueError(
+                    f"SAE {sae_id!r} was trained on {steering.sae.spec.model!r}, not {model.name!r}"
+                )
+            steering.sae.to(model.device)
+        self.bridge = BridgeBackend(model)
+        self.hf = hf_backend(model) if backend == "auto" else None
+        self.patterns = [h for h in self.bridge.points if h.endswith(PATTERN_SUFFIX)]
+        self.eos = getattr(getattr(model.tokenizer, "hf", None), "eos_token_id", None)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return [self.model.tokenizer.bos_token_id, *self.model.tokenizer.encode(prompt)]
+
+    def stream(
+        self, request: SteerRequest, steered: bool = True, keep_logits: bool = False
+    ) -> Iterator[Step]:
+        """Generate token by token; the last step carries the finish reason. Checks the request
+        before the first step, so errors come from this call, not from iterating."""
+        changes = resolve(request.interventions, self.saes) if steered else {}
+        prompt = self.prompt_ids(request.prompt)
+        self._check(len(prompt), request)
+        splice = Splice(self.saes, changes, len(prompt)) if changes else None
+        return self._loop(prompt, request, splice, keep_logits)
+
+    def generate(
+        self, request: SteerRequest, steered: bool = True, keep_logits: bool = False
+    ) -> Completion:
+        return _complete(list(self.stream(request, steered, keep_logits)))
+
+    def steer(self, request: SteerRequest, keep_logits: bool = False) -> SteerResult:
+        """Default and steered continuations, stepped alternately (same seed, same settings)."""
+        changes = resolve(request.interventions, self.saes)
+        default = self.stream(request, steered=False, keep_logits=keep_logits)
+        steered = self.stream(request, keep_logits=keep_logits)
+        default_steps, steered_steps = _interleave(default, steered)
+        strings = self.model.tokenizer.token_strings(self.prompt_ids(request.prompt))
+        return SteerResult(
+            prompt_tokens=strings,
+            changes=_describe(changes),
+            default=_complete(default_steps),
+            steered=_complete(steered_steps),
+            frozen_attention=request.frozen_attention,
+        )
+
+    def _loop(
+        self, prompt: list[int], request: SteerRequest, splice: Splice | None, keep_logits: bool
+    ) -> Iterator[Step]:
+        cfg = request.generation
+        frozen = request.frozen_attention and splice is not None
+        runner = Runner(self.model, self.backend(splice, frozen), cfg.use_cache)
+        shadow = Runner(self.model, self.bridge, cfg.use_cache) if frozen else None
+        generator = torch.Generator().manual_seed(cfg.seed)
+        text = TextStream(self.model.tokenizer, cfg.stop)
+        track = torch.tensor(request.track, dtype=torch.long)
+        new = prompt
+        for index in range(cfg.max_new_tokens):
+            logits = self._forward(runner, shadow, splice, new)
+            token = choose(logits, cfg, generator)
+            probs = logits.softmax(-1)
+            finish: FinishReason | None = None
+            if cfg.stop_at_eos and token == self.eos:
+                piece, finish = text.flush(), "eos"
+            else:
+                piece = text.push(token)
+                finish = (
+                    "stop"
+                    if text.stopped
+                    else "length"
+                    if index == cfg.max_new_tokens - 1
+                    else None
+                )
+                if finish == "length":
+                    piece += text.flush()
+            tracked = (
+                dict(zip(request.track, probs[track.to(probs.device)].tolist(), strict=True))
+                if request.track
+                else {}
+            )
+            yield Step(
+                index=index,
+                token_id=token,
+                token=self.model.tokenizer.token_strings([token])[0],
+                text=piece,
+                probability=float(probs[token]),
+                tracked=tracked,
+                finish_reason=finish,
+                logits=logits if keep_logits else None,
+            )
+            if finish:
+                return
+            new = [token]
+
+    def backend(self, splice: Splice | None, frozen: bool) -> Backend:
+        """The plain HF path when it runs these hooks like the bridge; frozen attention needs
+        the bridge's `attn.hook_pattern`."""
+        if frozen or self.hf is None or not self.hf.supports(splice.hook_names if splice else []):
+            return self.bridge
+        return self.hf
+
+    def _forward(
+        self, runner: Runner, shadow: Runner | None, splice: Splice | None, new: list[int]
+    ) -> torch.Tensor:
+        if splice is None:
+            return runner.forward(new)
+        if shadow is None:
+            return runner.forward(new, splice.hooks)
+        patterns: dict[str, torch.Tensor] = {}
+
+        def keep(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+            def fn(pattern: torch.Tensor) -> torch.Tensor:
+                patterns[name] = pattern
+                return pattern
+
+            return fn
+
+        def capture(start: int, n: int) -> list[Hook]:
+            return [(h, keep(h)) for h in self.patterns]
+
+        shadow.forward(new, capture)
+
+        def frozen(start: int, n: int) -> list[Hook]:
+            return [
+                *((h, lambda t, h=h: patterns[h]) for h in self.patterns),
+                *splice.hooks(start, n),
+            ]
+
+        return runner.forward(new, frozen)
+
+    def _check(self, prompt_len: int, request: SteerRequest) -> None:
+        n_ctx, vocab = int(self.model.bridge.cfg.n_ctx), int(self.model.bridge.cfg.d_vocab)
+        if prompt_len + request.generation.max_new_tokens > n_ctx:
+            raise ValueError(
+                f"generation.max_new_tokens: {prompt_len} prompt tokens + "
+                f"{request.generation.max_new_tokens} is more than the model's context of {n_ctx}"
+            )
+        bad = [t for t in request.track if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(
+                f"track: token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})"
+            )
+
+
+def _complete(steps: list[Step]) -> Completion:
+    return Completion(
+        text="".join(s.text for s in steps),
+        token_ids=[s.token_id for s in steps],
+        steps=steps,
+        finish_reason=steps[-1].finish_reason or "length",
+    )
+
+
+def _interleave(a: Iterator[Step], b: Iterator[Step]) -> tuple[list[Step], list[Step]]:
+    out_a: list[Step] = []
+    out_b: list[Step] = []
+    for source, out in ((a, out_a), (b, out_b)):
+        out.append(next(source))
+    while not (out_a[-1].finish_reason and out_b[-1].finish_reason):
+        for source, out in ((a, out_a), (b, out_b)):
+            if not out[-1].finish_reason:
+                out.append(next(source))
+    return out_a, out_b
+
+
+def _describe(changes: Mapping[str, list[Change]]) -> list[dict]:
+    return [
+        {
+            "sae": sae_id,
+            "feature": c.feature,
+            "mode": c.mode,
+            "value": c.value,
+            "positions": c.positions,
+            "from_token": c.from_token,
+        }
+        for sae_id, group in changes.items()
+        for c in group
+    ]
+
+
+def token_ids(model: LanguageModel, texts: Sequence[str]) -> list[int]:
+    """Each text's single token id (for `track`); an error names a text that is not one token."""
+    ids = []
+    for text in texts:
+        encoded = model.tokenizer.encode(text)
+        if len(encoded) != 1:
+            raise ValueError(
+                f"track: {text!r} is {len(encoded)} tokens, not one "
+                f"({model.tokenizer.token_strings(encoded)}); give a single token"
+            )
+        ids.append(encoded[0])
+    return ids

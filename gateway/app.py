@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import errors, metrics
 from gateway.backends import Backends
-from gateway.routers import catalog, circuits, compute, jobs, ops
+from gateway.routers import catalog, circuits, compute, jobs, ops, steer
 from gateway.routers.jobs import StreamSlots
 from gateway.settings import GatewaySettings
 from lm_saes.stores.documents import DocumentStore
@@ -66,7 +66,7 @@ def _scope_of(dependant) -> tuple[str, bool] | None:
     return None
 
 
-def _document_security(app: FastAPI, public_reads: bool, routers: list[tuple[str, object]]) -> None:
+def _document_security(app: FastAPI, public_reads: bool, routers: list[tuple[str, APIRouter]]) -> None:
     """OpenAPI: each route says the scope it needs (`x-required-scope`), and public routes list
     an empty security requirement (no token needed)."""
     from fastapi.routing import APIRoute
@@ -132,7 +132,7 @@ def create_app(settings: GatewaySettings | None = None, documents: DocumentStore
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    api_routers = (catalog.router, compute.router, jobs.router, circuits.router)
+    api_routers = (catalog.router, compute.router, steer.router, jobs.router, circuits.router)
     for router in api_routers:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(ops.router)

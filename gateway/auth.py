@@ -38,8 +38,8 @@ def require(scope: Scope, identified: bool = False) -> Callable[..., Principal]:
                              headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
         return principal
 
-    check.scope = scope  # read by the OpenAPI post-processing (app.py) to mark public routes
-    check.identified = identified
+    check.scope = scope  # type: ignore[attr-defined]  # read by app.py's OpenAPI post-processing
+    check.identified = identified  # type: ignore[attr-defined]
     return check
 
 

@@ -60,8 +60,10 @@ class Backends:
 
     def job_client(self, kind: str) -> ActivationClient | TrainingClient | AnalysisClient | CircuitClient:
         """The service that runs (and answers the JobService for) jobs of `kind`."""
-        return {"activations": self.activation, "training": self.training, "analysis": self.analysis,
-                "tracing": self.tracing}[kind]
+        clients: dict[str, ActivationClient | TrainingClient | AnalysisClient | CircuitClient] = {
+            "activations": self.activation, "training": self.training, "analysis": self.analysis,
+            "tracing": self.tracing}
+        return clients[kind]
 
     def check(self) -> dict[str, str]:
         """"ok" or why not, for the document store and each service's gRPC health."""

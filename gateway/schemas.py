@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from lm_saes import records
@@ -30,6 +30,8 @@ from lm_saes.stores.documents.base import FeatureSort
 
 MAX_OFFSET = 1_000_000
 MAX_TOP_K = 200  # features per token in an activation answer
+MAX_STRENGTH = 1e4
+MAX_STEER_FEATURES = 16
 MAX_INDEX = 2**31 - 1
 MAX_ID = 200
 MAX_URI = 1024
@@ -208,3 +210,45 @@ class InterventionResult(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class SteerFeature(BaseModel):
+    """One feature to change while generating (lm_saes.steering's semantics: clamp, ablate and
+    scale keep the SAE's error term, so only this feature changes)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    sae_id: str = Field(min_length=1, max_length=MAX_ID)
+    feature: int = Field(ge=0, le=MAX_INDEX)
+    mode: Literal["add", "clamp", "ablate", "scale"] = "add"
+    strength: float = Field(0.0, ge=-MAX_STRENGTH, le=MAX_STRENGTH,
+                            description="add: amount; clamp: value; scale: factor; ablate: unused")
+    relative: bool = Field(False, description="add, clamp: strength in units of the feature's max activation")
+    positions: Literal["both", "prompt", "generated"] = "both"
+    from_token: int = Field(1, ge=1, le=100_000, description="First steered position (1: the first prompt token)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SteerFeature:
+        if self.relative and self.mode not in ("add", "clamp"):
+            raise ValueError("relative strengths are for add and clamp only")
+        if self.mode == "ablate" and self.strength:
+            raise ValueError("ablate sets the activation to 0; leave strength at 0")
+        return self
+
+
+class SteerRequest(BaseModel):
+    """A prompt continued with features changed; streamed beside the default continuation."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(min_length=1, max_length=100_000)
+    features: list[SteerFeature] = Field(min_length=1, max_length=MAX_STEER_FEATURES)
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="Capped by the gateway's steer_max_tokens")
+    temperature: float = Field(0.0, ge=0, le=10, description="0: greedy")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+    track: list[int] = Field(default_factory=list, max_length=16, description="Token ids whose probability "
+                             "every step reports, under both runs")
+    frozen_attention: bool = Field(False, description="The steered run keeps the default run's attention patterns")
+    compare: bool = Field(True, description="Also stream the default (unsteered) continuation")

@@ -49,6 +49,7 @@ class GatewaySettings(BaseSettings):
     max_text_chars: int = Field(4000, ge=1, description="Longest text accepted by compute endpoints")
     search_token_top_k: int = Field(64, ge=1, description="Per-token features summed by POST /search "
                                     "(exact for SAEs that activate at most this many per token)")
+    steer_max_tokens: int = Field(128, ge=1, le=1024, description="Most new tokens one /steer request generates")
     log_level: str = "INFO"
 
     @field_validator("api_tokens", mode="before")

@@ -44,7 +44,7 @@ def list_circuits(store: Store, model: Annotated[str | None, Query(max_length=20
 
 
 @router.get("/circuits/{graph_id}", response_model=Graph, dependencies=[auth.read])
-def get_circuit(store: Store, graph_id: GraphId) -> dict[str, Any]:
+def get_circuit(store: Store, graph_id: GraphId) -> GraphRecord:
     """One graph, pruned as traced: nodes (with influence), links (with weights), scores."""
     return _graph_or_404(store, graph_id)
 

@@ -33,6 +33,12 @@ from lm_saes.rpc.v1 import (
 )
 from lm_saes.rpc.wire import JOB_STATE_NAMES, JOB_STATES, job_to_dict, tensor_from_proto
 
+STEER_MODES = {"add": activation_pb2.STEER_MODE_ADD, "clamp": activation_pb2.STEER_MODE_CLAMP,
+               "ablate": activation_pb2.STEER_MODE_ABLATE, "scale": activation_pb2.STEER_MODE_SCALE}
+STEER_POSITIONS = {"both": activation_pb2.STEER_POSITIONS_BOTH, "prompt": activation_pb2.STEER_POSITIONS_PROMPT,
+                   "generated": activation_pb2.STEER_POSITIONS_GENERATED}
+STEER_FIELDS = ("sae_id", "feature", "mode", "strength", "relative", "positions", "from_token")
+
 T = TypeVar("T")
 FEATURE_SORTS = {"index": analysis_pb2.FEATURE_SORT_INDEX, "density": analysis_pb2.FEATURE_SORT_DENSITY,
                  "max_activation": analysis_pb2.FEATURE_SORT_MAX_ACTIVATION}
@@ -231,6 +237,35 @@ class ActivationClient(_JobClient):
             model=model, hooks=hooks, output_uri=output_uri, request_id=request_id,
             data_config_json=json.dumps(data or {}), **options)
         return job_to_dict(self._call(self.stub.GenerateActivations, request, timeout=timeout))
+
+    def generate(self, prompt: str, interventions: list[dict[str, Any]], compare: bool = True,
+                 timeout: float | None = None, **generation: Any) -> Iterator[dict[str, Any]]:
+        """Steered generation, streamed: one dict per generated token and run ("steered", or
+        "default" with `compare`), the first with `prompt_tokens` and `changes`. Each
+        intervention: {"sae_id", "feature", "mode": add|clamp|ablate|scale, "strength",
+        "relative", "positions": both|prompt|generated, "from_token"}; `generation`:
+        max_new_tokens, temperature, top_p, seed, stop, track, frozen_attention, ignore_eos."""
+        request = activation_pb2.GenerateRequest(prompt=prompt, compare=compare, **generation)
+        for item in interventions:
+            unknown = set(item) - set(STEER_FIELDS)
+            if unknown:
+                raise ValueError(f"interventions: unknown keys {sorted(unknown)}; use {list(STEER_FIELDS)}")
+            mode, positions = item.get("mode", "add"), item.get("positions", "both")
+            if mode not in STEER_MODES or positions not in STEER_POSITIONS:
+                raise ValueError(f"interventions: mode must be one of {list(STEER_MODES)} and positions one of "
+                                 f"{list(STEER_POSITIONS)}, got {mode!r} / {positions!r}")
+            request.interventions.append(activation_pb2.SteerIntervention(
+                sae_id=item["sae_id"], feature=item["feature"], mode=STEER_MODES[mode],
+                strength=item.get("strength", 0.0), relative=item.get("relative", False),
+                positions=STEER_POSITIONS[positions], from_token=item.get("from_token", 0)))
+        for event in self._stream(self.stub.Generate, request, timeout=timeout):
+            out: dict[str, Any] = {
+                "run": event.run, "index": event.index, "token_id": event.token_id, "token": event.token,
+                "text": event.text, "probability": event.probability, "tracked": dict(event.tracked),
+                "finish_reason": event.finish_reason or None}
+            if event.prompt_tokens:
+                out["prompt_tokens"], out["changes"] = list(event.prompt_tokens), json.loads(event.changes_json)
+            yield out
 
 
 class TrainingClient(_JobClient):

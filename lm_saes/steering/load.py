@@ -22,8 +22,8 @@ def max_activations(documents: DocumentStore, sae_id: str, d_sae: int) -> torch.
             sae_id, offset=offset, limit=PAGE, fields=["max_activation"]
         )
         for doc in page:
-            if 0 <= doc["index"] < d_sae:
-                out[doc["index"]] = doc["max_activation"]
+            if 0 <= doc.index < d_sae and doc.max_activation is not None:
+                out[doc.index] = doc.max_activation
         offset += PAGE
     return out if total else None
 

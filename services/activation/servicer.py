@@ -31,6 +31,7 @@ from lm_saes.stores.documents import DocumentStore, open_document_store
 from lm_saes.training.memory import shard_bytes
 from services.activation.batching import BatcherClosed, FeatureBatcher
 from services.activation.settings import ActivationSettings
+from services.activation.steering import SteeringHost
 from services.common.admission import Admission, parse_object, parsed
 from services.common.errors import RequestError, invalid, rpc, short
 from services.common.job_servicer import submit_job
@@ -87,6 +88,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         self._saes: OrderedDict[str, LoadedSAE] = OrderedDict()
         self._models_lock = threading.Lock()
         self._saes_lock = threading.Lock()
+        self.steering = SteeringHost(self)
 
     # --- resources ---------------------------------------------------------------------
     def model(self, name: str, field: str = "model") -> LoadedModel:
@@ -304,6 +306,12 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             refs[hook] = common_pb2.TensorRef(uri=f"{store.uri.rstrip('/')}/{key}", dtype=DTYPE_NAMES[values.dtype],
                                               shape=list(values.shape), byte_size=values.numel() * values.element_size())
         return refs
+
+    @rpc
+    def Generate(self, request: activation_pb2.GenerateRequest,
+                 context: grpc.ServicerContext) -> Iterator[activation_pb2.GenerateEvent]:
+        """Steered generation streamed token by token (see services/activation/steering.py)."""
+        yield from self.steering.generate(request)
 
     @rpc
     def GenerateActivations(self, request: activation_pb2.GenerateActivationsRequest,

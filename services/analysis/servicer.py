@@ -10,13 +10,14 @@ from lm_saes.config import AnalyzeConfig
 from lm_saes.jobs import Executor
 from lm_saes.rpc.v1 import analysis_pb2, analysis_pb2_grpc
 from lm_saes.stores.documents import DocumentStore
+from lm_saes.stores.documents.base import FeatureSort
 from services.common.admission import Admission, parse_object, parsed
 from services.common.auth import caller
 from services.common.errors import RequestError, invalid, rpc, short
 from services.common.job_servicer import MAX_OFFSET, MAX_PAGE, submit_job
 from services.common.settings import ServiceSettings
 
-SORTS = {analysis_pb2.FEATURE_SORT_INDEX: "index", analysis_pb2.FEATURE_SORT_DENSITY: "density",
+SORTS: dict[int, FeatureSort] = {analysis_pb2.FEATURE_SORT_INDEX: "index", analysis_pb2.FEATURE_SORT_DENSITY: "density",
          analysis_pb2.FEATURE_SORT_MAX_ACTIVATION: "max_activation"}
 MAX_ID = 200
 MAX_INDEX = 2**31 - 1
@@ -71,7 +72,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         if doc is None:
             known = self.documents.get_sae(request.sae_id) is not None
             what = f"feature {request.index} of SAE {short(request.sae_id)}" if known else f"SAE {short(request.sae_id)}"
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no {what} in the document store; analyze it first")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no {what} in the document store; analyze it first")
         return analysis_pb2.Feature(
             sae_id=doc.sae_id, index=doc.index, density=doc.density or 0.0, max_activation=doc.max_activation or 0.0,
             mean_activation=doc.mean_activation or 0.0, document_json=doc.model_dump_json(),

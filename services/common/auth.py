@@ -32,7 +32,7 @@ METHOD_SCOPES: dict[str, str] = {
         "Get": "read", "List": "read", "Watch": "read", "Cancel": "submit"}.items()},
     **{f"lm_saes.v1.ActivationService/{m}": s for m, s in {
         "Tokenize": "compute", "GetActivations": "compute", "GetFeatureActivations": "compute",
-        "GenerateActivations": "submit"}.items()},
+        "GenerateActivations": "submit", "Generate": "compute"}.items()},
     "lm_saes.v1.TrainingService/Submit": "submit",
     **{f"lm_saes.v1.AnalysisService/{m}": s for m, s in {
         "Submit": "submit", "GetFeature": "read", "ListFeatures": "read"}.items()},
@@ -106,7 +106,7 @@ def _delegate(principal: Principal, metadata: dict[str, str]) -> Principal | str
         asked = {s for s in granted.split(",") if s}
         if not asked <= set(SCOPES):
             return f"{SCOPES_METADATA}: unknown scopes"
-        scopes = (asked - {"service"}) & principal.scopes
+        scopes = frozenset((asked - {"service"}) & principal.scopes)
     return Principal(user, frozenset(scopes))
 
 
@@ -127,9 +127,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
         if principal is None:
             why = "unknown bearer token" if token else "a bearer token is required (authorization: Bearer <token>)"
             return _refuse(handler, grpc.StatusCode.UNAUTHENTICATED, why)
-        principal = _delegate(principal, metadata)
-        if isinstance(principal, str):
-            return _refuse(handler, grpc.StatusCode.PERMISSION_DENIED, principal)
+        acting = _delegate(principal, metadata)
+        if isinstance(acting, str):
+            return _refuse(handler, grpc.StatusCode.PERMISSION_DENIED, acting)
+        principal = acting
         if scope is None or not principal.has(scope):
             needed = f"the {scope!r} scope" if scope else "a scope no token has (the method is not open to callers)"
             return _refuse(handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs {needed}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import grpc
 from prometheus_client import Gauge
@@ -57,7 +57,7 @@ def export_job_gauges(executor: Executor, kind: str, stop: threading.Event, inte
 
 
 def run_job_service(settings: JobServiceSettings, kind: str,
-                    make_servicer: Callable[[Executor], tuple[object, Callable[[object, grpc.Server], None], str]],
+                    make_servicer: Callable[[Executor], tuple[Any, Callable[[Any, grpc.Server], None], str]],
                     executor: Executor | None = None, on_stop: Callable[[], None] | None = None) -> int:
     """Resume unfinished jobs, serve the service and its JobService until SIGTERM, then
     checkpoint running workers and stop."""

@@ -18,7 +18,7 @@ from lm_saes.records import JobRecord
 from lm_saes.rpc.v1 import common_pb2, common_pb2_grpc
 from lm_saes.rpc.wire import JOB_STATES, job_to_proto
 from services.common.auth import caller, may_see
-from services.common.errors import invalid, rpc, short
+from services.common.errors import RequestError, invalid, rpc, short
 
 SERVICE_NAME = common_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
 DEFAULT_PAGE = 50
@@ -60,7 +60,7 @@ class JobServicer(common_pb2_grpc.JobServiceServicer):
     def _job(self, job_id: str, context: grpc.ServicerContext) -> JobRecord:
         job = self.executor.documents.get_job(job_id) if job_id and len(job_id) <= 100 else None
         if job is None or job.kind != self.kind:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {short(job_id)}")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {short(job_id)}")
         return job
 
     @rpc

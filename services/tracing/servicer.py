@@ -98,7 +98,7 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
     def _graph(self, graph_id: str, context) -> GraphRecord:
         record = self.documents.get_graph(graph_id) if graph_id and len(graph_id) <= 100 else None
         if record is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no graph {short(graph_id)}; list them with ListGraphs")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no graph {short(graph_id)}; list them with ListGraphs")
         return record
 
     @rpc

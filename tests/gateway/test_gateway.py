@@ -7,6 +7,7 @@ until it succeeds; its SAE is then analyzed the same way, and every endpoint is 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -134,6 +135,59 @@ def test_error_responses(client, trained):
                       headers=SUBMIT)
     _problem(bad, 422, "config.analysis.top_nn")
     _problem(client.post("/api/v1/jobs/analysis", json={}, headers=SUBMIT), 422, "sae_uri")
+
+
+def _steer(client, body: dict, headers=COMPUTE) -> list[tuple[str, dict]]:
+    events, name = [], ""
+    with client.stream("POST", "/api/v1/steer", json=body, headers=headers) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+    return events
+
+
+def test_steer_streams_default_and_steered(client, trained):
+    """POST /steer: `start`, then tokens of both runs (relative strength: units of the feature's
+    max activation from its analysis), then `end`; a strength of 0 leaves the text as it was."""
+    top = client.get(f"/api/v1/saes/{SAE_ID}/features", params={"sort": "max_activation", "order": "desc",
+                                                               "limit": 1}).json()["items"][0]["index"]
+    feature = {"sae_id": SAE_ID, "feature": top, "strength": 40.0, "relative": True}
+    events = _steer(client, {"prompt": "The cat", "features": [feature], "max_new_tokens": 5})
+    names = [name for name, _ in events]
+    assert names[0] == "start" and names[-1] == "end" and names.count("token") == 10
+    start = events[0][1]
+    assert start["changes"][0]["feature"] == top and start["changes"][0]["value"] > 40.0  # made absolute
+    tokens = [data for name, data in events if name == "token"]
+    steered = [t["token_id"] for t in tokens if t["run"] == "steered"]
+    default = [t["token_id"] for t in tokens if t["run"] == "default"]
+    assert steered != default
+    calm = _steer(client, {"prompt": "The cat", "features": [{**feature, "strength": 0.0}], "max_new_tokens": 5})
+    calm_tokens = [data for name, data in calm if name == "token"]
+    assert [t["token_id"] for t in calm_tokens if t["run"] == "steered"] == default
+
+
+def test_steer_refuses_bad_input(client, trained):
+    feature = {"sae_id": SAE_ID, "feature": 1, "strength": 2.0}
+    url = "/api/v1/steer"
+    assert client.post(url, json={"prompt": "x", "features": [feature]}).status_code == 401
+    assert client.post(url, json={"prompt": "x", "features": [feature]}, headers=READ).status_code == 403
+    cases = [({"prompt": "", "features": [feature]}, 422, "prompt"),
+             ({"prompt": "x" * 201, "features": [feature]}, 422, "prompt"),
+             ({"prompt": "x", "features": []}, 422, "features"),
+             ({"prompt": "x", "features": [feature] * 17}, 422, "features"),
+             ({"prompt": "x", "features": [{**feature, "strength": 1e9}]}, 422, "features.0.strength"),
+             ({"prompt": "x", "features": [{**feature, "feature": 256}]}, 422, "features.0.feature"),
+             ({"prompt": "x", "features": [{**feature, "mode": "boost"}]}, 422, "features.0.mode"),
+             ({"prompt": "x", "features": [{**feature, "sae_id": "ghost"}]}, 404, None),
+             ({"prompt": "x", "features": [feature], "max_new_tokens": 129}, 422, "max_new_tokens"),
+             ({"prompt": "x", "features": [feature], "top_p": 0}, 422, "top_p"),
+             ({"prompt": "x", "features": [feature], "track": [10**9]}, 422, "track"),
+             ({"prompt": "x", "features": [{**feature, "mode": "scale", "relative": True}]}, 422, "features.0")]
+    for body, status, field in cases:
+        _problem(client.post(url, json=body, headers=COMPUTE), status, field)
 
 
 def test_auth_scopes(client, stack):

@@ -237,6 +237,64 @@ def test_activation_jobs_are_listed_and_cancelled_like_any_job(service):
     assert error.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def _runs(events: list[dict]) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = {}
+    for event in events:
+        runs.setdefault(event["run"], []).append(event)
+    return runs
+
+
+def test_generate_streams_steered_beside_default(service):
+    """Generate: the steered and default runs interleave token by token; a zero-strength add is
+    the default continuation, a strong one changes it; the first event describes the request."""
+    client = service["client"]
+    zero = list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "strength": 0.0}],
+                                max_new_tokens=6, track=[5, 7]))
+    runs = _runs(zero)
+    assert [e["run"] for e in zero[:2]] == ["steered", "default"]
+    assert zero[0]["prompt_tokens"][1:] == ["T", "h", "e", " ", "c", "a", "t"]
+    assert zero[0]["changes"][0]["feature"] == 3
+    assert [e["token_id"] for e in runs["steered"]] == [e["token_id"] for e in runs["default"]]
+    assert len(runs["steered"]) == 6 and runs["steered"][-1]["finish_reason"] == "length"
+    assert set(runs["steered"][0]["tracked"]) == {5, 7}
+    strong = _runs(list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "strength": 500.0}],
+                                        max_new_tokens=6)))
+    assert [e["token_id"] for e in strong["steered"]] != [e["token_id"] for e in strong["default"]]
+    alone = list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "mode": "ablate"}],
+                                 compare=False, max_new_tokens=3))
+    assert {e["run"] for e in alone} == {"steered"} and len(alone) == 3
+
+
+def test_generate_refuses_hostile_input_before_work(service):
+    client = service["client"]
+    feature = {"sae_id": SAE_ID, "feature": 3, "strength": 1.0}
+    cases = [
+        (dict(prompt="", interventions=[feature]), grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        (dict(prompt="x", interventions=[]), grpc.StatusCode.INVALID_ARGUMENT, "interventions"),
+        (dict(prompt="x", interventions=[{**feature, "strength": float("nan")}]),
+         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0].strength"),
+        (dict(prompt="x", interventions=[{**feature, "strength": float("inf")}]),
+         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0].strength"),
+        (dict(prompt="x", interventions=[{**feature, "feature": 10**6}]),
+         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0].feature"),
+        (dict(prompt="x", interventions=[{**feature, "sae_id": "nope"}]), grpc.StatusCode.NOT_FOUND, "sae_id"),
+        (dict(prompt="x", interventions=[{**feature, "relative": True, "mode": "scale"}]),
+         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0]"),
+        (dict(prompt="x", interventions=[feature], max_new_tokens=100_000),
+         grpc.StatusCode.INVALID_ARGUMENT, "max_new_tokens"),
+        (dict(prompt="x", interventions=[feature], track=[10**9]), grpc.StatusCode.INVALID_ARGUMENT, "track"),
+        (dict(prompt="x", interventions=[feature], top_p=7.0), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+        (dict(prompt="x" * (MAX_TEXT_TOKENS + 5), interventions=[feature], max_new_tokens=4),
+         grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        (dict(prompt="x", interventions=[feature] * 1000), grpc.StatusCode.INVALID_ARGUMENT, "interventions"),
+    ]
+    for kwargs, code, field in cases:
+        with pytest.raises(ServiceError) as error:
+            list(client.generate(**kwargs))
+        assert error.value.code == code, (kwargs, error.value)
+        assert error.value.details.startswith(field), (field, error.value.details)
+
+
 def test_cli_prints_a_token_table(service, capsys):
     assert main(["activations", "--sae", SAE_ID, "--text", "cat", "--address", service["address"]]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from lm_saes.cli import main
 from lm_saes.config import ModelConfig
 from lm_saes.models import load_language_model
-from lm_saes.saes import SAESpec, build_sae
+from lm_saes.saes import build_sae, parse_spec
 from lm_saes.steering import (
     FeatureIntervention,
     GenerationConfig,
@@ -49,17 +49,8 @@ def llama():
 
 
 def _sae(hook_in: str, hook_out: str, seed: int, scale: float = 0.5):
-    spec = SAESpec(
-        architecture="topk",
-        hook_in=hook_in,
-        hook_out=hook_out,
-        d_in=32,
-        d_out=32,
-        d_sae=64,
-        k=8,
-        seed=seed,
-        model="tiny-llama",
-    )
+    spec = parse_spec({"architecture": "topk", "hook_in": hook_in, "hook_out": hook_out, "d_in": 32, "d_out": 32,
+                       "d_sae": 64, "k": 8, "seed": seed, "model": "tiny-llama"})
     sae = build_sae(spec).eval()
     sae.set_scales(scale, scale)  # output_scale != 1, so raw units are exercised
     return sae
@@ -474,16 +465,9 @@ def test_errors_name_the_field(steerer, llama):
 
 
 def test_cli_steers_a_saved_sae(tmp_path, capsys):
-    spec = SAESpec(
-        architecture="topk",
-        hook_in="blocks.0.hook_resid_post",
-        hook_out="blocks.0.hook_resid_post",
-        d_in=64,
-        d_out=64,
-        d_sae=128,
-        k=8,
-        model="tiny-llama",
-    )
+    spec = parse_spec({"architecture": "topk", "hook_in": "blocks.0.hook_resid_post",
+                       "hook_out": "blocks.0.hook_resid_post", "d_in": 64, "d_out": 64, "d_sae": 128, "k": 8,
+                       "model": "tiny-llama"})
     build_sae(spec).save(open_store(str(tmp_path / "sae")))
     argv = [
         "steer",

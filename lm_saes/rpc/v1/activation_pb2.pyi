@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lm_saes.rpc.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,50 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SteerMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SteerModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SteerMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEER_MODE_ADD: _SteerMode.ValueType  # 0
+    """activation + strength (the decoder direction x strength)"""
+    STEER_MODE_CLAMP: _SteerMode.ValueType  # 1
+    """activation = strength"""
+    STEER_MODE_ABLATE: _SteerMode.ValueType  # 2
+    """activation = 0"""
+    STEER_MODE_SCALE: _SteerMode.ValueType  # 3
+    """activation x strength"""
+
+class SteerMode(_SteerMode, metaclass=_SteerModeEnumTypeWrapper): ...
+
+STEER_MODE_ADD: SteerMode.ValueType  # 0
+"""activation + strength (the decoder direction x strength)"""
+STEER_MODE_CLAMP: SteerMode.ValueType  # 1
+"""activation = strength"""
+STEER_MODE_ABLATE: SteerMode.ValueType  # 2
+"""activation = 0"""
+STEER_MODE_SCALE: SteerMode.ValueType  # 3
+"""activation x strength"""
+Global___SteerMode: _TypeAlias = SteerMode  # noqa: Y015
+
+class _SteerPositions:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SteerPositionsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SteerPositions.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEER_POSITIONS_BOTH: _SteerPositions.ValueType  # 0
+    STEER_POSITIONS_PROMPT: _SteerPositions.ValueType  # 1
+    STEER_POSITIONS_GENERATED: _SteerPositions.ValueType  # 2
+
+class SteerPositions(_SteerPositions, metaclass=_SteerPositionsEnumTypeWrapper): ...
+
+STEER_POSITIONS_BOTH: SteerPositions.ValueType  # 0
+STEER_POSITIONS_PROMPT: SteerPositions.ValueType  # 1
+STEER_POSITIONS_GENERATED: SteerPositions.ValueType  # 2
+Global___SteerPositions: _TypeAlias = SteerPositions  # noqa: Y015
 
 @_typing.final
 class TokenizeRequest(_message.Message):
@@ -357,3 +402,190 @@ class GenerateActivationsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GenerateActivationsRequest: _TypeAlias = GenerateActivationsRequest  # noqa: Y015
+
+@_typing.final
+class SteerIntervention(_message.Message):
+    """One feature of one SAE, changed from position `from_token` on (0 is BOS, 1 the first prompt
+    token). Clamp, ablate and scale keep the SAE's error term: only the chosen feature changes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    RELATIVE_FIELD_NUMBER: _builtins.int
+    POSITIONS_FIELD_NUMBER: _builtins.int
+    FROM_TOKEN_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    """an SAE in the document store, on the request's model"""
+    feature: _builtins.int
+    mode: Global___SteerMode.ValueType
+    strength: _builtins.float
+    """add: amount; clamp: value; scale: factor; ablate: unused (0)"""
+    relative: _builtins.bool
+    """add and clamp: strength in units of the feature's max activation (its analysis)"""
+    positions: Global___SteerPositions.ValueType
+    from_token: _builtins.int
+    """0: 1 (the first prompt token)"""
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        feature: _builtins.int = ...,
+        mode: Global___SteerMode.ValueType = ...,
+        strength: _builtins.float = ...,
+        relative: _builtins.bool = ...,
+        positions: Global___SteerPositions.ValueType = ...,
+        from_token: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "from_token", b"from_token", "mode", b"mode", "positions", b"positions", "relative", b"relative", "sae_id", b"sae_id", "strength", b"strength"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SteerIntervention: _TypeAlias = SteerIntervention  # noqa: Y015
+
+@_typing.final
+class GenerateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_FIELD_NUMBER: _builtins.int
+    INTERVENTIONS_FIELD_NUMBER: _builtins.int
+    MAX_NEW_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    TRACK_FIELD_NUMBER: _builtins.int
+    FROZEN_ATTENTION_FIELD_NUMBER: _builtins.int
+    COMPARE_FIELD_NUMBER: _builtins.int
+    IGNORE_EOS_FIELD_NUMBER: _builtins.int
+    prompt: _builtins.str
+    """BOS is prepended"""
+    max_new_tokens: _builtins.int
+    """0: 32"""
+    temperature: _builtins.float
+    """0: greedy"""
+    top_p: _builtins.float
+    """0: 1 (no nucleus cut)"""
+    seed: _builtins.int
+    """sampling seed; the default and steered runs share it"""
+    frozen_attention: _builtins.bool
+    """the steered run keeps the default run's attention patterns"""
+    compare: _builtins.bool
+    """also stream the default continuation"""
+    ignore_eos: _builtins.bool
+    """keep going past the end-of-sequence token"""
+    @_builtins.property
+    def interventions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SteerIntervention]: ...
+    @_builtins.property
+    def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """end the text before any of these"""
+
+    @_builtins.property
+    def track(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """token ids whose probability every step reports"""
+
+    def __init__(
+        self,
+        *,
+        prompt: _builtins.str = ...,
+        interventions: _abc.Iterable[Global___SteerIntervention] | None = ...,
+        max_new_tokens: _builtins.int = ...,
+        temperature: _builtins.float = ...,
+        top_p: _builtins.float = ...,
+        seed: _builtins.int = ...,
+        stop: _abc.Iterable[_builtins.str] | None = ...,
+        track: _abc.Iterable[_builtins.int] | None = ...,
+        frozen_attention: _builtins.bool = ...,
+        compare: _builtins.bool = ...,
+        ignore_eos: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compare", b"compare", "frozen_attention", b"frozen_attention", "ignore_eos", b"ignore_eos", "interventions", b"interventions", "max_new_tokens", b"max_new_tokens", "prompt", b"prompt", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p", "track", b"track"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateRequest: _TypeAlias = GenerateRequest  # noqa: Y015
+
+@_typing.final
+class GenerateEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TrackedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RUN_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PROBABILITY_FIELD_NUMBER: _builtins.int
+    TRACKED_FIELD_NUMBER: _builtins.int
+    FINISH_REASON_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    CHANGES_JSON_FIELD_NUMBER: _builtins.int
+    run: _builtins.str
+    """"steered" or "default" """
+    index: _builtins.int
+    """generated position, from 0"""
+    token_id: _builtins.int
+    token: _builtins.str
+    text: _builtins.str
+    """the text this step releases (may be empty mid-character or mid-stop)"""
+    probability: _builtins.float
+    """of the chosen token, at temperature 1"""
+    finish_reason: _builtins.str
+    """on a run's last event: "length", "stop" or "eos" """
+    changes_json: _builtins.str
+    """first event only: each intervention resolved (absolute values)"""
+    @_builtins.property
+    def tracked(self) -> _containers.ScalarMap[_builtins.int, _builtins.float]:
+        """token id -> probability, for the request's `track`"""
+
+    @_builtins.property
+    def prompt_tokens(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """first event only: the prompt as the model sees it, BOS first"""
+
+    def __init__(
+        self,
+        *,
+        run: _builtins.str = ...,
+        index: _builtins.int = ...,
+        token_id: _builtins.int = ...,
+        token: _builtins.str = ...,
+        text: _builtins.str = ...,
+        probability: _builtins.float = ...,
+        tracked: _abc.Mapping[_builtins.int, _builtins.float] | None = ...,
+        finish_reason: _builtins.str = ...,
+        prompt_tokens: _abc.Iterable[_builtins.str] | None = ...,
+        changes_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes_json", b"changes_json", "finish_reason", b"finish_reason", "index", b"index", "probability", b"probability", "prompt_tokens", b"prompt_tokens", "run", b"run", "text", b"text", "token", b"token", "token_id", b"token_id", "tracked", b"tracked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GenerateEvent: _TypeAlias = GenerateEvent  # noqa: Y015

@@ -55,6 +55,11 @@ class ActivationServiceStub:
                 request_serializer=lm__saes_dot_v1_dot_activation__pb2.GenerateActivationsRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
+        self.Generate = channel.unary_stream(
+                '/lm_saes.v1.ActivationService/Generate',
+                request_serializer=lm__saes_dot_v1_dot_activation__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_activation__pb2.GenerateEvent.FromString,
+                _registered_method=True)
 
 
 class ActivationServiceServicer:
@@ -91,6 +96,16 @@ class ActivationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Generate(self, request, context):
+        """Steered generation: the prompt continued with features of one or more SAEs added, clamped,
+        ablated or scaled (lm_saes.steering), streamed token by token; with `compare`, the default
+        (unsteered) continuation is streamed alongside, step for step. The last event of each run
+        has its finish reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActivationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +128,11 @@ def add_ActivationServiceServicer_to_server(servicer, server):
                     servicer.GenerateActivations,
                     request_deserializer=lm__saes_dot_v1_dot_activation__pb2.GenerateActivationsRequest.FromString,
                     response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
+            ),
+            'Generate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=lm__saes_dot_v1_dot_activation__pb2.GenerateRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_activation__pb2.GenerateEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +243,33 @@ class ActivationService:
             '/lm_saes.v1.ActivationService/GenerateActivations',
             lm__saes_dot_v1_dot_activation__pb2.GenerateActivationsRequest.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lm_saes.v1.ActivationService/Generate',
+            lm__saes_dot_v1_dot_activation__pb2.GenerateRequest.SerializeToString,
+            lm__saes_dot_v1_dot_activation__pb2.GenerateEvent.FromString,
             options,
             channel_credentials,
             insecure,

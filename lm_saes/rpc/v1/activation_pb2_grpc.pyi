@@ -46,6 +46,12 @@ class ActivationServiceStub:
     """Activation shards for a dataset, written to the object store; returns the job (follow and
     cancel it with this server's JobService, common.proto).
     """
+    Generate: _grpc.UnaryStreamMultiCallable[_activation_pb2.GenerateRequest, _activation_pb2.GenerateEvent]
+    """Steered generation: the prompt continued with features of one or more SAEs added, clamped,
+    ablated or scaled (lm_saes.steering), streamed token by token; with `compare`, the default
+    (unsteered) continuation is streamed alongside, step for step. The last event of each run
+    has its finish reason.
+    """
 
 @_typing.type_check_only
 class ActivationServiceAsyncStub(ActivationServiceStub):
@@ -63,6 +69,12 @@ class ActivationServiceAsyncStub(ActivationServiceStub):
     GenerateActivations: _aio.UnaryUnaryMultiCallable[_activation_pb2.GenerateActivationsRequest, _common_pb2.Job]  # type: ignore[assignment]
     """Activation shards for a dataset, written to the object store; returns the job (follow and
     cancel it with this server's JobService, common.proto).
+    """
+    Generate: _aio.UnaryStreamMultiCallable[_activation_pb2.GenerateRequest, _activation_pb2.GenerateEvent]  # type: ignore[assignment]
+    """Steered generation: the prompt continued with features of one or more SAEs added, clamped,
+    ablated or scaled (lm_saes.steering), streamed token by token; with `compare`, the default
+    (unsteered) continuation is streamed alongside, step for step. The last event of each run
+    has its finish reason.
     """
 
 class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -102,6 +114,18 @@ class ActivationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
         """Activation shards for a dataset, written to the object store; returns the job (follow and
         cancel it with this server's JobService, common.proto).
+        """
+
+    @_abc_1.abstractmethod
+    def Generate(
+        self,
+        request: _activation_pb2.GenerateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_activation_pb2.GenerateEvent], _abc.AsyncIterator[_activation_pb2.GenerateEvent]]:
+        """Steered generation: the prompt continued with features of one or more SAEs added, clamped,
+        ablated or scaled (lm_saes.steering), streamed token by token; with `compare`, the default
+        (unsteered) continuation is streamed alongside, step for step. The last event of each run
+        has its finish reason.
         """
 
 def add_ActivationServiceServicer_to_server(servicer: ActivationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -34,6 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 TEXT_TOKENS = 64
 
 
+STEER_REQUESTS = 10
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,6 +99,15 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
                 with ThreadPoolExecutor(clients) as pool:
                     list(pool.map(lambda _: client.feature_activations("live", text, top_k=5), range(total)))
                 concurrent_rps = total / (time.perf_counter() - start)
+                first_token = []  # steered generation: time to its first streamed token
+                steer = [{"sae_id": "live", "feature": 0, "strength": 4.0}]
+                for _ in range(1 + STEER_REQUESTS):
+                    start = time.perf_counter()
+                    stream = client.generate("I think that", steer, compare=False, max_new_tokens=4)
+                    next(stream)
+                    first_token.append(time.perf_counter() - start)
+                    list(stream)
+                first_token = first_token[1:]  # the first builds the steerer (and probes its fast path)
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -118,6 +130,7 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
         "concurrent_speedup": concurrent_rps / sequential_rps,
         "clients": clients,
         "text_tokens": TEXT_TOKENS,
+        "steer_first_token_ms": 1000 * statistics.median(first_token),
     }
 
 

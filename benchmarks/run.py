@@ -1,8 +1,9 @@
 """`make bench`: speed of lm-saes against baselines measured in the same run.
 
-- train_topk: one TopK training step (576 -> 4608, k 32, batch 4096, fp32, Adam) of ours
-  vs SAELens's own trainer step (in its virtual environment), on the same SmolLM2 layer-6
-  activations. Rounds alternate candidate and baseline; medians are reported.
+- train_topk: TopK training steps (576 -> 4608, k 32, batch 4096, fp32, Adam) on SmolLM2
+  layer-6 activations, like with like (benchmarks/training.py): our whole trainer step vs
+  SAELens's `SAETrainer.step`, our bare step vs its bare forward + Adam, and the machine's
+  dense fp32 GFLOP/s with our step as a fraction of the encoder-matmul bound.
 - activations: generating and storing one mid-layer hook on SmolLM2 vs a bare forward pass
   to the same layer over the same contexts.
 - live: feature activations of a 64-token text through the gRPC activation service vs in
@@ -14,7 +15,8 @@
 - steer: steered generation (64 greedy tokens, KV cache) vs the same loop without intervention
   vs `transformers` `generate` (benchmarks/steering_speed.py).
 
-Prints a table and writes benchmarks/results.json. Ratios, not absolute times, are the
+Prints a table and writes benchmarks/results.json (with the commit and date) from one full run;
+`--only GROUP` prints one group and writes nothing. Ratios, not absolute times, are the
 figures to compare: this machine's speed drifts over a day.
 """
 
@@ -29,11 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 
 from lm_saes.activations import generate_activations  # noqa: E402
@@ -42,7 +44,7 @@ from lm_saes.analysis.collector import FeatureCollector  # noqa: E402
 from lm_saes.config import DataConfig, ModelConfig  # noqa: E402
 from lm_saes.data.packing import load_token_splits  # noqa: E402
 from lm_saes.models import load_language_model  # noqa: E402
-from lm_saes.saes import TopKConfig, TrainStepInfo, build_sae, load_sae, make_spec  # noqa: E402
+from lm_saes.saes import TopKConfig, build_sae, load_sae, make_spec  # noqa: E402
 from lm_saes.stores import LocalObjectStore  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -97,54 +99,22 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
     }
 
 
-def our_topk_steps(x: torch.Tensor, steps: int, warmup: int, batch: int = 4096) -> list[float]:
-    spec = make_spec(TopKConfig(hook_in=HOOK, hook_out=HOOK, d_sae=4608, k=32), d_in=576, d_out=576)
-    sae = build_sae(spec).train()
-    scale = 576**0.5 / float(x.norm(dim=1).mean())
-    sae.set_scales(scale, scale)
-    sae.initialize_from_data(x[:batch], x[:batch])
-    optimizer = torch.optim.Adam(sae.parameters(), lr=3e-4)
-    no_dead = torch.zeros(4608, dtype=torch.bool)
-    times = []
-    for step in range(warmup + steps):
-        rows = x[(step * batch) % len(x) :][:batch]
-        start = time.perf_counter()
-        out = sae.training_forward(rows, rows, TrainStepInfo(step, no_dead, 1.0))
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        sae.remove_parallel_decoder_grad()
-        optimizer.step()
-        sae.normalize_decoder()
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+def training_inputs(model, contexts: torch.Tensor | None = None) -> torch.Tensor:
+    """8,192 layer-6 activations of the corpus (BOS rows dropped): what the training row trains on."""
+    if contexts is None:
+        splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
+        contexts = splits.train
+    x = model.activations(contexts[:72], [HOOK])[HOOK]
+    return x[contexts[:72] != model.tokenizer.bos_token_id][:8192].float()
 
 
-def saelens_topk_steps(inputs: Path, steps: int, warmup: int) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        subprocess.run([str(SAELENS_PY), str(HERE / "saelens_topk_step.py"), "--inputs", str(inputs),
-                        "--steps", str(steps), "--warmup", str(warmup), "--out", str(out)],
-                       check=True, capture_output=True, text=True)
-        return json.loads(out.read_text())["step_seconds"]
+def _commit() -> str:
+    """HEAD's hash, marked when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
 
-
-def bench_train(x: torch.Tensor, rounds: int, steps: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = Path(tmp) / "x.safetensors"
-        safetensors.torch.save_file({"x": x.contiguous()}, inputs)
-        ours, theirs = [], []
-        for _ in range(rounds):
-            ours += our_topk_steps(x, steps, warmup=2)
-            if SAELENS_PY.exists():
-                theirs += saelens_topk_steps(inputs, steps, warmup=2)
-    result = {"tokens_per_s": 4096 / statistics.median(ours), "step_seconds_median": statistics.median(ours)}
-    if theirs:
-        result["saelens_tokens_per_s"] = 4096 / statistics.median(theirs)
-        result["saelens_step_seconds_median"] = statistics.median(theirs)
-        result["speedup"] = result["tokens_per_s"] / result["saelens_tokens_per_s"]
-    result.update(rounds=rounds, steps_per_round=steps)
-    return result
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
 
 
 def main() -> int:
@@ -152,30 +122,31 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results.json"))
-    parser.add_argument("--only", choices=["trace", "steer"], help="rerun one benchmark and update its entry in --out")
+    parser.add_argument("--only", choices=["train", "trace", "steer"],
+                        help="run one group and print it; results.json is only ever written whole, by a full run")
     args = parser.parse_args()
 
     model = load_language_model(ModelConfig())
     if args.only:
         from steering_speed import bench_steer
         from tracing import bench_trace
+        from training import bench_train
 
-        out = Path(args.out)
-        results = json.loads(out.read_text()) if out.is_file() else {}
         if args.only == "trace":
-            results["trace"] = bench_trace(model, args.rounds)
+            partial = bench_trace(model, args.rounds)
+        elif args.only == "steer":
+            partial = bench_steer(model, default_sae()[0], args.rounds)
         else:
-            results["steer"] = bench_steer(model, default_sae()[0], args.rounds)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results[args.only], indent=2))
+            partial = bench_train(training_inputs(model), args.rounds, args.steps)
+        print(json.dumps(partial, indent=2))
         return 0
     splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
     contexts = splits.train
     forward = bench_activations(model, contexts, args.rounds)
     activations, analysis = forward["activations"], forward["analysis"]
-    x = model.activations(contexts[:72], [HOOK])[HOOK]
-    x = x[contexts[:72] != model.tokenizer.bos_token_id][:8192].float()
-    train_topk = bench_train(x, args.rounds, args.steps)
+    from training import bench_train
+
+    train_topk = bench_train(training_inputs(model, contexts), args.rounds, args.steps)
 
     from live import bench_live  # benchmarks/ is on sys.path when run as a script
 
@@ -186,9 +157,13 @@ def main() -> int:
     from steering_speed import bench_steer
 
     steer = bench_steer(model, default_sae()[0], args.rounds)
+    if "steer_first_token_ms" in live:
+        steer["first_token_ms"] = live["steer_first_token_ms"]  # over gRPC, measured with the live service
     results = {
+        "commit": _commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+                    "threads": torch.get_num_threads(), "gflops": train_topk["gflops"]},
         "train_topk": train_topk,
         "activations": activations,
         "analysis": analysis,
@@ -198,9 +173,10 @@ def main() -> int:
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
-        ("train_topk.tokens_per_s", train_topk["tokens_per_s"]),
-        ("train_topk.saelens_tokens_per_s", train_topk.get("saelens_tokens_per_s", float("nan"))),
-        ("train_topk.speedup", train_topk.get("speedup", float("nan"))),
+        ("machine.gflops", train_topk["gflops"]),
+        *((f"train_topk.{key}", train_topk.get(key, float("nan"))) for key in (
+            "tokens_per_s", "saelens_tokens_per_s", "trainer_speedup", "bare_tokens_per_s",
+            "saelens_bare_tokens_per_s", "bare_speedup", "limit_fraction")),
         ("activations.tokens_per_s", activations["tokens_per_s"]),
         ("activations.bare_forward_tokens_per_s", activations["bare_forward_tokens_per_s"]),
         ("activations.ratio", activations["ratio"]),
@@ -208,6 +184,7 @@ def main() -> int:
         ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
         *((f"live.{key}", live[key]) for key in ("p50_ms", "p99_ms", "bare_ms", "p50_over_bare",
                                                   "concurrent_speedup", "inprocess_batch_speedup") if key in live),
+        *((("steer.first_token_ms", live["steer_first_token_ms"]),) if "steer_first_token_ms" in live else ()),
         *((f"trace.{key}", trace[key]) for key in ("seconds", "forward_seconds", "ratio_to_forward",
                                                    "feature_nodes", "edges") if key in trace),
         *((f"steer.{key}", steer[key]) for key in ("tokens_per_s", "generate_tokens_per_s", "hf_generate_tokens_per_s",

@@ -152,6 +152,7 @@ export function steerRequest(settings: SteerSettings): SteerRequest {
   };
 }
 
+const MAX_FROM_TOKEN = 100_000;
 const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
 
 /** A finite number written plainly ("4", "-2.5", "1e-3"); undefined for "", "abc", "Infinity", "0x10". */
@@ -172,14 +173,15 @@ function parseInteger(text: string | null | undefined, min: number, max: number)
 export function validFeature(f: SteerFeature): boolean {
   return (
     f.sae_id.length > 0 &&
-    Number.isInteger(f.feature) &&
+    Number.isSafeInteger(f.feature) &&
     f.feature >= 0 &&
     MODES.includes(f.mode) &&
     Number.isFinite(f.strength) &&
     Math.abs(f.strength) <= LIMITS.strength &&
     POSITIONS.includes(f.positions) &&
     Number.isInteger(f.from_token) &&
-    f.from_token >= 1
+    f.from_token >= 1 &&
+    f.from_token <= MAX_FROM_TOKEN
   );
 }
 
@@ -197,7 +199,7 @@ export function parseFeature(text: string): SteerFeature | undefined {
   const parts = text.split(":");
   let from = 1;
   if (parts.length >= 7 && /^\d+$/.test(parts[parts.length - 1])) {
-    const value = parseInteger(parts.pop(), 1, 100_000);
+    const value = parseInteger(parts.pop(), 1, MAX_FROM_TOKEN);
     if (value === undefined) return undefined;
     from = value;
   }
@@ -223,7 +225,7 @@ export function parseFeature(text: string): SteerFeature | undefined {
 
 /** Query values as written into URLs: percent-encoded, but ":" kept and spaces as "+", to stay readable. */
 function encodeValue(value: string): string {
-  return encodeURIComponent(value).replace(/%3A/gi, ":").replace(/%20/g, "+");
+  return encodeURIComponent(value).replace(/%3A/gi, ":").replace(/%20/g, "+").replace(/'/g, "%27");
 }
 
 /** `prompt=…&f=…&f=…&max=32&t=0` (then `p`, `seed`, `frozen=1` when not their defaults). */
@@ -238,7 +240,8 @@ export function steerQuery(settings: SteerSettings): string {
 }
 
 /** The settings a steer URL holds; what is missing or malformed takes its default (a bad `f` is
- * dropped, past 16 features are ignored). */
+ * dropped, past 16 features are ignored; an empty `prompt=` stays empty, as the page was left).
+ * parseSteerQuery(steerQuery(s)) gives s back for any s whose values are in range. */
 export function parseSteerQuery(search: string | URLSearchParams): SteerSettings {
   const params = typeof search === "string" ? new URLSearchParams(search.replace(/^\?/, "")) : search;
   const features: SteerFeature[] = [];
@@ -250,7 +253,7 @@ export function parseSteerQuery(search: string | URLSearchParams): SteerSettings
   const temperature = parseNumber(params.get("t"));
   const topP = parseNumber(params.get("p"));
   return {
-    prompt: prompt ? prompt.slice(0, LIMITS.prompt) : DEFAULT_SETTINGS.prompt,
+    prompt: prompt === null ? DEFAULT_SETTINGS.prompt : prompt.slice(0, LIMITS.prompt),
     features,
     max_new_tokens: parseInteger(params.get("max"), 1, LIMITS.maxTokens) ?? DEFAULT_SETTINGS.max_new_tokens,
     temperature:

@@ -20,7 +20,7 @@ describe("steer URL", () => {
 
   it("round-trips every setting, odd SAE ids and prompts included", () => {
     const settings: SteerSettings = {
-      prompt: "a+b & c=d? 100% “quotes” ↵\nnew line",
+      prompt: "a+b & c=d? it's 100% “quotes” #hash ↵\nnew line",
       features: [
         add,
         { sae_id: "org/model:layer:3", feature: 0, mode: "clamp", strength: -2.5, relative: false, positions: "prompt", from_token: 4 },
@@ -75,13 +75,18 @@ describe("steer URL", () => {
       "s:1:add:4:r:both:0", // from_token < 1
       "s:1:add:4:r", // too short
     ];
-    const query = ["prompt=", ...bad.map((f) => `f=${encodeURIComponent(f)}`), "f=ok:3:clamp:1:a:both", "max=999", "t=-1", "p=0", "seed=-3", "frozen=yes"].join("&");
+    const query = [...bad.map((f) => `f=${encodeURIComponent(f)}`), "f=ok:3:clamp:1:a:both", "max=999", "t=-1", "p=0", "seed=-3", "frozen=yes"].join("&");
     expect(parseSteerQuery(query)).toEqual({
       ...DEFAULT_SETTINGS,
       features: [{ sae_id: "ok", feature: 3, mode: "clamp", strength: 1, relative: false, positions: "both", from_token: 1 }],
     });
     expect(parseSteerQuery("max=12.5&t=NaN&%E0%A4%A=1")).toEqual(DEFAULT_SETTINGS);
     expect(parseSteerQuery("")).toEqual(DEFAULT_SETTINGS);
+    // a prompt left empty stays empty (the page shows what was there); a missing one is the default
+    expect(parseSteerQuery("prompt=&max=8").prompt).toBe("");
+    expect(parseSteerQuery("max=8").prompt).toBe("I think that");
+    expect(parseFeature("s:12345678901234567890:add:1:r:both")).toBeUndefined();
+    expect(parseFeature("s:1:add:1:r:both:100001")).toBeUndefined();
   });
 
   it("keeps at most 16 features and 4000 prompt characters", () => {

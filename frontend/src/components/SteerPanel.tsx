@@ -157,7 +157,7 @@ export function SteerPanel({ saeId, feature, maxActivation }: { saeId: string; f
           <Link to={`/steer?${steerQuery(settings)}`}>Open in steer page</Link>
         </div>
         <p className="note">
-          {MODE_HELP[mode]}. Needs an API token with the “compute” scope (set it in the header).
+          {mode}: {MODE_HELP[mode]}. Needs an API token with the “compute” scope (set it in the header).
         </p>
       </form>
       <SteerOutput state={state} idPrefix={id} />

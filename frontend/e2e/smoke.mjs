@@ -4,7 +4,9 @@
 //
 // home -> the SAE -> sort by max activation -> a feature (shaded tokens visible) -> reload of that
 // deep link -> "try your text" (per-token activations, then one feature's shading) -> jobs: submit
-// a training job from the editor, follow it until it succeeded with live curves -> the job list.
+// a training job from the editor, follow it until it succeeded with live curves -> the job list
+// -> steering: the feature page's steer panel (default and steered text stream side by side), then
+// "Open in steer page" (its settings in the URL, restored on reload) and steer from there.
 // A screenshot of each step goes to $E2E_SCREENSHOTS (default e2e/screenshots/); a failed step
 // saves <step>-FAILED.png, prints why and exits 1, as do page errors and failed API calls.
 //
@@ -14,6 +16,9 @@
 //              E2E_TEXT    text for the "try your text" page
 //              E2E_JOB     JSON body to submit (default: the editor's training template as is)
 //              E2E_JOB_TIMEOUT_MS  how long to wait for that job (default 90000)
+//              E2E_STEER   "1": the steering steps must run; "0": skip them; unset: run them when the
+//                          gateway's OpenAPI document has POST /api/v1/steer (needs the compute scope)
+//              E2E_STEER_TIMEOUT_MS  how long one steered generation may take (default 60000)
 //              E2E_TRANSCODERS  a transcoder set the tracing service can read: when set, also
 //                          trace a prompt from the circuits page, open its graph, hover and pin a
 //                          feature (its top examples shown), prune with the slider, run an
@@ -30,6 +35,7 @@ const token = process.env.E2E_TOKEN ?? "";
 const text = process.env.E2E_TEXT || "Sparse autoencoders find features in text.";
 const jobTimeout = Number(process.env.E2E_JOB_TIMEOUT_MS || 90_000);
 const transcoders = process.env.E2E_TRANSCODERS ?? "";
+const steerTimeout = Number(process.env.E2E_STEER_TIMEOUT_MS || 60_000);
 mkdirSync(shots, { recursive: true });
 
 class Failure extends Error {}
@@ -207,6 +213,73 @@ try {
     const row = main.locator("tbody tr").filter({ has: page.getByRole("link", { name: jobId, exact: true }) });
     await row.locator(".state-succeeded").waitFor();
   });
+
+  // Steering needs the gateway's POST /api/v1/steer: run when its OpenAPI document lists it (or
+  // E2E_STEER=1, then it must), skip with a note otherwise (or E2E_STEER=0).
+  let steering = process.env.E2E_STEER === "1";
+  if (process.env.E2E_STEER === undefined || process.env.E2E_STEER === "") {
+    steering = await fetch(`${base}/openapi.json`)
+      .then((r) => (r.ok ? r.json() : {}))
+      .then((doc) => Boolean(doc.paths?.["/api/v1/steer"]?.post))
+      .catch(() => false);
+    if (!steering) console.log("skip steering: the gateway documents no POST /api/v1/steer");
+  }
+  if (steering) {
+    const prompt = "I think that"; // the panel's default prompt
+    /** Wait until the steered generation in `scope` is over; both columns must hold the prompt and then text. */
+    const steered = async (scope) => {
+      const status = scope.getByRole("status", { name: "Steering status" });
+      await status.filter({ hasText: /Done\.|Failed\.|Stopped\.|closed early/ }).waitFor({ timeout: steerTimeout });
+      const state = (await status.textContent()).trim();
+      const error = (await scope.locator(".error").allTextContents()).join(" ");
+      check(state === "Done.", `steering ended with ${JSON.stringify(state)}${error ? `: ${error}` : ""}`);
+      const texts = {};
+      for (const run of ["Default", "Steered"]) {
+        const column = scope.getByRole("region", { name: run, exact: true });
+        const text = await column.locator(".steer-text").textContent();
+        const tokens = await column.locator(".steer-token").count();
+        check(text.startsWith(prompt), `the ${run} column does not start with the prompt: ${JSON.stringify(text)}`);
+        check(tokens > 0 && text.length > prompt.length, `the ${run} column has no generated text (${tokens} tokens)`);
+        check(/finished: (length|stop|eos)/.test(await column.textContent()), `the ${run} column shows no finish reason`);
+        texts[run] = text.slice(prompt.length);
+      }
+      const differ = texts.Default !== texts.Steered ? "differ" : "are the same";
+      return `default ${JSON.stringify(texts.Default)} / steered ${JSON.stringify(texts.Steered)} (${differ})`;
+    };
+    const featureUrl = `${base}/saes/${encodeURIComponent(saeId)}/features/${feature}`;
+
+    await step("feature-steer", async () => {
+      await page.goto(featureUrl);
+      const panel = main.getByRole("region", { name: "Steer", exact: true });
+      await panel.waitFor();
+      check((await panel.getByLabel("Prompt").inputValue()) === prompt, "the steer panel's prompt is not the default");
+      await panel.getByLabel("Max tokens").fill("12");
+      await panel.getByRole("button", { name: "Steer", exact: true }).click();
+      // both columns fill as the tokens stream in; Stop is on while they do
+      return `feature #${feature}: ${await steered(panel)}`;
+    });
+
+    await step("steer-page", async () => {
+      const panel = main.getByRole("region", { name: "Steer", exact: true });
+      await panel.getByRole("link", { name: "Open in steer page" }).click();
+      await page.waitForURL((u) => u.pathname === "/steer");
+      const expected = `${saeId}:${feature}:add:4:r:both`;
+      const restored = async () => {
+        await heading("Steer generation").waitFor();
+        const params = new URL(page.url()).searchParams;
+        check(params.getAll("f").join(" ") === expected, `steer URL features ${params.getAll("f")}, expected ${expected}`);
+        check(params.get("max") === "12", `steer URL max=${params.get("max")}, expected 12`);
+        check((await page.getByLabel("SAE, row 1").inputValue()) === saeId, "row 1 is not the feature's SAE");
+        check((await page.getByLabel("Feature, row 1").inputValue()) === feature, "row 1 is not the feature");
+        check((await page.getByLabel("Max tokens").inputValue()) === "12", "max tokens not restored");
+      };
+      await restored();
+      await page.reload(); // the URL alone restores the settings
+      await restored();
+      await main.getByRole("button", { name: "Steer", exact: true }).click();
+      return await steered(main);
+    });
+  }
 
   if (transcoders) {
     await step("circuits-trace", async () => {

@@ -181,8 +181,20 @@ export interface StreamHandlers {
 /** Read a `text/event-stream` with fetch rather than EventSource, which cannot send the API token
  * (so streams also work when reads are protected). Resolves when the server closes the stream;
  * throws an ApiError for a problem answer or a network failure (status 0). */
-export async function followEvents(path: string, { onOpen, onEvent }: StreamHandlers, signal?: AbortSignal): Promise<void> {
+export async function followEvents(path: string, handlers: StreamHandlers, signal?: AbortSignal): Promise<void> {
   const response = await send("GET", path, "text/event-stream", { signal });
+  return readEvents(response, handlers);
+}
+
+/** POST `body` (JSON, with the API token) and read the `text/event-stream` it answers, like
+ * `followEvents`: a problem answer before the stream starts (401, 422, 429, ...) throws an ApiError. */
+export async function postEvents(path: string, body: unknown, handlers: StreamHandlers, signal?: AbortSignal): Promise<void> {
+  const response = await send("POST", path, "text/event-stream", { body, signal });
+  return readEvents(response, handlers);
+}
+
+/** Parse a server-sent event stream off `response`'s body; resolves when the server closes it. */
+async function readEvents(response: Response, { onOpen, onEvent }: StreamHandlers): Promise<void> {
   if (!response.body) throw new ApiError({ status: 0, title: "Stream unreadable", detail: "the response has no body" });
   onOpen?.();
   const reader = response.body.getReader();

@@ -16,6 +16,7 @@ export function Layout() {
           <NavLink to="/" end>
             SAEs
           </NavLink>
+          <NavLink to="/steer">Steer</NavLink>
           <NavLink to="/circuits">Circuits</NavLink>
           <NavLink to="/jobs">Jobs</NavLink>
         </nav>

@@ -5,6 +5,7 @@ import { HistogramChart, type Bin } from "../components/Charts";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { Empty, Loading } from "../components/Status";
 import { ExampleList, type Example } from "../components/Examples";
+import { SteerPanel } from "../components/SteerPanel";
 import { fmt, num, pct, showToken } from "../format";
 
 interface LensToken {
@@ -120,6 +121,7 @@ export function FeaturePage() {
           )}
         </section>
         <div>
+          <SteerPanel key={`${saeId}/${f.index}`} saeId={saeId} feature={f.index} maxActivation={f.max_activation} />
           <section aria-labelledby="hist-heading">
             <h2 id="hist-heading">Activation histogram</h2>
             {bins.length ? (

@@ -102,12 +102,12 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
     env = {**os.environ, "E2E_SCREENSHOTS": str(ARTIFACTS), "E2E_TOKEN": BROWSER_TOKEN, "E2E_SAE": SAE_ID,
-           "E2E_TRANSCODERS": transcoders,
+           "E2E_TRANSCODERS": transcoders, "E2E_STEER": "1",
            "CHROMIUM": str(CHROMIUM), "FORCE_COLOR": "0"}
     started = time.time()
     try:
         run = subprocess.run([node, str(SCRIPT), url], cwd=FRONTEND, env=env, capture_output=True,
-                             text=True, timeout=240)
+                             text=True, timeout=360)
     except subprocess.TimeoutExpired as error:
         partial = "".join(o.decode() if isinstance(o, bytes) else o for o in (error.stdout, error.stderr) if o)
         pytest.fail(f"the browser script ran over {error.timeout} s; screenshots in {ARTIFACTS}\n{partial}")
@@ -119,6 +119,6 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
                     f"{output}\n--- gateway log (last 3000 chars) ---\n{gateway_log.read_text()[-3000:]}",
                     pytrace=False)
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
-    assert len(steps) >= 15, output
+    assert len(steps) >= 17, output  # steering's two steps included
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(
         line.split()[1] + ".png" for line in steps), output

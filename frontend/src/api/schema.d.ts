@@ -339,6 +339,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/steer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Steer
+         * @description Continue `prompt` with `features` changed, beside the default continuation.
+         */
+        post: operations["steer_api_v1_steer_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -927,6 +947,98 @@ export interface components {
             model: string;
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * SteerFeature
+         * @description One feature to change while generating (lm_saes.steering's semantics: clamp, ablate and
+         *     scale keep the SAE's error term, so only this feature changes).
+         */
+        SteerFeature: {
+            /** Feature */
+            feature: number;
+            /**
+             * From Token
+             * @description First steered position (1: the first prompt token)
+             * @default 1
+             */
+            from_token: number;
+            /**
+             * Mode
+             * @default add
+             * @enum {string}
+             */
+            mode: "add" | "clamp" | "ablate" | "scale";
+            /**
+             * Positions
+             * @default both
+             * @enum {string}
+             */
+            positions: "both" | "prompt" | "generated";
+            /**
+             * Relative
+             * @description add, clamp: strength in units of the feature's max activation
+             * @default false
+             */
+            relative: boolean;
+            /** Sae Id */
+            sae_id: string;
+            /**
+             * Strength
+             * @description add: amount; clamp: value; scale: factor; ablate: unused
+             * @default 0
+             */
+            strength: number;
+        };
+        /**
+         * SteerRequest
+         * @description A prompt continued with features changed; streamed beside the default continuation.
+         */
+        SteerRequest: {
+            /**
+             * Compare
+             * @description Also stream the default (unsteered) continuation
+             * @default true
+             */
+            compare: boolean;
+            /** Features */
+            features: components["schemas"]["SteerFeature"][];
+            /**
+             * Frozen Attention
+             * @description The steered run keeps the default run's attention patterns
+             * @default false
+             */
+            frozen_attention: boolean;
+            /**
+             * Max New Tokens
+             * @description Capped by the gateway's steer_max_tokens
+             * @default 32
+             */
+            max_new_tokens: number;
+            /** Prompt */
+            prompt: string;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+            /** Stop */
+            stop?: string[];
+            /**
+             * Temperature
+             * @description 0: greedy
+             * @default 0
+             */
+            temperature: number;
+            /**
+             * Top P
+             * @default 1
+             */
+            top_p: number;
+            /**
+             * Track
+             * @description Token ids whose probability every step reports, under both runs
+             */
+            track?: number[];
         };
         /** TextMatch */
         TextMatch: {
@@ -2945,6 +3057,110 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TextSearchResponse"];
+                };
+            };
+            /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks the route's scope, or the object is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the stored state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `field` names the culprit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams or requests; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A store or service is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    steer_api_v1_steer_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SteerRequest"];
+            };
+        };
+        responses: {
+            /** @description `start`, then `token` events (run, index, text, probability, tracked), then `end` or `error` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
                 };
             };
             /** @description No or unknown bearer token (WWW-Authenticate says which scope) */

@@ -116,7 +116,7 @@ LEGACY_SAE_KEYS = frozenset({
     "k", "aux_k", "aux_k_coefficient", "l1_coefficient", "l0_coefficient",
     "jumprelu_bandwidth", "jumprelu_init_threshold",
 })  # fmt: skip
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")  # a config, spec or SAE class
 
 
 def sae_config_classes() -> dict[str, type[SAEConfigBase]]:

@@ -107,6 +107,20 @@ class SAEConfigBase(Section):
     dtype: DType = "float32"
     seed: int = 0
 
+    @property
+    def input_hook(self) -> str:
+        """`hook_in`, which a run's config (and so a trained SAE's spec) always names."""
+        if self.hook_in is None:
+            raise ValueError(f"this {self.architecture} SAE config names no hook_in")
+        return self.hook_in
+
+    @property
+    def output_hook(self) -> str:
+        """`hook_out`, which a run's config (and so a trained SAE's spec) always names."""
+        if self.hook_out is None:
+            raise ValueError(f"this {self.architecture} SAE config names no hook_out")
+        return self.hook_out
+
 
 DEFAULT_ARCHITECTURE = "topk"
 # Before configs were per architecture, every saved sae.json / config.json held all of these

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,7 +69,7 @@ class LanguageModel:
         self,
         tokens: torch.Tensor,
         capture: list[str] | tuple[str, ...] = (),
-        replace: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        replace: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Next-token cross-entropy [batch, pos-1] and the captured hooks.
 

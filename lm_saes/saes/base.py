@@ -41,20 +41,6 @@ class SAESpec(SAEConfigBase):
     def is_transcoder(self) -> bool:
         return self.hook_out is not None and self.hook_out != self.hook_in
 
-    @property
-    def input_hook(self) -> str:
-        """`hook_in`, which a trained SAE's spec names (its run config fills it in)."""
-        if self.hook_in is None:
-            raise ValueError(f"this {self.architecture} SAE's spec names no hook_in")
-        return self.hook_in
-
-    @property
-    def output_hook(self) -> str:
-        """`hook_out`, which a trained SAE's spec names (its run config fills it in)."""
-        if self.hook_out is None:
-            raise ValueError(f"this {self.architecture} SAE's spec names no hook_out")
-        return self.hook_out
-
 
 @cache
 def spec_class(config: type[SAEConfigBase]) -> type[SAESpec]:

@@ -66,6 +66,8 @@ chromium:
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install saelens-venv
 	$(PY) benchmarks/run.py

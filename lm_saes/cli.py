@@ -83,7 +83,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.show:
         with open_document_store(cfg.documents) as documents:
             for index in _showcase(documents, result.sae_id, args.show):
-                print("\n" + format_feature(documents.get_feature(result.sae_id, index).doc(), examples=5, samples=0))
+                feature = documents.get_feature(result.sae_id, index)
+                if feature is None:
+                    raise LookupError(f"feature {index} of {result.sae_id} is not in {cfg.documents}")
+                print("\n" + format_feature(feature.doc(), examples=5, samples=0))
     return 0
 
 

@@ -107,6 +107,20 @@ class SAEConfigBase(Section):
     dtype: DType = "float32"
     seed: int = 0
 
+    @property
+    def input_hook(self) -> str:
+        """`hook_in`, which a run's config (and so a trained SAE's spec) always names."""
+        if self.hook_in is None:
+            raise ValueError(f"this {self.architecture} SAE config names no hook_in")
+        return self.hook_in
+
+    @property
+    def output_hook(self) -> str:
+        """`hook_out`, which a run's config (and so a trained SAE's spec) always names."""
+        if self.hook_out is None:
+            raise ValueError(f"this {self.architecture} SAE config names no hook_out")
+        return self.hook_out
+
 
 DEFAULT_ARCHITECTURE = "topk"
 # Before configs were per architecture, every saved sae.json / config.json held all of these
@@ -116,7 +130,7 @@ LEGACY_SAE_KEYS = frozenset({
     "k", "aux_k", "aux_k_coefficient", "l1_coefficient", "l0_coefficient",
     "jumprelu_bandwidth", "jumprelu_init_threshold",
 })  # fmt: skip
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")  # a config, spec or SAE class
 
 
 def sae_config_classes() -> dict[str, type[SAEConfigBase]]:

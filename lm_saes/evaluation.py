@@ -79,7 +79,7 @@ class _Sums:
 def evaluate(sae: SparseAutoencoder, model: LanguageModel, contexts: torch.Tensor, cfg: EvalConfig,
              progress: bool = True) -> EvalMetrics:
     """Metrics over `contexts` [n, context_size] (held-out tokens)."""
-    hook_in, hook_out = sae.spec.hook_in, sae.spec.hook_out
+    hook_in, hook_out = sae.spec.input_hook, sae.spec.output_hook
     if cfg.max_tokens:
         contexts = contexts[: max(1, -(-cfg.max_tokens // contexts.shape[1]))]
     if len(contexts) == 0:
@@ -116,7 +116,7 @@ def _spliced_losses(sae: SparseAutoencoder, model: LanguageModel, tokens: torch.
     Transcoders read `hook_in`, which the same pass reaches earlier; plain SAEs read the
     value of `hook_out` itself.
     """
-    hook_in, hook_out = sae.spec.hook_in, sae.spec.hook_out
+    hook_in, hook_out = sae.spec.input_hook, sae.spec.output_hook
     seen: dict[str, torch.Tensor] = {}
 
     def remember_input(value: torch.Tensor) -> torch.Tensor:

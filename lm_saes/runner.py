@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -107,7 +107,7 @@ def run_train_transcoders(cfg: RunConfig, progress: bool = True, on_log: Callabl
     if cfg.transcoders is None:
         raise ValueError("run_train_transcoders needs a [transcoders] section")
     runs = _train_runs(cfg, progress, on_log, should_stop)
-    return runs if runs and all(runs) else None
+    return cast(list[TrainRun], runs) if runs and all(runs) else None  # all(runs): none is None
 
 
 def _train_runs(cfg: RunConfig, progress: bool, on_log: Callable[[dict], None] | None,
@@ -171,10 +171,10 @@ def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source
     """Train and evaluate the SAE `cfg.sae` describes on `source`, saving under `store`."""
     clock = time.perf_counter()
     stats = source.stats()
-    d_in, d_out = stats[cfg.sae.hook_in].d, stats[cfg.sae.hook_out].d
+    d_in, d_out = stats[cfg.sae.input_hook].d, stats[cfg.sae.output_hook].d
     spec = make_spec(cfg.sae, d_in=d_in, d_out=d_out, model=model.name)
     sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
-    trainer = Trainer(sae, source, cfg.train, store, spec.hook_in, spec.hook_out, progress and dist.is_main,
+    trainer = Trainer(sae, source, cfg.train, store, spec.input_hook, spec.output_hook, progress and dist.is_main,
                       on_log, should_stop, dist)
     summary = trainer.run()
     if summary.steps < trainer.total_steps or not dist.is_main:

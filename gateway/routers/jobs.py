@@ -147,7 +147,8 @@ async def job_events(request: Request, store: Store, job_id: JobId, user: auth.R
                     return
                 await asyncio.sleep(settings.watch_poll_s)
                 try:
-                    current = (await run_in_threadpool(store.documents.get_job, job_id)) or current
+                    latest = await run_in_threadpool(store.documents.get_job, job_id)
+                    current = latest or current
                 except Exception as error:  # the store went away: say so and end the stream
                     yield _sse("error", {"status": 503, "title": "Service unavailable",
                                          "detail": f"document store: {type(error).__name__}"})

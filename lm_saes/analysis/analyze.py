@@ -60,7 +60,7 @@ def default_sae_id(sae_location: str) -> str:
 def feature_activations(model: LanguageModel, sae: SparseAutoencoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense activations [B, T, F] of every feature (zero at BOS) and the valid-position mask."""
     valid = tokens != model.tokenizer.bos_token_id
-    x = model.activations(tokens, [sae.spec.hook_in])[sae.spec.hook_in]
+    x = model.activations(tokens, [sae.spec.input_hook])[sae.spec.input_hook]
     acts = torch.zeros(*tokens.shape, sae.d_sae, device=x.device, dtype=sae.W_enc.dtype)
     acts[valid.to(x.device)] = sae.encode(x[valid.to(x.device)])
     return acts.float().cpu(), valid
@@ -74,7 +74,7 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
     started = time.perf_counter()
     sae = load_sae(sae_location, device=cfg.analysis.device)
     model = load_language_model(cfg.model or ModelConfig(name=sae.spec.model, device=cfg.device, dtype=cfg.dtype))
-    model.check_hooks([sae.spec.hook_in])
+    model.check_hooks([sae.spec.input_hook])
     splits = load_token_splits(cfg.data, model.tokenizer)
     contexts = torch.cat([splits.train, splits.eval])
     sae_id = cfg.sae_id or default_sae_id(sae_location)
@@ -107,6 +107,8 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
                     _checkpoint(store, collector, fingerprint, index + 1)
         written = write_features(documents, collector, sae, model, sae_id, analysis_id, cfg)
         analysis = documents.get_analysis(analysis_id)
+        if analysis is None:
+            raise LookupError(f"analysis {analysis_id} is no longer in {cfg.documents}")
         documents.put_analysis(analysis.model_copy(update={"state": "succeeded", "updated": _now(),
                                                            "tokens": int(collector.state["tokens_seen"])}))
         store.delete(CHECKPOINT_KEY)

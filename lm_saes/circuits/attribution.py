@@ -81,8 +81,8 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     adjacency = torch.zeros(n_nodes, n_nodes)
     target_rows = torch.cat([torch.arange(n_features), torch.arange(n_nodes - len(logit_ids), n_nodes)])
     adjacency[target_rows] = rows.float()
-    values = torch.zeros(n_nodes)
-    values[target_rows] = targets.detach().float().cpu()
+    node_values = torch.zeros(n_nodes)
+    node_values[target_rows] = targets.detach().float().cpu()
     bias_full = torch.zeros(n_nodes)
     bias_full[target_rows] = bias.float().cpu()
     strings = tokenizer.token_strings(ids)
@@ -91,7 +91,7 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
         transcoders=replacement.transcoders.location, n_layers=replacement.n_layers,
         features=features.cpu(), activations=activations.cpu(),
         logit_tokens=logit_ids.tolist(), logit_strings=tokenizer.token_strings(logit_ids.tolist()),
-        logit_probabilities=logit_probs.cpu(), adjacency=adjacency, values=values, bias=bias_full,
+        logit_probabilities=logit_probs.cpu(), adjacency=adjacency, values=node_values, bias=bias_full,
         info={"seconds": round(time.perf_counter() - clock, 3), "layers": replacement.transcoders.layers},
     )
 
@@ -110,6 +110,8 @@ def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logi
     parts = []
     for layer, positions, indices in active:
         sae = replacement.transcoder(layer)
+        if sae is None:
+            raise ValueError(f"layer {layer} has active features but no transcoder")
         x = out.mlp_in[layer][positions].to(sae.W_enc.dtype) * sae.input_scale
         parts.append((x * sae.W_enc[indices]).sum(-1) + sae.b_enc[indices])
     last = out.logits[-1]

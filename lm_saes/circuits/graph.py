@@ -10,7 +10,7 @@ replacement model. Rows of errors and tokens are zero: they have no inputs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -107,7 +107,7 @@ class AttributionGraph:
 
     @classmethod
     def from_parts(cls, metadata: dict[str, Any], tensors: dict[str, torch.Tensor]) -> AttributionGraph:
-        return cls(**metadata, **tensors)
+        return cls(**metadata, **cast(dict[str, Any], tensors))  # the tensors go to tensor fields
 
 
 # --- influence, pruning and scores ------------------------------------------------------

@@ -42,8 +42,8 @@ def intervene(replacement: ReplacementModel, state: PromptState, interventions: 
               top_k: int = 10, freeze_active_set: bool = False) -> InterventionResult:
     """Top logits before and after the changes (see `ReplacementModel.forward` for the mode)."""
     before = replacement.forward(state).logits[-1].float()
-    after = replacement.forward(state, interventions=interventions, freeze_active_set=freeze_active_set)
-    after = after.logits[-1].float()
+    after = replacement.forward(state, interventions=interventions,
+                                freeze_active_set=freeze_active_set).logits[-1].float()
     return InterventionResult(_top(replacement, before, top_k), _top(replacement, after, top_k), before, after)
 
 
@@ -65,10 +65,10 @@ def predicted_logit_effects(graph: AttributionGraph, changes: dict[int, float]) 
     n_features = graph.n_features
     per_unit = graph.adjacency[:, :n_features] / graph.activations.clamp_min(1e-12)[None, :]
     source = torch.zeros(n_features)
-    for index, delta in changes.items():
+    for index, change in changes.items():
         if not 0 <= index < n_features:
             raise ValueError(f"node {index} is not a feature node (0..{n_features - 1})")
-        source[index] = delta
+        source[index] = change
     delta = source.clone()
     for _ in range(graph.n_layers + 1):  # each pass reaches one layer further downstream
         updated = source + per_unit[:n_features] @ delta

@@ -14,7 +14,7 @@ SmolLM2 alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -136,7 +136,7 @@ class ReplacementModel:
         state: PromptState,
         embed: torch.Tensor | None = None,
         errors: dict[int, torch.Tensor] | None = None,
-        acts: dict[int, torch.Tensor | SparseActs] | None = None,
+        acts: Mapping[int, torch.Tensor | SparseActs] | None = None,
         interventions: Sequence[Intervention] = (),
         freeze_active_set: bool = False,
     ) -> ReplacementOutput:
@@ -193,7 +193,7 @@ class ReplacementModel:
                 return (sae.decode(layer_acts) + errors[layer])[None].to(tensor.dtype)
             return fn
 
-        hooks: list[tuple[str, Callable]] = [(h, frozen) for h in self.frozen_hooks]
+        hooks: list[tuple[str | Callable, Callable]] = [(h, frozen) for h in self.frozen_hooks]
         hooks.append((EMBED_HOOK, embedding))
         for layer, (hook_in, hook_out) in self.mlp_hooks.items():
             hooks += [(hook_in, read_mlp_in(layer)), (hook_out, write_mlp_out(layer))]

@@ -11,11 +11,12 @@ its running threshold on every latent.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import safetensors.torch
 import torch
 
-from lm_saes.saes import SparseAutoencoder, build_sae, parse_spec
+from lm_saes.saes import SparseAutoencoder, TopKConfig, build_sae, parse_spec
 from lm_saes.stores import open_store
 
 SAELENS_VERSION = "6.54.12"
@@ -51,7 +52,8 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path) -> Path:
         "b_dec": (sae.b_dec.detach().float() / s_out).contiguous(),
     }
     if architecture.startswith("jumprelu"):
-        threshold = sae.threshold.detach().float()
+        # only jumprelu and batchtopk SAEs export as jumprelu; both have a threshold tensor
+        threshold = cast(torch.Tensor, sae.threshold).detach().float()
         weights["threshold"] = threshold.expand(spec.d_sae).contiguous() if threshold.dim() == 0 else threshold.clone()
     cfg = {
         "architecture": architecture,
@@ -72,7 +74,7 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path) -> Path:
         },
     }
     if architecture == "topk":
-        cfg["k"] = spec.k
+        cfg["k"] = cast(TopKConfig, spec).k  # only a topk spec exports as topk
         cfg["rescale_acts_by_decoder_norm"] = False
     if spec.is_transcoder:
         cfg["d_out"] = spec.d_out

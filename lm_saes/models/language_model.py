@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lm_saes.config import ModelConfig
 from lm_saes.dtypes import TORCH_DTYPES
 from lm_saes.models.tokenizers import ByteTokenizer, HFTokenizer, Tokenizer
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 log = logging.getLogger(__name__)
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
@@ -26,7 +30,7 @@ TINY_LLAMA = "tiny-llama"
 @dataclass
 class LanguageModel:
     name: str
-    bridge: torch.nn.Module
+    bridge: TransformerBridge
     tokenizer: Tokenizer
 
     @property
@@ -48,9 +52,10 @@ class LanguageModel:
     def stop_layer(self, hooks: Iterable[str]) -> int | None:
         """First block that no hook needs: the forward pass stops before it."""
         layers = [hook_layer(h) for h in hooks]
-        if any(layer is None for layer in layers):
+        known = [layer for layer in layers if layer is not None]
+        if len(known) < len(layers):
             return None
-        last = max(layers) + 1
+        last = max(known) + 1
         return None if last >= self.n_layers else last
 
     @torch.no_grad()
@@ -64,7 +69,7 @@ class LanguageModel:
         self,
         tokens: torch.Tensor,
         capture: list[str] | tuple[str, ...] = (),
-        replace: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        replace: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Next-token cross-entropy [batch, pos-1] and the captured hooks.
 
@@ -165,7 +170,8 @@ def _tiny_model(cfg: ModelConfig, dtype: torch.dtype) -> LanguageModel:
         normalization_type="LN",
         seed=cfg.seed,
     )
-    bridge = TransformerBridge.boot_native(tl_cfg, device=cfg.device, dtype=dtype)
+    # boot_native is attached to the class by setattr in sources.native, unseen by mypy.
+    bridge = TransformerBridge.boot_native(tl_cfg, device=cfg.device, dtype=dtype)  # type: ignore[attr-defined]
     bridge.eval()
     return LanguageModel("tiny", bridge, tokenizer)
 
@@ -211,7 +217,7 @@ def _tiny_llama(cfg: ModelConfig, dtype: torch.dtype) -> LanguageModel:
             eos_token_id=hf_tokenizer.eos_token_id,
             tie_word_embeddings=True,
         )
-    ).to(dtype)
+    ).to(dtype)  # type: ignore[arg-type]  # transformers types `to` through functools.wraps
     bridge = TransformerBridge.boot_transformers(
         TINY_LLAMA, hf_model=hf_model, tokenizer=hf_tokenizer, dtype=dtype, device=cfg.device
     )

@@ -10,15 +10,16 @@ import contextlib
 import contextvars
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import grpc
 import torch
 
 from lm_saes.auth import USER_METADATA
+from lm_saes.records import JobState
 from lm_saes.rpc.v1 import (
     activation_pb2,
     activation_pb2_grpc,
@@ -40,8 +41,15 @@ STEER_POSITIONS = {"both": activation_pb2.STEER_POSITIONS_BOTH, "prompt": activa
 STEER_FIELDS = ("sae_id", "feature", "mode", "strength", "relative", "positions", "from_token")
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 FEATURE_SORTS = {"index": analysis_pb2.FEATURE_SORT_INDEX, "density": analysis_pb2.FEATURE_SORT_DENSITY,
                  "max_activation": analysis_pb2.FEATURE_SORT_MAX_ACTIVATION}
+
+
+class _StreamCall(Iterator[T_co], Protocol[T_co]):
+    """What a server-streaming stub returns: the messages, and the call to end early."""
+
+    def cancel(self) -> bool: ...
 
 
 class ServiceError(RuntimeError):
@@ -92,7 +100,8 @@ class _Client:
         self.address = address
         self.timeout = timeout
         self._token = token if token is not None else os.environ.get("LM_SAES_TOKEN", "")
-        options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        options: list[tuple[str, int | str]] = [("grpc.max_send_message_length", limit),
+                                                ("grpc.max_receive_message_length", limit)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if channel is None:
@@ -123,7 +132,7 @@ class _Client:
         except grpc.RpcError as error:
             raise ServiceError(error.code(), error.details() or "") from None
 
-    def _stream(self, method: Callable[..., Iterator[T]], request: Any, timeout: float | None = -1.0) -> Iterator[T]:
+    def _stream(self, method: Callable[..., _StreamCall[T]], request: Any, timeout: float | None = -1.0) -> Iterator[T]:
         call = method(request, timeout=self.timeout if timeout == -1.0 else timeout, metadata=self._metadata())
         try:
             yield from call
@@ -164,11 +173,12 @@ class _JobClient(_Client):
     def get(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(self._call(self.jobs.Get, common_pb2.JobRef(id=job_id)))
 
-    def list(self, kind: str = "", state: str = "", page_size: int = 0,
+    def list(self, kind: str = "", state: JobState | Literal[""] = "", page_size: int = 0,
              page_token: str = "") -> tuple[list[dict[str, Any]], str]:
         """One page of jobs, in the server's order, and the next page's token ("" at the end)."""
-        request = common_pb2.ListJobsRequest(kind=kind, state=JOB_STATES[state] if state else 0,
-                                             page_size=page_size, page_token=page_token)
+        request = common_pb2.ListJobsRequest(
+            kind=kind, state=JOB_STATES[state] if state else common_pb2.JOB_STATE_UNSPECIFIED,
+            page_size=page_size, page_token=page_token)
         reply = self._call(self.jobs.List, request)
         return [job_to_dict(job) for job in reply.jobs], reply.next_page_token
 
@@ -239,7 +249,7 @@ class ActivationClient(_JobClient):
         return job_to_dict(self._call(self.stub.GenerateActivations, request, timeout=timeout))
 
     def generate(self, prompt: str, interventions: list[dict[str, Any]], compare: bool = True,
-                 timeout: float | None = None, **generation: Any) -> Iterator[dict[str, Any]]:
+                 timeout: float | None = None, **generation: Any) -> Generator[dict[str, Any], None, None]:
         """Steered generation, streamed: one dict per generated token and run ("steered", or
         "default" with `compare`), the first with `prompt_tokens` and `changes`. Each
         intervention: {"sae_id", "feature", "mode": add|clamp|ablate|scale, "strength",

@@ -46,7 +46,8 @@ class SAESpec(SAEConfigBase):
 def spec_class(config: type[SAEConfigBase]) -> type[SAESpec]:
     """`config`'s fields and checks plus the facts of `SAESpec` (made once per architecture)."""
     name = config.__name__.removesuffix("Config") + "Spec"
-    return create_model(name, __base__=(config, SAESpec), __module__=config.__module__,
+    # create_model types all bases as one model type; this one subclasses SAESpec.
+    return create_model(name, __base__=(config, SAESpec), __module__=config.__module__,  # type: ignore[arg-type]
                         __doc__=f"{config.__name__} of a trained SAE, with its data-derived facts.")
 
 
@@ -75,6 +76,8 @@ class SparseAutoencoder(nn.Module):
     config_class: ClassVar[type[SAEConfigBase]]
     spec_class: ClassVar[type[SAESpec]]
     constrain_decoder_norm: ClassVar[bool] = True
+    input_scale: torch.Tensor  # buffers, registered in __init__
+    output_scale: torch.Tensor
 
     def __init__(self, spec: SAESpec):
         super().__init__()
@@ -167,7 +170,7 @@ class SparseAutoencoder(nn.Module):
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         if self.constrain_decoder_norm:
-            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:

@@ -22,11 +22,14 @@ THRESHOLD_MOMENTUM = 0.99
 class BatchTopKConfig(TopKConfig):
     """The TopK knobs; `k` is the mean budget per token of a batch."""
 
-    architecture: Literal["batchtopk"] = "batchtopk"
+    # A config names its own architecture (the registry's convention), narrowing TopK's Literal.
+    architecture: Literal["batchtopk"] = "batchtopk"  # type: ignore[assignment]
 
 
 @register(BatchTopKConfig)
 class BatchTopKSAE(TopKSAE):
+    threshold: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, spec: SAESpec):
         super().__init__(spec)
         self.register_buffer("threshold", torch.tensor(0.0))

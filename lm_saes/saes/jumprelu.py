@@ -8,7 +8,7 @@ penalty, which is what the paper trains with.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -24,6 +24,12 @@ class JumpReLUConfig(SAEConfigBase):
     l0_coefficient: float = Field(1.0, ge=0, description="Sparsity penalty on the expected L0")
     jumprelu_bandwidth: float = Field(0.05, gt=0, description="Straight-through kernel width")
     jumprelu_init_threshold: float = Field(0.01, ge=0, description="Every latent's first threshold")
+
+
+if TYPE_CHECKING:
+
+    class JumpReLUSpec(JumpReLUConfig, SAESpec):
+        """What `spec_class(JumpReLUConfig)` makes at runtime, for the type checker."""
 
 
 def _rectangle(z: torch.Tensor) -> torch.Tensor:
@@ -63,7 +69,9 @@ class _Step(torch.autograd.Function):
 
 @register(JumpReLUConfig)
 class JumpReLUSAE(SparseAutoencoder):
-    def __init__(self, spec: SAESpec):
+    spec: JumpReLUSpec  # built from `spec_class(JumpReLUConfig)`, which register() sets
+
+    def __init__(self, spec: JumpReLUSpec):
         super().__init__(spec)
         init = max(spec.jumprelu_init_threshold, 1e-6)
         self.log_threshold = nn.Parameter(torch.full((spec.d_sae,), math.log(init)))

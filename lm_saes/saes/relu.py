@@ -6,7 +6,7 @@ constraint: shrinking a row cannot cheat the penalty. The L1 coefficient warms u
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -23,9 +23,16 @@ class ReLUConfig(SAEConfigBase):
     l1_coefficient: float = Field(5.0, ge=0, description="Penalty on the decoder-norm weighted L1")
 
 
+if TYPE_CHECKING:
+
+    class ReLUSpec(ReLUConfig, SAESpec):
+        """What `spec_class(ReLUConfig)` makes at runtime, for the type checker."""
+
+
 @register(ReLUConfig)
 class ReLUSAE(SparseAutoencoder):
     constrain_decoder_norm = False
+    spec: ReLUSpec  # built from `spec_class(ReLUConfig)`, which register() sets
 
     def __init__(self, spec: SAESpec):
         super().__init__(spec)

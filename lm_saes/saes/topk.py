@@ -7,13 +7,13 @@ gradient and revives them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from lm_saes.config import SAEConfigBase
-from lm_saes.saes.base import ForwardOutput, SparseAutoencoder, TrainStepInfo
+from lm_saes.saes.base import ForwardOutput, SAESpec, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import register
 from lm_saes.saes.sparse_ops import SparseCode, select_pre_acts, sparse_decode
 
@@ -35,8 +35,16 @@ class TopKConfig(SAEConfigBase):
         return self
 
 
+if TYPE_CHECKING:
+
+    class TopKSpec(TopKConfig, SAESpec):
+        """What `spec_class(TopKConfig)` makes at runtime, for the type checker."""
+
+
 @register(TopKConfig)
 class TopKSAE(SparseAutoencoder):
+    spec: TopKSpec  # built from `spec_class(TopKConfig)`, which register() sets
+
     def activate(self, pre_acts: torch.Tensor) -> torch.Tensor:
         values, indices = pre_acts.topk(self.spec.k, dim=-1, sorted=False)
         return torch.zeros_like(pre_acts).scatter_(-1, indices, values.relu())

@@ -73,11 +73,11 @@ class SteeringSAE:
 
     @property
     def hook_in(self) -> str:
-        return self.sae.spec.hook_in
+        return self.sae.spec.input_hook
 
     @property
     def hook_out(self) -> str:
-        return self.sae.spec.hook_out or self.sae.spec.hook_in
+        return self.sae.spec.hook_out or self.sae.spec.input_hook
 
 
 @dataclass(frozen=True)

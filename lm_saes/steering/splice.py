@@ -67,6 +67,10 @@ class _Group:
         self.acts = None
         return y + delta.to(y.dtype).reshape(y.shape)
 
+    def read_write(self, x: torch.Tensor) -> torch.Tensor:
+        """Both, at a hook that is the SAE's input and output."""
+        return self.write(self.read(x))
+
 
 def _changed(change: Change, current: torch.Tensor) -> torch.Tensor:
     if change.mode == "add":
@@ -100,7 +104,7 @@ class Splice:
             if not group.active:
                 continue
             if group.steering.hook_in == group.steering.hook_out:
-                hooks.append((group.steering.hook_in, lambda x, g=group: g.write(g.read(x))))
+                hooks.append((group.steering.hook_in, group.read_write))
             else:
                 hooks.append((group.steering.hook_in, group.read))
                 hooks.append((group.steering.hook_out, group.write))

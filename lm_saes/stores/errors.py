@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlite3
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [sqlite3.OperationalError, ConnectionError, TimeoutError]
+def _store_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlite3.OperationalError, ConnectionError, TimeoutError]
     try:
         from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 

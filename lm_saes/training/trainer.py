@@ -180,6 +180,8 @@ class Trainer:
 
     def _log(self, out, target: torch.Tensor, info: TrainStepInfo) -> dict[str, float]:
         _, target_scaled = self.sae.scaled(target, target)
+        if info.dead_mask is None:
+            raise ValueError("a logged step needs its dead_mask (the trainer always sets one)")
         record = {
             "step": self.step,
             "tokens": self.step * self.cfg.batch_size,

@@ -137,7 +137,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
         model = self.model(sae.spec.model or record.model or self.settings.model, "sae_id")
         try:
-            model.model.check_hooks([sae.spec.hook_in])
+            model.model.check_hooks([sae.spec.input_hook])
         except ValueError as error:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
         batcher = FeatureBatcher(functools.partial(self._encode_batch, model, sae),
@@ -164,7 +164,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         tokens = torch.full((len(batch), longest), model.model.tokenizer.bos_token_id, dtype=torch.long)
         for row, ids in enumerate(batch):
             tokens[row, : len(ids)] = torch.tensor(ids)
-        hook = sae.spec.hook_in
+        hook = sae.spec.input_hook
         x = model.forward(tokens, [hook])[hook]
         rows = torch.cat([x[row, 1 : len(ids)] for row, ids in enumerate(batch)])
         acts = sae.encode(rows).float().cpu()

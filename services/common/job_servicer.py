@@ -108,4 +108,7 @@ class JobServicer(common_pb2_grpc.JobServiceServicer):
         if not may_see(caller(), job.owner):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"job {short(request.id)} belongs to another caller; only it or an admin may cancel it")
-        return job_to_proto(self.executor.cancel(request.id))
+        cancelled = self.executor.cancel(request.id)
+        if cancelled is None:  # deleted since _job read it
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {short(request.id)}")
+        return job_to_proto(cancelled)

@@ -7,6 +7,7 @@ import math
 import threading
 import uuid
 from collections import OrderedDict
+from typing import Literal
 
 import grpc
 
@@ -23,7 +24,8 @@ from services.common.errors import RequestError, invalid, rpc, short
 from services.common.job_servicer import submit_job
 from services.common.settings import ServiceSettings
 
-MODES = {circuits_pb2.INTERVENTION_MODE_SCALE: "scale", circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp"}
+MODES: dict[int, Literal["scale", "clamp"]] = {circuits_pb2.INTERVENTION_MODE_SCALE: "scale",
+                                               circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp"}
 MAX_CHANGES = 256
 MAX_VALUE = 1e6  # |scale factor| or |clamped activation|: far past any real activation, far from overflow
 

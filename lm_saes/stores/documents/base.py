@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -164,7 +165,7 @@ class DocumentStore(ABC):
     def get_feature(self, sae_id: str, index: int) -> FeatureRecord | None:
         return _typed(FeatureRecord, self._get_feature(sae_id, index))
 
-    def put_features(self, docs: list[FeatureRecord | dict[str, Any]]) -> None:
+    def put_features(self, docs: Sequence[FeatureRecord | dict[str, Any]]) -> None:
         """Upsert a batch keyed by (sae_id, index), replacing whole documents.
 
         Readers see each document either old or new, never half-written. A key repeated in the
@@ -266,15 +267,16 @@ def _feature(doc: dict[str, Any]) -> dict[str, Any]:
     doc = _without_id(doc)
     if not isinstance(doc.get("sae_id"), str) or not doc["sae_id"]:
         raise ValueError(f"feature: field 'sae_id' must be a non-empty string, got {doc.get('sae_id')!r}")
+    index: Any = doc.get("index")  # anything: operator.index raises TypeError for non-integers
     try:
-        doc["index"] = operator.index(doc.get("index"))  # numpy/torch ints become int
+        doc["index"] = operator.index(index)  # numpy/torch ints become int
     except TypeError:
         raise ValueError(f"feature of {doc['sae_id']}: field 'index' must be an integer, got {doc.get('index')!r}") from None
     if isinstance(doc["index"], bool) or doc["index"] < 0:
         raise ValueError(f"feature of {doc['sae_id']}: field 'index' must be >= 0, got {doc['index']!r}")
     where = f"feature {doc['sae_id']}/{doc['index']}"
     for field in ("density", "max_activation"):
-        value = doc.get(field)
+        value: Any = doc.get(field)
         if isinstance(value, bool) or not hasattr(value, "__float__"):  # numbers, numpy, 0-d tensors
             raise ValueError(f"{where}: field {field!r} must be a number, got {value!r}")
         doc[field] = float(value)

@@ -120,9 +120,12 @@ def train_end_to_end(device: str) -> dict[str, float]:
         resumed = trainer("b")
         resumed.run()
         diff = max(float((resumed.sae.state_dict()[k] - v).abs().max()) for k, v in straight.sae.state_dict().items())
-        return {"steps": summary.steps, "seconds": summary.seconds,
-                "final_explained_variance": straight.metrics[-1]["explained_variance"],
-                "resume_max_abs_diff": diff}
+        return {
+            "steps": summary.steps,
+            "seconds": summary.seconds,
+            "final_explained_variance": straight.metrics[-1]["explained_variance"],
+            "resume_max_abs_diff": diff,
+        }
 
 
 def main() -> None:

@@ -35,14 +35,22 @@ from lm_saes.runner import run_train_transcoders  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "The quick brown fox jumps over the lazy dog."
-SMOLLM2_SHAPE = {"model.tiny_layers": 30, "model.tiny_d_model": 576, "model.tiny_vocab": 49152,
-                 "transcoders.layers": list(range(30)), "sae.d_sae": 2304, "sae.k": 16,
-                 "data.max_tokens": 8_000, "train.batch_size": 1024}
+SMOLLM2_SHAPE = {
+    "model.tiny_layers": 30,
+    "model.tiny_d_model": 576,
+    "model.tiny_vocab": 49152,
+    "transcoders.layers": list(range(30)),
+    "sae.d_sae": 2304,
+    "sae.k": 16,
+    "data.max_tokens": 8_000,
+    "train.batch_size": 1024,
+}
 SHAPE_PROMPT = "Paris is lovely"  # 15 bytes + BOS: 16 positions, as trace.seconds' 16-token prompt
 
 
-def timed_attribution(replacement: ReplacementModel, prompt: str = PROMPT,
-                      batch_size: int = 64) -> tuple[float, torch.Tensor]:
+def timed_attribution(
+    replacement: ReplacementModel, prompt: str = PROMPT, batch_size: int = 64
+) -> tuple[float, torch.Tensor]:
     sync = torch.cuda.synchronize if replacement.model.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -54,15 +62,30 @@ def timed_attribution(replacement: ReplacementModel, prompt: str = PROMPT,
 def compare_devices(overrides: dict, text: str, prompt: str, rounds: int) -> dict:
     """Train transcoders on CUDA, then build `prompt`'s graph on CUDA and on the CPU, alternating."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
-                          {"output": tmp, "device": "cuda", "data.source": text, "data.max_tokens": 6000,
-                           "train.checkpoint_every": 0, **overrides})
+        cfg = load_config(
+            REPO / "examples/configuration/transcoders-tiny.toml",
+            RunConfig,
+            {
+                "output": tmp,
+                "device": "cuda",
+                "data.source": text,
+                "data.max_tokens": 6000,
+                "train.checkpoint_every": 0,
+                **overrides,
+            },
+        )
         start = time.perf_counter()
         runs = run_train_transcoders(cfg, progress=False)
-        result = {"train_seconds": time.perf_counter() - start,
-                  "explained_variance": {str(r.sae.spec.hook_in): r.metrics.explained_variance for r in runs[:3]}}
-        devices = {device: ReplacementModel(load_language_model(cfg.model.model_copy(update={"device": device})),
-                                            TranscoderSet.load(tmp, device)) for device in ("cuda", "cpu")}
+        result = {
+            "train_seconds": time.perf_counter() - start,
+            "explained_variance": {str(r.sae.spec.hook_in): r.metrics.explained_variance for r in runs[:3]},
+        }
+        devices = {
+            device: ReplacementModel(
+                load_language_model(cfg.model.model_copy(update={"device": device})), TranscoderSet.load(tmp, device)
+            )
+            for device in ("cuda", "cpu")
+        }
         if prompt == PROMPT:
             result["cuda_checks"] = graph_checks(devices["cuda"], PROMPT)
         times: dict[str, list[float]] = {"cuda": [], "cpu": []}
@@ -78,8 +101,9 @@ def compare_devices(overrides: dict, text: str, prompt: str, rounds: int) -> dic
     result["attribution_seconds"] = {d: statistics.median(t) for d, t in times.items()}
     result["cuda_speedup"] = result["attribution_seconds"]["cpu"] / result["attribution_seconds"]["cuda"]
     # targets per batched backward pass: 64 (the default) suits CPUs; a GPU wants more
-    result["cuda_seconds_by_batch_size"] = {size: timed_attribution(devices["cuda"], prompt, size)[0]
-                                            for size in (64, 256, 1024)}
+    result["cuda_seconds_by_batch_size"] = {
+        size: timed_attribution(devices["cuda"], prompt, size)[0] for size in (64, 256, 1024)
+    }
     return result
 
 
@@ -91,9 +115,13 @@ def main() -> int:
     args = parser.parse_args()
     assert torch.cuda.is_available(), "this check needs a CUDA device"
 
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-              "tiny": compare_devices({}, args.text, PROMPT, args.rounds),
-              "smollm2_shaped": compare_devices(SMOLLM2_SHAPE, args.text, SHAPE_PROMPT, args.rounds)}
+    result = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "tiny": compare_devices({}, args.text, PROMPT, args.rounds),
+        "smollm2_shaped": compare_devices(SMOLLM2_SHAPE, args.text, SHAPE_PROMPT, args.rounds),
+    }
     print(json.dumps(result, indent=2))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -45,9 +45,11 @@ def _free_port() -> int:
 
 def _text(model, n_tokens: int) -> str:
     """A Wikipedia-like sentence cut to exactly `n_tokens` tokens."""
-    words = ("The capital of France is Paris, a city on the Seine known for its museums, its cafes and "
-             "the long history of its streets, bridges and gardens, which attract millions of visitors "
-             "every year from all over the world and inspire writers, painters and musicians alike. ") * 4
+    words = (
+        "The capital of France is Paris, a city on the Seine known for its museums, its cafes and "
+        "the long history of its streets, bridges and gardens, which attract millions of visitors "
+        "every year from all over the world and inspire writers, painters and musicians alike. "
+    ) * 4
     ids = model.tokenizer.encode(words)[:n_tokens]
     return model.tokenizer.decode(ids)
 
@@ -67,14 +69,31 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
     with tempfile.TemporaryDirectory() as tmp:
         documents = f"{tmp}/live.sqlite"
         with open_document_store(documents) as store:
-            store.put_sae({"id": "live", "model": sae.spec.model, "hook_in": sae.spec.hook_in,
-                           "hook_out": sae.spec.hook_out, "architecture": sae.spec.architecture,
-                           "d_sae": sae.d_sae, "config": {}, "metrics": {}, "artifact": str(sae_dir)})
+            store.put_sae(
+                {
+                    "id": "live",
+                    "model": sae.spec.model,
+                    "hook_in": sae.spec.hook_in,
+                    "hook_out": sae.spec.hook_out,
+                    "architecture": sae.spec.architecture,
+                    "d_sae": sae.d_sae,
+                    "config": {},
+                    "metrics": {},
+                    "artifact": str(sae_dir),
+                }
+            )
         port = _free_port()
         token = secrets.token_urlsafe(16)  # the service, as deployed, needs one; its check is in the timing
-        env = {**os.environ, "LM_SAES_PORT": str(port), "LM_SAES_HOST": "127.0.0.1", "LM_SAES_METRICS_PORT": "0",
-               "LM_SAES_DOCUMENTS": documents, "HF_HUB_OFFLINE": "1", "LM_SAES_LOG_LEVEL": "WARNING",
-               "LM_SAES_TOKENS": json.dumps({token: ["compute"]})}
+        env = {
+            **os.environ,
+            "LM_SAES_PORT": str(port),
+            "LM_SAES_HOST": "127.0.0.1",
+            "LM_SAES_METRICS_PORT": "0",
+            "LM_SAES_DOCUMENTS": documents,
+            "HF_HUB_OFFLINE": "1",
+            "LM_SAES_LOG_LEVEL": "WARNING",
+            "LM_SAES_TOKENS": json.dumps({token: ["compute"]}),
+        }
         server = subprocess.Popen([sys.executable, "-m", "services.activation"], cwd=REPO, env=env)
         try:
             with ActivationClient(f"127.0.0.1:{port}", timeout=300, token=token) as client:

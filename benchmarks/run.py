@@ -92,10 +92,21 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
     ours_median, bare_median = statistics.median(ours), statistics.median(bare)
     analysis_median = statistics.median(analysis)
     return {
-        "activations": {"tokens_per_s": ours_median, "bare_forward_tokens_per_s": bare_median,
-                        "ratio": ours_median / bare_median, "tokens": tokens, "rounds": rounds},
-        "analysis": {"tokens_per_s": analysis_median, "ratio_to_activations": analysis_median / ours_median,
-                     "sae": sae_kind, "features": sae.d_sae, "tokens": tokens, "rounds": rounds},
+        "activations": {
+            "tokens_per_s": ours_median,
+            "bare_forward_tokens_per_s": bare_median,
+            "ratio": ours_median / bare_median,
+            "tokens": tokens,
+            "rounds": rounds,
+        },
+        "analysis": {
+            "tokens_per_s": analysis_median,
+            "ratio_to_activations": analysis_median / ours_median,
+            "sae": sae_kind,
+            "features": sae.d_sae,
+            "tokens": tokens,
+            "rounds": rounds,
+        },
     }
 
 
@@ -110,6 +121,7 @@ def training_inputs(model, contexts: torch.Tensor | None = None) -> torch.Tensor
 
 def _commit() -> str:
     """HEAD's hash, marked when the working tree differs from it."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
 
@@ -122,8 +134,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "results.json"))
-    parser.add_argument("--only", choices=["train", "trace", "steer"],
-                        help="run one group and print it; results.json is only ever written whole, by a full run")
+    parser.add_argument(
+        "--only",
+        choices=["train", "trace", "steer"],
+        help="run one group and print it; results.json is only ever written whole, by a full run",
+    )
     args = parser.parse_args()
 
     model = load_language_model(ModelConfig())
@@ -162,8 +177,13 @@ def main() -> int:
     results = {
         "commit": _commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "gflops": train_topk["gflops"]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "gflops": train_topk["gflops"],
+        },
         "train_topk": train_topk,
         "activations": activations,
         "analysis": analysis,
@@ -174,21 +194,44 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
         ("machine.gflops", train_topk["gflops"]),
-        *((f"train_topk.{key}", train_topk.get(key, float("nan"))) for key in (
-            "tokens_per_s", "saelens_tokens_per_s", "trainer_speedup", "bare_tokens_per_s",
-            "saelens_bare_tokens_per_s", "bare_speedup", "limit_fraction")),
+        *(
+            (f"train_topk.{key}", train_topk.get(key, float("nan")))
+            for key in (
+                "tokens_per_s",
+                "saelens_tokens_per_s",
+                "trainer_speedup",
+                "bare_tokens_per_s",
+                "saelens_bare_tokens_per_s",
+                "bare_speedup",
+                "limit_fraction",
+            )
+        ),
         ("activations.tokens_per_s", activations["tokens_per_s"]),
         ("activations.bare_forward_tokens_per_s", activations["bare_forward_tokens_per_s"]),
         ("activations.ratio", activations["ratio"]),
         ("analysis.tokens_per_s", analysis["tokens_per_s"]),
         ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
-        *((f"live.{key}", live[key]) for key in ("p50_ms", "p99_ms", "bare_ms", "p50_over_bare",
-                                                  "concurrent_speedup", "inprocess_batch_speedup") if key in live),
+        *(
+            (f"live.{key}", live[key])
+            for key in ("p50_ms", "p99_ms", "bare_ms", "p50_over_bare", "concurrent_speedup", "inprocess_batch_speedup")
+            if key in live
+        ),
         *((("steer.first_token_ms", live["steer_first_token_ms"]),) if "steer_first_token_ms" in live else ()),
-        *((f"trace.{key}", trace[key]) for key in ("seconds", "forward_seconds", "ratio_to_forward",
-                                                   "feature_nodes", "edges") if key in trace),
-        *((f"steer.{key}", steer[key]) for key in ("tokens_per_s", "generate_tokens_per_s", "hf_generate_tokens_per_s",
-                                                   "ratio_to_generate", "generate_ratio_to_hf")),
+        *(
+            (f"trace.{key}", trace[key])
+            for key in ("seconds", "forward_seconds", "ratio_to_forward", "feature_nodes", "edges")
+            if key in trace
+        ),
+        *(
+            (f"steer.{key}", steer[key])
+            for key in (
+                "tokens_per_s",
+                "generate_tokens_per_s",
+                "hf_generate_tokens_per_s",
+                "ratio_to_generate",
+                "generate_ratio_to_hf",
+            )
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

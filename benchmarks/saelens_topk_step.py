@@ -75,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--device", default="cpu")
     p.add_argument("--bare", action="store_true", help="time forward + backward + Adam only")
-    p.add_argument("--dead-fraction", type=float, default=0.0,
-                   help="before each step, mark this fraction of latents (the last ones) as not fired for "
-                        "longer than the window, so the aux-k loss always has a dead set of that size")
+    p.add_argument(
+        "--dead-fraction",
+        type=float,
+        default=0.0,
+        help="before each step, mark this fraction of latents (the last ones) as not fired for "
+        "longer than the window, so the aux-k loss always has a dead set of that size",
+    )
     args = p.parse_args(argv)
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
@@ -149,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         adam = torch.optim.Adam(sae.parameters(), lr=args.lr)
 
         def bare_step(batch, step):
-            out = sae.training_forward_pass(TrainStepInput(
-                sae_in=batch, coefficients=coefficients, dead_neuron_mask=None, n_training_steps=step,
-                is_logging_step=False))
+            out = sae.training_forward_pass(
+                TrainStepInput(
+                    sae_in=batch,
+                    coefficients=coefficients,
+                    dead_neuron_mask=None,
+                    n_training_steps=step,
+                    is_logging_step=False,
+                )
+            )
             out.loss.backward()
             adam.step()
             adam.zero_grad()

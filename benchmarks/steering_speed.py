@@ -31,9 +31,7 @@ def bench_steer(model: LanguageModel, sae, rounds: int = 3, feature: int = 0) ->
     steerer = Steerer(model, {"sae": SteeringSAE(sae)})
     generation = {"max_new_tokens": NEW_TOKENS, "stop_at_eos": False}
     plain = SteerRequest(prompt=PROMPT, generation=generation)
-    steered = plain.model_copy(
-        update={"interventions": [FeatureIntervention(feature=feature, strength=4.0)]}
-    )
+    steered = plain.model_copy(update={"interventions": [FeatureIntervention(feature=feature, strength=4.0)]})
     hf = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32).eval()
     ids = torch.tensor([steerer.prompt_ids(PROMPT)])
 
@@ -45,9 +43,7 @@ def bench_steer(model: LanguageModel, sae, rounds: int = 3, feature: int = 0) ->
     def theirs() -> float:
         start = time.perf_counter()
         with torch.no_grad():
-            out = hf.generate(
-                ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False
-            )
+            out = hf.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
         return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - start)
 
     ours(plain), theirs()  # warm up

@@ -33,7 +33,14 @@ def bench_trace(model, rounds: int = 3) -> dict[str, float]:
         graph = attribute(replacement, PROMPT, TraceConfig())
         traces.append(time.perf_counter() - start)
     seconds, forward = statistics.median(traces), statistics.median(forwards)
-    return {"seconds": seconds, "forward_seconds": forward, "ratio_to_forward": seconds / forward,
-            "prompt_tokens": int(tokens.shape[1]), "layers": len(replacement.transcoders.layers),
-            "feature_nodes": graph.n_features, "nodes": graph.n_nodes,
-            "edges": int((graph.adjacency != 0).sum()), "rounds": rounds}
+    return {
+        "seconds": seconds,
+        "forward_seconds": forward,
+        "ratio_to_forward": seconds / forward,
+        "prompt_tokens": int(tokens.shape[1]),
+        "layers": len(replacement.transcoders.layers),
+        "feature_nodes": graph.n_features,
+        "nodes": graph.n_nodes,
+        "edges": int((graph.adjacency != 0).sum()),
+        "rounds": rounds,
+    }

@@ -104,8 +104,20 @@ def our_bare_steps(x: torch.Tensor, steps: int, warmup: int) -> list[float]:
 def saelens_steps(inputs: Path, steps: int, warmup: int, bare: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        command = [str(SAELENS_PY), str(HERE / "saelens_topk_step.py"), "--inputs", str(inputs), "--steps",
-                   str(steps), "--warmup", str(warmup), "--out", str(out), "--dead-fraction", str(DEAD_FRACTION)]
+        command = [
+            str(SAELENS_PY),
+            str(HERE / "saelens_topk_step.py"),
+            "--inputs",
+            str(inputs),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--out",
+            str(out),
+            "--dead-fraction",
+            str(DEAD_FRACTION),
+        ]
         subprocess.run([*command, *(["--bare"] if bare else [])], check=True, capture_output=True, text=True)
         return json.loads(out.read_text())
 
@@ -128,13 +140,22 @@ def bench_train(x: torch.Tensor, rounds: int, steps: int) -> dict[str, float]:
     speed = {name: BATCH / statistics.median(t) for name, t in times.items() if t}
     machine_gflops = gflops()
     bound = machine_gflops * 1e9 / (2 * D_IN * D_SAE)
-    result = {"tokens_per_s": speed["trainer"], "bare_tokens_per_s": speed["bare"],
-              "encoder_bound_tokens_per_s": bound, "limit_fraction": speed["trainer"] / bound,
-              "gflops": machine_gflops, "rounds": rounds, "steps_per_round": steps,
-              "dead_fraction": DEAD_FRACTION}
+    result = {
+        "tokens_per_s": speed["trainer"],
+        "bare_tokens_per_s": speed["bare"],
+        "encoder_bound_tokens_per_s": bound,
+        "limit_fraction": speed["trainer"] / bound,
+        "gflops": machine_gflops,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "dead_fraction": DEAD_FRACTION,
+    }
     if "saelens_trainer" in speed:
-        result.update(saelens_tokens_per_s=speed["saelens_trainer"], saelens_bare_tokens_per_s=speed["saelens_bare"],
-                      trainer_speedup=speed["trainer"] / speed["saelens_trainer"],
-                      bare_speedup=speed["bare"] / speed["saelens_bare"],
-                      saelens_steps_with_aux_loss=aux_steps)
+        result.update(
+            saelens_tokens_per_s=speed["saelens_trainer"],
+            saelens_bare_tokens_per_s=speed["saelens_bare"],
+            trainer_speedup=speed["trainer"] / speed["saelens_trainer"],
+            bare_speedup=speed["bare"] / speed["saelens_bare"],
+            saelens_steps_with_aux_loss=aux_steps,
+        )
     return result

@@ -121,8 +121,12 @@ def create_app(settings: GatewaySettings | None = None, documents: DocumentStore
         yield
         app.state.backends.close()
 
-    app = FastAPI(title="lm-saes gateway", version="1", lifespan=lifespan,
-                  description="Browse SAEs and features, run SAEs on new text, submit and follow jobs.")
+    app = FastAPI(
+        title="lm-saes gateway",
+        version="1",
+        lifespan=lifespan,
+        description="Browse SAEs and features, run SAEs on new text, submit and follow jobs.",
+    )
     app.state.settings = settings
     app.state.backends = Backends.open(settings, documents)
     app.state.event_streams = StreamSlots()
@@ -130,8 +134,13 @@ def create_app(settings: GatewaySettings | None = None, documents: DocumentStore
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.middleware("http")(metrics.record)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     api_routers = (catalog.router, compute.router, steer.router, jobs.router, circuits.router)
     for router in api_routers:
         app.include_router(router, prefix=API_PREFIX)

@@ -23,8 +23,9 @@ def require(scope: Scope, identified: bool = False) -> Callable[..., Principal]:
     """A dependency that lets the request through only with a token holding `scope`;
     `identified`: a token is needed even when reads are public (the answer depends on who asks)."""
 
-    def check(request: Request,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    def check(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Principal:
         settings: GatewaySettings = request.app.state.settings
         if credentials is None and scope == "read" and settings.public_reads and not identified:
             return ANONYMOUS
@@ -34,8 +35,11 @@ def require(scope: Scope, identified: bool = False) -> Callable[..., Principal]:
             detail = "unknown bearer token" if credentials else "a bearer token is required"
             raise ApiProblem(401, detail, headers={"WWW-Authenticate": challenge})
         if not principal.has(scope):
-            raise ApiProblem(403, f"this token lacks the {scope!r} scope",
-                             headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
+            raise ApiProblem(
+                403,
+                f"this token lacks the {scope!r} scope",
+                headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'},
+            )
         return principal
 
     check.scope = scope  # type: ignore[attr-defined]  # read by app.py's OpenAPI post-processing

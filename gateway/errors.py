@@ -21,22 +21,42 @@ from lm_saes.stores.errors import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
-TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
-          405: "Method not allowed", 409: "Conflict", 413: "Request too large", 422: "Invalid request",
-          429: "Too many requests", 502: "Bad gateway", 503: "Service unavailable", 504: "Gateway timeout",
-          500: "Internal error"}
-GRPC_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 422,
-               grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-               grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.ALREADY_EXISTS: 409,
-               grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.PERMISSION_DENIED: 403}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request too large",
+    422: "Invalid request",
+    429: "Too many requests",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+    500: "Internal error",
+}
+GRPC_STATUS = {
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+}
 MAX_DETAIL = 2000
 
 
 def _problem_doc(status: int, description: str) -> dict[str, Any]:
     from gateway.schemas import Problem
 
-    return {"description": description, "model": Problem,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {
+        "description": description,
+        "model": Problem,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 # The statuses every API route may answer, declared in the OpenAPI document.
@@ -56,8 +76,14 @@ _FIELD = re.compile(r"^\s*([A-Za-z_][\w.\[\]]*):\s")
 class ApiProblem(Exception):
     """Raise from a handler to answer with a problem document."""
 
-    def __init__(self, status: int, detail: str = "", field: str | None = None,
-                 headers: dict[str, str] | None = None, title: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str = "",
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        title: str | None = None,
+    ):
         super().__init__(detail)
         self.status, self.detail, self.field, self.headers = status, detail, field, headers
         self.title = title or TITLES.get(status, "Error")
@@ -80,8 +106,9 @@ def blamed_field(message: str) -> str | None:
     return None
 
 
-def from_service(error: ServiceError, service: str, field_prefix: str = "",
-                 rename: dict[str, str] | None = None) -> ApiProblem:
+def from_service(
+    error: ServiceError, service: str, field_prefix: str = "", rename: dict[str, str] | None = None
+) -> ApiProblem:
     """Map a failed RPC; `field_prefix`/`rename` turn the service's field into the request's."""
     status = GRPC_STATUS.get(error.code, 502)
     field = blamed_field(error.details) if status == 422 else None
@@ -90,17 +117,25 @@ def from_service(error: ServiceError, service: str, field_prefix: str = "",
     if status == 502:  # our fault, not the client's: the detail stays in our log
         log.warning("%s service failed: %s", service, error)
         if error.code == grpc.StatusCode.UNAUTHENTICATED:
-            return ApiProblem(502, f"the {service} service refused the gateway's service token "
-                                   "(LM_SAES_SERVICE_TOKEN)")
+            return ApiProblem(502, f"the {service} service refused the gateway's service token (LM_SAES_SERVICE_TOKEN)")
         return ApiProblem(502, f"the {service} service failed ({error.code.name}); see its log")
     detail = f"{service} service: {error.details}" if status == 503 else error.details
     return ApiProblem(status, detail[:MAX_DETAIL], field=field)
 
 
-def problem_response(status: int, detail: str = "", field: str | None = None, title: str | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title or TITLES.get(status, "Error"),
-                            "status": status, "detail": detail}
+def problem_response(
+    status: int,
+    detail: str = "",
+    field: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
     if field is not None:
         body["field"] = field
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)

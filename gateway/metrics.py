@@ -9,9 +9,12 @@ from fastapi import Request, Response
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("lm_saes_http_requests_total", "HTTP requests handled", ["method", "route", "status"])
-LATENCY = Histogram("lm_saes_http_request_seconds", "HTTP handling time (streams: until headers)",
-                    ["method", "route"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LATENCY = Histogram(
+    "lm_saes_http_request_seconds",
+    "HTTP handling time (streams: until headers)",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

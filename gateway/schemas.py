@@ -35,8 +35,17 @@ MAX_STEER_FEATURES = 16
 MAX_INDEX = 2**31 - 1
 MAX_ID = 200
 MAX_URI = 1024
-__all__ = ["FeatureSummary", "GraphLink", "GraphLogit", "GraphNode", "GraphScores", "GraphSummary", "JobKind",
-           "JobState", "TokenMatch"]
+__all__ = [
+    "FeatureSummary",
+    "GraphLink",
+    "GraphLogit",
+    "GraphNode",
+    "GraphScores",
+    "GraphSummary",
+    "JobKind",
+    "JobState",
+    "TokenMatch",
+]
 
 
 class Problem(BaseModel):
@@ -134,15 +143,19 @@ class TrainingJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config: dict[str, Any] = Field(description="A lm_saes.config.RunConfig as a dict")
-    request_id: str | None = Field(None, max_length=MAX_ID, description="Idempotency key: a repeat of yours "
-                                   "returns the same job")
+    request_id: str | None = Field(
+        None, max_length=MAX_ID, description="Idempotency key: a repeat of yours returns the same job"
+    )
 
 
 class AnalysisJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    sae_uri: str = Field(min_length=1, max_length=MAX_URI, description="Folder or s3:// URI of the saved "
-                         "SAE, inside the server's object store or read roots")
+    sae_uri: str = Field(
+        min_length=1,
+        max_length=MAX_URI,
+        description="Folder or s3:// URI of the saved SAE, inside the server's object store or read roots",
+    )
     sae_id: str | None = Field(None, max_length=MAX_ID)
     config: dict[str, Any] | None = Field(None, description="A lm_saes.config.AnalyzeConfig as a dict")
     request_id: str | None = Field(None, max_length=MAX_ID)
@@ -167,8 +180,12 @@ class TraceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=20_000)
-    transcoders: str = Field(min_length=1, max_length=MAX_URI, description="A transcoder set: folder or s3:// "
-                             "prefix with transcoders.json, inside the server's object store or read roots")
+    transcoders: str = Field(
+        min_length=1,
+        max_length=MAX_URI,
+        description="A transcoder set: folder or s3:// "
+        "prefix with transcoders.json, inside the server's object store or read roots",
+    )
     node_threshold: float | None = Field(None, ge=0, le=1)
     edge_threshold: float | None = Field(None, ge=0, le=1)
     max_links: int | None = Field(None, ge=1, le=100_000)
@@ -191,8 +208,11 @@ class InterventionRequest(BaseModel):
 
     changes: list[FeatureChange] = Field(min_length=1, max_length=256)
     top_k: int = Field(10, ge=1, le=100)
-    freeze_active_set: bool = Field(False, description="Downstream features keep the prompt's active set "
-                                    "(the graph's linear model); else TopK transcoders reselect their top k")
+    freeze_active_set: bool = Field(
+        False,
+        description="Downstream features keep the prompt's active set "
+        "(the graph's linear model); else TopK transcoders reselect their top k",
+    )
 
 
 class TokenLogit(BaseModel):
@@ -221,8 +241,9 @@ class SteerFeature(BaseModel):
     sae_id: str = Field(min_length=1, max_length=MAX_ID)
     feature: int = Field(ge=0, le=MAX_INDEX)
     mode: Literal["add", "clamp", "ablate", "scale"] = "add"
-    strength: float = Field(0.0, ge=-MAX_STRENGTH, le=MAX_STRENGTH,
-                            description="add: amount; clamp: value; scale: factor; ablate: unused")
+    strength: float = Field(
+        0.0, ge=-MAX_STRENGTH, le=MAX_STRENGTH, description="add: amount; clamp: value; scale: factor; ablate: unused"
+    )
     relative: bool = Field(False, description="add, clamp: strength in units of the feature's max activation")
     positions: Literal["both", "prompt", "generated"] = "both"
     from_token: int = Field(1, ge=1, le=100_000, description="First steered position (1: the first prompt token)")
@@ -248,7 +269,10 @@ class SteerRequest(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     stop: list[str] = Field(default_factory=list, max_length=8)
-    track: list[int] = Field(default_factory=list, max_length=16, description="Token ids whose probability "
-                             "every step reports, under both runs")
+    track: list[int] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Token ids whose probability every step reports, under both runs",
+    )
     frozen_attention: bool = Field(False, description="The steered run keeps the default run's attention patterns")
     compare: bool = Field(True, description="Also stream the default (unsteered) continuation")

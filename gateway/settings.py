@@ -29,12 +29,19 @@ class GatewaySettings(BaseSettings):
     health_timeout_s: float = Field(2.0, gt=0, description="Deadline of each /readyz probe")
     watch_timeout_s: float = Field(6 * 3600.0, gt=0, description="Longest a /events stream follows a job")
     # repr=False: tokens are secrets and must not show up in logs or tracebacks.
-    api_tokens: TokenTable = Field(default_factory=TokenTable, repr=False,
-                                   description='JSON {"token": ["read", "compute", "submit"]} or '
-                                   '{"token": {"name": "alice", "scopes": [...]}} (lm_saes/auth.py); "admin" '
-                                   "sees and cancels every user's jobs")
-    service_token: str = Field("", repr=False, description="The gateway's own token for the services (scopes "
-                               "read, compute, submit, service; admin to pass admins on)")
+    api_tokens: TokenTable = Field(
+        default_factory=TokenTable,
+        repr=False,
+        description='JSON {"token": ["read", "compute", "submit"]} or '
+        '{"token": {"name": "alice", "scopes": [...]}} (lm_saes/auth.py); "admin" '
+        "sees and cancels every user's jobs",
+    )
+    service_token: str = Field(
+        "",
+        repr=False,
+        description="The gateway's own token for the services (scopes "
+        "read, compute, submit, service; admin to pass admins on)",
+    )
     tls_ca_file: str = Field("", description="PEM CA the services' certificates chain to: talk TLS to them")
     tls_client_cert_file: str = Field("", description="PEM client certificate for services that require mTLS")
     tls_client_key_file: str = Field("", description="PEM key of tls_client_cert_file")
@@ -47,8 +54,12 @@ class GatewaySettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description='JSON list, e.g. ["http://localhost:5173"]')
     static_dir: str = Field("frontend/dist", description="Built frontend served on / when the folder exists")
     max_text_chars: int = Field(4000, ge=1, description="Longest text accepted by compute endpoints")
-    search_token_top_k: int = Field(64, ge=1, description="Per-token features summed by POST /search "
-                                    "(exact for SAEs that activate at most this many per token)")
+    search_token_top_k: int = Field(
+        64,
+        ge=1,
+        description="Per-token features summed by POST /search "
+        "(exact for SAEs that activate at most this many per token)",
+    )
     steer_max_tokens: int = Field(128, ge=1, le=1024, description="Most new tokens one /steer request generates")
     log_level: str = "INFO"
 

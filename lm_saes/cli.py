@@ -25,16 +25,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         if runs is None:
             return 0
         print(json.dumps([run.summary() for run in runs], indent=2))
-        print(f"\n{len(runs)} transcoders saved under {cfg.output}/layer-N/sae; "
-              f"the set is {cfg.output}/{TRANSCODERS_KEY} (pass it to `lm-saes trace`)")
+        print(
+            f"\n{len(runs)} transcoders saved under {cfg.output}/layer-N/sae; "
+            f"the set is {cfg.output}/{TRANSCODERS_KEY} (pass it to `lm-saes trace`)"
+        )
         return 0
     run = run_train(cfg, progress=not args.quiet)
     if run is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     summary = run.summary()
     print(json.dumps(summary, indent=2))
-    print(f"\nSAE saved to {summary['sae']}; metrics in {cfg.output}/eval.json, "
-          f"training log in {cfg.output}/metrics.jsonl")
+    print(
+        f"\nSAE saved to {summary['sae']}; metrics in {cfg.output}/eval.json, "
+        f"training log in {cfg.output}/metrics.jsonl"
+    )
     return 0
 
 
@@ -78,8 +82,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, AnalyzeConfig, _overrides(args.set))
     result = run_analysis(cfg, args.sae, progress=not args.quiet)
-    print(f"analyzed {result.features_written} features of {result.sae_id} over {result.tokens:,} tokens "
-          f"in {result.seconds:.0f} s; results in {result.documents} (analysis {result.analysis_id})")
+    print(
+        f"analyzed {result.features_written} features of {result.sae_id} over {result.tokens:,} tokens "
+        f"in {result.seconds:.0f} s; results in {result.documents} (analysis {result.analysis_id})"
+    )
     if args.show:
         with open_document_store(cfg.documents) as documents:
             for index in _showcase(documents, result.sae_id, args.show):
@@ -94,8 +100,9 @@ def _showcase(documents, sae_id: str, n: int) -> list[int]:
     """N features spread evenly over those firing on 0.1%-1% of tokens (neither rare nor dense)."""
     page, total = documents.list_features(sae_id, sort="density", descending=True, limit=1000, fields=["density"])
     for offset in range(1000, total, 1000):
-        page += documents.list_features(sae_id, sort="density", descending=True, offset=offset, limit=1000,
-                                        fields=["density"])[0]
+        page += documents.list_features(
+            sae_id, sort="density", descending=True, offset=offset, limit=1000, fields=["density"]
+        )[0]
     band = [f.index for f in page if 1e-3 <= f.density <= 1e-2] or [f.index for f in page]
     step = max(1, len(band) // n)
     return band[::step][:n]
@@ -134,8 +141,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from lm_saes.stores import open_store
     from lm_saes.stores.documents import open_document_store
 
-    cfg = TraceConfig(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
-                      max_links=args.max_links, max_logits=args.max_logits, device=args.device)
+    cfg = TraceConfig(
+        node_threshold=args.node_threshold,
+        edge_threshold=args.edge_threshold,
+        max_links=args.max_links,
+        max_logits=args.max_logits,
+        device=args.device,
+    )
     transcoders = TranscoderSet.load(args.transcoders, args.device)
     model = load_language_model(ModelConfig(name=transcoders.model, device=args.device))
     with open_document_store(args.documents) as documents:
@@ -163,16 +175,11 @@ def cmd_steer(args: argparse.Namespace) -> int:
 
     strengths = args.strength or [0.0]
     if len(strengths) not in (1, len(args.feature)):
-        raise ValueError(
-            f"--strength: give one value or one per --feature ({len(args.feature)}), "
-            f"not {len(strengths)}"
-        )
+        raise ValueError(f"--strength: give one value or one per --feature ({len(args.feature)}), not {len(strengths)}")
     documents = None
     if args.relative:
         if not Path(args.documents).is_file() and "://" not in args.documents:
-            raise FileNotFoundError(
-                f"--relative needs the SAE's analysis; no document store at {args.documents}"
-            )
+            raise FileNotFoundError(f"--relative needs the SAE's analysis; no document store at {args.documents}")
         documents = open_document_store(args.documents)
     try:
         steering = load_steering_sae(args.sae, documents, args.sae_id, args.device)
@@ -228,8 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="generate activations, train and evaluate an SAE")
     train.add_argument("config", help="TOML config (see examples/configuration)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set data.max_tokens=1_000_000")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set data.max_tokens=1_000_000",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a trained SAE (JSON out)")
@@ -271,8 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     acts = sub.add_parser("activations", help="per-token SAE features of a text, from the activation service")
     acts.add_argument("--sae", required=True, help="the SAE's id in the service's document store")
     acts.add_argument("--text", required=True)
-    acts.add_argument("--address", default=os.environ.get("LM_SAES_ADDRESS", "localhost:50051"),
-                      help="host:port of the activation service (default $LM_SAES_ADDRESS or localhost:50051)")
+    acts.add_argument(
+        "--address",
+        default=os.environ.get("LM_SAES_ADDRESS", "localhost:50051"),
+        help="host:port of the activation service (default $LM_SAES_ADDRESS or localhost:50051)",
+    )
     acts.add_argument("--top-k", type=int, default=5, help="features shown per token")
     acts.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
     acts.set_defaults(func=cmd_activations)
@@ -292,12 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace.set_defaults(func=cmd_trace)
 
     steer = sub.add_parser("steer", help="generate with features added, clamped, ablated or scaled")
-    steer.add_argument(
-        "--sae", required=True, help="folder or s3:// URI holding sae.json (SAE or transcoder)"
-    )
-    steer.add_argument(
-        "--feature", type=int, action="append", required=True, help="repeat for several"
-    )
+    steer.add_argument("--sae", required=True, help="folder or s3:// URI holding sae.json (SAE or transcoder)")
+    steer.add_argument("--feature", type=int, action="append", required=True, help="repeat for several")
     steer.add_argument(
         "--strength",
         type=float,
@@ -312,9 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     steer.add_argument("--prompt", required=True)
     steer.add_argument("--positions", choices=["prompt", "generated", "both"], default="both")
-    steer.add_argument(
-        "--from-token", type=int, default=1, help="first position steered (0 is BOS)"
-    )
+    steer.add_argument("--from-token", type=int, default=1, help="first position steered (0 is BOS)")
     steer.add_argument("--max-tokens", type=int, default=32)
     steer.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     steer.add_argument("--top-p", type=float, default=1.0)
@@ -333,12 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the unsteered model's attention patterns on the same tokens",
     )
     steer.add_argument("--no-cache", action="store_true", help="rerun the whole sequence each step")
-    steer.add_argument(
-        "--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI"
-    )
-    steer.add_argument(
-        "--sae-id", help="the SAE's id in the document store (default: its run folder)"
-    )
+    steer.add_argument("--documents", default="runs/lm-saes.sqlite", help="SQLite file or mongodb:// URI")
+    steer.add_argument("--sae-id", help="the SAE's id in the document store (default: its run folder)")
     steer.add_argument("--device", default="cpu")
     steer.add_argument("--json", action="store_true", help="print the whole result as JSON")
     steer.set_defaults(func=cmd_steer)
@@ -352,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("LM_SAES_ONLINE") != "1":  # never wait on a model hub unless asked to
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except ConfigError as error:

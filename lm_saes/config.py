@@ -150,12 +150,8 @@ def pick_sae_class(raw: Mapping[str, Any], classes: Mapping[str, type[M]]) -> ty
     if isinstance(name, str) and name in classes:
         return classes[name]
     choices = ", ".join(repr(n) for n in sorted(classes))
-    error = PydanticCustomError(
-        "unknown_architecture", "unknown SAE architecture; choose one of {c}", {"c": choices}
-    )
-    raise ValidationError.from_exception_data(
-        "SAEConfig", [{"type": error, "loc": ("architecture",), "input": name}]
-    )
+    error = PydanticCustomError("unknown_architecture", "unknown SAE architecture; choose one of {c}", {"c": choices})
+    raise ValidationError.from_exception_data("SAEConfig", [{"type": error, "loc": ("architecture",), "input": name}])
 
 
 def without_legacy_keys(raw: Mapping[str, Any], cls: type[BaseModel]) -> dict[str, Any]:
@@ -189,9 +185,7 @@ class _RegisteredSAEConfigs:
 # must make it valid here without editing this file, so the validator looks the class up in the
 # registry when it runs, validates with it (errors keep their path: `sae.k`), and dumps keep the
 # chosen class's fields (SerializeAsAny).
-SAEConfig = Annotated[
-    SerializeAsAny[SAEConfigBase], BeforeValidator(_validate_sae_config), _RegisteredSAEConfigs()
-]
+SAEConfig = Annotated[SerializeAsAny[SAEConfigBase], BeforeValidator(_validate_sae_config), _RegisteredSAEConfigs()]
 
 
 class TranscodersConfig(Section):
@@ -247,7 +241,8 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     transcoders: TranscodersConfig | None = Field(
-        None, description="Train one transcoder per listed layer instead of one SAE")
+        None, description="Train one transcoder per listed layer instead of one SAE"
+    )
 
     @model_validator(mode="after")
     def _check_hooks(self) -> RunConfig:
@@ -257,8 +252,10 @@ class RunConfig(Section):
             if "{layer}" not in self.transcoders.hook_in or "{layer}" not in self.transcoders.hook_out:
                 raise ValueError("transcoders.hook_in and transcoders.hook_out must contain '{layer}'")
             if self.sae.hook_in is not None or self.sae.hook_out is not None:
-                raise ValueError("with [transcoders], leave sae.hook_in/sae.hook_out unset: "
-                                 "the hook templates of [transcoders] choose them per layer")
+                raise ValueError(
+                    "with [transcoders], leave sae.hook_in/sae.hook_out unset: "
+                    "the hook templates of [transcoders] choose them per layer"
+                )
             self.activations.hooks = [h for layer in self.transcoders.layers for h in self.transcoders.hooks(layer)]
             return self
         hooks = self.activations.hooks
@@ -266,9 +263,7 @@ class RunConfig(Section):
         hook_out = self.sae.hook_out or hook_in
         for field, hook in (("sae.hook_in", hook_in), ("sae.hook_out", hook_out)):
             if hook not in hooks:
-                raise ValueError(
-                    f"{field} = {hook!r} is not generated; add it to activations.hooks {hooks}"
-                )
+                raise ValueError(f"{field} = {hook!r} is not generated; add it to activations.hooks {hooks}")
         self.sae.hook_in, self.sae.hook_out = hook_in, hook_out
         return self
 
@@ -294,15 +289,28 @@ class TraceConfig(Section):
 
     max_tokens: int = Field(64, ge=2, le=512, description="Longest prompt (with BOS) accepted")
     max_logits: int = Field(10, ge=1, le=50, description="At most this many output logits as targets")
-    logit_probability: float = Field(0.95, gt=0, le=1, description="Output logits kept until their probabilities sum to this")
+    logit_probability: float = Field(
+        0.95, gt=0, le=1, description="Output logits kept until their probabilities sum to this"
+    )
     node_threshold: float = Field(0.8, ge=0, le=1, description="Pruning: keep nodes carrying this share of influence")
     edge_threshold: float = Field(0.98, ge=0, le=1, description="Pruning: keep edges carrying this share of influence")
-    max_links: int = Field(10_000, ge=1, description="Pruning: at most this many links, the most influential "
-                           "(a graph over every layer can keep 10x more; browsers draw 10k comfortably)")
-    batch_size: int | None = Field(None, ge=1, description="Targets per batched backward pass; default 64 "
-                                   "on a CPU, 256 on a GPU (the fastest measured, benchmarks/gpu_trace_check.py)")
-    freeze_bos: bool = Field(True, description="BOS features and error nodes are constants, not nodes: the "
-                             "attention sink every prompt shares; their effect goes to the targets' bias")
+    max_links: int = Field(
+        10_000,
+        ge=1,
+        description="Pruning: at most this many links, the most influential "
+        "(a graph over every layer can keep 10x more; browsers draw 10k comfortably)",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Targets per batched backward pass; default 64 "
+        "on a CPU, 256 on a GPU (the fastest measured, benchmarks/gpu_trace_check.py)",
+    )
+    freeze_bos: bool = Field(
+        True,
+        description="BOS features and error nodes are constants, not nodes: the "
+        "attention sink every prompt shares; their effect goes to the targets' bias",
+    )
     device: Device = "cpu"
 
 
@@ -337,7 +345,9 @@ class AnalyzeConfig(Section):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
 
 
-def inherit_defaults(raw: dict[str, Any], model: type[BaseModel], inherited: dict[str, Any] | None = None) -> dict[str, Any]:
+def inherit_defaults(
+    raw: dict[str, Any], model: type[BaseModel], inherited: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Copy outer `device`/`dtype`/`seed`/`model` values into inner sections that leave them unset."""
     inherited = dict(inherited or {})
     out = dict(raw)
@@ -398,8 +408,7 @@ def _unknown_field_hint(loc: tuple[Any, ...], model: type[BaseModel], raw: Any) 
     return hint + "remove or rename it"
 
 
-def format_validation_error(error: ValidationError, model: type[BaseModel], source: str,
-                            raw: Any = None) -> str:
+def format_validation_error(error: ValidationError, model: type[BaseModel], source: str, raw: Any = None) -> str:
     """One line per error, naming the field path; unknown keys get the closest known name."""
     lines = [f"invalid config {source}:"]
     for item in error.errors():

@@ -5,8 +5,13 @@ from __future__ import annotations
 import torch
 
 TORCH_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-    "float16": torch.float16, "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "uint8": torch.uint8,
     "bool": torch.bool,
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}

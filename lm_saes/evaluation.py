@@ -76,8 +76,9 @@ class _Sums:
 
 
 @torch.no_grad()
-def evaluate(sae: SparseAutoencoder, model: LanguageModel, contexts: torch.Tensor, cfg: EvalConfig,
-             progress: bool = True) -> EvalMetrics:
+def evaluate(
+    sae: SparseAutoencoder, model: LanguageModel, contexts: torch.Tensor, cfg: EvalConfig, progress: bool = True
+) -> EvalMetrics:
     """Metrics over `contexts` [n, context_size] (held-out tokens)."""
     hook_in, hook_out = sae.spec.input_hook, sae.spec.output_hook
     if cfg.max_tokens:
@@ -109,8 +110,9 @@ def evaluate(sae: SparseAutoencoder, model: LanguageModel, contexts: torch.Tenso
     return sums.metrics(cfg.dense_threshold)
 
 
-def _spliced_losses(sae: SparseAutoencoder, model: LanguageModel, tokens: torch.Tensor,
-                    keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _spliced_losses(
+    sae: SparseAutoencoder, model: LanguageModel, tokens: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LM loss with the SAE's output, and with zeros, in place of `hook_out` at kept positions.
 
     Transcoders read `hook_in`, which the same pass reaches earlier; plain SAEs read the

@@ -11,5 +11,6 @@ def require(module: str, extra: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{what} needs {module.split('.')[0]}, which is not installed: "
-                          f"pip install 'lm-saes[{extra}]'") from None
+        raise ImportError(
+            f"{what} needs {module.split('.')[0]}, which is not installed: pip install 'lm-saes[{extra}]'"
+        ) from None

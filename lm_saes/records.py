@@ -143,8 +143,11 @@ class GraphNode(Record):
     token: str | None = None
     probability: float | None = None
     influence: float = Field(0.0, description="Influence on the output logits")
-    cumulative: float = Field(0.0, description="Share of total influence held by nodes at least this influential "
-                                               "(the pruning slider keeps nodes at or below its value)")
+    cumulative: float = Field(
+        0.0,
+        description="Share of total influence held by nodes at least this influential "
+        "(the pruning slider keeps nodes at or below its value)",
+    )
 
 
 class GraphLink(BaseModel):
@@ -178,8 +181,9 @@ class GraphRecord(GraphSummary):
     logits: list[GraphLogit]
     thresholds: dict[str, float]
     counts: dict[str, int]
-    saes: dict[str, str] = Field(default_factory=dict, description="layer -> SAE id whose analysis describes "
-                                                                   "that layer's features")
+    saes: dict[str, str] = Field(
+        default_factory=dict, description="layer -> SAE id whose analysis describes that layer's features"
+    )
     seconds: float | None = None
     nodes: list[GraphNode]
     links: list[GraphLink]

@@ -59,8 +59,9 @@ class TrainRun:
         }
 
 
-def activation_source(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, store: ObjectStore,
-                      progress: bool = True) -> ActivationSource:
+def activation_source(
+    cfg: RunConfig, model: LanguageModel, splits: TokenSplits, store: ObjectStore, progress: bool = True
+) -> ActivationSource:
     """Stored shards (reused when they match the run, else generated) or on-the-fly activations."""
     acts = cfg.activations
     hooks = list(dict.fromkeys(acts.hooks))
@@ -78,13 +79,18 @@ def activation_source(cfg: RunConfig, model: LanguageModel, splits: TokenSplits,
     )
     if not reusable:
         act_store.delete_prefix("")
-        generate_activations(model, splits.train, hooks, act_store, acts.batch_contexts,
-                             acts.shard_tokens, acts.dtype, progress)
+        generate_activations(
+            model, splits.train, hooks, act_store, acts.batch_contexts, acts.shard_tokens, acts.dtype, progress
+        )
     return StoredActivations(act_store, hooks, cfg.train.seed, acts.buffer_tokens)
 
 
-def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> TrainRun | None:
+def run_train(
+    cfg: RunConfig,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainRun | None:
     """Tokens -> activations -> trained SAE -> evaluation, all under `cfg.output`.
 
     Returns None when `should_stop` interrupted training (a checkpoint holds the progress).
@@ -97,8 +103,12 @@ def run_train(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], No
     return runs[-1] if runs and all(runs) else None
 
 
-def run_train_transcoders(cfg: RunConfig, progress: bool = True, on_log: Callable[[dict], None] | None = None,
-                          should_stop: Callable[[], bool] | None = None) -> list[TrainRun] | None:
+def run_train_transcoders(
+    cfg: RunConfig,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[TrainRun] | None:
     """Train every transcoder of `cfg.transcoders`; layers already saved are loaded, not retrained.
 
     Writes `OUTPUT/transcoders.json` (model, hooks, layer -> SAE location) last, so a reader
@@ -110,8 +120,9 @@ def run_train_transcoders(cfg: RunConfig, progress: bool = True, on_log: Callabl
     return cast(list[TrainRun], runs) if runs and all(runs) else None  # all(runs): none is None
 
 
-def _train_runs(cfg: RunConfig, progress: bool, on_log: Callable[[dict], None] | None,
-                should_stop: Callable[[], bool] | None) -> list[TrainRun | None]:
+def _train_runs(
+    cfg: RunConfig, progress: bool, on_log: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None
+) -> list[TrainRun | None]:
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -144,38 +155,76 @@ def _train_runs(cfg: RunConfig, progress: bool, on_log: Callable[[dict], None] |
             log.info("transcoder for layer %d already trained in %s", layer, layer_cfg.output)
             summary = layer_store.get_json(SUMMARY_KEY)
             metrics = EvalMetrics(**summary["eval"]) if summary.get("eval") else None
-            runs.append(TrainRun(layer_cfg.output, load_sae(f"{layer_cfg.output}/{SAE_PREFIX}"), metrics,
-                                 summary.get("timings_s", {}), summary.get("train_tokens", 0)))
+            runs.append(
+                TrainRun(
+                    layer_cfg.output,
+                    load_sae(f"{layer_cfg.output}/{SAE_PREFIX}"),
+                    metrics,
+                    summary.get("timings_s", {}),
+                    summary.get("train_tokens", 0),
+                )
+            )
             continue
         if dist.is_main:
             layer_store.put_json(CONFIG_KEY, layer_cfg.model_dump(mode="json"))
-        run = _train_one(layer_cfg, model, splits, source.with_hooks(layer_cfg.activations.hooks), layer_store, dict(timings), progress, on_log,
-                         should_stop, dist)
+        run = _train_one(
+            layer_cfg,
+            model,
+            splits,
+            source.with_hooks(layer_cfg.activations.hooks),
+            layer_store,
+            dict(timings),
+            progress,
+            on_log,
+            should_stop,
+            dist,
+        )
         runs.append(run)
         if run is None:
             return runs
     if dist.is_main:
-        store.put_json(TRANSCODERS_KEY, {
-            "model": model.name,
-            "hook_in": cfg.transcoders.hook_in,
-            "hook_out": cfg.transcoders.hook_out,
-            "layers": {str(layer): f"layer-{layer}/{SAE_PREFIX}" for layer in cfg.transcoders.layers},
-        })
+        store.put_json(
+            TRANSCODERS_KEY,
+            {
+                "model": model.name,
+                "hook_in": cfg.transcoders.hook_in,
+                "hook_out": cfg.transcoders.hook_out,
+                "layers": {str(layer): f"layer-{layer}/{SAE_PREFIX}" for layer in cfg.transcoders.layers},
+            },
+        )
     return runs
 
 
-def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source: ActivationSource,
-               store: ObjectStore, timings: dict[str, float], progress: bool,
-               on_log: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None,
-               dist) -> TrainRun | None:
+def _train_one(
+    cfg: RunConfig,
+    model: LanguageModel,
+    splits: TokenSplits,
+    source: ActivationSource,
+    store: ObjectStore,
+    timings: dict[str, float],
+    progress: bool,
+    on_log: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+    dist,
+) -> TrainRun | None:
     """Train and evaluate the SAE `cfg.sae` describes on `source`, saving under `store`."""
     clock = time.perf_counter()
     stats = source.stats()
     d_in, d_out = stats[cfg.sae.input_hook].d, stats[cfg.sae.output_hook].d
     spec = make_spec(cfg.sae, d_in=d_in, d_out=d_out, model=model.name)
     sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
-    trainer = Trainer(sae, source, cfg.train, store, spec.input_hook, spec.output_hook, progress and dist.is_main,
-                      on_log, should_stop, dist)
+    trainer = Trainer(
+        sae,
+        source,
+        cfg.train,
+        store,
+        spec.input_hook,
+        spec.output_hook,
+        progress and dist.is_main,
+        on_log,
+        should_stop,
+        dist,
+    )
     summary = trainer.run()
     if summary.steps < trainer.total_steps or not dist.is_main:
         return None
@@ -193,8 +242,13 @@ def _train_one(cfg: RunConfig, model: LanguageModel, splits: TokenSplits, source
     return run
 
 
-def run_eval(sae_location: str, data: DataConfig | None = None, eval_cfg: EvalConfig | None = None,
-             model_cfg: ModelConfig | None = None, progress: bool = True) -> EvalMetrics:
+def run_eval(
+    sae_location: str,
+    data: DataConfig | None = None,
+    eval_cfg: EvalConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    progress: bool = True,
+) -> EvalMetrics:
     """Evaluate a saved SAE; without configs, use the run's own (config.json beside the SAE)."""
     sae = load_sae(sae_location)
     run_cfg = _run_config_beside(sae_location)

@@ -37,14 +37,20 @@ def main() -> int:
     transcoders = TranscoderSet.load(args.transcoders)
     replacement = ReplacementModel(load_language_model(ModelConfig(name=transcoders.model)), transcoders)
     r = graph_checks(replacement, args.prompt, n_features=args.features)
-    print(f"transcoders on {len(transcoders.layers)} layers, prompt {args.prompt!r} ({r['tokens']} tokens), "
-          f"{r['feature_nodes']} feature nodes, top logit {r['top_logit']!r}")
+    print(
+        f"transcoders on {len(transcoders.layers)} layers, prompt {args.prompt!r} ({r['tokens']} tokens), "
+        f"{r['feature_nodes']} feature nodes, top logit {r['top_logit']!r}"
+    )
     print(f"replacement model reproduces the logits:    max |diff| = {r['logits_max_abs_diff']:.2e}  (test bound 1e-4)")
-    print(f"edges + bias = target value:                max |err|  = {r['edges_plus_bias_max_abs_err']:.2e}  "
-          "(test bound 1e-4)")
-    print(f"predicted vs measured logit change, {r['interventions']} interventions of 1 %: correlation "
-          f"{r['correlation_reselect']:.3f} reselecting features, {r['correlation_keep_active_set']:.3f} "
-          "keeping the active set")
+    print(
+        f"edges + bias = target value:                max |err|  = {r['edges_plus_bias_max_abs_err']:.2e}  "
+        "(test bound 1e-4)"
+    )
+    print(
+        f"predicted vs measured logit change, {r['interventions']} interventions of 1 %: correlation "
+        f"{r['correlation_reselect']:.3f} reselecting features, {r['correlation_keep_active_set']:.3f} "
+        "keeping the active set"
+    )
     return 0
 
 

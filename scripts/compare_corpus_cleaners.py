@@ -91,13 +91,9 @@ def changed_lines(old: str, new: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--old-rev", default=OLD_REV, help=f"git revision of the old cleaner ({OLD_REV})"
-    )
+    parser.add_argument("--old-rev", default=OLD_REV, help=f"git revision of the old cleaner ({OLD_REV})")
     parser.add_argument("--download-dir", type=Path, default=lm_saes_home() / "downloads")
-    parser.add_argument(
-        "--samples", default="Anarchism,Autism,Albedo", help="titles to show side by side"
-    )
+    parser.add_argument("--samples", default="Anarchism,Autism,Albedo", help="titles to show side by side")
     parser.add_argument("--max-token-diff", type=float, default=2.0, help="percent")
     parser.add_argument("--show-changed", type=int, default=20, help="changed lines to print")
     args = parser.parse_args(argv)
@@ -115,22 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     old_chars = sum(len(r["text"]) for r in old_rows)
     new_chars = sum(len(r["text"]) for r in new_rows)
     print(f"{'':16}{'old':>12}{'new':>12}{'diff':>11}")
-    print(
-        f"{'articles':16}{len(old_rows):>12}{len(new_rows):>12}{pct(len(old_rows), len(new_rows)):>11}"
-    )
+    print(f"{'articles':16}{len(old_rows):>12}{len(new_rows):>12}{pct(len(old_rows), len(new_rows)):>11}")
     print(f"{'characters':16}{old_chars:>12}{new_chars:>12}{pct(old_chars, new_chars):>11}")
     print(f"{'tokens (SmolLM2)':16}{old_tok:>12}{new_tok:>12}{pct(old_tok, new_tok):>11}")
     print(f"{'build seconds':16}{old_s:>12.1f}{new_s:>12.1f}{pct(old_s, new_s):>11}")
     old_titles, new_titles = {r["title"] for r in old_rows}, {r["title"] for r in new_rows}
-    print(
-        f"titles only old: {sorted(old_titles - new_titles)}; only new: {sorted(new_titles - old_titles)}"
-    )
+    print(f"titles only old: {sorted(old_titles - new_titles)}; only new: {sorted(new_titles - old_titles)}")
     old_by_title = {r["title"]: r["text"] for r in old_rows}
     new_by_title = {r["title"]: r["text"] for r in new_rows}
     n_lines = sum(text.count("\n") + 1 for text in old_by_title.values())
-    changed = {
-        t: changed_lines(old_by_title[t], new_by_title[t]) for t in sorted(old_titles & new_titles)
-    }
+    changed = {t: changed_lines(old_by_title[t], new_by_title[t]) for t in sorted(old_titles & new_titles)}
     n_changed = sum(len(lines) for lines in changed.values())
     print(f"changed lines (removed + added, common titles): {n_changed} of {n_lines} old lines")
     shown = 0

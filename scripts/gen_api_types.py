@@ -28,8 +28,12 @@ def openapi() -> dict:
     from gateway.settings import GatewaySettings
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = GatewaySettings(documents=str(Path(tmp) / "openapi.sqlite"), static_dir=str(Path(tmp) / "none"),
-                                   api_tokens={}, cors_origins=[])
+        settings = GatewaySettings(
+            documents=str(Path(tmp) / "openapi.sqlite"),
+            static_dir=str(Path(tmp) / "none"),
+            api_tokens={},
+            cors_origins=[],
+        )
         app = create_app(settings)
         try:
             return app.openapi()

@@ -35,14 +35,10 @@ def _fail(msg: str, code: int = 1) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--sae", required=True, help="SAELens SAE directory (cfg.json + sae_weights.safetensors)"
-    )
+    p.add_argument("--sae", required=True, help="SAELens SAE directory (cfg.json + sae_weights.safetensors)")
     p.add_argument("--inputs", required=True, help="safetensors file with tensor 'x' [N, d_in]")
     p.add_argument("--out", required=True, help="output safetensors file")
-    p.add_argument(
-        "--device", default="cpu", help="device passed to SAE.load_from_disk (default cpu)"
-    )
+    p.add_argument("--device", default="cpu", help="device passed to SAE.load_from_disk (default cpu)")
     p.add_argument(
         "--dtype",
         default=None,

@@ -68,8 +68,9 @@ def up(real: bool) -> None:
     if "LM_SAES_API_TOKENS" not in os.environ:
         token = secrets.token_urlsafe(16)
         _secret_file("api-token", token + "\n")
-        env["LM_SAES_API_TOKENS"] = json.dumps({token: {"name": "local", "scopes": ["read", "compute", "submit",
-                                                                                     "admin"]}})
+        env["LM_SAES_API_TOKENS"] = json.dumps(
+            {token: {"name": "local", "scopes": ["read", "compute", "submit", "admin"]}}
+        )
     service_token = secrets.token_urlsafe(24)
     table = {service_token: {"name": "gateway", "scopes": ["read", "compute", "submit", "admin", "service"]}}
     if token:
@@ -81,15 +82,25 @@ def up(real: bool) -> None:
         _wait_port(MOTO_PORT)
         _spawn("jongodb", [str(JONGODB_BIN), "--host=127.0.0.1", "--port=27017"], env)
         _wait_port(27017)
-        env.update(LM_SAES_S3_ENDPOINT=f"127.0.0.1:{MOTO_PORT}", LM_SAES_S3_SECURE="0", AWS_ACCESS_KEY_ID="local",
-                   AWS_SECRET_ACCESS_KEY="local", AWS_REGION="us-east-1",
-                   LM_SAES_OBJECT_STORE="s3://lm-saes/objects", LM_SAES_DOCUMENTS="mongodb://127.0.0.1:27017/lm_saes")
+        env.update(
+            LM_SAES_S3_ENDPOINT=f"127.0.0.1:{MOTO_PORT}",
+            LM_SAES_S3_SECURE="0",
+            AWS_ACCESS_KEY_ID="local",
+            AWS_SECRET_ACCESS_KEY="local",
+            AWS_REGION="us-east-1",
+            LM_SAES_OBJECT_STORE="s3://lm-saes/objects",
+            LM_SAES_DOCUMENTS="mongodb://127.0.0.1:27017/lm_saes",
+        )
     for offset, (name, port) in enumerate(SERVICES.items()):
         service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(9091 + offset)}
         _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
-    gateway_env = {**env, "LM_SAES_GATEWAY_PORT": str(GATEWAY_PORT), "LM_SAES_GATEWAY_HOST": "127.0.0.1",
-                   "LM_SAES_SERVICE_TOKEN": service_token,
-                   **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in SERVICES.items()}}
+    gateway_env = {
+        **env,
+        "LM_SAES_GATEWAY_PORT": str(GATEWAY_PORT),
+        "LM_SAES_GATEWAY_HOST": "127.0.0.1",
+        "LM_SAES_SERVICE_TOKEN": service_token,
+        **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in SERVICES.items()},
+    }
     _spawn("gateway", [sys.executable, "-m", "gateway"], gateway_env)
     for port in [*SERVICES.values(), GATEWAY_PORT]:
         _wait_port(port)
@@ -99,8 +110,10 @@ def up(real: bool) -> None:
     print(f"    gateway: http://127.0.0.1:{GATEWAY_PORT}/ (dashboards; OpenAPI at /docs)")
     if token:
         print(f"    API token for compute and jobs (paste it into the header's token box): {token}")
-    print(f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
-          f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}")
+    print(
+        f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
+        f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}"
+    )
 
 
 def down() -> None:

@@ -24,8 +24,20 @@ def install_jongodb() -> Path:
         npm = shutil.which("npm")
         if npm is None:
             pytest.fail("npm is needed to install the jongodb test server (`make jongodb`)")
-        subprocess.run([npm, "install", "--prefix", str(JONGODB_DIR), "--no-audit", "--no-fund",
-                        "--loglevel=error", JONGODB_PACKAGE], check=True, timeout=300)
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(JONGODB_DIR),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                JONGODB_PACKAGE,
+            ],
+            check=True,
+            timeout=300,
+        )
     return JONGODB_BIN
 
 
@@ -51,8 +63,9 @@ def mongodb_uri(tmp_path_factory):
     log = tmp_path_factory.mktemp("jongodb") / "server.log"
     with log.open("w") as out:  # a file, not a pipe: a full pipe would block the server
         # --port=0: the server picks a free port and prints it, so no port race.
-        proc = subprocess.Popen([str(install_jongodb()), "--host=127.0.0.1", "--port=0"],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(install_jongodb()), "--host=127.0.0.1", "--port=0"], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.time() + 30
         uri = wait_for_uri(log, proc, deadline)

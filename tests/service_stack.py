@@ -32,8 +32,10 @@ SUBMIT = {"Authorization": "Bearer submitter"}
 COMPUTE = {"Authorization": "Bearer computer"}
 READ = {"Authorization": "Bearer reader-token"}
 SAE_ID = "gw-tiny"
-ANALYZE = {"data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
-           "analysis": {"top_n": 5, "batch_contexts": 8}}
+ANALYZE = {
+    "data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
+    "analysis": {"top_n": 5, "batch_contexts": 8},
+}
 SERVICES = ("activation", "training", "analysis", "tracing")
 
 
@@ -52,13 +54,18 @@ def stack_env() -> dict[str, str]:
 def stack(tmp_path_factory, stack_services, stack_env):
     """({name: Service}, tmp folder): the services, sharing `tmp/docs.sqlite` and `tmp/objects`."""
     tmp = tmp_path_factory.mktemp("stack")
-    env = {"LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp / "objects"),
-           "HF_HUB_OFFLINE": "1", "LM_SAES_MODEL": "tiny", "LM_SAES_WORKERS": "4",
-           # transcoders trained in process under tmp (tests/e2e) may be analyzed and traced
-           "LM_SAES_READ_ROOTS": json.dumps([str(tmp)]), **stack_env}
+    env = {
+        "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"),
+        "LM_SAES_OBJECT_STORE": str(tmp / "objects"),
+        "HF_HUB_OFFLINE": "1",
+        "LM_SAES_MODEL": "tiny",
+        "LM_SAES_WORKERS": "4",
+        # transcoders trained in process under tmp (tests/e2e) may be analyzed and traced
+        "LM_SAES_READ_ROOTS": json.dumps([str(tmp)]),
+        **stack_env,
+    }
     with ThreadPoolExecutor(len(stack_services)) as pool:  # start-ups overlap (each imports torch)
-        services = list(pool.map(lambda name: Service(f"services.{name}", env, tmp / f"{name}.log"),
-                                 stack_services))
+        services = list(pool.map(lambda name: Service(f"services.{name}", env, tmp / f"{name}.log"), stack_services))
     yield dict(zip(stack_services, services, strict=True)), tmp
     for service in services:
         if service.proc.poll() is None:
@@ -70,13 +77,20 @@ def gateway_process(services: dict[str, Service], tmp: Path, **settings: str) ->
     """`python -m gateway` on a free port over `services` ((url, log)); `settings` are extra
     LM_SAES_* variables (e.g. LM_SAES_PUBLIC_READS="false")."""
     port = free_port()
-    env = {**os.environ, "LM_SAES_GATEWAY_HOST": "127.0.0.1", "LM_SAES_GATEWAY_PORT": str(port),
-           "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"), "LM_SAES_API_TOKENS": json.dumps(TOKENS),
-           **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()}, **settings}
+    env = {
+        **os.environ,
+        "LM_SAES_GATEWAY_HOST": "127.0.0.1",
+        "LM_SAES_GATEWAY_PORT": str(port),
+        "LM_SAES_DOCUMENTS": str(tmp / "docs.sqlite"),
+        "LM_SAES_API_TOKENS": json.dumps(TOKENS),
+        **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{s.port}" for name, s in services.items()},
+        **settings,
+    }
     log = tmp / f"gateway-{port}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     try:
@@ -129,8 +143,9 @@ def train_and_analyze(client: httpx.Client, sae_id: str = SAE_ID, request_id: st
     assert any(p["state"] == "running" for p in progress)  # streamed live, not only the outcome
     result = events[-1][1]["result"]
 
-    response = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
-                           json={"sae_uri": result["sae"], "sae_id": sae_id, "config": ANALYZE})
+    response = client.post(
+        "/api/v1/jobs/analysis", headers=SUBMIT, json={"sae_uri": result["sae"], "sae_id": sae_id, "config": ANALYZE}
+    )
     assert response.status_code == 201, response.text
     events = job_events(client, response.json()["id"])
     assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded", events[-1]

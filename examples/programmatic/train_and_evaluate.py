@@ -1,7 +1,7 @@
 """The `lm-saes train` pipeline from Python, step by step (tiny model by default).
 
-    python examples/programmatic/train_and_evaluate.py            # tiny random model, seconds
-    python examples/programmatic/train_and_evaluate.py smollm2-135m  # the packaged SmolLM2
+python examples/programmatic/train_and_evaluate.py            # tiny random model, seconds
+python examples/programmatic/train_and_evaluate.py smollm2-135m  # the packaged SmolLM2
 """
 
 import os

@@ -53,13 +53,24 @@ def get_sae(store: Store, sae_id: SaeId) -> dict[str, Any]:
 
 
 @router.get("/saes/{sae_id}/features", response_model=FeaturePage)
-def list_features(store: Store, sae_id: SaeId, sort: FeatureSort = "index",
-                  order: Literal["asc", "desc"] = "asc", offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
+def list_features(
+    store: Store,
+    sae_id: SaeId,
+    sort: FeatureSort = "index",
+    order: Literal["asc", "desc"] = "asc",
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
     """One page of feature summaries; ties are broken by index so pages never overlap."""
     sae_or_404(store, sae_id)
-    items, total = store.documents.list_features(sae_id, sort=sort, descending=order == "desc", offset=offset,
-                                                 limit=limit, fields=["density", "max_activation", "mean_activation"])
+    items, total = store.documents.list_features(
+        sae_id,
+        sort=sort,
+        descending=order == "desc",
+        offset=offset,
+        limit=limit,
+        fields=["density", "max_activation", "mean_activation"],
+    )
     return {"items": items, "total": total, "offset": offset, "limit": limit, "sort": sort, "order": order}
 
 
@@ -73,8 +84,12 @@ def get_feature(store: Store, sae_id: SaeId, index: Annotated[int, Path(ge=0, le
 
 
 @router.get("/saes/{sae_id}/search", response_model=list[TokenMatch])
-def features_for_token(store: Store, sae_id: SaeId, token: Annotated[str, Query(min_length=1, max_length=200)],
-                       limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20) -> list[TokenMatch]:
+def features_for_token(
+    store: Store,
+    sae_id: SaeId,
+    token: Annotated[str, Query(min_length=1, max_length=200)],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> list[TokenMatch]:
     """Features that peak on `token` (as stored by analysis), strongest first."""
     sae_or_404(store, sae_id)
     return store.documents.features_for_token(sae_id, token, limit)

@@ -39,8 +39,9 @@ def _graph_or_404(store: Backends, graph_id: str) -> GraphRecord:
 def list_circuits(store: Store, model: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
     """Stored graphs, newest first (summaries: no nodes or links)."""
     records = sorted(store.documents.list_graphs(model), key=lambda r: r.created or "", reverse=True)
-    return {"items": [GraphSummary.model_validate(r.model_dump(include=set(GraphSummary.model_fields)))
-                      for r in records]}
+    return {
+        "items": [GraphSummary.model_validate(r.model_dump(include=set(GraphSummary.model_fields))) for r in records]
+    }
 
 
 @router.get("/circuits/{graph_id}", response_model=Graph, dependencies=[auth.read])
@@ -49,8 +50,11 @@ def get_circuit(store: Store, graph_id: GraphId) -> GraphRecord:
     return _graph_or_404(store, graph_id)
 
 
-@router.get("/circuits/{graph_id}/export", dependencies=[auth.read],
-            responses={200: {"description": "circuit-tracer / Neuronpedia graph JSON"}})
+@router.get(
+    "/circuits/{graph_id}/export",
+    dependencies=[auth.read],
+    responses={200: {"description": "circuit-tracer / Neuronpedia graph JSON"}},
+)
 def export_circuit(store: Store, graph_id: GraphId) -> dict[str, Any]:
     """The graph in the JSON that circuit-tracer's and Neuronpedia's graph viewers open."""
     return to_graph_json(_graph_or_404(store, graph_id).doc())
@@ -64,8 +68,11 @@ def trace(store: Store, body: TraceRequest, user: auth.Submitter) -> dict[str, A
         with store.as_user(user):
             return store.tracing.submit(body.prompt, body.transcoders, config, request_id=body.request_id or "")
     except ServiceError as error:
-        raise from_service(error, "tracing", rename={"transcoders_uri": "transcoders", "prompt": "prompt",
-                                                    **{k: k for k in TRACE_FIELDS}}) from None
+        raise from_service(
+            error,
+            "tracing",
+            rename={"transcoders_uri": "transcoders", "prompt": "prompt", **{k: k for k in TRACE_FIELDS}},
+        ) from None
 
 
 @router.post("/circuits/{graph_id}/interventions", response_model=InterventionResult)
@@ -75,7 +82,8 @@ def intervene(store: Store, graph_id: GraphId, body: InterventionRequest, user: 
     _graph_or_404(store, graph_id)
     try:
         with store.as_user(user):
-            return store.tracing.intervene(graph_id, [c.model_dump() for c in body.changes], body.top_k,
-                                       body.freeze_active_set)
+            return store.tracing.intervene(
+                graph_id, [c.model_dump() for c in body.changes], body.top_k, body.freeze_active_set
+            )
     except ServiceError as error:
         raise from_service(error, "tracing", rename={"changes": "changes"}) from None

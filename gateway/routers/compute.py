@@ -31,8 +31,9 @@ def _checked_text(store: Backends, text: str) -> None:
         raise invalid("text", f"{len(text)} characters is more than the limit of {store.settings.max_text_chars}")
 
 
-def _features(store: Backends, user: Principal, sae_id: str, text: str, top_k: int = 5,
-              features: list[int] | None = None) -> list[dict[str, Any]]:
+def _features(
+    store: Backends, user: Principal, sae_id: str, text: str, top_k: int = 5, features: list[int] | None = None
+) -> list[dict[str, Any]]:
     try:
         with store.as_user(user):
             return store.activation.feature_activations(sae_id, text, top_k=top_k, features=features)
@@ -64,12 +65,24 @@ def features_for_text(store: Store, sae_id: SaeId, body: TextSearchRequest, user
         for feature in token["features"]:
             if feature["value"] <= 0:
                 continue
-            entry = totals.setdefault(feature["index"], {"index": feature["index"], "sum": 0.0, "max": 0.0,
-                                                         "max_position": token["position"], "tokens_active": 0})
+            entry = totals.setdefault(
+                feature["index"],
+                {
+                    "index": feature["index"],
+                    "sum": 0.0,
+                    "max": 0.0,
+                    "max_position": token["position"],
+                    "tokens_active": 0,
+                },
+            )
             entry["sum"] += feature["value"]
             entry["tokens_active"] += 1
             if feature["value"] > entry["max"]:
                 entry["max"], entry["max_position"] = feature["value"], token["position"]
     ranked = sorted(totals.values(), key=lambda e: (-e[body.rank_by], e["index"]))
-    return {"sae_id": sae_id, "rank_by": body.rank_by, "tokens": [t["token"] for t in tokens],
-            "features": ranked[: body.limit]}
+    return {
+        "sae_id": sae_id,
+        "rank_by": body.rank_by,
+        "tokens": [t["token"] for t in tokens],
+        "features": ranked[: body.limit],
+    }

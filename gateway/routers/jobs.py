@@ -50,16 +50,21 @@ def submit_training(store: Store, body: TrainingJobRequest, user: auth.Submitter
         with store.as_user(user):
             return store.training.submit(body.config, request_id=body.request_id or "")
     except ServiceError as error:
-        raise from_service(error, "training", field_prefix="config.",
-                           rename={"config": "config", "config_json": "config", "config_toml": "config"}) from None
+        raise from_service(
+            error,
+            "training",
+            field_prefix="config.",
+            rename={"config": "config", "config_json": "config", "config_toml": "config"},
+        ) from None
 
 
 @router.post("/jobs/analysis", response_model=Job, status_code=201)
 def submit_analysis(store: Store, body: AnalysisJobRequest, user: auth.Submitter) -> dict[str, Any]:
     try:
         with store.as_user(user):
-            return store.analysis.submit(body.sae_uri, sae_id=body.sae_id or "", config=body.config,
-                                         request_id=body.request_id or "")
+            return store.analysis.submit(
+                body.sae_uri, sae_id=body.sae_id or "", config=body.config, request_id=body.request_id or ""
+            )
     except ServiceError as error:
         rename = {"sae_uri": "sae_uri", "config_json": "config", "sae_id": "sae_id", "output": "config.output"}
         raise from_service(error, "analysis", field_prefix="config.", rename=rename) from None
@@ -79,8 +84,9 @@ def cancel_job(store: Store, job_id: JobId, user: auth.Submitter) -> dict[str, A
 
 
 @router.get("/jobs", response_model=list[Job])
-def list_jobs(store: Store, user: auth.IdentifiedReader,
-              kind: Annotated[JobKind | None, Query()] = None) -> list[JobRecord]:
+def list_jobs(
+    store: Store, user: auth.IdentifiedReader, kind: Annotated[JobKind | None, Query()] = None
+) -> list[JobRecord]:
     """Your jobs (everyone's with the `admin` scope), newest first: needs a token even when
     reads are public, since the answer depends on who asks."""
     jobs = [j for j in store.documents.list_jobs(kind) if _mine(user, j)]
@@ -105,11 +111,15 @@ class StreamSlots:
 
     def acquire(self, caller: str, total: int, per_caller: int) -> None:
         if sum(self.open.values()) >= total:
-            raise ApiProblem(429, f"{total} event streams are open on this gateway; retry later",
-                             headers={"Retry-After": "5"})
+            raise ApiProblem(
+                429, f"{total} event streams are open on this gateway; retry later", headers={"Retry-After": "5"}
+            )
         if self.open[caller] >= per_caller:
-            raise ApiProblem(429, f"{per_caller} event streams are already open for you; close one first",
-                             headers={"Retry-After": "5"})
+            raise ApiProblem(
+                429,
+                f"{per_caller} event streams are already open for you; close one first",
+                headers={"Retry-After": "5"},
+            )
         self.open[caller] += 1
 
     def release(self, caller: str) -> None:
@@ -118,10 +128,17 @@ class StreamSlots:
             del self.open[caller]
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "`progress` events, then one `end` (the final job) or `error`"},
-                       429: PROBLEMS[429]})
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`progress` events, then one `end` (the final job) or `error`",
+        },
+        429: PROBLEMS[429],
+    },
+)
 async def job_events(request: Request, store: Store, job_id: JobId, user: auth.Reader) -> StreamingResponse:
     """Progress of a job as server-sent events until it succeeds, fails or is cancelled."""
     job = await run_in_threadpool(_job_or_404, store, job_id)
@@ -150,11 +167,18 @@ async def job_events(request: Request, store: Store, job_id: JobId, user: auth.R
                     latest = await run_in_threadpool(store.documents.get_job, job_id)
                     current = latest or current
                 except Exception as error:  # the store went away: say so and end the stream
-                    yield _sse("error", {"status": 503, "title": "Service unavailable",
-                                         "detail": f"document store: {type(error).__name__}"})
+                    yield _sse(
+                        "error",
+                        {
+                            "status": 503,
+                            "title": "Service unavailable",
+                            "detail": f"document store: {type(error).__name__}",
+                        },
+                    )
                     return
         finally:
             slots.release(caller)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

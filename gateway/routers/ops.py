@@ -27,9 +27,14 @@ def readyz(store: Annotated[Backends, Depends(backends)]) -> Health | JSONRespon
     checks = store.check()
     failed = sorted(name for name, state in checks.items() if state != "ok")
     if failed:
-        body = {"type": "about:blank", "title": "Service unavailable", "status": 503,
-                "detail": "not ready: " + "; ".join(f"{n}: {checks[n]}" for n in failed),
-                "failed": failed, "checks": checks}
+        body = {
+            "type": "about:blank",
+            "title": "Service unavailable",
+            "status": 503,
+            "detail": "not ready: " + "; ".join(f"{n}: {checks[n]}" for n in failed),
+            "failed": failed,
+            "checks": checks,
+        }
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)
     return Health(status="ok", checks=checks)
 

@@ -30,8 +30,13 @@ from lm_saes.rpc.client import ServiceError
 router = APIRouter(tags=["compute"], responses=PROBLEMS)
 Store = Annotated[Backends, Depends(backends)]
 # the service's field names -> this body's
-FIELDS = {"prompt": "prompt", "max_new_tokens": "max_new_tokens", "track": "track", "stop": "stop",
-          "interventions": "features"}
+FIELDS = {
+    "prompt": "prompt",
+    "max_new_tokens": "max_new_tokens",
+    "track": "track",
+    "stop": "stop",
+    "interventions": "features",
+}
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
@@ -40,11 +45,11 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 def _check(store: Backends, body: SteerRequest) -> None:
     if len(body.prompt) > store.settings.max_text_chars:
-        raise invalid("prompt", f"{len(body.prompt)} characters is more than the limit of "
-                      f"{store.settings.max_text_chars}")
+        raise invalid(
+            "prompt", f"{len(body.prompt)} characters is more than the limit of {store.settings.max_text_chars}"
+        )
     if body.max_new_tokens > store.settings.steer_max_tokens:
-        raise invalid("max_new_tokens", f"at most {store.settings.steer_max_tokens} on this gateway "
-                      "(steer_max_tokens)")
+        raise invalid("max_new_tokens", f"at most {store.settings.steer_max_tokens} on this gateway (steer_max_tokens)")
     for number, feature in enumerate(body.features):
         sae = sae_or_404(store, feature.sae_id)
         if sae.d_sae is not None and feature.feature >= sae.d_sae:
@@ -60,28 +65,42 @@ def _field(error: ServiceError) -> dict[str, str]:
     return {}
 
 
-@router.post("/steer", response_class=StreamingResponse,
-             responses={200: {"content": {"text/event-stream": {}},
-                              "description": "`start`, then `token` events (run, index, text, probability, "
-                                             "tracked), then `end` or `error`"},
-                        429: PROBLEMS[429]})
+@router.post(
+    "/steer",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`start`, then `token` events (run, index, text, probability, "
+            "tracked), then `end` or `error`",
+        },
+        429: PROBLEMS[429],
+    },
+)
 async def steer(request: Request, store: Store, body: SteerRequest, user: auth.Computer) -> StreamingResponse:
     """Continue `prompt` with `features` changed, beside the default continuation."""
     await run_in_threadpool(_check, store, body)
     slots: StreamSlots = request.app.state.event_streams
     settings = store.settings
     slots.acquire(user.name, settings.max_streams, settings.max_streams_per_caller)
-    generation = {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_p": body.top_p,
-                  "seed": body.seed, "stop": body.stop, "track": body.track,
-                  "frozen_attention": body.frozen_attention}
+    generation = {
+        "max_new_tokens": body.max_new_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "seed": body.seed,
+        "stop": body.stop,
+        "track": body.track,
+        "frozen_attention": body.frozen_attention,
+    }
     features = [f.model_dump() for f in body.features]
 
     def start() -> tuple[Generator[dict[str, Any], None, None], dict[str, Any] | None]:
         """Open the stream and read its first event; the call carries the user's identity from
         its start, so the rest may be read from any thread."""
         with store.as_user(user):
-            stream = store.activation.generate(body.prompt, features, compare=body.compare,
-                                               timeout=settings.grpc_timeout_s * 10, **generation)
+            stream = store.activation.generate(
+                body.prompt, features, compare=body.compare, timeout=settings.grpc_timeout_s * 10, **generation
+            )
             return stream, next(stream, None)
 
     try:
@@ -114,5 +133,6 @@ async def steer(request: Request, store: Store, body: SteerRequest, user: auth.C
                 stream.close()  # ends the gRPC call: the service stops generating
             slots.release(user.name)
 
-    return StreamingResponse(body_stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        body_stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

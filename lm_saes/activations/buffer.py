@@ -141,8 +141,15 @@ class StoredActivations(ActivationSource):
 class OnTheFlyActivations(ActivationSource):
     """Activations computed by the model as training consumes them; nothing is saved."""
 
-    def __init__(self, model: LanguageModel, contexts: torch.Tensor, hooks: list[str], seed: int = 0,
-                 buffer_tokens: int = 131_072, batch_contexts: int = 16):
+    def __init__(
+        self,
+        model: LanguageModel,
+        contexts: torch.Tensor,
+        hooks: list[str],
+        seed: int = 0,
+        buffer_tokens: int = 131_072,
+        batch_contexts: int = 16,
+    ):
         super().__init__(hooks, seed)
         model.check_hooks(hooks)
         self.model = model

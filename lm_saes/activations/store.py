@@ -64,7 +64,9 @@ class NormAccumulator:
 class ShardWriter:
     """Buffers activation rows and writes fixed-size shards; `close` publishes the manifest."""
 
-    def __init__(self, store: ObjectStore, model: str, context_size: int, dtype: str = "float32", shard_tokens: int = 65_536):
+    def __init__(
+        self, store: ObjectStore, model: str, context_size: int, dtype: str = "float32", shard_tokens: int = 65_536
+    ):
         self.store = store
         self.model = model
         self.context_size = context_size

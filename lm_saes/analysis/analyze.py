@@ -57,7 +57,9 @@ def default_sae_id(sae_location: str) -> str:
 
 
 @torch.no_grad()
-def feature_activations(model: LanguageModel, sae: SparseAutoencoder, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_activations(
+    model: LanguageModel, sae: SparseAutoencoder, tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense activations [B, T, F] of every feature (zero at BOS) and the valid-position mask."""
     valid = tokens != model.tokenizer.bos_token_id
     x = model.activations(tokens, [sae.spec.input_hook])[sae.spec.input_hook]
@@ -66,9 +68,14 @@ def feature_activations(model: LanguageModel, sae: SparseAutoencoder, tokens: to
     return acts.float().cpu(), valid
 
 
-def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
-                 stop_after_batches: int | None = None, on_batch: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> AnalysisResult:
+def run_analysis(
+    cfg: AnalyzeConfig,
+    sae_location: str,
+    progress: bool = True,
+    stop_after_batches: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> AnalysisResult:
     """Analyze every feature; `on_batch(done, total)` reports progress; when `should_stop()`
     turns true (or after `stop_after_batches`) the pass checkpoints and raises InterruptedError."""
     started = time.perf_counter()
@@ -84,8 +91,14 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
     documents = open_document_store(cfg.documents)
     try:
         _register(documents, model, sae, sae_id, sae_location, analysis_id, cfg, len(contexts))
-        collector = FeatureCollector(sae.d_sae, cfg.analysis.top_n, cfg.analysis.samples_per_bucket,
-                                     cfg.analysis.window_before, cfg.analysis.window_after, cfg.analysis.seed)
+        collector = FeatureCollector(
+            sae.d_sae,
+            cfg.analysis.top_n,
+            cfg.analysis.samples_per_bucket,
+            cfg.analysis.window_before,
+            cfg.analysis.window_after,
+            cfg.analysis.seed,
+        )
         batch_size = cfg.analysis.batch_contexts
         n_batches = -(-len(contexts) // batch_size)
         first = _restore(store, collector, fingerprint)
@@ -109,17 +122,33 @@ def run_analysis(cfg: AnalyzeConfig, sae_location: str, progress: bool = True,
         analysis = documents.get_analysis(analysis_id)
         if analysis is None:
             raise LookupError(f"analysis {analysis_id} is no longer in {cfg.documents}")
-        documents.put_analysis(analysis.model_copy(update={"state": "succeeded", "updated": _now(),
-                                                           "tokens": int(collector.state["tokens_seen"])}))
+        documents.put_analysis(
+            analysis.model_copy(
+                update={"state": "succeeded", "updated": _now(), "tokens": int(collector.state["tokens_seen"])}
+            )
+        )
         store.delete(CHECKPOINT_KEY)
-        return AnalysisResult(sae_id, analysis_id, cfg.documents, int(collector.state["tokens_seen"]),
-                              time.perf_counter() - started, written)
+        return AnalysisResult(
+            sae_id,
+            analysis_id,
+            cfg.documents,
+            int(collector.state["tokens_seen"]),
+            time.perf_counter() - started,
+            written,
+        )
     finally:
         documents.close()
 
 
-def write_features(documents: DocumentStore, collector: FeatureCollector, sae: SparseAutoencoder,
-                   model: LanguageModel, sae_id: str, analysis_id: str, cfg: AnalyzeConfig) -> int:
+def write_features(
+    documents: DocumentStore,
+    collector: FeatureCollector,
+    sae: SparseAutoencoder,
+    model: LanguageModel,
+    sae_id: str,
+    analysis_id: str,
+    cfg: AnalyzeConfig,
+) -> int:
     """Assemble one complete document per feature and write them in batches."""
     strings = _vocab_strings(model)
     lens = None
@@ -131,8 +160,9 @@ def write_features(documents: DocumentStore, collector: FeatureCollector, sae: S
     batch: list[dict] = []
     for feature in range(sae.d_sae):
         top = collector.top_examples(feature)
-        quantiles = collector.quantile_samples(feature, cfg.analysis.quantile_intervals,
-                                               cfg.analysis.samples_per_interval)
+        quantiles = collector.quantile_samples(
+            feature, cfg.analysis.quantile_intervals, cfg.analysis.samples_per_interval
+        )
         for example in top + [e for q in quantiles for e in q["examples"]]:
             example["tokens"] = [strings[i] for i in example["token_ids"]]
         doc = {
@@ -169,8 +199,9 @@ def _top_tokens(examples: list[dict], before: int, strings: list[str]) -> list[d
         token = example["token_ids"][peak]
         counts[token] += 1
         best[token] = max(best.get(token, 0.0), example["max_activation"])
-    return [{"token": strings[t], "token_id": t, "count": c, "max_activation": best[t]}
-            for t, c in counts.most_common(10)]
+    return [
+        {"token": strings[t], "token_id": t, "count": c, "max_activation": best[t]} for t, c in counts.most_common(10)
+    ]
 
 
 def _lens_doc(lens, feature: int, strings: list[str]) -> dict:
@@ -186,8 +217,16 @@ def _vocab_strings(model: LanguageModel) -> list[str]:
     return model.tokenizer.token_strings(list(range(vocab)))
 
 
-def _register(documents: DocumentStore, model: LanguageModel, sae: SparseAutoencoder, sae_id: str,
-              sae_location: str, analysis_id: str, cfg: AnalyzeConfig, n_contexts: int) -> None:
+def _register(
+    documents: DocumentStore,
+    model: LanguageModel,
+    sae: SparseAutoencoder,
+    sae_id: str,
+    sae_location: str,
+    analysis_id: str,
+    cfg: AnalyzeConfig,
+    n_contexts: int,
+) -> None:
     documents.put_model({"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model})
     metrics = {}
     parent = sae_location.rstrip("/").rsplit("/", 1)[0] if "/" in sae_location.rstrip("/") else "."
@@ -195,17 +234,33 @@ def _register(documents: DocumentStore, model: LanguageModel, sae: SparseAutoenc
     if parent_store.exists("eval.json"):
         metrics = parent_store.get_json("eval.json")
     spec = sae.spec
-    documents.put_sae({
-        "id": sae_id, "model": spec.model or model.name, "hook_in": spec.hook_in, "hook_out": spec.hook_out,
-        "architecture": spec.architecture, "d_sae": spec.d_sae, "config": spec.model_dump(mode="json"),
-        "metrics": metrics, "artifact": sae_location, "created": _now(),
-    })
+    documents.put_sae(
+        {
+            "id": sae_id,
+            "model": spec.model or model.name,
+            "hook_in": spec.hook_in,
+            "hook_out": spec.hook_out,
+            "architecture": spec.architecture,
+            "d_sae": spec.d_sae,
+            "config": spec.model_dump(mode="json"),
+            "metrics": metrics,
+            "artifact": sae_location,
+            "created": _now(),
+        }
+    )
     existing = documents.get_analysis(analysis_id)
-    documents.put_analysis({
-        "id": analysis_id, "sae_id": sae_id, "state": "running", "tokens": 0,
-        "contexts": n_contexts, "config": cfg.model_dump(mode="json"),
-        "created": existing.created if existing else _now(), "updated": _now(),
-    })
+    documents.put_analysis(
+        {
+            "id": analysis_id,
+            "sae_id": sae_id,
+            "state": "running",
+            "tokens": 0,
+            "contexts": n_contexts,
+            "config": cfg.model_dump(mode="json"),
+            "created": existing.created if existing else _now(),
+            "updated": _now(),
+        }
+    )
 
 
 def _fingerprint(cfg: AnalyzeConfig, sae_location: str) -> str:
@@ -216,8 +271,15 @@ def _fingerprint(cfg: AnalyzeConfig, sae_location: str) -> str:
 
 def _checkpoint(store: ObjectStore, collector: FeatureCollector, fingerprint: str, next_batch: int) -> None:
     buffer = io.BytesIO()
-    torch.save({"fingerprint": fingerprint, "next_batch": next_batch, "state": collector.state,
-                "rng": collector.generator.get_state()}, buffer)
+    torch.save(
+        {
+            "fingerprint": fingerprint,
+            "next_batch": next_batch,
+            "state": collector.state,
+            "rng": collector.generator.get_state(),
+        },
+        buffer,
+    )
     store.put_bytes(CHECKPOINT_KEY, buffer.getvalue())
 
 

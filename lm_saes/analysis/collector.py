@@ -33,8 +33,15 @@ class Window(NamedTuple):
 
 
 class FeatureCollector:
-    def __init__(self, d_sae: int, top_n: int = 20, samples_per_bucket: int = 2,
-                 window_before: int = 16, window_after: int = 7, seed: int = 0):
+    def __init__(
+        self,
+        d_sae: int,
+        top_n: int = 20,
+        samples_per_bucket: int = 2,
+        window_before: int = 16,
+        window_after: int = 7,
+        seed: int = 0,
+    ):
         self.d_sae = d_sae
         self.top_n = top_n
         self.per_bucket = samples_per_bucket
@@ -193,17 +200,26 @@ class FeatureCollector:
         for i in range(intervals):
             low, high = top * i / intervals, top * (i + 1) / intervals
             inside = ((values > low) & (values <= high)).nonzero().squeeze(1)[:per_interval]
-            out.append({
-                "interval": [low, high],
-                "examples": [_example(float(values[j]), int(ctx[j]), tokens[j], acts[j]) for j in inside.tolist()],
-            })
+            out.append(
+                {
+                    "interval": [low, high],
+                    "examples": [_example(float(values[j]), int(ctx[j]), tokens[j], acts[j]) for j in inside.tolist()],
+                }
+            )
         return out
 
     def top_examples(self, feature: int) -> list[dict]:
         s = self.state
         filled = (s["top_vals"][feature] > 0).nonzero().squeeze(1).tolist()
-        return [_example(float(s["top_vals"][feature, j]), int(s["top_ctx"][feature, j]),
-                         s["top_tokens"][feature, j], s["top_acts"][feature, j]) for j in filled]
+        return [
+            _example(
+                float(s["top_vals"][feature, j]),
+                int(s["top_ctx"][feature, j]),
+                s["top_tokens"][feature, j],
+                s["top_acts"][feature, j],
+            )
+            for j in filled
+        ]
 
     def histogram(self, feature: int) -> dict:
         counts = self.state["histogram"][feature]
@@ -231,5 +247,9 @@ def _rank_within_groups(sorted_groups: torch.Tensor) -> torch.Tensor:
 
 def _example(value: float, context: int, tokens: torch.Tensor, acts: torch.Tensor) -> dict:
     inside = tokens >= 0
-    return {"max_activation": value, "context": context, "token_ids": tokens[inside].tolist(),
-            "activations": [round(a, 5) for a in acts[inside].tolist()]}
+    return {
+        "max_activation": value,
+        "context": context,
+        "token_ids": tokens[inside].tolist(),
+        "activations": [round(a, 5) for a in acts[inside].tolist()],
+    }

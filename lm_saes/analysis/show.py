@@ -27,7 +27,9 @@ def format_feature(doc: dict, examples: int = 8, samples: int = 1) -> str:
     lines.append("  top activating contexts («token:activation» where it fires):")
     for example in doc["top_examples"][:examples]:
         threshold = 0.05 * example["max_activation"]
-        lines.append(f"   {example['max_activation']:6.2f} | {_mark(example['tokens'], example['activations'], threshold)}")
+        lines.append(
+            f"   {example['max_activation']:6.2f} | {_mark(example['tokens'], example['activations'], threshold)}"
+        )
     shown = [(q["interval"], e) for q in doc.get("quantile_samples", []) for e in q["examples"][:samples]]
     if shown:
         lines.append("  weaker activations (samples per slice of the max):")

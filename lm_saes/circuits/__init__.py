@@ -22,7 +22,20 @@ from lm_saes.circuits.trace import load_graph, run_trace, save_graph
 from lm_saes.circuits.transcoders import TranscoderSet
 
 __all__ = [
-    "AttributionGraph", "GraphScores", "Intervention", "PromptState", "ReplacementModel", "TranscoderSet",
-    "attribute", "intervene", "load_graph", "predicted_logit_effects", "predicted_vs_measured", "prompt_state",
-    "prune", "run_trace", "save_graph", "scores",
+    "AttributionGraph",
+    "GraphScores",
+    "Intervention",
+    "PromptState",
+    "ReplacementModel",
+    "TranscoderSet",
+    "attribute",
+    "intervene",
+    "load_graph",
+    "predicted_logit_effects",
+    "predicted_vs_measured",
+    "prompt_state",
+    "prune",
+    "run_trace",
+    "save_graph",
+    "scores",
 ]

@@ -40,8 +40,12 @@ def output_logits(logits: torch.Tensor, probability: float, max_logits: int) -> 
     return top.indices[: min(count, len(top.indices))], top.values[: min(count, len(top.indices))]
 
 
-def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | None = None,
-              progress: Callable[[float], None] | None = None) -> AttributionGraph:
+def attribute(
+    replacement: ReplacementModel,
+    prompt: str,
+    cfg: TraceConfig | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> AttributionGraph:
     """The full (unpruned) attribution graph of `prompt` (BOS is prepended)."""
     cfg = cfg or TraceConfig()
     clock = time.perf_counter()
@@ -71,8 +75,9 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
         rows = _edge_rows(groups, state, embed, errors, values, sources, first, batch_size, progress)
         targets = torch.cat(groups).detach()
     with torch.no_grad():
-        zero_acts = {layer: SparseActs(p, f, values[layer].detach() * ~sources[layer])
-                     for layer, (p, f) in entries.items()}
+        zero_acts = {
+            layer: SparseActs(p, f, values[layer].detach() * ~sources[layer]) for layer, (p, f) in entries.items()
+        }
         bias_out = replacement.forward(state, torch.zeros_like(embed), _zero_from(state.errors, first), zero_acts)
         bias = torch.cat(_targets(replacement, bias_out, active, logit_ids))
 
@@ -87,11 +92,20 @@ def attribute(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | Non
     bias_full[target_rows] = bias.float().cpu()
     strings = tokenizer.token_strings(ids)
     return AttributionGraph(
-        prompt=prompt, tokens=ids, token_strings=strings, model=replacement.model.name,
-        transcoders=replacement.transcoders.location, n_layers=replacement.n_layers,
-        features=features.cpu(), activations=activations.cpu(),
-        logit_tokens=logit_ids.tolist(), logit_strings=tokenizer.token_strings(logit_ids.tolist()),
-        logit_probabilities=logit_probs.cpu(), adjacency=adjacency, values=node_values, bias=bias_full,
+        prompt=prompt,
+        tokens=ids,
+        token_strings=strings,
+        model=replacement.model.name,
+        transcoders=replacement.transcoders.location,
+        n_layers=replacement.n_layers,
+        features=features.cpu(),
+        activations=activations.cpu(),
+        logit_tokens=logit_ids.tolist(),
+        logit_strings=tokenizer.token_strings(logit_ids.tolist()),
+        logit_probabilities=logit_probs.cpu(),
+        adjacency=adjacency,
+        values=node_values,
+        bias=bias_full,
         info={"seconds": round(time.perf_counter() - clock, 3), "layers": replacement.transcoders.layers},
     )
 
@@ -104,7 +118,9 @@ def _zero_from(tensors: dict[int, torch.Tensor], first: int) -> dict[int, torch.
     return out
 
 
-def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor) -> list[torch.Tensor]:
+def _targets(
+    replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor
+) -> list[torch.Tensor]:
     """One tensor per covered layer (its active features' pre-activations), then the demeaned
     output logits: concatenated, the targets in node order."""
     parts = []
@@ -119,9 +135,17 @@ def _targets(replacement: ReplacementModel, out: ReplacementOutput, active, logi
     return [p.float() for p in parts]
 
 
-def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tensor, errors: dict,
-               values: dict[int, torch.Tensor], sources: dict[int, torch.Tensor], first: int, batch_size: int,
-               progress: Callable[[float], None] | None) -> torch.Tensor:
+def _edge_rows(
+    groups: list[torch.Tensor],
+    state: PromptState,
+    embed: torch.Tensor,
+    errors: dict,
+    values: dict[int, torch.Tensor],
+    sources: dict[int, torch.Tensor],
+    first: int,
+    batch_size: int,
+    progress: Callable[[float], None] | None,
+) -> torch.Tensor:
     """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero).
 
     `values[layer]` are the leaves of that layer's active entries, `sources[layer]` marks the
@@ -135,29 +159,32 @@ def _edge_rows(groups: list[torch.Tensor], state: PromptState, embed: torch.Tens
     n_features = sum(len(v) for v in node_values.values())
     n_nodes = n_features + len(layers) * n_pos + n_pos + (n_targets - n_features)
     rows = torch.zeros(n_targets, n_nodes)
-    batches = [(offset, group, start) for offset, group in zip(
-        [sum(len(g) for g in groups[:i]) for i in range(len(groups))], groups, strict=True)
-        for start in range(0, len(group), batch_size)]
+    batches = [
+        (offset, group, start)
+        for offset, group in zip([sum(len(g) for g in groups[:i]) for i in range(len(groups))], groups, strict=True)
+        for start in range(0, len(group), batch_size)
+    ]
     for done, (offset, group, start) in enumerate(batches, start=1):
         stop = min(start + batch_size, len(group))
         seeds = torch.zeros(stop - start, len(group), dtype=group.dtype, device=group.device)
         seeds[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        grads = torch.autograd.grad(group, inputs, grad_outputs=seeds, is_grads_batched=True,
-                                    retain_graph=True, allow_unused=True)
-        grad_embed, grad_errors, grad_acts = grads[0], grads[1: 1 + len(layers)], grads[1 + len(layers):]
-        block = rows[offset + start: offset + stop]
+        grads = torch.autograd.grad(
+            group, inputs, grad_outputs=seeds, is_grads_batched=True, retain_graph=True, allow_unused=True
+        )
+        grad_embed, grad_errors, grad_acts = grads[0], grads[1 : 1 + len(layers)], grads[1 + len(layers) :]
+        block = rows[offset + start : offset + stop]
         column = 0
         for layer, grad in zip(values, grad_acts, strict=True):
             count = len(node_values[layer])
             if grad is not None:
-                block[:, column: column + count] = grad[:, sources[layer]] * node_values[layer]
+                block[:, column : column + count] = grad[:, sources[layer]] * node_values[layer]
             column += count
         for layer, grad in zip(layers, grad_errors, strict=True):
             if grad is not None:  # frozen positions' error columns stay zero: they are not sources
-                block[:, column + first: column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)
+                block[:, column + first : column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)
             column += n_pos
         if grad_embed is not None:
-            block[:, column: column + n_pos] = (grad_embed * state.embed).sum(-1)
+            block[:, column : column + n_pos] = (grad_embed * state.embed).sum(-1)
         if progress:
             progress(done / len(batches))
     return rows

@@ -15,8 +15,9 @@ from lm_saes.circuits.trace import top_feature_nodes
 from lm_saes.config import TraceConfig
 
 
-def graph_checks(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | None = None,
-                 n_features: int = 20) -> dict[str, float | int | str]:
+def graph_checks(
+    replacement: ReplacementModel, prompt: str, cfg: TraceConfig | None = None, n_features: int = 20
+) -> dict[str, float | int | str]:
     """1. the replacement model reproduces the real logits (max abs difference); 2. every target's
     incoming edges plus its bias equal its value (max abs error); 3. the change of the top logit
     predicted from the graph for 1 % changes of the `n_features` most influential features,
@@ -32,6 +33,12 @@ def graph_checks(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | 
     for name, freeze in (("reselect", False), ("keep_active_set", True)):
         predicted, measured = predicted_vs_measured(replacement, state, graph, top, freeze_active_set=freeze)
         correlations[f"correlation_{name}"] = float(torch.corrcoef(torch.tensor([predicted, measured]))[0, 1])
-    return {"tokens": len(graph.tokens), "feature_nodes": graph.n_features, "interventions": len(top),
-            "top_logit": graph.logit_strings[0], "logits_max_abs_diff": reproduction,
-            "edges_plus_bias_max_abs_err": identity, **correlations}
+    return {
+        "tokens": len(graph.tokens),
+        "feature_nodes": graph.n_features,
+        "interventions": len(top),
+        "top_logit": graph.logit_strings[0],
+        "logits_max_abs_diff": reproduction,
+        "edges_plus_bias_max_abs_err": identity,
+        **correlations,
+    }

@@ -69,41 +69,71 @@ class AttributionGraph:
         """A JSON-ready description of node `index`."""
         if index < self.error_start:
             layer, pos, feature = (int(v) for v in self.features[index])
-            return {"id": f"{layer}_{feature}_{pos}", "kind": "feature", "layer": layer, "position": pos,
-                    "feature": feature, "activation": float(self.activations[index])}
+            return {
+                "id": f"{layer}_{feature}_{pos}",
+                "kind": "feature",
+                "layer": layer,
+                "position": pos,
+                "feature": feature,
+                "activation": float(self.activations[index]),
+            }
         if index < self.token_start:
             layer, pos = divmod(index - self.error_start, self.n_pos)
             return {"id": f"{layer}_-1_{pos}", "kind": "error", "layer": layer, "position": pos}
         if index < self.logit_start:
             pos = index - self.token_start
-            return {"id": f"E_{self.tokens[pos]}_{pos}", "kind": "token", "layer": -1, "position": pos,
-                    "token": self.token_strings[pos]}
+            return {
+                "id": f"E_{self.tokens[pos]}_{pos}",
+                "kind": "token",
+                "layer": -1,
+                "position": pos,
+                "token": self.token_strings[pos],
+            }
         k = index - self.logit_start
-        return {"id": f"{self.n_layers + 1}_{self.logit_tokens[k]}_{self.n_pos - 1}", "kind": "logit",
-                "layer": self.n_layers, "position": self.n_pos - 1, "token": self.logit_strings[k],
-                "probability": float(self.logit_probabilities[k])}
+        return {
+            "id": f"{self.n_layers + 1}_{self.logit_tokens[k]}_{self.n_pos - 1}",
+            "kind": "logit",
+            "layer": self.n_layers,
+            "position": self.n_pos - 1,
+            "token": self.logit_strings[k],
+            "probability": float(self.logit_probabilities[k]),
+        }
 
     def feature_index(self, layer: int, position: int, feature: int) -> int | None:
-        match = ((self.features[:, 0] == layer) & (self.features[:, 1] == position)
-                 & (self.features[:, 2] == feature)).nonzero()
+        match = (
+            (self.features[:, 0] == layer) & (self.features[:, 1] == position) & (self.features[:, 2] == feature)
+        ).nonzero()
         return int(match[0, 0]) if len(match) else None
 
     def logit_weights(self) -> torch.Tensor:
         """[N] the output logits' probabilities, zero elsewhere: what influence is measured on."""
         weights = torch.zeros(self.n_nodes, dtype=self.adjacency.dtype)
-        weights[self.logit_start:] = self.logit_probabilities.to(weights.dtype)
+        weights[self.logit_start :] = self.logit_probabilities.to(weights.dtype)
         return weights
 
     # --- persistence -------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"features": self.features, "activations": self.activations,
-                "logit_probabilities": self.logit_probabilities, "adjacency": self.adjacency,
-                "values": self.values, "bias": self.bias}
+        return {
+            "features": self.features,
+            "activations": self.activations,
+            "logit_probabilities": self.logit_probabilities,
+            "adjacency": self.adjacency,
+            "values": self.values,
+            "bias": self.bias,
+        }
 
     def metadata(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "tokens": self.tokens, "token_strings": self.token_strings,
-                "model": self.model, "transcoders": self.transcoders, "n_layers": self.n_layers,
-                "logit_tokens": self.logit_tokens, "logit_strings": self.logit_strings, "info": self.info}
+        return {
+            "prompt": self.prompt,
+            "tokens": self.tokens,
+            "token_strings": self.token_strings,
+            "model": self.model,
+            "transcoders": self.transcoders,
+            "n_layers": self.n_layers,
+            "logit_tokens": self.logit_tokens,
+            "logit_strings": self.logit_strings,
+            "info": self.info,
+        }
 
     @classmethod
     def from_parts(cls, metadata: dict[str, Any], tensors: dict[str, torch.Tensor]) -> AttributionGraph:
@@ -139,8 +169,7 @@ def threshold_for(scores: torch.Tensor, fraction: float) -> float:
     if total <= 0:
         return float("inf")
     cumulative = ordered.cumsum(0) / total
-    index = min(int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype))),
-                len(ordered) - 1)
+    index = min(int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype))), len(ordered) - 1)
     return float(ordered[index])
 
 
@@ -150,8 +179,9 @@ class Pruned(NamedTuple):
     node_influence: torch.Tensor  # [N] influence on the logits (unpruned graph)
 
 
-def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98,
-          max_links: int | None = None) -> Pruned:
+def prune(
+    graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98, max_links: int | None = None
+) -> Pruned:
     """Keep the nodes, then the edges, that carry the given fractions of influence on the logits
     (at most `max_links` edges, the most influential).
 
@@ -166,7 +196,7 @@ def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: 
     inner = slice(0, graph.token_start)  # features and errors
     node_mask = torch.zeros(graph.n_nodes, dtype=torch.bool)
     node_mask[inner] = node_influence[inner] >= threshold_for(node_influence[inner], node_threshold)
-    node_mask[graph.token_start:] = True
+    node_mask[graph.token_start :] = True
 
     kept = graph.adjacency * node_mask[:, None] * node_mask[None, :]
     kept_norm = normalized(kept)
@@ -195,12 +225,12 @@ def scores(graph: AttributionGraph) -> GraphScores:
     weights = graph.logit_weights()
     matrix = normalized(graph.adjacency)
     node_influence = influence(matrix, weights)
-    token_influence = node_influence[graph.token_start: graph.logit_start].sum()
-    error_influence = node_influence[graph.error_start: graph.token_start].sum()
+    token_influence = node_influence[graph.token_start : graph.logit_start].sum()
+    error_influence = node_influence[graph.error_start : graph.token_start].sum()
     replacement = token_influence / (token_influence + error_influence).clamp_min(1e-10)
     # As circuit-tracer defines it (so the numbers compare): every node weighs in by its influence
     # plus its logit weight; nodes without inputs count as fully explained.
-    non_error = 1 - matrix[:, graph.error_start: graph.token_start].sum(1)
+    non_error = 1 - matrix[:, graph.error_start : graph.token_start].sum(1)
     weight = node_influence + weights
     completeness = (non_error * weight).sum() / weight.sum().clamp_min(1e-10)
     return GraphScores(float(replacement), float(completeness))

@@ -38,12 +38,18 @@ def prompt_state(replacement: ReplacementModel, prompt: str) -> PromptState:
 
 
 @torch.no_grad()
-def intervene(replacement: ReplacementModel, state: PromptState, interventions: Sequence[Intervention],
-              top_k: int = 10, freeze_active_set: bool = False) -> InterventionResult:
+def intervene(
+    replacement: ReplacementModel,
+    state: PromptState,
+    interventions: Sequence[Intervention],
+    top_k: int = 10,
+    freeze_active_set: bool = False,
+) -> InterventionResult:
     """Top logits before and after the changes (see `ReplacementModel.forward` for the mode)."""
     before = replacement.forward(state).logits[-1].float()
-    after = replacement.forward(state, interventions=interventions,
-                                freeze_active_set=freeze_active_set).logits[-1].float()
+    after = (
+        replacement.forward(state, interventions=interventions, freeze_active_set=freeze_active_set).logits[-1].float()
+    )
     return InterventionResult(_top(replacement, before, top_k), _top(replacement, after, top_k), before, after)
 
 
@@ -52,7 +58,9 @@ def _top(replacement: ReplacementModel, logits: torch.Tensor, k: int) -> list[To
     top = probs.topk(min(k, probs.numel()))
     ids = top.indices.tolist()
     texts = replacement.model.tokenizer.token_strings(ids)
-    return [TokenLogit(i, t, float(logits[i]), float(p)) for i, t, p in zip(ids, texts, top.values.tolist(), strict=True)]
+    return [
+        TokenLogit(i, t, float(logits[i]), float(p)) for i, t, p in zip(ids, texts, top.values.tolist(), strict=True)
+    ]
 
 
 def predicted_logit_effects(graph: AttributionGraph, changes: dict[int, float]) -> torch.Tensor:
@@ -75,20 +83,26 @@ def predicted_logit_effects(graph: AttributionGraph, changes: dict[int, float]) 
         if torch.allclose(updated, delta):
             break
         delta = updated
-    return per_unit[graph.logit_start:] @ delta
+    return per_unit[graph.logit_start :] @ delta
 
 
-def predicted_vs_measured(replacement: ReplacementModel, state: PromptState, graph: AttributionGraph,
-                          nodes: Sequence[int], scale: float = 1.01,
-                          freeze_active_set: bool = False) -> tuple[list[float], list[float]]:
+def predicted_vs_measured(
+    replacement: ReplacementModel,
+    state: PromptState,
+    graph: AttributionGraph,
+    nodes: Sequence[int],
+    scale: float = 1.01,
+    freeze_active_set: bool = False,
+) -> tuple[list[float], list[float]]:
     """How well the graph predicts interventions: for each feature node, the change of the top
     (demeaned) logit when that feature is scaled by `scale`, predicted from the graph and measured
     by rerunning the replacement model."""
     predicted, measured = [], []
     for index in nodes:
         layer, position, feature = graph.features[index].tolist()
-        result = intervene(replacement, state, [Intervention(layer, position, feature, scale)],
-                           freeze_active_set=freeze_active_set)
+        result = intervene(
+            replacement, state, [Intervention(layer, position, feature, scale)], freeze_active_set=freeze_active_set
+        )
         before = result.logits_before - result.logits_before.mean()
         after = result.logits_after - result.logits_after.mean()
         measured.append(float((after - before)[graph.logit_tokens[0]]))

@@ -82,8 +82,10 @@ class ReplacementOutput(NamedTuple):
 class ReplacementModel:
     def __init__(self, model: LanguageModel, transcoders: TranscoderSet):
         if transcoders.model and transcoders.model != model.name:
-            raise ValueError(f"transcoders at {transcoders.location} were trained on {transcoders.model!r}, "
-                             f"not {model.name!r}; load that model")
+            raise ValueError(
+                f"transcoders at {transcoders.location} were trained on {transcoders.model!r}, "
+                f"not {model.name!r}; load that model"
+            )
         self.model = model
         self.transcoders = transcoders
         self.layers = range(model.n_layers)
@@ -114,6 +116,7 @@ class ReplacementModel:
             def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
                 cache[name] = tensor.detach().clone()
                 return tensor
+
             return fn
 
         names = [*self.frozen_hooks, EMBED_HOOK, *(h for pair in self.mlp_hooks.values() for h in pair)]
@@ -128,8 +131,15 @@ class ReplacementModel:
                 continue
             acts[layer] = sae.encode(mlp_in[layer]).to(real_out.dtype)
             errors[layer] = real_out - sae.decode(acts[layer]).to(real_out.dtype)
-        return PromptState(tokens, {h: cache[h] for h in self.frozen_hooks}, cache[EMBED_HOOK][0], mlp_in,
-                           logits[0].detach(), acts, errors)
+        return PromptState(
+            tokens,
+            {h: cache[h] for h in self.frozen_hooks},
+            cache[EMBED_HOOK][0],
+            mlp_in,
+            logits[0].detach(),
+            acts,
+            errors,
+        )
 
     def forward(
         self,
@@ -171,6 +181,7 @@ class ReplacementModel:
             def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
                 mlp_in[layer] = tensor[0]
                 return tensor
+
             return fn
 
         def write_mlp_out(layer: int) -> Callable:
@@ -191,6 +202,7 @@ class ReplacementModel:
                     layer_acts = apply_interventions(layer_acts, by_layer[layer])
                 used[layer] = layer_acts
                 return (sae.decode(layer_acts) + errors[layer])[None].to(tensor.dtype)
+
             return fn
 
         hooks: list[tuple[str | Callable, Callable]] = [(h, frozen) for h in self.frozen_hooks]
@@ -210,7 +222,9 @@ class ReplacementModel:
         if change.layer not in self.transcoders.by_layer:
             raise ValueError(f"intervention layer {change.layer} has no transcoder; covered: {self.transcoders.layers}")
         if not 0 <= change.position < len(state.tokens):
-            raise ValueError(f"intervention position {change.position} is outside the prompt (0..{len(state.tokens) - 1})")
+            raise ValueError(
+                f"intervention position {change.position} is outside the prompt (0..{len(state.tokens) - 1})"
+            )
         d_sae = self.transcoders.by_layer[change.layer].d_sae
         if not 0 <= change.feature < d_sae:
             raise ValueError(f"intervention feature {change.feature} is outside 0..{d_sae - 1}")

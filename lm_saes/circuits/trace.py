@@ -55,8 +55,11 @@ def describe(graph: AttributionGraph, pruned: Pruned) -> dict[str, Any]:
         nodes.append(node)
     targets, sources = pruned.edge_mask.nonzero(as_tuple=True)
     ids = {index: graph.node(index)["id"] for index in pruned.node_mask.nonzero().flatten().tolist()}
-    links = [{"source": ids[s], "target": ids[t], "weight": float(graph.adjacency[t, s])}
-             for t, s in zip(targets.tolist(), sources.tolist(), strict=True) if s in ids and t in ids]
+    links = [
+        {"source": ids[s], "target": ids[t], "weight": float(graph.adjacency[t, s])}
+        for t, s in zip(targets.tolist(), sources.tolist(), strict=True)
+        if s in ids and t in ids
+    ]
     return {"nodes": nodes, "links": links}
 
 
@@ -76,8 +79,14 @@ def feature_sources(transcoders: str, layers: list[int], documents: DocumentStor
     return {str(layer): found.get(str(layer), default_sae_id(f"{transcoders}/layer-{layer}/sae")) for layer in layers}
 
 
-def graph_record(graph: AttributionGraph, pruned: Pruned, graph_id: str, artifact: str,
-                 cfg: TraceConfig, documents: DocumentStore | None = None) -> dict[str, Any]:
+def graph_record(
+    graph: AttributionGraph,
+    pruned: Pruned,
+    graph_id: str,
+    artifact: str,
+    cfg: TraceConfig,
+    documents: DocumentStore | None = None,
+) -> dict[str, Any]:
     graph_scores = scores(graph)
     return {
         "id": graph_id,
@@ -88,12 +97,18 @@ def graph_record(graph: AttributionGraph, pruned: Pruned, graph_id: str, artifac
         "saes": feature_sources(graph.transcoders, graph.info.get("layers", []), documents),
         "n_layers": graph.n_layers,
         "tokens": graph.token_strings,
-        "logits": [{"token": t, "token_id": i, "probability": float(p)} for t, i, p in
-                   zip(graph.logit_strings, graph.logit_tokens, graph.logit_probabilities.tolist(), strict=True)],
+        "logits": [
+            {"token": t, "token_id": i, "probability": float(p)}
+            for t, i, p in zip(graph.logit_strings, graph.logit_tokens, graph.logit_probabilities.tolist(), strict=True)
+        ],
         "scores": {"replacement": graph_scores.replacement, "completeness": graph_scores.completeness},
         "thresholds": {"node": cfg.node_threshold, "edge": cfg.edge_threshold, "max_links": cfg.max_links},
-        "counts": {"features": graph.n_features, "nodes": graph.n_nodes,
-                   "kept_nodes": int(pruned.node_mask.sum()), "kept_links": int(pruned.edge_mask.sum())},
+        "counts": {
+            "features": graph.n_features,
+            "nodes": graph.n_nodes,
+            "kept_nodes": int(pruned.node_mask.sum()),
+            "kept_links": int(pruned.edge_mask.sum()),
+        },
         "seconds": graph.info.get("seconds"),
         "artifact": artifact,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -101,9 +116,15 @@ def graph_record(graph: AttributionGraph, pruned: Pruned, graph_id: str, artifac
     }
 
 
-def run_trace(replacement: ReplacementModel, prompt: str, cfg: TraceConfig, objects: ObjectStore,
-              documents: DocumentStore | None = None, graph_id: str | None = None,
-              progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+def run_trace(
+    replacement: ReplacementModel,
+    prompt: str,
+    cfg: TraceConfig,
+    objects: ObjectStore,
+    documents: DocumentStore | None = None,
+    graph_id: str | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
     """Trace `prompt`, save the graph under `objects/graphs/ID`, record it; returns the record."""
     graph_id = graph_id or f"graph-{uuid.uuid4().hex[:12]}"
     graph = attribute(replacement, prompt, cfg, progress)
@@ -124,17 +145,21 @@ def top_feature_nodes(graph: AttributionGraph, n: int) -> list[int]:
 
 def summarize(record: dict[str, Any], n: int = 10) -> str:
     """A few lines for a terminal: scores, output logits, the most influential features."""
-    lines = [f"graph {record['id']}: {record['prompt']!r} on {record['model']} "
-             f"(transcoders on layers {record['layers']})",
-             f"  replacement score {record['scores']['replacement']:.3f}, "
-             f"completeness {record['scores']['completeness']:.3f}; "
-             f"{record['counts']['kept_nodes']} of {record['counts']['nodes']} nodes and "
-             f"{record['counts']['kept_links']} links kept; {record['seconds']} s",
-             "  next token: " + ", ".join(f"{item['token']!r} {item['probability']:.2f}" for item in record["logits"][:5])]
-    features = sorted((node for node in record["nodes"] if node["kind"] == "feature"),
-                      key=lambda node: -node["influence"])[:n]
+    lines = [
+        f"graph {record['id']}: {record['prompt']!r} on {record['model']} (transcoders on layers {record['layers']})",
+        f"  replacement score {record['scores']['replacement']:.3f}, "
+        f"completeness {record['scores']['completeness']:.3f}; "
+        f"{record['counts']['kept_nodes']} of {record['counts']['nodes']} nodes and "
+        f"{record['counts']['kept_links']} links kept; {record['seconds']} s",
+        "  next token: " + ", ".join(f"{item['token']!r} {item['probability']:.2f}" for item in record["logits"][:5]),
+    ]
+    features = sorted(
+        (node for node in record["nodes"] if node["kind"] == "feature"), key=lambda node: -node["influence"]
+    )[:n]
     tokens = record["tokens"]
     for node in features:
-        lines.append(f"  L{node['layer']:<2} feature {node['feature']:<6} at {tokens[node['position']]!r:<12} "
-                     f"act {node['activation']:7.2f}  influence {node['influence']:.4f}")
+        lines.append(
+            f"  L{node['layer']:<2} feature {node['feature']:<6} at {tokens[node['position']]!r:<12} "
+            f"act {node['activation']:7.2f}  influence {node['influence']:.4f}"
+        )
     return "\n".join(lines)

@@ -33,13 +33,13 @@ class TranscoderSet:
                 f"no transcoder set at {store.uri}: expected {SET_KEY} (train one with "
                 "`lm-saes train` and a [transcoders] section)"
             ) from None
-        by_layer = {int(layer): load_sae(f"{location}/{path}", device)
-                    for layer, path in manifest["layers"].items()}
+        by_layer = {int(layer): load_sae(f"{location}/{path}", device) for layer, path in manifest["layers"].items()}
         for layer, sae in by_layer.items():
             if not sae.spec.is_transcoder:
                 raise ValueError(f"{location}: layer {layer} holds an SAE, not a transcoder")
-        return cls(location, manifest["model"], manifest["hook_in"], manifest["hook_out"],
-                   dict(sorted(by_layer.items())))
+        return cls(
+            location, manifest["model"], manifest["hook_in"], manifest["hook_out"], dict(sorted(by_layer.items()))
+        )
 
     @property
     def layers(self) -> list[int]:

@@ -59,9 +59,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CORPUS_NAME = "enwiki-shortened"
 
 GENSIM_VERSION = "4.4.0"
-GENSIM_WIKI_MEMBER = (
-    "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-)
+GENSIM_WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_ARTICLE_CHARS = 200
 # Bump when the text a build produces changes (cleaner, article filter), so that
 # ensure_default_corpus rebuilds a corpus cached by an older lm-saes. 1: the hand-written
@@ -133,9 +131,7 @@ def find_gensim_wheel(download_dir: Path) -> Path:
         "-d",
         str(download_dir),
     ]
-    logger.info(
-        "Downloading gensim %s wheel (for its test data) into %s", GENSIM_VERSION, download_dir
-    )
+    logger.info("Downloading gensim %s wheel (for its test data) into %s", GENSIM_VERSION, download_dir)
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
     except (subprocess.CalledProcessError, OSError) as exc:

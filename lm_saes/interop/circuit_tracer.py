@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-FEATURE_TYPES = {"feature": "cross layer transcoder", "error": "mlp reconstruction error",
-                 "token": "embedding", "logit": "logit"}
+FEATURE_TYPES = {
+    "feature": "cross layer transcoder",
+    "error": "mlp reconstruction error",
+    "token": "embedding",
+    "logit": "logit",
+}
 
 
 def _cantor(x: int, y: int) -> int:
@@ -39,17 +43,25 @@ def to_graph_json(record: dict[str, Any], slug: str | None = None) -> dict[str, 
         },
         "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
         "nodes": nodes,
-        "links": [{"source": link["source"], "target": link["target"], "weight": link["weight"]}
-                  for link in record["links"]],
+        "links": [
+            {"source": link["source"], "target": link["target"], "weight": link["weight"]} for link in record["links"]
+        ],
     }
 
 
 def _node(node: dict[str, Any], n_layers: int, top_logit: int | None) -> dict[str, Any]:
     kind, pos = node["kind"], node["position"]
     out: dict[str, Any] = {
-        "node_id": node["id"], "ctx_idx": pos, "feature_type": FEATURE_TYPES[kind], "token_prob": 0.0,
-        "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "clerp": "",
-        "influence": node.get("cumulative"), "activation": node.get("activation"),
+        "node_id": node["id"],
+        "ctx_idx": pos,
+        "feature_type": FEATURE_TYPES[kind],
+        "token_prob": 0.0,
+        "is_target_logit": False,
+        "run_idx": 0,
+        "reverse_ctx_idx": 0,
+        "clerp": "",
+        "influence": node.get("cumulative"),
+        "activation": node.get("activation"),
     }
     if kind == "feature":
         layer, feature = node["layer"], node["feature"]
@@ -62,7 +74,13 @@ def _node(node: dict[str, Any], n_layers: int, top_logit: int | None) -> dict[st
     else:
         token_id = int(node["id"].split("_")[1])
         probability = node.get("probability", 0.0)
-        out.update(feature=token_id, layer=str(n_layers + 1), jsNodeId=f"L_{token_id}-{pos}",
-                   token_prob=probability, is_target_logit=token_id == top_logit, influence=None,
-                   clerp=f'Output "{node.get("token", "")}" (p={probability:.3f})')
+        out.update(
+            feature=token_id,
+            layer=str(n_layers + 1),
+            jsNodeId=f"L_{token_id}-{pos}",
+            token_prob=probability,
+            is_target_logit=token_id == top_logit,
+            influence=None,
+            clerp=f'Output "{node.get("token", "")}" (p={probability:.3f})',
+        )
     return out

@@ -30,8 +30,13 @@ _EXPORT = {
     "jumprelu": ("jumprelu", "jumprelu_transcoder"),
     "relu": ("standard", "transcoder"),
 }
-_IMPORT = {"topk": "topk", "jumprelu": "jumprelu", "standard": "relu",
-           "transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
+_IMPORT = {
+    "topk": "topk",
+    "jumprelu": "jumprelu",
+    "standard": "relu",
+    "transcoder": "relu",
+    "jumprelu_transcoder": "jumprelu",
+}
 
 
 def export_saelens(sae: SparseAutoencoder, out_dir: str | Path) -> Path:
@@ -84,8 +89,9 @@ def export_saelens(sae: SparseAutoencoder, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def import_saelens(src_dir: str | Path, hook_in: str | None = None, hook_out: str | None = None,
-                   model: str | None = None) -> SparseAutoencoder:
+def import_saelens(
+    src_dir: str | Path, hook_in: str | None = None, hook_out: str | None = None, model: str | None = None
+) -> SparseAutoencoder:
     """Build one of our SAEs from a SAELens directory (scales 1: SAELens folds them in)."""
     store = open_store(src_dir)
     if not store.exists(CFG_FILE):
@@ -94,8 +100,9 @@ def import_saelens(src_dir: str | Path, hook_in: str | None = None, hook_out: st
     weights = store.get_tensors(WEIGHTS_FILE)
     architecture = _IMPORT.get(cfg.get("architecture", ""))
     if architecture is None:
-        raise ValueError(f"SAELens architecture {cfg.get('architecture')!r} cannot be imported; "
-                         f"supported: {sorted(_IMPORT)}")
+        raise ValueError(
+            f"SAELens architecture {cfg.get('architecture')!r} cannot be imported; supported: {sorted(_IMPORT)}"
+        )
     if cfg.get("normalize_activations", "none") not in ("none", "expected_average_only_in"):
         raise ValueError(f"normalize_activations = {cfg['normalize_activations']!r} is not supported")
     if cfg.get("architecture") == "topk" and cfg.get("rescale_acts_by_decoder_norm"):

@@ -27,8 +27,7 @@ class Executor(Protocol):
         """The job kinds it runs (None: every kind)."""
         ...
 
-    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
-               owner: str = "") -> JobRecord:
+    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> JobRecord:
         """Queue a job owned by `owner`; the same owner's request id returns the existing job."""
         ...
 

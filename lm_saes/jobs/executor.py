@@ -102,8 +102,9 @@ class LocalExecutor:
     holds a lease on it while its worker runs; a job whose replica vanished (its lease ran
     out) goes back to the queue for any replica to take."""
 
-    def __init__(self, documents_uri: str, max_workers: int = 1, kinds: tuple[str, ...] | None = None,
-                 replica: str | None = None):
+    def __init__(
+        self, documents_uri: str, max_workers: int = 1, kinds: tuple[str, ...] | None = None, replica: str | None = None
+    ):
         """`kinds`: the job kinds this executor runs (a service runs its own; default: all)."""
         self.documents_uri = documents_uri
         self.kinds = kinds
@@ -115,8 +116,7 @@ class LocalExecutor:
         self.lock = threading.Lock()
         self.closed = False
 
-    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
-               owner: str = "") -> JobRecord:
+    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> JobRecord:
         """Queue a job owned by `owner`; the same owner's request id returns the existing job."""
         if kind not in _job_functions() or (self.kinds and kind not in self.kinds):
             raise ValueError(f"unknown job kind {kind!r}")
@@ -140,9 +140,15 @@ class LocalExecutor:
                     break
                 if job.id in self.processes:
                     continue
-                claimed = self.documents.claim_job(job.id, {"state": "running", "claimed_by": self.replica,
-                                                               "lease_until": time.time() + LEASE_S,
-                                                               "updated": now()})
+                claimed = self.documents.claim_job(
+                    job.id,
+                    {
+                        "state": "running",
+                        "claimed_by": self.replica,
+                        "lease_until": time.time() + LEASE_S,
+                        "updated": now(),
+                    },
+                )
                 if claimed is None:  # another replica took it (or it was cancelled) meanwhile
                     continue
                 self.processes[job.id] = self._start(claimed)
@@ -166,8 +172,9 @@ class LocalExecutor:
 
     def _start(self, job: JobRecord) -> multiprocessing.process.BaseProcess:
         """A worker process for a job this replica has claimed."""
-        process = self.context.Process(target=_worker, args=(self.documents_uri, job.id),
-                                       name=f"job-{job.id}", daemon=False)
+        process = self.context.Process(
+            target=_worker, args=(self.documents_uri, job.id), name=f"job-{job.id}", daemon=False
+        )
         process.start()
         log.info("started job %s (%s) in pid %s", job.id, job.kind, process.pid)
         return process

@@ -18,8 +18,11 @@ def training_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[]
 
     def on_log(record: dict) -> None:
         keys = ("step", "tokens", "loss", "l0", "explained_variance", "total_steps")
-        reporter.progress(record["step"] / record["total_steps"], {k: float(record[k]) for k in keys},
-                          force=record["step"] == record["total_steps"])
+        reporter.progress(
+            record["step"] / record["total_steps"],
+            {k: float(record[k]) for k in keys},
+            force=record["step"] == record["total_steps"],
+        )
 
     run = run_train(cfg, progress=False, on_log=on_log, should_stop=should_stop)
     return None if run is None else run.summary()
@@ -30,10 +33,21 @@ def analysis_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[]
     from lm_saes.analysis import run_analysis
 
     cfg = parse_config(job.config.get("analyze", {}), AnalyzeConfig, f"job {job.id}")
-    result = run_analysis(cfg, job.config["sae"], progress=False, should_stop=should_stop,
-                          on_batch=lambda done, total: reporter.progress(done / total, {"batches": done}))
-    return {"sae_id": result.sae_id, "analysis_id": result.analysis_id, "documents": result.documents,
-            "tokens": result.tokens, "features": result.features_written, "seconds": result.seconds}
+    result = run_analysis(
+        cfg,
+        job.config["sae"],
+        progress=False,
+        should_stop=should_stop,
+        on_batch=lambda done, total: reporter.progress(done / total, {"batches": done}),
+    )
+    return {
+        "sae_id": result.sae_id,
+        "analysis_id": result.analysis_id,
+        "documents": result.documents,
+        "tokens": result.tokens,
+        "features": result.features_written,
+        "seconds": result.seconds,
+    }
 
 
 def activations_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
@@ -49,10 +63,22 @@ def activations_job(job: JobRecord, reporter: JobReporter, should_stop: Callable
     acts = parse_config(config.get("activations", {}), ActivationsConfig, f"job {job.id} activations")
     model = load_language_model(ModelConfig(name=config["model"]))
     contexts = load_token_splits(data, model.tokenizer).train
-    manifest = generate_activations(model, contexts, acts.hooks, open_store(config["output"]), acts.batch_contexts,
-                                    acts.shard_tokens, acts.dtype, progress=False)
-    return {"output": config["output"], "n_tokens": manifest.n_tokens, "shards": len(manifest.shards),
-            "hooks": list(manifest.hooks)}
+    manifest = generate_activations(
+        model,
+        contexts,
+        acts.hooks,
+        open_store(config["output"]),
+        acts.batch_contexts,
+        acts.shard_tokens,
+        acts.dtype,
+        progress=False,
+    )
+    return {
+        "output": config["output"],
+        "n_tokens": manifest.n_tokens,
+        "shards": len(manifest.shards),
+        "hooks": list(manifest.hooks),
+    }
 
 
 def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
@@ -68,14 +94,26 @@ def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[],
     transcoders = TranscoderSet.load(config["transcoders"], cfg.device)
     model = load_language_model(ModelConfig(name=transcoders.model, device=cfg.device))
     reporter.progress(0.05, {"step": 0})
-    record = run_trace(ReplacementModel(model, transcoders), config["prompt"], cfg, open_store(config["objects"]),
-                       reporter.documents, config["graph_id"],
-                       progress=lambda done: reporter.progress(0.05 + 0.9 * done, {"fraction": done}))
-    return {"graph_id": record["id"], "scores": record["scores"], "counts": record["counts"],
-            "seconds": record["seconds"]}
+    record = run_trace(
+        ReplacementModel(model, transcoders),
+        config["prompt"],
+        cfg,
+        open_store(config["objects"]),
+        reporter.documents,
+        config["graph_id"],
+        progress=lambda done: reporter.progress(0.05 + 0.9 * done, {"fraction": done}),
+    )
+    return {
+        "graph_id": record["id"],
+        "scores": record["scores"],
+        "counts": record["counts"],
+        "seconds": record["seconds"],
+    }
 
 
 JOB_KINDS: dict[str, Callable[..., dict[str, Any] | None]] = {
-    "training": training_job, "analysis": analysis_job, "activations": activations_job,
+    "training": training_job,
+    "analysis": analysis_job,
+    "activations": activations_job,
     "tracing": tracing_job,
 }

@@ -34,7 +34,9 @@ class KubernetesSettings(BaseModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     runtime_class_name: str | None = None
     service_account: str | None = None
-    env: list[dict[str, Any]] = Field(default_factory=list, description="Extra env entries (secretKeyRefs) for the pods")
+    env: list[dict[str, Any]] = Field(
+        default_factory=list, description="Extra env entries (secretKeyRefs) for the pods"
+    )
     env_secret: str | None = Field(None, description="A Secret whose keys become env (envFrom)")
     labels: dict[str, str] = Field(default_factory=dict, description="Extra pod labels (NetworkPolicy peers)")
     model_cache_claim: str | None = Field(None, description="PVC mounted at /cache (LM_SAES_HOME)")
@@ -49,18 +51,30 @@ def k8s_name(job_id: str) -> str:
 def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str, Any]]:
     """The batch/v1 Job (and, for several workers, its headless Service) that run `job`."""
     name = k8s_name(job.id)
-    labels = {"app.kubernetes.io/name": "lm-saes", **settings.labels,
-              "app.kubernetes.io/component": f"{job.kind}-job", "lm-saes/job-id": job.id[:63]}
+    labels = {
+        "app.kubernetes.io/name": "lm-saes",
+        **settings.labels,
+        "app.kubernetes.io/component": f"{job.kind}-job",
+        "lm-saes/job-id": job.id[:63],
+    }
     multi = settings.workers > 1
     entry = ["-m", "lm_saes.jobs.worker", "--job", job.id]
     if multi:
-        command = ["torchrun", f"--nnodes={settings.workers}", "--nproc-per-node=1",
-                   "--node-rank=$(JOB_COMPLETION_INDEX)", f"--master-addr={name}-0.{name}",
-                   f"--master-port={WORKER_PORT}", *entry]
+        command = [
+            "torchrun",
+            f"--nnodes={settings.workers}",
+            "--nproc-per-node=1",
+            "--node-rank=$(JOB_COMPLETION_INDEX)",
+            f"--master-addr={name}-0.{name}",
+            f"--master-port={WORKER_PORT}",
+            *entry,
+        ]
     else:
         command = ["python", *entry]
-    resources: dict[str, dict[str, str]] = {"requests": {"cpu": settings.cpu, "memory": settings.memory},
-                                            "limits": {"cpu": settings.cpu, "memory": settings.memory}}
+    resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": settings.cpu, "memory": settings.memory},
+        "limits": {"cpu": settings.cpu, "memory": settings.memory},
+    }
     if settings.gpus_per_worker:
         resources["limits"]["nvidia.com/gpu"] = str(settings.gpus_per_worker)
         resources["requests"]["nvidia.com/gpu"] = str(settings.gpus_per_worker)
@@ -70,37 +84,67 @@ def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str
         volumes.append({"name": "cache", "persistentVolumeClaim": {"claimName": settings.model_cache_claim}})
         mounts.append({"name": "cache", "mountPath": "/cache"})
     container = {
-        "name": "worker", "image": settings.image, "command": command,
+        "name": "worker",
+        "image": settings.image,
+        "command": command,
         "env": [{"name": "LM_SAES_HOME", "value": "/cache"}, {"name": "HF_HUB_OFFLINE", "value": "1"}, *settings.env],
-        "resources": resources, "volumeMounts": mounts,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
+        "resources": resources,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     if settings.env_secret:
         container["envFrom"] = [{"secretRef": {"name": settings.env_secret}}]
     if multi:
         container["ports"] = [{"name": "rendezvous", "containerPort": WORKER_PORT}]
-    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container], "volumes": volumes,
-                           "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001}}
-    for key, value in (("nodeSelector", settings.node_selector), ("tolerations", settings.tolerations),
-                       ("runtimeClassName", settings.runtime_class_name),
-                       ("serviceAccountName", settings.service_account)):
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+    }
+    for key, value in (
+        ("nodeSelector", settings.node_selector),
+        ("tolerations", settings.tolerations),
+        ("runtimeClassName", settings.runtime_class_name),
+        ("serviceAccountName", settings.service_account),
+    ):
         if value:
             pod[key] = value
     if multi:
         pod["subdomain"] = name
-    spec: dict[str, Any] = {"backoffLimit": settings.backoff_limit,
-                            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
-                            "template": {"metadata": {"labels": labels}, "spec": pod}}
+    spec: dict[str, Any] = {
+        "backoffLimit": settings.backoff_limit,
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    }
     if multi:
         spec.update(completionMode="Indexed", completions=settings.workers, parallelism=settings.workers)
-    manifests = [{"apiVersion": "batch/v1", "kind": "Job",
-                  "metadata": {"name": name, "namespace": settings.namespace, "labels": labels}, "spec": spec}]
+    manifests = [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+            "spec": spec,
+        }
+    ]
     if multi:
-        manifests.append({"apiVersion": "v1", "kind": "Service",
-                          "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
-                          "spec": {"clusterIP": "None", "selector": {"lm-saes/job-id": job.id[:63]},
-                                   "ports": [{"name": "rendezvous", "port": WORKER_PORT}]}})
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
+                "spec": {
+                    "clusterIP": "None",
+                    "selector": {"lm-saes/job-id": job.id[:63]},
+                    "ports": [{"name": "rendezvous", "port": WORKER_PORT}],
+                },
+            }
+        )
     return manifests
 
 
@@ -121,8 +165,13 @@ class KubernetesExecutor:
     """Each job a batch/v1 Job (an Indexed Job with a headless Service for torchrun when it has
     several workers); `schedule` follows their status into the job records (`Executor`)."""
 
-    def __init__(self, documents_uri: str, settings: KubernetesSettings, kinds: tuple[str, ...] = ("training",),
-                 api_client: Any = None):
+    def __init__(
+        self,
+        documents_uri: str,
+        settings: KubernetesSettings,
+        kinds: tuple[str, ...] = ("training",),
+        api_client: Any = None,
+    ):
         from kubernetes import client, config
 
         if api_client is None:
@@ -139,8 +188,7 @@ class KubernetesExecutor:
         self.lock = threading.Lock()
         self.closed = False
 
-    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None,
-               owner: str = "") -> JobRecord:
+    def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> JobRecord:
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}")
         job, created = create_job(self.documents, self.lock, kind, config, request_id, owner)

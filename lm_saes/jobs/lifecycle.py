@@ -34,12 +34,21 @@ def job_id_for(kind: str, request_id: str | None, owner: str = "") -> str:
 def new_job(kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> JobRecord:
     """`owner`: the principal that submitted it (empty for the local CLI)."""
     stamp = now()
-    return JobRecord(id=job_id_for(kind, request_id, owner), kind=kind, state="queued", request_id=request_id or "",
-                     owner=owner, config=config, created=stamp, updated=stamp)
+    return JobRecord(
+        id=job_id_for(kind, request_id, owner),
+        kind=kind,
+        state="queued",
+        request_id=request_id or "",
+        owner=owner,
+        config=config,
+        created=stamp,
+        updated=stamp,
+    )
 
 
-def create_job(documents: DocumentStore, lock, kind: str, config: dict[str, Any],
-               request_id: str | None, owner: str = "") -> tuple[JobRecord, bool]:
+def create_job(
+    documents: DocumentStore, lock, kind: str, config: dict[str, Any], request_id: str | None, owner: str = ""
+) -> tuple[JobRecord, bool]:
     """(the job, whether it is new): a request id seen before returns its existing job."""
     job = new_job(kind, config, request_id, owner)
     with lock:
@@ -64,11 +73,18 @@ def progress_of(job: JobRecord) -> dict[str, Any]:
     """A job's progress as an event: what Watch streams and the gateway's /events sends."""
     metrics = job.metrics
     return {
-        "job_id": job.id, "state": job.state, "step": int(metrics.get("step", 0)),
-        "total_steps": int(metrics.get("total_steps", 0)), "tokens": int(metrics.get("tokens", 0)),
-        "loss": metrics.get("loss", 0.0), "l0": metrics.get("l0", 0.0),
-        "explained_variance": metrics.get("explained_variance", 0.0), "message": job.error,
-        "progress": job.progress, "metrics": dict(metrics), "time": job.updated,
+        "job_id": job.id,
+        "state": job.state,
+        "step": int(metrics.get("step", 0)),
+        "total_steps": int(metrics.get("total_steps", 0)),
+        "tokens": int(metrics.get("tokens", 0)),
+        "loss": metrics.get("loss", 0.0),
+        "l0": metrics.get("l0", 0.0),
+        "explained_variance": metrics.get("explained_variance", 0.0),
+        "message": job.error,
+        "progress": job.progress,
+        "metrics": dict(metrics),
+        "time": job.updated,
     }
 
 

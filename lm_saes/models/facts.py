@@ -31,9 +31,15 @@ class ModelFacts:
 
 def facts_of(model: LanguageModel) -> ModelFacts:
     cfg = model.bridge.cfg
-    return ModelFacts(model.name, frozenset(model.bridge.hook_dict), int(cfg.n_layers), int(cfg.d_model),
-                      int(cfg.n_ctx), int(cfg.d_vocab),
-                      sum(p.numel() * p.element_size() for p in model.bridge.parameters()))
+    return ModelFacts(
+        model.name,
+        frozenset(model.bridge.hook_dict),
+        int(cfg.n_layers),
+        int(cfg.d_model),
+        int(cfg.n_ctx),
+        int(cfg.d_vocab),
+        sum(p.numel() * p.element_size() for p in model.bridge.parameters()),
+    )
 
 
 @functools.lru_cache(maxsize=16)

@@ -93,12 +93,8 @@ class LanguageModel:
 
         hooks = [(h, capture_fn(h)) for h in capture]
         hooks += [(h, replace_fn(fn)) for h, fn in (replace or {}).items()]
-        kwargs = (
-            {"return_type": return_type, "loss_per_token": True} if return_type == "loss" else {}
-        )
-        out = self.bridge.run_with_hooks(
-            tokens.to(self.device), fwd_hooks=hooks, stop_at_layer=stop_at_layer, **kwargs
-        )
+        kwargs = {"return_type": return_type, "loss_per_token": True} if return_type == "loss" else {}
+        out = self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=hooks, stop_at_layer=stop_at_layer, **kwargs)
         return out, captured
 
 
@@ -189,9 +185,7 @@ def _tiny_llama(cfg: ModelConfig, dtype: torch.dtype) -> LanguageModel:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    rust = RustTokenizer(
-        models.BPE(vocab={ch: i for i, ch in enumerate(sorted(alphabet))}, merges=[])
-    )
+    rust = RustTokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(sorted(alphabet))}, merges=[]))
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     rust.decoder = decoders.ByteLevel()
     hf_tokenizer = PreTrainedTokenizerFast(

@@ -29,8 +29,9 @@ class ByteTokenizer:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
     def token_strings(self, ids: list[int]) -> list[str]:
-        return [bytes([i]).decode("latin-1") if i < 256 else "<bos>" if i == self.bos_token_id else f"<{i}>"
-                for i in ids]
+        return [
+            bytes([i]).decode("latin-1") if i < 256 else "<bos>" if i == self.bos_token_id else f"<{i}>" for i in ids
+        ]
 
 
 class HFTokenizer:

@@ -36,7 +36,11 @@ def tensor_from_proto(message: common_pb2.Tensor) -> torch.Tensor:
     """Inline `Tensor` -> a CPU tensor of its dtype and shape."""
     if message.dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown tensor dtype {message.dtype!r}; expected one of {sorted(TORCH_DTYPES)}")
-    raw = torch.frombuffer(bytearray(message.data), dtype=torch.uint8) if message.data else torch.empty(0, dtype=torch.uint8)
+    raw = (
+        torch.frombuffer(bytearray(message.data), dtype=torch.uint8)
+        if message.data
+        else torch.empty(0, dtype=torch.uint8)
+    )
     return raw.view(TORCH_DTYPES[message.dtype]).reshape(tuple(message.shape))
 
 
@@ -51,21 +55,36 @@ def _timestamp(value: str | None) -> Timestamp | None:
 def job_to_proto(record: JobRecord) -> common_pb2.Job:
     """A job record -> `Job`."""
     return common_pb2.Job(
-        id=record.id, kind=record.kind, state=JOB_STATES[record.state], progress=record.progress,
-        metrics=record.metrics, error=record.error, created=_timestamp(record.created),
-        updated=_timestamp(record.updated), request_id=record.request_id,
+        id=record.id,
+        kind=record.kind,
+        state=JOB_STATES[record.state],
+        progress=record.progress,
+        metrics=record.metrics,
+        error=record.error,
+        created=_timestamp(record.created),
+        updated=_timestamp(record.updated),
+        request_id=record.request_id,
         config_json=json.dumps(record.config, sort_keys=True),
-        result_json=json.dumps(record.result, sort_keys=True), owner=record.owner,
+        result_json=json.dumps(record.result, sort_keys=True),
+        owner=record.owner,
     )
 
 
 def job_from_proto(job: common_pb2.Job) -> JobRecord:
     """`Job` -> the record again (the replica's claim stays server-side)."""
     return JobRecord(
-        id=job.id, kind=job.kind, state=JOB_STATE_NAMES[job.state], progress=job.progress,
-        metrics=dict(job.metrics), error=job.error, request_id=job.request_id, owner=job.owner,
-        config=json.loads(job.config_json or "{}"), result=json.loads(job.result_json or "{}"),
-        created=job.created.ToDatetime(UTC).isoformat(), updated=job.updated.ToDatetime(UTC).isoformat(),
+        id=job.id,
+        kind=job.kind,
+        state=JOB_STATE_NAMES[job.state],
+        progress=job.progress,
+        metrics=dict(job.metrics),
+        error=job.error,
+        request_id=job.request_id,
+        owner=job.owner,
+        config=json.loads(job.config_json or "{}"),
+        result=json.loads(job.result_json or "{}"),
+        created=job.created.ToDatetime(UTC).isoformat(),
+        updated=job.updated.ToDatetime(UTC).isoformat(),
     )
 
 

@@ -47,8 +47,12 @@ def spec_class(config: type[SAEConfigBase]) -> type[SAESpec]:
     """`config`'s fields and checks plus the facts of `SAESpec` (made once per architecture)."""
     name = config.__name__.removesuffix("Config") + "Spec"
     # create_model types all bases as one model type; this one subclasses SAESpec.
-    return create_model(name, __base__=(config, SAESpec), __module__=config.__module__,  # type: ignore[arg-type]
-                        __doc__=f"{config.__name__} of a trained SAE, with its data-derived facts.")
+    return create_model(
+        name,
+        __base__=(config, SAESpec),  # type: ignore[arg-type]
+        __module__=config.__module__,
+        __doc__=f"{config.__name__} of a trained SAE, with its data-derived facts.",
+    )
 
 
 class TrainStepInfo(NamedTuple):
@@ -144,13 +148,19 @@ class SparseAutoencoder(nn.Module):
         return x.to(device, dtype) * self.input_scale, target.to(device, dtype) * self.output_scale
 
     @classmethod
-    def dense_output(cls, acts: torch.Tensor, recon: torch.Tensor, target: torch.Tensor,
-                     penalty_name: str, penalty: torch.Tensor) -> ForwardOutput:
+    def dense_output(
+        cls, acts: torch.Tensor, recon: torch.Tensor, target: torch.Tensor, penalty_name: str, penalty: torch.Tensor
+    ) -> ForwardOutput:
         """ForwardOutput for architectures with dense activations and an additive sparsity penalty."""
         mse = cls.mse(recon, target)
         active = acts > 0
-        return ForwardOutput(recon, mse + penalty, {"mse": mse.detach(), penalty_name: penalty.detach()},
-                             active.any(0), active.sum(-1).float().mean())
+        return ForwardOutput(
+            recon,
+            mse + penalty,
+            {"mse": mse.detach(), penalty_name: penalty.detach()},
+            active.any(0),
+            active.sum(-1).float().mean(),
+        )
 
     @staticmethod
     def mse(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

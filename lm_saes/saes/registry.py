@@ -59,9 +59,7 @@ def registered_configs() -> dict[str, type[SAEConfigBase]]:
 def make_spec(config: SAEConfigBase, d_in: int, d_out: int, **facts: Any) -> SAESpec:
     """The spec of an SAE to train: its config plus the data's facts (`model`, scales)."""
     cls = pick_sae_class({"architecture": config.architecture}, registered_architectures())
-    return cls.spec_class.model_validate(
-        {**config.model_dump(), "d_in": d_in, "d_out": d_out, **facts}
-    )
+    return cls.spec_class.model_validate({**config.model_dump(), "d_in": d_in, "d_out": d_out, **facts})
 
 
 def parse_spec(raw: Mapping[str, Any]) -> SAESpec:

@@ -72,9 +72,7 @@ class SparseCode(NamedTuple):
 
 def _transposed_spmm(code: SparseCode, values: torch.Tensor, dense: torch.Tensor, width: int) -> torch.Tensor:
     """S^T @ dense, where S is [batch, width] with `values` at the code's positions."""
-    sparse_t = torch.sparse_coo_tensor(
-        torch.stack([code.indices, code.rows]), values, (width, code.batch_size)
-    )
+    sparse_t = torch.sparse_coo_tensor(torch.stack([code.indices, code.rows]), values, (width, code.batch_size))
     return torch.sparse.mm(sparse_t, dense)
 
 

@@ -27,9 +27,7 @@ class TopKConfig(SAEConfigBase):
     @model_validator(mode="after")
     def _check_sizes(self) -> TopKConfig:
         if self.k > self.d_sae:
-            raise ValueError(
-                f"sae.k = {self.k} is more than sae.d_sae = {self.d_sae}; choose k <= d_sae"
-            )
+            raise ValueError(f"sae.k = {self.k} is more than sae.d_sae = {self.d_sae}; choose k <= d_sae")
         if self.aux_k is not None and self.aux_k > self.d_sae:
             raise ValueError(f"sae.aux_k = {self.aux_k} is more than sae.d_sae = {self.d_sae}")
         return self
@@ -79,7 +77,9 @@ class TopKSAE(SparseAutoencoder):
         l0 = (code.values > 0).sum() / x.shape[0]
         return ForwardOutput(recon, loss, {k: v.detach() for k, v in losses.items()}, fired, l0.detach())
 
-    def aux_k_loss(self, error: torch.Tensor, pre: torch.Tensor, x_in: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    def aux_k_loss(
+        self, error: torch.Tensor, pre: torch.Tensor, x_in: torch.Tensor, dead: torch.Tensor
+    ) -> torch.Tensor:
         """Normalized MSE of reconstructing -error (target - recon) from the top dead latents."""
         k_aux = min(self.spec.aux_k or x_in.shape[1] // 2, int(dead.sum()))
         masked = pre.masked_fill(~dead, float("-inf"))

@@ -94,9 +94,7 @@ class Steerer:
         for sae_id, steering in self.saes.items():
             model.check_hooks([steering.hook_in, steering.hook_out])
             if steering.sae.spec.model and steering.sae.spec.model != model.name:
-                raise ValueError(
-                    f"SAE {sae_id!r} was trained on {steering.sae.spec.model!r}, not {model.name!r}"
-                )
+                raise ValueError(f"SAE {sae_id!r} was trained on {steering.sae.spec.model!r}, not {model.name!r}")
             steering.sae.to(model.device)
         self.bridge = BridgeBackend(model)
         self.hf = hf_backend(model) if backend == "auto" else None
@@ -106,9 +104,7 @@ class Steerer:
     def prompt_ids(self, prompt: str) -> list[int]:
         return [self.model.tokenizer.bos_token_id, *self.model.tokenizer.encode(prompt)]
 
-    def stream(
-        self, request: SteerRequest, steered: bool = True, keep_logits: bool = False
-    ) -> Iterator[Step]:
+    def stream(self, request: SteerRequest, steered: bool = True, keep_logits: bool = False) -> Iterator[Step]:
         """Generate token by token; the last step carries the finish reason. Checks the request
         before the first step, so errors come from this call, not from iterating."""
         changes = resolve(request.interventions, self.saes) if steered else {}
@@ -117,9 +113,7 @@ class Steerer:
         splice = Splice(self.saes, changes, len(prompt)) if changes else None
         return self._loop(prompt, request, splice, keep_logits)
 
-    def generate(
-        self, request: SteerRequest, steered: bool = True, keep_logits: bool = False
-    ) -> Completion:
+    def generate(self, request: SteerRequest, steered: bool = True, keep_logits: bool = False) -> Completion:
         return _complete(list(self.stream(request, steered, keep_logits)))
 
     def steer(self, request: SteerRequest, keep_logits: bool = False) -> SteerResult:
@@ -157,19 +151,11 @@ class Steerer:
                 piece, finish = text.flush(), "eos"
             else:
                 piece = text.push(token)
-                finish = (
-                    "stop"
-                    if text.stopped
-                    else "length"
-                    if index == cfg.max_new_tokens - 1
-                    else None
-                )
+                finish = "stop" if text.stopped else "length" if index == cfg.max_new_tokens - 1 else None
                 if finish == "length":
                     piece += text.flush()
             tracked = (
-                dict(zip(request.track, probs[track.to(probs.device)].tolist(), strict=True))
-                if request.track
-                else {}
+                dict(zip(request.track, probs[track.to(probs.device)].tolist(), strict=True)) if request.track else {}
             )
             yield Step(
                 index=index,
@@ -192,9 +178,7 @@ class Steerer:
             return self.bridge
         return self.hf
 
-    def _forward(
-        self, runner: Runner, shadow: Runner | None, splice: Splice | None, new: list[int]
-    ) -> torch.Tensor:
+    def _forward(self, runner: Runner, shadow: Runner | None, splice: Splice | None, new: list[int]) -> torch.Tensor:
         if splice is None:
             return runner.forward(new)
         if shadow is None:
@@ -230,9 +214,7 @@ class Steerer:
             )
         bad = [t for t in request.track if not 0 <= t < vocab]
         if bad:
-            raise ValueError(
-                f"track: token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})"
-            )
+            raise ValueError(f"track: token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
 
 
 def _complete(steps: list[Step]) -> Completion:

@@ -42,23 +42,15 @@ class FeatureIntervention(BaseModel):
     sae: str = Field("", description="id of the SAE among those loaded; '' when only one is")
     feature: int = Field(..., ge=0)
     mode: Mode = "add"
-    strength: float = Field(
-        0.0, description="add: amount; clamp: value; scale: factor; ablate: unused"
-    )
-    relative: bool = Field(
-        False, description="strength in units of the feature's max activation (add, clamp)"
-    )
+    strength: float = Field(0.0, description="add: amount; clamp: value; scale: factor; ablate: unused")
+    relative: bool = Field(False, description="strength in units of the feature's max activation (add, clamp)")
     positions: Positions = Field("both", description="prompt tokens, generated tokens, or both")
-    from_token: int = Field(
-        1, ge=0, description="first position steered; 0 is BOS, 1 the first prompt token"
-    )
+    from_token: int = Field(1, ge=0, description="first position steered; 0 is BOS, 1 the first prompt token")
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureIntervention:
         if self.relative and self.mode not in RELATIVE_MODES:
-            raise ValueError(
-                f"relative: only {RELATIVE_MODES} take a relative strength, not {self.mode!r}"
-            )
+            raise ValueError(f"relative: only {RELATIVE_MODES} take a relative strength, not {self.mode!r}")
         if self.mode == "ablate" and self.strength != 0:
             raise ValueError("strength: ablate sets the activation to 0 and takes no strength")
         return self
@@ -104,9 +96,7 @@ class Change:
         return self.mode != "add"
 
 
-def resolve(
-    interventions: Sequence[FeatureIntervention], saes: Mapping[str, SteeringSAE]
-) -> dict[str, list[Change]]:
+def resolve(interventions: Sequence[FeatureIntervention], saes: Mapping[str, SteeringSAE]) -> dict[str, list[Change]]:
     """Check each intervention against its SAE; {sae id: changes in request order}.
 
     Errors name the intervention and field: `interventions[2].feature: 5000 is out of range ...`.
@@ -120,17 +110,13 @@ def resolve(
         steering = saes[sae_id]
         d_sae = steering.sae.d_sae
         if item.feature >= d_sae:
-            raise ValueError(
-                f"{where}.feature: {item.feature} is out of range for {sae_id!r} (0..{d_sae - 1})"
-            )
+            raise ValueError(f"{where}.feature: {item.feature} is out of range for {sae_id!r} (0..{d_sae - 1})")
         value = item.strength
         if item.relative:
             value *= _max_activation(steering, sae_id, item.feature, where)
         if not math.isfinite(value):
             raise ValueError(f"{where}.strength: {item.strength} gives a non-finite value {value}")
-        out.setdefault(sae_id, []).append(
-            Change(item.feature, item.mode, value, item.positions, item.from_token)
-        )
+        out.setdefault(sae_id, []).append(Change(item.feature, item.mode, value, item.positions, item.from_token))
     return out
 
 

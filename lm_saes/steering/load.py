@@ -18,9 +18,7 @@ def max_activations(documents: DocumentStore, sae_id: str, d_sae: int) -> torch.
     out = torch.zeros(d_sae)
     offset, total = 0, None
     while total is None or offset < total:
-        page, total = documents.list_features(
-            sae_id, offset=offset, limit=PAGE, fields=["max_activation"]
-        )
+        page, total = documents.list_features(sae_id, offset=offset, limit=PAGE, fields=["max_activation"])
         for doc in page:
             if 0 <= doc.index < d_sae and doc.max_activation is not None:
                 out[doc.index] = doc.max_activation
@@ -36,11 +34,7 @@ def load_steering_sae(
 ) -> SteeringSAE:
     """The SAE at `location`, with max activations from `documents` (its analysis) when given."""
     sae = load_sae(location, device=device)
-    peaks = (
-        max_activations(documents, sae_id or default_sae_id(location), sae.d_sae)
-        if documents
-        else None
-    )
+    peaks = max_activations(documents, sae_id or default_sae_id(location), sae.d_sae) if documents else None
     return SteeringSAE(sae, peaks)
 
 

@@ -44,9 +44,7 @@ PROBE_TOLERANCE = 1e-4  # float32, relative to the largest value compared (16-bi
 
 
 class Backend(Protocol):
-    def run(
-        self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool
-    ) -> tuple[torch.Tensor, Any]:
+    def run(self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool) -> tuple[torch.Tensor, Any]:
         """Logits [1, n, vocab] of `chunk` [1, n] after the cached positions, and the cache."""
         ...
 
@@ -77,11 +75,7 @@ class Runner:
         return logits[0, -1].float()
 
     def _keep(self, cache: Any, length: int) -> None:
-        if (
-            cache is not None
-            and hasattr(cache, "get_seq_length")
-            and cache.get_seq_length() == length
-        ):
+        if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() == length:
             self.cache, self.cached = cache, length
             return
         if self.cache is None:
@@ -89,9 +83,7 @@ class Runner:
         self.use_cache, self.cache, self.cached = False, None, 0
 
 
-def _cache_argument(
-    module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]
-) -> tuple[tuple, dict]:
+def _cache_argument(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
     if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
         kwargs["past_key_values"] = kwargs["cache"]
     return args, kwargs
@@ -107,20 +99,14 @@ class BridgeBackend:
         self.points = model.bridge.hook_dict  # name (aliases too) -> HookPoint
         self.attention = [m for m in model.bridge.modules() if isinstance(m, AttentionBridge)]
 
-    def run(
-        self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool
-    ) -> tuple[torch.Tensor, Any]:
-        handles = [
-            m.register_forward_pre_hook(_cache_argument, with_kwargs=True) for m in self.attention
-        ]
+    def run(self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool) -> tuple[torch.Tensor, Any]:
+        handles = [m.register_forward_pre_hook(_cache_argument, with_kwargs=True) for m in self.attention]
         try:
             for name, fn in hooks:
                 handles.append(self.points[name].register_forward_hook(_output_hook(fn)))
             if not use_cache:
                 return self.model.bridge(chunk), None
-            return self.model.bridge(
-                chunk, return_type="logits_and_cache", use_cache=True, past_key_values=cache
-            )
+            return self.model.bridge(chunk, return_type="logits_and_cache", use_cache=True, past_key_values=cache)
         finally:
             for handle in handles:
                 handle.remove()
@@ -140,13 +126,9 @@ class HFBackend:
         _share_tensors(original, self.hf_model)
         self.hf_model.eval()
         self.cache_kwarg = (
-            "cache"
-            if "cache" in inspect.signature(self.hf_model.forward).parameters
-            else "past_key_values"
+            "cache" if "cache" in inspect.signature(self.hf_model.forward).parameters else "past_key_values"
         )
-        self.sites = _module_sites(
-            model, original, self.hf_model
-        )  # hook name -> (module, "in" | "out")
+        self.sites = _module_sites(model, original, self.hf_model)  # hook name -> (module, "in" | "out")
         self.checked: dict[frozenset[str], bool] = {}
 
     def supports(self, names: Sequence[str]) -> bool:
@@ -156,9 +138,7 @@ class HFBackend:
             self.checked[key] = all(n in self.sites for n in key) and self._agrees(sorted(key))
         return self.checked[key]
 
-    def run(
-        self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool
-    ) -> tuple[torch.Tensor, Any]:
+    def run(self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool) -> tuple[torch.Tensor, Any]:
         handles = []
         try:
             for name, fn in hooks:
@@ -166,9 +146,7 @@ class HFBackend:
                 if side == "out":
                     handles.append(module.register_forward_hook(_output_hook(fn)))
                 else:
-                    handles.append(
-                        module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True)
-                    )
+                    handles.append(module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True))
             out = self.hf_model(
                 input_ids=chunk,
                 use_cache=use_cache,
@@ -194,9 +172,7 @@ class HFBackend:
 
             return fn
 
-        bridge_logits, _ = BridgeBackend(self.model).run(
-            probe, None, [(n, keep("bridge", n)) for n in names], False
-        )
+        bridge_logits, _ = BridgeBackend(self.model).run(probe, None, [(n, keep("bridge", n)) for n in names], False)
         hf_logits, _ = self.run(probe, None, [(n, keep("hf", n)) for n in names], False)
         _, cache = self.run(probe[:, :4], None, [], True)
         step, _ = self.run(probe[:, 4:], cache, [], True)
@@ -221,12 +197,8 @@ def hf_backend(model: LanguageModel) -> HFBackend | None:
         return None
     try:
         return HFBackend(model)
-    except (
-        Exception
-    ) as error:  # an architecture whose modules do not map back: the bridge still works
-        log.warning(
-            "%s: no plain HF path (%s); steering runs through the bridge", model.name, error
-        )
+    except Exception as error:  # an architecture whose modules do not map back: the bridge still works
+        log.warning("%s: no plain HF path (%s); steering runs through the bridge", model.name, error)
         return None
 
 
@@ -257,13 +229,9 @@ def _input_hook(fn: HookFn) -> Callable:
 def _share_tensors(bridged: torch.nn.Module, plain: torch.nn.Module) -> None:
     """Point every parameter and buffer of `plain` at the bridged model's tensor of that name."""
     tensors: dict[str, torch.Tensor] = {
-        name.replace(BRIDGE_PREFIX, ""): t
-        for name, t in bridged.named_parameters(remove_duplicate=False)
+        name.replace(BRIDGE_PREFIX, ""): t for name, t in bridged.named_parameters(remove_duplicate=False)
     }
-    tensors.update(
-        (name.replace(BRIDGE_PREFIX, ""), t)
-        for name, t in bridged.named_buffers(remove_duplicate=False)
-    )
+    tensors.update((name.replace(BRIDGE_PREFIX, ""), t) for name, t in bridged.named_buffers(remove_duplicate=False))
     for name, _ in [
         *plain.named_parameters(remove_duplicate=False),
         *plain.named_buffers(remove_duplicate=False),
@@ -279,9 +247,7 @@ def _share_tensors(bridged: torch.nn.Module, plain: torch.nn.Module) -> None:
             owner._buffers[leaf] = tensors[name]
 
 
-def _module_sites(
-    model: LanguageModel, bridged: torch.nn.Module, plain: torch.nn.Module
-) -> dict[str, tuple]:
+def _module_sites(model: LanguageModel, bridged: torch.nn.Module, plain: torch.nn.Module) -> dict[str, tuple]:
     """TransformerLens hook name -> (plain HF module, "in" | "out") for components' boundary hooks."""
     from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 

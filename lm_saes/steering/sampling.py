@@ -17,13 +17,9 @@ class GenerationConfig(BaseModel):
 
     max_new_tokens: int = Field(32, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(0.0, ge=0, le=100, description="0 is greedy")
-    top_p: float = Field(
-        1.0, gt=0, le=1, description="sample from the smallest set of tokens with this mass"
-    )
+    top_p: float = Field(1.0, gt=0, le=1, description="sample from the smallest set of tokens with this mass")
     seed: int = Field(0, ge=0)
-    stop: list[str] = Field(
-        default_factory=list, max_length=16, description="end the text before any of these"
-    )
+    stop: list[str] = Field(default_factory=list, max_length=16, description="end the text before any of these")
     stop_at_eos: bool = True
     use_cache: bool = True
 
@@ -61,9 +57,7 @@ class TextStream:
         """Add a token; return the newly released text (sets `stopped` at a stop sequence)."""
         self.ids.append(token)
         full = self.tokenizer.decode(self.ids)
-        hits = [
-            i for i in (full.find(s, max(0, len(self.text) - len(s))) for s in self.stop) if i >= 0
-        ]
+        hits = [i for i in (full.find(s, max(0, len(self.text) - len(s))) for s in self.stop) if i >= 0]
         if hits:
             self.stopped = True
             return self._release(full[: min(hits)])

@@ -53,11 +53,7 @@ class _Group:
                 "an SAE's input hook must come first in the forward pass"
             )
         rows = self.rows.to(y.device)
-        before = (
-            self.acts
-            if self.acts is not None
-            else y.new_zeros(*y.shape[:2], len(self.features), dtype=rows.dtype)
-        )
+        before = self.acts if self.acts is not None else y.new_zeros(*y.shape[:2], len(self.features), dtype=rows.dtype)
         after = before.clone()
         for change, mask in zip(self.changes, self.masks, strict=True):
             j = self.column[change.feature]
@@ -85,9 +81,7 @@ def _changed(change: Change, current: torch.Tensor) -> torch.Tensor:
 class Splice:
     """The hooks of one steered sequence; SAEs on the same hook apply in the order given."""
 
-    def __init__(
-        self, saes: Mapping[str, SteeringSAE], changes: Mapping[str, list[Change]], prompt_len: int
-    ):
+    def __init__(self, saes: Mapping[str, SteeringSAE], changes: Mapping[str, list[Change]], prompt_len: int):
         self.prompt_len = prompt_len
         self.groups = [_Group(saes[sae_id], group) for sae_id, group in changes.items() if group]
 

@@ -123,9 +123,7 @@ class LocalObjectStore(ObjectStore):
         if not base.is_dir():
             return []
         keys = (
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.endswith(".tmp")
         )
         return sorted(keys)
 
@@ -208,8 +206,9 @@ class S3ObjectStore(ObjectStore):
         full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
-            return sorted(obj.object_name[strip:] for obj in self.client.list_objects(self.bucket, prefix=full,
-                                                                                    recursive=True))
+            return sorted(
+                obj.object_name[strip:] for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True)
+            )
         except S3Error as error:
             if error.code == "NoSuchBucket":
                 return []

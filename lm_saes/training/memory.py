@@ -34,5 +34,7 @@ def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
     width = BYTES[cfg.activations.dtype]
     hooks = len(cfg.activations.hooks)
     buffer = cfg.activations.buffer_tokens * d_in * width * hooks
-    storage = shard_bytes(cfg.data, cfg.activations, d_in) if cfg.activations.store and cfg.activations.path is None else 0
+    storage = (
+        shard_bytes(cfg.data, cfg.activations, d_in) if cfg.activations.store and cfg.activations.path is None else 0
+    )
     return RunEstimate(model_bytes + n_saes * dictionary + step + buffer, storage)

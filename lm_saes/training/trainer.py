@@ -54,10 +54,19 @@ class TrainSummary:
 
 
 class Trainer:
-    def __init__(self, sae: SparseAutoencoder, source: ActivationSource, cfg: TrainConfig,
-                 store: ObjectStore, hook_in: str, hook_out: str, progress: bool = True,
-                 on_log: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-                 distributed: Distributed | None = None):
+    def __init__(
+        self,
+        sae: SparseAutoencoder,
+        source: ActivationSource,
+        cfg: TrainConfig,
+        store: ObjectStore,
+        hook_in: str,
+        hook_out: str,
+        progress: bool = True,
+        on_log: Callable[[dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        distributed: Distributed | None = None,
+    ):
         """`on_log` receives each metrics record; `should_stop` is polled every step (a job's
         shutdown or cancel): when it turns true the trainer checkpoints and returns early."""
         self.sae = sae
@@ -131,8 +140,9 @@ class Trainer:
         started = time.perf_counter()
         last: dict[str, float] = {}
         self.sae.train()
-        with tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                  disable=not self.progress) as bar:
+        with tqdm(
+            total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.progress
+        ) as bar:
             while self.step < last_step and not self.dist.anyone(bool(self.should_stop and self.should_stop())):
                 batch = next(batches)
                 x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
@@ -140,7 +150,9 @@ class Trainer:
                 out, info = self.train_step(x, y)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     last = self._log(out, y, info)
-                    bar.set_postfix(loss=f"{last['loss']:.3g}", l0=f"{last['l0']:.1f}", ev=f"{last['explained_variance']:.3f}")
+                    bar.set_postfix(
+                        loss=f"{last['loss']:.3g}", l0=f"{last['l0']:.1f}", ev=f"{last['explained_variance']:.3f}"
+                    )
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.checkpoint()
                 bar.update(1)

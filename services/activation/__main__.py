@@ -18,9 +18,13 @@ def main() -> int:
     settings = load_settings(ActivationSettings)
     executor = make_executor(settings, ActivationServicer.kind)
     servicer = ActivationServicer(settings, executor=executor)
-    return run_job_service(settings, servicer.kind, lambda _: (
-        servicer, activation_pb2_grpc.add_ActivationServiceServicer_to_server, SERVICE_NAME),
-        executor=executor, on_stop=servicer.close)
+    return run_job_service(
+        settings,
+        servicer.kind,
+        lambda _: (servicer, activation_pb2_grpc.add_ActivationServiceServicer_to_server, SERVICE_NAME),
+        executor=executor,
+        on_stop=servicer.close,
+    )
 
 
 if __name__ == "__main__":

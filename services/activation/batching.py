@@ -20,8 +20,11 @@ import torch
 from prometheus_client import Counter, Histogram
 
 TOKENS = Counter("lm_saes_activation_tokens_total", "Tokens run through the model and SAE for live requests")
-BATCH_SIZE = Histogram("lm_saes_activation_batch_size", "Texts per batched forward of GetFeatureActivations",
-                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+BATCH_SIZE = Histogram(
+    "lm_saes_activation_batch_size",
+    "Texts per batched forward of GetFeatureActivations",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 # Runs one batch: token lists (BOS first) -> one [len - 1, d_sae] activation tensor each.
 BatchFunction = Callable[[list[list[int]]], list[torch.Tensor]]
 

@@ -78,8 +78,9 @@ class LoadedSAE:
 class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     kind = "activations"
 
-    def __init__(self, settings: ActivationSettings, documents: DocumentStore | None = None,
-                 executor: Executor | None = None):
+    def __init__(
+        self, settings: ActivationSettings, documents: DocumentStore | None = None, executor: Executor | None = None
+    ):
         self.settings = settings
         self.documents = documents or open_document_store(settings.documents)
         self.executor = executor or LocalExecutor(settings.documents, kinds=(self.kind,))
@@ -100,8 +101,9 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
                 try:
                     model = load_language_model(cfg)
                 except (OSError, ValueError) as error:
-                    raise RequestError(grpc.StatusCode.NOT_FOUND,
-                                       f"{field}: cannot load {short(name)}: {short(str(error), 200)}") from None
+                    raise RequestError(
+                        grpc.StatusCode.NOT_FOUND, f"{field}: cannot load {short(name)}: {short(str(error), 200)}"
+                    ) from None
                 self._models[name] = LoadedModel(model, threading.Lock())
                 log.info("loaded model %s", name)
             return self._models[name]
@@ -140,8 +142,12 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             model.model.check_hooks([sae.spec.input_hook])
         except ValueError as error:
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"SAE {sae_id!r}: {error}") from None
-        batcher = FeatureBatcher(functools.partial(self._encode_batch, model, sae),
-                                 self.settings.batch_window_ms / 1000, self.settings.max_batch, sae_id)
+        batcher = FeatureBatcher(
+            functools.partial(self._encode_batch, model, sae),
+            self.settings.batch_window_ms / 1000,
+            self.settings.max_batch,
+            sae_id,
+        )
         log.info("loaded SAE %s (%s, %s) from %s", sae_id, sae.spec.architecture, sae.spec.hook_in, artifact)
         return LoadedSAE(sae_id, sae, model, batcher)
 
@@ -177,8 +183,11 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     def _checked_text(self, text: str) -> str:
         """Bounded before any tokenizing: a 10 MB text costs nothing but this check."""
         if len(text) > self.settings.max_text_chars:
-            raise invalid("text", f"{len(text)} characters is more than the limit of "
-                          f"{self.settings.max_text_chars} (max_text_chars, LM_SAES_MAX_TEXT_CHARS)")
+            raise invalid(
+                "text",
+                f"{len(text)} characters is more than the limit of "
+                f"{self.settings.max_text_chars} (max_text_chars, LM_SAES_MAX_TEXT_CHARS)",
+            )
         return text
 
     def _text_tokens(self, model: LanguageModel, text: str) -> list[int]:
@@ -189,8 +198,11 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         if not ids:
             raise invalid("text", "has no tokens")
         if len(ids) > self._limit(model):
-            raise invalid("text", f"{len(ids)} tokens is more than the limit of {self._limit(model)} "
-                                   "(max_text_tokens, LM_SAES_MAX_TEXT_TOKENS)")
+            raise invalid(
+                "text",
+                f"{len(ids)} tokens is more than the limit of {self._limit(model)} "
+                "(max_text_tokens, LM_SAES_MAX_TEXT_TOKENS)",
+            )
         return [model.tokenizer.bos_token_id, *ids]
 
     def _given_tokens(self, model: LanguageModel, ids: list[int]) -> list[int]:
@@ -215,18 +227,22 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
 
     # --- RPCs --------------------------------------------------------------------------
     @rpc
-    def Tokenize(self, request: activation_pb2.TokenizeRequest, context: grpc.ServicerContext) -> activation_pb2.TokenizeResponse:
+    def Tokenize(
+        self, request: activation_pb2.TokenizeRequest, context: grpc.ServicerContext
+    ) -> activation_pb2.TokenizeResponse:
         text = self._checked_text(request.text)
         model = self.model(request.model or self.settings.model).model
         ids = model.tokenizer.encode(text)
         if request.prepend_bos:
             ids = [model.tokenizer.bos_token_id, *ids]
-        return activation_pb2.TokenizeResponse(token_ids=ids, tokens=model.tokenizer.token_strings(ids),
-                                                bos_token_id=model.tokenizer.bos_token_id)
+        return activation_pb2.TokenizeResponse(
+            token_ids=ids, tokens=model.tokenizer.token_strings(ids), bos_token_id=model.tokenizer.bos_token_id
+        )
 
     @rpc
-    def GetFeatureActivations(self, request: activation_pb2.GetFeatureActivationsRequest,
-                              context: grpc.ServicerContext) -> activation_pb2.GetFeatureActivationsResponse:
+    def GetFeatureActivations(
+        self, request: activation_pb2.GetFeatureActivationsRequest, context: grpc.ServicerContext
+    ) -> activation_pb2.GetFeatureActivationsResponse:
         loaded = self.sae(request.sae_id)
         d_sae = loaded.sae.d_sae
         ids = self._text_tokens(loaded.model.model, request.text)
@@ -234,7 +250,9 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             raise invalid("features", f"at most {MAX_FEATURES} per request")
         features = list(request.features)
         if any(not 0 <= f < d_sae for f in features):
-            raise invalid("features", f"indices must be in [0, {d_sae}), got {[f for f in features if not 0 <= f < d_sae][:5]}")
+            raise invalid(
+                "features", f"indices must be in [0, {d_sae}), got {[f for f in features if not 0 <= f < d_sae][:5]}"
+            )
         top_k = request.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= d_sae:
             raise invalid("top_k", f"must be in [1, {d_sae}], got {request.top_k}")
@@ -247,16 +265,21 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             values = [[v for v in row if v > 0] for row in top_values]
             indices = [idx[: len(v)] for idx, v in zip(top_indices, values, strict=True)]
         strings = loaded.model.token_strings(ids[1:])
-        tokens = [activation_pb2.TokenFeatures(position=p, token_id=ids[p + 1], token=strings[p],
-                                               indices=indices[p], values=values[p])
-                  for p in range(len(strings))]
+        tokens = [
+            activation_pb2.TokenFeatures(
+                position=p, token_id=ids[p + 1], token=strings[p], indices=indices[p], values=values[p]
+            )
+            for p in range(len(strings))
+        ]
         spec = loaded.sae.spec
-        return activation_pb2.GetFeatureActivationsResponse(sae_id=request.sae_id, model=loaded.model.model.name,
-                                                             hook=spec.hook_in or "", tokens=tokens)
+        return activation_pb2.GetFeatureActivationsResponse(
+            sae_id=request.sae_id, model=loaded.model.model.name, hook=spec.hook_in or "", tokens=tokens
+        )
 
     @rpc
-    def GetActivations(self, request: activation_pb2.GetActivationsRequest,
-                       context: grpc.ServicerContext) -> Iterator[activation_pb2.ActivationChunk]:
+    def GetActivations(
+        self, request: activation_pb2.GetActivationsRequest, context: grpc.ServicerContext
+    ) -> Iterator[activation_pb2.ActivationChunk]:
         store_uri = self.admission.roots.writable("store_uri", request.store_uri) if request.store_uri else ""
         loaded = self.model(request.model or self.settings.model)
         model = loaded.model
@@ -287,8 +310,9 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             row_bytes = values.shape[1] * values.element_size()
             rows = max(1, int(self.settings.stream_chunk_mb * 2**20) // row_bytes)
             for start in range(0, values.shape[0], rows):
-                chunk = activation_pb2.ActivationChunk(hook=hook, start=start,
-                                                       values=tensor_to_proto(values[start : start + rows]))
+                chunk = activation_pb2.ActivationChunk(
+                    hook=hook, start=start, values=tensor_to_proto(values[start : start + rows])
+                )
                 if first:
                     chunk.token_ids.extend(ids)
                     chunk.tokens.extend(strings)
@@ -303,19 +327,25 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         for index, (hook, values) in enumerate(acts.items()):
             key = f"{prefix}/{index:02d}-{hook}.safetensors"
             store.put_tensors(key, {"activations": values.contiguous()}, {"hook": hook})
-            refs[hook] = common_pb2.TensorRef(uri=f"{store.uri.rstrip('/')}/{key}", dtype=DTYPE_NAMES[values.dtype],
-                                              shape=list(values.shape), byte_size=values.numel() * values.element_size())
+            refs[hook] = common_pb2.TensorRef(
+                uri=f"{store.uri.rstrip('/')}/{key}",
+                dtype=DTYPE_NAMES[values.dtype],
+                shape=list(values.shape),
+                byte_size=values.numel() * values.element_size(),
+            )
         return refs
 
     @rpc
-    def Generate(self, request: activation_pb2.GenerateRequest,
-                 context: grpc.ServicerContext) -> Iterator[activation_pb2.GenerateEvent]:
+    def Generate(
+        self, request: activation_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[activation_pb2.GenerateEvent]:
         """Steered generation streamed token by token (see services/activation/steering.py)."""
         yield from self.steering.generate(request)
 
     @rpc
-    def GenerateActivations(self, request: activation_pb2.GenerateActivationsRequest,
-                            context: grpc.ServicerContext) -> common_pb2.Job:
+    def GenerateActivations(
+        self, request: activation_pb2.GenerateActivationsRequest, context: grpc.ServicerContext
+    ) -> common_pb2.Job:
         """Validates, then queues a job that a worker process runs (follow it with JobService.Watch);
         a repeated request id returns the same job."""
         if not request.output_uri:
@@ -327,8 +357,12 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             raise invalid("hooks", f"at most {MAX_HOOKS} per request")
         raw = parse_object("data_config_json", request.data_config_json or "{}", self.settings.max_config_bytes)
         data = parsed(raw, DataConfig, "data_config_json")
-        options = {"hooks": list(request.hooks), "dtype": request.dtype or "float32",
-                   "batch_contexts": request.batch_contexts or None, "shard_tokens": request.shard_tokens or None}
+        options = {
+            "hooks": list(request.hooks),
+            "dtype": request.dtype or "float32",
+            "batch_contexts": request.batch_contexts or None,
+            "shard_tokens": request.shard_tokens or None,
+        }
         acts_cfg = parsed({k: v for k, v in options.items() if v is not None}, ActivationsConfig, "request")
         loaded = self.model(request.model or self.settings.model)
         facts = loaded.facts
@@ -339,8 +373,17 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         self.admission.data("data_config_json", data, facts)
         storage = shard_bytes(data, acts_cfg, facts.d_model)
         if storage > self.settings.max_job_storage_gb * 2**30:
-            raise invalid("data_config_json.max_tokens", f"the shards would take {storage / 2**30:.1f} GiB; this "
-                          f"server allows {self.settings.max_job_storage_gb:g} GiB (max_job_storage_gb)")
-        config = {"model": loaded.model.name, "output": output, "data": data.model_dump(mode="json"),
-                  "activations": acts_cfg.model_dump(mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"})}
+            raise invalid(
+                "data_config_json.max_tokens",
+                f"the shards would take {storage / 2**30:.1f} GiB; this "
+                f"server allows {self.settings.max_job_storage_gb:g} GiB (max_job_storage_gb)",
+            )
+        config = {
+            "model": loaded.model.name,
+            "output": output,
+            "data": data.model_dump(mode="json"),
+            "activations": acts_cfg.model_dump(
+                mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"}
+            ),
+        }
         return submit_job(self.executor, self.kind, config, request.request_id)

@@ -28,17 +28,25 @@ from services.common.errors import RequestError, invalid
 if TYPE_CHECKING:
     from services.activation.servicer import ActivationServicer
 
-MODES = {activation_pb2.STEER_MODE_ADD: "add", activation_pb2.STEER_MODE_CLAMP: "clamp",
-         activation_pb2.STEER_MODE_ABLATE: "ablate", activation_pb2.STEER_MODE_SCALE: "scale"}
-POSITIONS = {activation_pb2.STEER_POSITIONS_BOTH: "both", activation_pb2.STEER_POSITIONS_PROMPT: "prompt",
-             activation_pb2.STEER_POSITIONS_GENERATED: "generated"}
+MODES = {
+    activation_pb2.STEER_MODE_ADD: "add",
+    activation_pb2.STEER_MODE_CLAMP: "clamp",
+    activation_pb2.STEER_MODE_ABLATE: "ablate",
+    activation_pb2.STEER_MODE_SCALE: "scale",
+}
+POSITIONS = {
+    activation_pb2.STEER_POSITIONS_BOTH: "both",
+    activation_pb2.STEER_POSITIONS_PROMPT: "prompt",
+    activation_pb2.STEER_POSITIONS_GENERATED: "generated",
+}
 MAX_STRENGTH = 1e6
 MAX_STOP_CHARS = 200
 CACHED_STEERERS = 4
 
 
-def steer_request(request: activation_pb2.GenerateRequest, max_new_tokens: int, max_interventions: int,
-                  max_chars: int) -> SteerRequest:
+def steer_request(
+    request: activation_pb2.GenerateRequest, max_new_tokens: int, max_interventions: int, max_chars: int
+) -> SteerRequest:
     """The proto request as the core's `SteerRequest`, or INVALID_ARGUMENT naming the field."""
     if not request.prompt:
         raise invalid("prompt", "give the text to continue")
@@ -59,16 +67,33 @@ def steer_request(request: activation_pb2.GenerateRequest, max_new_tokens: int, 
         if item.positions not in POSITIONS:
             raise invalid(f"{where}.positions", f"unknown value {item.positions}; 0 both, 1 prompt, 2 generated")
         if not (math.isfinite(item.strength) and abs(item.strength) <= MAX_STRENGTH):
-            raise invalid(f"{where}.strength", f"must be a finite number within ±{MAX_STRENGTH:g}, got {item.strength!r}")
+            raise invalid(
+                f"{where}.strength", f"must be a finite number within ±{MAX_STRENGTH:g}, got {item.strength!r}"
+            )
     raw = {
         "prompt": request.prompt,
-        "interventions": [{"sae": i.sae_id, "feature": i.feature, "mode": MODES[i.mode], "strength": i.strength,
-                           "relative": i.relative, "positions": POSITIONS[i.positions],
-                           "from_token": i.from_token or 1} for i in request.interventions],
-        "generation": {"max_new_tokens": request.max_new_tokens or 32, "temperature": request.temperature,
-                       "top_p": request.top_p or 1.0, "seed": request.seed, "stop": list(request.stop),
-                       "stop_at_eos": not request.ignore_eos},
-        "track": list(request.track), "frozen_attention": request.frozen_attention,
+        "interventions": [
+            {
+                "sae": i.sae_id,
+                "feature": i.feature,
+                "mode": MODES[i.mode],
+                "strength": i.strength,
+                "relative": i.relative,
+                "positions": POSITIONS[i.positions],
+                "from_token": i.from_token or 1,
+            }
+            for i in request.interventions
+        ],
+        "generation": {
+            "max_new_tokens": request.max_new_tokens or 32,
+            "temperature": request.temperature,
+            "top_p": request.top_p or 1.0,
+            "seed": request.seed,
+            "stop": list(request.stop),
+            "stop_at_eos": not request.ignore_eos,
+        },
+        "track": list(request.track),
+        "frozen_attention": request.frozen_attention,
     }
     try:
         return SteerRequest.model_validate(raw)
@@ -90,8 +115,15 @@ def _field(loc: tuple) -> str:
 
 def _event(step: Step, run: str) -> activation_pb2.GenerateEvent:
     return activation_pb2.GenerateEvent(
-        run=run, index=step.index, token_id=step.token_id, token=step.token, text=step.text,
-        probability=step.probability, tracked=step.tracked, finish_reason=step.finish_reason or "")
+        run=run,
+        index=step.index,
+        token_id=step.token_id,
+        token=step.token,
+        text=step.text,
+        probability=step.probability,
+        tracked=step.tracked,
+        finish_reason=step.finish_reason or "",
+    )
 
 
 class SteeringHost:
@@ -113,8 +145,10 @@ class SteeringHost:
             if key in self.steerers:
                 self.steerers.move_to_end(key)
                 return self.steerers[key], model.lock
-        saes = {item.sae_id: SteeringSAE(item.sae, max_activations(self.servicer.documents, item.sae_id,
-                                                                   item.sae.d_sae)) for item in loaded}
+        saes = {
+            item.sae_id: SteeringSAE(item.sae, max_activations(self.servicer.documents, item.sae_id, item.sae.d_sae))
+            for item in loaded
+        }
         with model.lock:  # the steerer probes its fast path with a forward
             steerer = Steerer(model.model, saes)
         with self.lock:
@@ -139,8 +173,11 @@ class SteeringHost:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error).replace(".sae:", ".sae_id:")) from None
         prompt = steerer.prompt_ids(steer.prompt)
         if len(prompt) + steer.generation.max_new_tokens > settings.max_text_tokens + 1:
-            raise invalid("prompt", f"{len(prompt) - 1} prompt tokens plus max_new_tokens exceed "
-                          f"{settings.max_text_tokens} (max_text_tokens)")
+            raise invalid(
+                "prompt",
+                f"{len(prompt) - 1} prompt tokens plus max_new_tokens exceed "
+                f"{settings.max_text_tokens} (max_text_tokens)",
+            )
         with lock:
             runs = [("steered", steerer.stream(steer))]
             if request.compare:
@@ -159,4 +196,3 @@ class SteeringHost:
                         event.changes_json = json.dumps(_describe(changes))
                         first = False
                     yield event
-

@@ -11,9 +11,15 @@ from services.common.settings import load_settings
 def main() -> int:
     settings = load_settings(JobServiceSettings)
     name = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
-    return run_job_service(settings, "analysis", lambda executor: (
-        AnalysisServicer(executor, executor.documents, settings),
-        analysis_pb2_grpc.add_AnalysisServiceServicer_to_server, name))
+    return run_job_service(
+        settings,
+        "analysis",
+        lambda executor: (
+            AnalysisServicer(executor, executor.documents, settings),
+            analysis_pb2_grpc.add_AnalysisServiceServicer_to_server,
+            name,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ from services.common.errors import RequestError, invalid, rpc, short
 from services.common.job_servicer import MAX_OFFSET, MAX_PAGE, submit_job
 from services.common.settings import ServiceSettings
 
-SORTS: dict[int, FeatureSort] = {analysis_pb2.FEATURE_SORT_INDEX: "index", analysis_pb2.FEATURE_SORT_DENSITY: "density",
-         analysis_pb2.FEATURE_SORT_MAX_ACTIVATION: "max_activation"}
+SORTS: dict[int, FeatureSort] = {
+    analysis_pb2.FEATURE_SORT_INDEX: "index",
+    analysis_pb2.FEATURE_SORT_DENSITY: "density",
+    analysis_pb2.FEATURE_SORT_MAX_ACTIVATION: "max_activation",
+}
 MAX_ID = 200
 MAX_INDEX = 2**31 - 1
 
@@ -60,8 +63,9 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         """An SAE id already given to another artifact is not overwritten (except by an admin)."""
         record = self.documents.get_sae(_sae_id(sae_id))
         if record is not None and record.artifact not in (None, sae_uri) and not caller().has("admin"):
-            raise RequestError(grpc.StatusCode.ALREADY_EXISTS,
-                               f"sae_id: {short(sae_id)} already names another SAE; choose another id")
+            raise RequestError(
+                grpc.StatusCode.ALREADY_EXISTS, f"sae_id: {short(sae_id)} already names another SAE; choose another id"
+            )
 
     @rpc
     def GetFeature(self, request, context):
@@ -71,19 +75,26 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         doc = self.documents.get_feature(request.sae_id, int(request.index))
         if doc is None:
             known = self.documents.get_sae(request.sae_id) is not None
-            what = f"feature {request.index} of SAE {short(request.sae_id)}" if known else f"SAE {short(request.sae_id)}"
+            what = (
+                f"feature {request.index} of SAE {short(request.sae_id)}" if known else f"SAE {short(request.sae_id)}"
+            )
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"no {what} in the document store; analyze it first")
         return analysis_pb2.Feature(
-            sae_id=doc.sae_id, index=doc.index, density=doc.density or 0.0, max_activation=doc.max_activation or 0.0,
-            mean_activation=doc.mean_activation or 0.0, document_json=doc.model_dump_json(),
+            sae_id=doc.sae_id,
+            index=doc.index,
+            density=doc.density or 0.0,
+            max_activation=doc.max_activation or 0.0,
+            mean_activation=doc.mean_activation or 0.0,
+            document_json=doc.model_dump_json(),
         )
 
     @rpc
     def ListFeatures(self, request, context):
         _sae_id(request.sae_id)
         if request.sort not in SORTS:
-            raise invalid("sort", f"unknown sort {request.sort}; use one of {sorted(SORTS)} (index, density, "
-                          "max_activation)")
+            raise invalid(
+                "sort", f"unknown sort {request.sort}; use one of {sorted(SORTS)} (index, density, max_activation)"
+            )
         if not 0 <= request.offset <= MAX_OFFSET:
             raise invalid("offset", f"must be in [0, {MAX_OFFSET}]")
         if not 0 <= request.limit <= MAX_PAGE:
@@ -91,11 +102,21 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         if self.documents.get_sae(request.sae_id) is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no SAE {short(request.sae_id)} in the document store")
         page, total = self.documents.list_features(
-            request.sae_id, sort=SORTS[request.sort], descending=request.descending,
-            offset=request.offset, limit=request.limit or 50,
+            request.sae_id,
+            sort=SORTS[request.sort],
+            descending=request.descending,
+            offset=request.offset,
+            limit=request.limit or 50,
             fields=["density", "max_activation", "mean_activation"],
         )
-        features = [analysis_pb2.Feature(sae_id=f.sae_id, index=f.index, density=f.density or 0.0,
-                                         max_activation=f.max_activation or 0.0,
-                                         mean_activation=f.mean_activation or 0.0) for f in page]
+        features = [
+            analysis_pb2.Feature(
+                sae_id=f.sae_id,
+                index=f.index,
+                density=f.density or 0.0,
+                max_activation=f.max_activation or 0.0,
+                mean_activation=f.mean_activation or 0.0,
+            )
+            for f in page
+        ]
         return analysis_pb2.ListFeaturesResponse(features=features, total=total)

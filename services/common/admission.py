@@ -66,8 +66,11 @@ def parse_object(field_name: str, text: str, max_bytes: int, toml: bool = False)
 def require_sections(raw: dict[str, Any], sections: tuple[str, ...], field_name: str) -> None:
     missing = [s for s in sections if s not in raw]
     if missing:
-        raise invalid(field_name, f"is missing {', '.join(missing)}: a submitted config must say at least "
-                      f"which {', '.join(sections)} to use (defaults are not run on a shared server)")
+        raise invalid(
+            field_name,
+            f"is missing {', '.join(missing)}: a submitted config must say at least "
+            f"which {', '.join(sections)} to use (defaults are not run on a shared server)",
+        )
 
 
 def parsed(raw: dict[str, Any], model: type, source: str) -> Any:
@@ -100,8 +103,9 @@ class Admission:
     @staticmethod
     def _fits(field_name: str, data: DataConfig, facts: ModelFacts) -> DataConfig:
         if data.context_size > facts.n_ctx:
-            raise invalid(f"{field_name}.context_size", f"{data.context_size} is longer than the model's context "
-                          f"of {facts.n_ctx}")
+            raise invalid(
+                f"{field_name}.context_size", f"{data.context_size} is longer than the model's context of {facts.n_ctx}"
+            )
         return data
 
     def run(self, cfg: RunConfig) -> RunConfig:
@@ -119,14 +123,20 @@ class Admission:
         estimate = estimate_run(cfg, facts.d_model, facts.parameter_bytes)
         ceiling = self.settings.max_job_memory_gb * 2**30
         if estimate.memory_bytes > ceiling:
-            raise invalid("sae.d_sae", f"this run needs {estimate.describe()}; this server allows "
-                          f"{self.settings.max_job_memory_gb:g} GiB (max_job_memory_gb): lower sae.d_sae, "
-                          "train.batch_size or activations.buffer_tokens")
+            raise invalid(
+                "sae.d_sae",
+                f"this run needs {estimate.describe()}; this server allows "
+                f"{self.settings.max_job_memory_gb:g} GiB (max_job_memory_gb): lower sae.d_sae, "
+                "train.batch_size or activations.buffer_tokens",
+            )
         storage = self.settings.max_job_storage_gb * 2**30
         if estimate.storage_bytes > storage:
-            raise invalid("data.max_tokens", f"this run would store {estimate.describe()}; this server allows "
-                          f"{self.settings.max_job_storage_gb:g} GiB of shards (max_job_storage_gb): lower "
-                          "data.max_tokens or set activations.store = false")
+            raise invalid(
+                "data.max_tokens",
+                f"this run would store {estimate.describe()}; this server allows "
+                f"{self.settings.max_job_storage_gb:g} GiB of shards (max_job_storage_gb): lower "
+                "data.max_tokens or set activations.store = false",
+            )
         return cfg
 
     def analysis(self, sae_uri: str, cfg: AnalyzeConfig) -> tuple[str, AnalyzeConfig]:
@@ -140,8 +150,9 @@ class Admission:
         try:
             spec = open_store(sae_uri, create_bucket=False).get_json(SPEC_KEY)
         except (ObjectNotFound, FileNotFoundError, NotADirectoryError, ValueError):
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"sae_uri: no SAE at {short(sae_uri)} "
-                               f"(expected {SPEC_KEY}; train one first)") from None
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND, f"sae_uri: no SAE at {short(sae_uri)} (expected {SPEC_KEY}; train one first)"
+            ) from None
         model = cfg.model or ModelConfig(name=str(spec.get("model") or ""))
         facts = self.model("model.name", model)
         self._fits("data", cfg.data, facts)

@@ -25,19 +25,35 @@ import grpc
 from lm_saes.auth import MAX_NAME, SCOPES, USER_METADATA, Principal, TokenTable
 
 SCOPES_METADATA = "x-lm-saes-scopes"  # the scopes the gateway granted the user it acts for
-OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                 "grpc.reflection.v1.ServerReflection")
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 METHOD_SCOPES: dict[str, str] = {
-    **{f"lm_saes.v1.JobService/{m}": s for m, s in {
-        "Get": "read", "List": "read", "Watch": "read", "Cancel": "submit"}.items()},
-    **{f"lm_saes.v1.ActivationService/{m}": s for m, s in {
-        "Tokenize": "compute", "GetActivations": "compute", "GetFeatureActivations": "compute",
-        "GenerateActivations": "submit", "Generate": "compute"}.items()},
+    **{
+        f"lm_saes.v1.JobService/{m}": s
+        for m, s in {"Get": "read", "List": "read", "Watch": "read", "Cancel": "submit"}.items()
+    },
+    **{
+        f"lm_saes.v1.ActivationService/{m}": s
+        for m, s in {
+            "Tokenize": "compute",
+            "GetActivations": "compute",
+            "GetFeatureActivations": "compute",
+            "GenerateActivations": "submit",
+            "Generate": "compute",
+        }.items()
+    },
     "lm_saes.v1.TrainingService/Submit": "submit",
-    **{f"lm_saes.v1.AnalysisService/{m}": s for m, s in {
-        "Submit": "submit", "GetFeature": "read", "ListFeatures": "read"}.items()},
-    **{f"lm_saes.v1.CircuitService/{m}": s for m, s in {
-        "Submit": "submit", "GetGraph": "read", "ListGraphs": "read", "Intervene": "compute"}.items()},
+    **{
+        f"lm_saes.v1.AnalysisService/{m}": s
+        for m, s in {"Submit": "submit", "GetFeature": "read", "ListFeatures": "read"}.items()
+    },
+    **{
+        f"lm_saes.v1.CircuitService/{m}": s
+        for m, s in {"Submit": "submit", "GetGraph": "read", "ListGraphs": "read", "Intervene": "compute"}.items()
+    },
 }
 _USER = re.compile(rf"^[A-Za-z0-9_.@:+-]{{1,{MAX_NAME}}}$")
 _CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)

@@ -71,7 +71,7 @@ def parse_location(uri: str, field_name: str) -> Location:
         scheme = uri.split("://", 1)[0]
         if scheme != "file":
             raise invalid(field_name, f"scheme {short(scheme, 20)!r} is not served; use s3:// or a path")
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     return _local(uri, field_name)
 
 
@@ -97,10 +97,14 @@ class Roots:
     @classmethod
     def from_settings(cls, settings) -> Roots:
         data = [d for d in settings.data_roots if d != "hf:"]
-        return cls(objects=_root(settings.object_store), reads=tuple(_root(r) for r in settings.read_roots),
-                   data=tuple(_root(d) for d in data), models=tuple(settings.models),
-                   model_folders=tuple(_root(m) for m in settings.model_roots),
-                   allow_hf_data="hf:" in settings.data_roots)
+        return cls(
+            objects=_root(settings.object_store),
+            reads=tuple(_root(r) for r in settings.read_roots),
+            data=tuple(_root(d) for d in data),
+            models=tuple(settings.models),
+            model_folders=tuple(_root(m) for m in settings.model_roots),
+            allow_hf_data="hf:" in settings.data_roots,
+        )
 
     def writable(self, field_name: str, uri: str) -> str:
         """`uri` if it lies inside the object store, as the server will use it."""
@@ -114,8 +118,9 @@ class Roots:
         location = parse_location(uri, field_name)
         allowed = (self.objects, *self.reads)
         if not any(root.contains(location) for root in allowed):
-            raise invalid(field_name, f"{short(uri)} is outside the roots this server reads: "
-                          f"{', '.join(map(str, allowed))}")
+            raise invalid(
+                field_name, f"{short(uri)} is outside the roots this server reads: {', '.join(map(str, allowed))}"
+            )
         return str(location)
 
     def data_source(self, field_name: str, source: str) -> str:
@@ -125,7 +130,7 @@ class Roots:
         if source.startswith("hf:"):
             if self.allow_hf_data:
                 return source
-            raise invalid(field_name, "HF datasets are not served here (add \"hf:\" to LM_SAES_DATA_ROOTS to allow)")
+            raise invalid(field_name, 'HF datasets are not served here (add "hf:" to LM_SAES_DATA_ROOTS to allow)')
         location = parse_location(source, field_name)
         if location.bucket is None and any(root.contains(location) for root in self.data):
             return location.path
@@ -140,5 +145,8 @@ class Roots:
             location = parse_location(name, field_name)
             if location.bucket is None and any(root.contains(location) for root in self.model_folders):
                 return location.path
-        raise invalid(field_name, f"{short(name)} is not served here; choose one of {list(self.models)}"
-                      + (f" or a folder inside {', '.join(map(str, self.model_folders))}" if self.model_folders else ""))
+        raise invalid(
+            field_name,
+            f"{short(name)} is not served here; choose one of {list(self.models)}"
+            + (f" or a folder inside {', '.join(map(str, self.model_folders))}" if self.model_folders else ""),
+        )

@@ -41,9 +41,6 @@ def invalid(field: str, problem: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {problem}")
 
 
-
-
-
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
     context.abort(code, message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " [cut]")
 
@@ -54,8 +51,11 @@ def _fail(method: Callable, context: grpc.ServicerContext, error: BaseException)
     if isinstance(error, RequestError):
         _abort(context, error.code, str(error))
     if isinstance(error, STORE_ERRORS):
-        _abort(context, grpc.StatusCode.UNAVAILABLE,
-               f"a store is unreachable (waited up to {STORE_WAIT_S:g} s): {type(error).__name__}")
+        _abort(
+            context,
+            grpc.StatusCode.UNAVAILABLE,
+            f"a store is unreachable (waited up to {STORE_WAIT_S:g} s): {type(error).__name__}",
+        )
     if isinstance(error, RecursionError):  # a deeply nested request body
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request: nested too deeply")
     log.error("%s failed: %s", method.__name__, traceback.format_exc())

@@ -27,7 +27,8 @@ def main() -> int:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=_read("LM_SAES_TLS_CA_FILE") or _read("LM_SAES_TLS_CERT_FILE"),
             private_key=_read("LM_SAES_TLS_CLIENT_KEY_FILE"),
-            certificate_chain=_read("LM_SAES_TLS_CLIENT_CERT_FILE"))
+            certificate_chain=_read("LM_SAES_TLS_CLIENT_CERT_FILE"),
+        )
         name = os.environ.get("LM_SAES_TLS_SERVER_NAME", "localhost")
         channel = grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", name)])
     else:

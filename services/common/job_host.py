@@ -56,9 +56,13 @@ def export_job_gauges(executor: Executor, kind: str, stop: threading.Event, inte
     threading.Thread(target=loop, name=f"{kind}-jobs", daemon=True).start()
 
 
-def run_job_service(settings: JobServiceSettings, kind: str,
-                    make_servicer: Callable[[Executor], tuple[Any, Callable[[Any, grpc.Server], None], str]],
-                    executor: Executor | None = None, on_stop: Callable[[], None] | None = None) -> int:
+def run_job_service(
+    settings: JobServiceSettings,
+    kind: str,
+    make_servicer: Callable[[Executor], tuple[Any, Callable[[Any, grpc.Server], None], str]],
+    executor: Executor | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> int:
     """Resume unfinished jobs, serve the service and its JobService until SIGTERM, then
     checkpoint running workers and stop."""
     executor = executor or make_executor(settings, kind)

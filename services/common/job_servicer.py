@@ -75,19 +75,26 @@ class JobServicer(common_pb2_grpc.JobServiceServicer):
         if request.state not in JOB_STATES.values() and request.state != common_pb2.JOB_STATE_UNSPECIFIED:
             raise invalid("state", f"unknown job state {request.state}")
         if request.kind and request.kind != self.kind:
-            raise invalid("kind", f"this server runs {self.kind} jobs only; leave kind empty or ask the "
-                          f"server that runs {short(request.kind)} jobs")
+            raise invalid(
+                "kind",
+                f"this server runs {self.kind} jobs only; leave kind empty or ask the "
+                f"server that runs {short(request.kind)} jobs",
+            )
         offset = page_offset(request.page_token)
         principal = caller()
-        jobs = [j for j in self.executor.documents.list_jobs(self.kind)
-                if (request.state == common_pb2.JOB_STATE_UNSPECIFIED or JOB_STATES[j.state] == request.state)
-                and may_see(principal, j.owner)]
+        jobs = [
+            j
+            for j in self.executor.documents.list_jobs(self.kind)
+            if (request.state == common_pb2.JOB_STATE_UNSPECIFIED or JOB_STATES[j.state] == request.state)
+            and may_see(principal, j.owner)
+        ]
         jobs.sort(key=lambda j: j.created, reverse=True)
         size = request.page_size or DEFAULT_PAGE
         page = jobs[offset : offset + size]
         more = offset + size < len(jobs)
-        return common_pb2.ListJobsResponse(jobs=[job_to_proto(j) for j in page],
-                                           next_page_token=str(offset + size) if more else "")
+        return common_pb2.ListJobsResponse(
+            jobs=[job_to_proto(j) for j in page], next_page_token=str(offset + size) if more else ""
+        )
 
     @rpc
     def Watch(self, request, context):
@@ -106,8 +113,10 @@ class JobServicer(common_pb2_grpc.JobServiceServicer):
     def Cancel(self, request, context):
         job = self._job(request.id, context)
         if not may_see(caller(), job.owner):
-            context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                          f"job {short(request.id)} belongs to another caller; only it or an admin may cancel it")
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"job {short(request.id)} belongs to another caller; only it or an admin may cancel it",
+            )
         cancelled = self.executor.cancel(request.id)
         if cancelled is None:  # deleted since _job read it
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"no {self.kind} job with id {short(request.id)}")

@@ -13,11 +13,15 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
-REQUESTS = Counter("lm_saes_grpc_requests_total", "RPCs handled, by method and status code",
-                   ["service", "method", "code"])
-LATENCY = Histogram("lm_saes_grpc_request_seconds", "RPC handling time (streams: until the last message)",
-                    ["service", "method"],
-                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+REQUESTS = Counter(
+    "lm_saes_grpc_requests_total", "RPCs handled, by method and status code", ["service", "method", "code"]
+)
+LATENCY = Histogram(
+    "lm_saes_grpc_request_seconds",
+    "RPC handling time (streams: until the last message)",
+    ["service", "method"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 
 
 def start_metrics_server(host: str, port: int) -> None:

@@ -44,7 +44,8 @@ class HealthServicer(health.HealthServicer):
 
     def List(self, request, context):
         return health_pb2.HealthListResponse(
-            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self.statuses.items()})
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in self.statuses.items()}
+        )
 
 
 @dataclass
@@ -73,26 +74,35 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
         raise ValueError("LM_SAES_TLS_CERT_FILE is set but LM_SAES_TLS_KEY_FILE is not")
     read = lambda path: Path(path).read_bytes()  # noqa: E731
     client_ca = read(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
-    return grpc.ssl_server_credentials([(read(settings.tls_key_file), read(settings.tls_cert_file))],
-                                       root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(read(settings.tls_key_file), read(settings.tls_cert_file))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def start_server(settings: ServiceSettings, register: Register) -> RunningServer:
     """A started server on settings.host:settings.port with authentication, stream limits,
     health checking and reflection (the last two open to probes)."""
     errors.STORE_WAIT_S = settings.store_wait_s
-    options = [("grpc.max_send_message_length", settings.max_message_bytes),
-               ("grpc.max_receive_message_length", settings.max_message_bytes)]
+    options = [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+    ]
     # Streams may hold at most all but two RPC threads, so unary calls always find one.
     streams = StreamLimits(max(1, min(settings.max_streams, settings.workers - 2)), settings.max_streams_per_caller)
     interceptors = [MetricsInterceptor(), AuthInterceptor(settings.token_table(), streams)]
-    server = grpc.server(ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-                         interceptors=interceptors, options=options)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
+        options=options,
+    )
     services = register(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
+        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
@@ -113,8 +123,14 @@ def serve(settings: ServiceSettings, register: Register, on_stop: Callable[[], N
     if settings.metrics_port:
         start_metrics_server(settings.host, settings.metrics_port)
     running = start_server(settings, register)
-    log.info("serving %s on %s:%d (%s; metrics on port %s)", ", ".join(running.services), settings.host,
-             running.port, "TLS" if settings.tls_cert_file else "plaintext", settings.metrics_port or "off")
+    log.info(
+        "serving %s on %s:%d (%s; metrics on port %s)",
+        ", ".join(running.services),
+        settings.host,
+        running.port,
+        "TLS" if settings.tls_cert_file else "plaintext",
+        settings.metrics_port or "off",
+    )
     stop.wait()
     log.info("stopping: draining in-flight RPCs for up to %.0f s", settings.grace_s)
     running.stop(settings.grace_s)

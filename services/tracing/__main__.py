@@ -16,9 +16,15 @@ class TracingSettings(JobServiceSettings):
 def main() -> int:
     settings = load_settings(TracingSettings)
     name = circuits_pb2.DESCRIPTOR.services_by_name["CircuitService"].full_name
-    return run_job_service(settings, "tracing", lambda executor: (
-        CircuitServicer(executor, settings, settings.device, settings.cached_sets),
-        circuits_pb2_grpc.add_CircuitServiceServicer_to_server, name))
+    return run_job_service(
+        settings,
+        "tracing",
+        lambda executor: (
+            CircuitServicer(executor, settings, settings.device, settings.cached_sets),
+            circuits_pb2_grpc.add_CircuitServiceServicer_to_server,
+            name,
+        ),
+    )
 
 
 if __name__ == "__main__":

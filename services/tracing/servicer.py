@@ -24,8 +24,10 @@ from services.common.errors import RequestError, invalid, rpc, short
 from services.common.job_servicer import submit_job
 from services.common.settings import ServiceSettings
 
-MODES: dict[int, Literal["scale", "clamp"]] = {circuits_pb2.INTERVENTION_MODE_SCALE: "scale",
-                                               circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp"}
+MODES: dict[int, Literal["scale", "clamp"]] = {
+    circuits_pb2.INTERVENTION_MODE_SCALE: "scale",
+    circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp",
+}
 MAX_CHANGES = 256
 MAX_VALUE = 1e6  # |scale factor| or |clamped activation|: far past any real activation, far from overflow
 
@@ -54,9 +56,14 @@ class ReplacementCache:
 
 def graph_to_proto(record: GraphRecord, with_document: bool = True) -> circuits_pb2.Graph:
     return circuits_pb2.Graph(
-        id=record.id, model=record.model, prompt=record.prompt, replacement_score=record.scores.replacement,
-        completeness_score=record.scores.completeness, artifact_uri=record.artifact or "",
-        created=record.created or "", document_json=record.model_dump_json() if with_document else "",
+        id=record.id,
+        model=record.model,
+        prompt=record.prompt,
+        replacement_score=record.scores.replacement,
+        completeness_score=record.scores.completeness,
+        artifact_uri=record.artifact or "",
+        created=record.created or "",
+        document_json=record.model_dump_json() if with_document else "",
     )
 
 
@@ -85,16 +92,23 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
         try:
             spec = open_store(transcoders, create_bucket=False).get_json("transcoders.json")
         except (ObjectNotFound, FileNotFoundError, NotADirectoryError, ValueError):
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"transcoders_uri: no transcoder set at "
-                               f"{short(request.transcoders_uri)} (expected transcoders.json; train one with a "
-                               "[transcoders] config)") from None
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"transcoders_uri: no transcoder set at "
+                f"{short(request.transcoders_uri)} (expected transcoders.json; train one with a "
+                "[transcoders] config)",
+            ) from None
         if isinstance(spec, dict) and spec.get("model"):
             self.admission.roots.model("transcoders_uri", str(spec["model"]))
         request_id = request.request_id or uuid.uuid4().hex
         job_id = job_id_for(self.kind, request_id, caller().name)
-        config = {"prompt": request.prompt, "transcoders": transcoders,
-                  "trace": cfg.model_dump(mode="json"), "objects": self.output_root,
-                  "graph_id": job_id.replace(f"{self.kind}-", "graph-", 1)}
+        config = {
+            "prompt": request.prompt,
+            "transcoders": transcoders,
+            "trace": cfg.model_dump(mode="json"),
+            "objects": self.output_root,
+            "graph_id": job_id.replace(f"{self.kind}-", "graph-", 1),
+        }
         return submit_job(self.executor, self.kind, config, request_id)
 
     def _graph(self, graph_id: str, context) -> GraphRecord:
@@ -126,10 +140,10 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
             if change.mode not in MODES:
                 raise invalid(f"changes[{number}].mode", f"unknown mode {change.mode}; 0 is scale, 1 is clamp")
             if not (math.isfinite(change.value) and abs(change.value) <= MAX_VALUE):
-                raise invalid(f"changes[{number}].value", f"must be a finite number within ±{MAX_VALUE:g}, "
-                              f"got {change.value!r}")
-        changes = [Intervention(c.layer, c.position, int(c.feature), c.value, MODES[c.mode])
-                   for c in request.changes]
+                raise invalid(
+                    f"changes[{number}].value", f"must be a finite number within ±{MAX_VALUE:g}, got {change.value!r}"
+                )
+        changes = [Intervention(c.layer, c.position, int(c.feature), c.value, MODES[c.mode]) for c in request.changes]
         record = self._graph(request.graph_id, context)
         replacement = self.cache.get(record.transcoders)
         with self.cache.lock:  # one forward at a time per process: the bridge's hooks are shared state
@@ -140,7 +154,9 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
                 raise invalid("changes", str(error)) from None
 
         def logits(items):
-            return [circuits_pb2.TokenLogit(token_id=t.token, token=t.text, logit=t.logit, probability=t.probability)
-                    for t in items]
+            return [
+                circuits_pb2.TokenLogit(token_id=t.token, token=t.text, logit=t.logit, probability=t.probability)
+                for t in items
+            ]
 
         return circuits_pb2.InterveneResponse(before=logits(result.before), after=logits(result.after))

@@ -11,9 +11,15 @@ from services.training.servicer import TrainingServicer
 def main() -> int:
     settings = load_settings(JobServiceSettings)
     name = training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
-    return run_job_service(settings, "training", lambda executor: (
-        TrainingServicer(executor, settings),
-        training_pb2_grpc.add_TrainingServiceServicer_to_server, name))
+    return run_job_service(
+        settings,
+        "training",
+        lambda executor: (
+            TrainingServicer(executor, settings),
+            training_pb2_grpc.add_TrainingServiceServicer_to_server,
+            name,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,11 @@ def secret_sources(volume) -> list[tuple[str, list | None]]:
     """(Secret name, items) of every Secret a volume holds (a secret or a projected volume)."""
     if "secret" in volume:
         return [(volume["secret"]["secretName"], volume["secret"].get("items"))]
-    return [(src["secret"]["name"], src["secret"].get("items"))
-            for src in volume.get("projected", {}).get("sources", []) if "secret" in src]
+    return [
+        (src["secret"]["name"], src["secret"].get("items"))
+        for src in volume.get("projected", {}).get("sources", [])
+        if "secret" in src
+    ]
 
 
 def secret_file(spec, c, path: str) -> tuple[str, str]:
@@ -69,8 +72,8 @@ def secret_file(spec, c, path: str) -> tuple[str, str]:
         assert mount.get("readOnly") is True, f"{c['name']}: {path} is on a writable mount"
         volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
         for secret, items in secret_sources(volume):
-            for item in items or [{"key": path[len(folder):], "path": path[len(folder):]}]:
-                if item["path"] == path[len(folder):]:
+            for item in items or [{"key": path[len(folder) :], "path": path[len(folder) :]}]:
+                if item["path"] == path[len(folder) :]:
                     return secret, item["key"]
     pytest.fail(f"{c['name']}: {path} is not a file mounted from a Secret")
 
@@ -99,6 +102,7 @@ def assert_valid(manifests, kube_version):
 
 # --- Helm itself -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_helm_lint_strict(name, kube_version):
@@ -110,20 +114,22 @@ def test_helm_lint_strict(name, kube_version):
 def test_values_schema_accepts_ci_values_and_rejects_bad_ones(chart):
     for name in VALUE_SETS:
         chart.validate_schema(load_values(name))
-    bad = [{"services": {"activation": {"gpu": "one"}}},
-           {"unknownKey": 1},
-           {"mongodb": {"enabled": False}},  # no document store at all
-           {"minio": {"enabled": False}, "externalS3": {"endpoint": "s3.example.com"}},  # no bucket/secret
-           # the services always require tokens: no switch to turn auth off, no tokens in env literals
-           {"serviceAuth": {"enabled": False}},
-           {"serviceAuth": {"disabled": True}},
-           {"serviceAuth": {"extraTokens": {"short": {"name": "x", "scopes": ["read"]}}}},
-           {"serviceAuth": {"extraTokens": {"x" * 20: {"name": "x", "scopes": ["root"]}}}},
-           {"services": {"activation": {"env": {"LM_SAES_TOKENS_FILE": ""}}}},
-           {"services": {"training": {"env": {"LM_SAES_TOKENS": '{"x": ["admin"]}'}}}},
-           {"services": {"analysis": {"env": {"LM_SAES_TLS_CERT_FILE": ""}}}},
-           {"gateway": {"env": {"LM_SAES_SERVICE_TOKEN": "x" * 40}}},
-           {"tls": {"enabled": True}}]  # TLS without a certificate Secret
+    bad = [
+        {"services": {"activation": {"gpu": "one"}}},
+        {"unknownKey": 1},
+        {"mongodb": {"enabled": False}},  # no document store at all
+        {"minio": {"enabled": False}, "externalS3": {"endpoint": "s3.example.com"}},  # no bucket/secret
+        # the services always require tokens: no switch to turn auth off, no tokens in env literals
+        {"serviceAuth": {"enabled": False}},
+        {"serviceAuth": {"disabled": True}},
+        {"serviceAuth": {"extraTokens": {"short": {"name": "x", "scopes": ["read"]}}}},
+        {"serviceAuth": {"extraTokens": {"x" * 20: {"name": "x", "scopes": ["root"]}}}},
+        {"services": {"activation": {"env": {"LM_SAES_TOKENS_FILE": ""}}}},
+        {"services": {"training": {"env": {"LM_SAES_TOKENS": '{"x": ["admin"]}'}}}},
+        {"services": {"analysis": {"env": {"LM_SAES_TLS_CERT_FILE": ""}}}},
+        {"gateway": {"env": {"LM_SAES_SERVICE_TOKEN": "x" * 40}}},
+        {"tls": {"enabled": True}},
+    ]  # TLS without a certificate Secret
     for values in bad:
         with pytest.raises(helm.HelmValuesError):
             chart.validate_schema(values)
@@ -137,6 +143,7 @@ def test_notes_say_how_to_reach_the_ui(chart):
 
 
 # --- Kubernetes API schemas ----------------------------------------------------------------------
+
 
 def test_kubernetes_validate_has_the_versions():
     versions = kv_utils.all_versions()
@@ -153,8 +160,12 @@ def test_kinds_rendered(chart):
     kinds = lambda name: {(m["kind"], m["metadata"]["name"]) for m in render(chart, name)[0]}  # noqa: E731
     default, gpu, external = kinds("default"), kinds("gpu"), kinds("external")
     for svc in ("activation", "training", "analysis", "gateway"):
-        assert {("Deployment", f"lm-saes-{svc}"), ("Service", f"lm-saes-{svc}"),
-                ("PodDisruptionBudget", f"lm-saes-{svc}"), ("NetworkPolicy", f"lm-saes-{svc}")} <= default
+        assert {
+            ("Deployment", f"lm-saes-{svc}"),
+            ("Service", f"lm-saes-{svc}"),
+            ("PodDisruptionBudget", f"lm-saes-{svc}"),
+            ("NetworkPolicy", f"lm-saes-{svc}"),
+        } <= default
     assert ("HorizontalPodAutoscaler", "lm-saes-activation") in default
     assert {("StatefulSet", "lm-saes-mongodb"), ("StatefulSet", "lm-saes-minio")} <= default
     assert ("Deployment", "lm-saes-tracing") not in default and ("Deployment", "lm-saes-tracing") in gpu
@@ -167,6 +178,7 @@ def test_kinds_rendered(chart):
 
 
 # --- Workloads -----------------------------------------------------------------------------------
+
 
 def test_gpu_workloads_request_gpus(chart):
     manifests, seen = render(chart, "gpu")[0], set()
@@ -231,10 +243,12 @@ def test_service_probes_check_grpc_health_and_startup_allows_model_loading(manif
 
 
 def test_services_get_their_settings(chart, value_set, manifests):
-    secrets_expected = {"default": ("lm-saes-mongodb", "lm-saes-minio"),
-                        "gpu": ("lm-saes-mongodb", "lm-saes-minio"),
-                        "tls": ("lm-saes-mongodb", "lm-saes-minio"),
-                        "external": ("lm-saes-mongodb-uri", "lm-saes-s3")}[value_set]
+    secrets_expected = {
+        "default": ("lm-saes-mongodb", "lm-saes-minio"),
+        "gpu": ("lm-saes-mongodb", "lm-saes-minio"),
+        "tls": ("lm-saes-mongodb", "lm-saes-minio"),
+        "external": ("lm-saes-mongodb-uri", "lm-saes-s3"),
+    }[value_set]
     for w, _, c in containers(manifests):
         name = component(w)
         if name not in SERVICE_PORTS:
@@ -266,7 +280,10 @@ def test_no_credential_outside_secrets(manifests):
     for m in manifests:
         if m["kind"] == "ConfigMap":
             for key, value in (m.get("data") or {}).items():
-                assert not SENSITIVE_NAME.search(key) and not CREDENTIAL_VALUE.search(str(value)), (m["metadata"]["name"], key)
+                assert not SENSITIVE_NAME.search(key) and not CREDENTIAL_VALUE.search(str(value)), (
+                    m["metadata"]["name"],
+                    key,
+                )
     for w, spec, c in containers(manifests):
         for e in c.get("env", []):
             where = f"{w['metadata']['name']}/{c['name']} env {e['name']}"
@@ -285,15 +302,20 @@ def test_in_chart_store_secret_holds_the_uri(chart):
     import base64
     import json
 
-    secret = next(m for m in render(chart, "default")[0] if m["kind"] == "Secret" and m["metadata"]["name"] == "lm-saes-mongodb")
+    secret = next(
+        m for m in render(chart, "default")[0] if m["kind"] == "Secret" and m["metadata"]["name"] == "lm-saes-mongodb"
+    )
     uri = base64.b64decode(secret["data"]["uri"]).decode()
-    assert re.fullmatch(r"mongodb://root:[A-Za-z0-9]{32}@lm-saes-mongodb\.lm-saes\.svc:27017/lm_saes\?authSource=admin", uri)
+    assert re.fullmatch(
+        r"mongodb://root:[A-Za-z0-9]{32}@lm-saes-mongodb\.lm-saes\.svc:27017/lm_saes\?authSource=admin", uri
+    )
     tokens = next(m for m in render(chart, "default")[0] if m["metadata"]["name"] == "lm-saes-gateway-tokens")
     parsed = json.loads(base64.b64decode(tokens["data"]["tokens"]))  # LM_SAES_API_TOKENS: {token: scopes}
     assert len(parsed) == 1 and list(parsed.values()) == [["read", "compute", "submit"]]
 
 
 # --- Service auth (bearer tokens) ----------------------------------------------------------------
+
 
 def test_services_read_their_token_table_from_a_read_only_secret_file(manifests, value_set):
     seen = set()
@@ -337,7 +359,10 @@ def test_chart_made_token_table_gives_the_gateway_token_its_scopes(chart):
 
     manifests = render(chart, "default")[0]
     (secret,) = [m for m in manifests if m["kind"] == "Secret" and "tokens.json" in m.get("data", {})]
-    assert secret["metadata"]["name"] == "lm-saes-service-auth" and set(secret["data"]) == {"tokens.json", "service-token"}
+    assert secret["metadata"]["name"] == "lm-saes-service-auth" and set(secret["data"]) == {
+        "tokens.json",
+        "service-token",
+    }
     token = base64.b64decode(secret["data"]["service-token"]).decode()
     table = json.loads(base64.b64decode(secret["data"]["tokens.json"]))
     assert re.fullmatch(r"[A-Za-z0-9]{40}", token)
@@ -353,8 +378,10 @@ def test_extra_tokens_join_the_chart_made_table(chart):
     import base64
     import json
 
-    extra = {"alice-0123456789abcdef": {"name": "alice", "scopes": ["read", "submit"]},
-             "ops-0123456789abcdefgh": {"name": "ops", "scopes": ["read", "admin"]}}
+    extra = {
+        "alice-0123456789abcdef": {"name": "alice", "scopes": ["read", "submit"]},
+        "ops-0123456789abcdefgh": {"name": "ops", "scopes": ["read", "admin"]},
+    }
     manifests = render_values(chart, {"serviceAuth": {"extraTokens": extra}})[0]
     for version in KUBE_VERSIONS:
         assert_valid(manifests, version)
@@ -366,16 +393,24 @@ def test_extra_tokens_join_the_chart_made_table(chart):
 
 def test_existing_auth_secret_replaces_the_chart_secret(chart):
     manifests = render(chart, "external")[0]
-    assert not [m for m in manifests if m["kind"] == "Secret" and {"tokens.json", "service-token"} & set(m.get("data", {}))]
+    assert not [
+        m for m in manifests if m["kind"] == "Secret" and {"tokens.json", "service-token"} & set(m.get("data", {}))
+    ]
     assert "lm-saes-service-auth" not in str(manifests)  # every reference names the given Secret
     assert "secret lm-saes-grpc-tokens" in render(chart, "external")[1]  # NOTES: where to read the tokens
 
 
 # --- TLS -------------------------------------------------------------------------------------------
 
-TLS_FILES = {"LM_SAES_TLS_CERT_FILE": "tls.crt", "LM_SAES_TLS_KEY_FILE": "tls.key", "LM_SAES_TLS_CLIENT_CA_FILE": "ca.crt",
-             # what the exec probe needs: the CA to trust and, under mTLS, a client pair (the service's own)
-             "LM_SAES_TLS_CA_FILE": "ca.crt", "LM_SAES_TLS_CLIENT_CERT_FILE": "tls.crt", "LM_SAES_TLS_CLIENT_KEY_FILE": "tls.key"}
+TLS_FILES = {
+    "LM_SAES_TLS_CERT_FILE": "tls.crt",
+    "LM_SAES_TLS_KEY_FILE": "tls.key",
+    "LM_SAES_TLS_CLIENT_CA_FILE": "ca.crt",
+    # what the exec probe needs: the CA to trust and, under mTLS, a client pair (the service's own)
+    "LM_SAES_TLS_CA_FILE": "ca.crt",
+    "LM_SAES_TLS_CLIENT_CERT_FILE": "tls.crt",
+    "LM_SAES_TLS_CLIENT_KEY_FILE": "tls.key",
+}
 
 
 def test_without_tls_nothing_tls_is_rendered(chart):
@@ -402,8 +437,13 @@ def test_tls_services_serve_mtls_from_the_mounted_certificate(chart):
             client = "lm-saes-gateway-grpc-client"
             assert secret_file(spec, c, env["LM_SAES_TLS_CLIENT_CERT_FILE"]["value"]) == (client, "tls.crt")
             assert secret_file(spec, c, env["LM_SAES_TLS_CLIENT_KEY_FILE"]["value"]) == (client, "tls.key")
-            served = [item["key"] for v in spec["volumes"] for secret, items in secret_sources(v)
-                      if secret == "lm-saes-grpc-tls" for item in items]
+            served = [
+                item["key"]
+                for v in spec["volumes"]
+                for secret, items in secret_sources(v)
+                if secret == "lm-saes-grpc-tls"
+                for item in items
+            ]
             assert served == ["ca.crt"], "the gateway gets the services' CA, never their key"
             assert "LM_SAES_TLS_SERVER_NAME" not in env and "LM_SAES_TLS_CERT_FILE" not in env
         else:  # the stores
@@ -413,7 +453,9 @@ def test_tls_services_serve_mtls_from_the_mounted_certificate(chart):
 
 
 def test_tls_without_mutual_and_with_a_server_name(chart):
-    values = {"tls": {"enabled": True, "secretName": "grpc-tls", "mutual": False, "serverName": "grpc.lm-saes.internal"}}
+    values = {
+        "tls": {"enabled": True, "secretName": "grpc-tls", "mutual": False, "serverName": "grpc.lm-saes.internal"}
+    }
     manifests = render_values(chart, values)[0]
     for version in KUBE_VERSIONS:
         assert_valid(manifests, version)
@@ -442,31 +484,50 @@ def make_pki(service_names: list[str]) -> dict[str, dict[str, bytes]]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.UTC)
-    pem = lambda key: key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # noqa: E731
-                                        serialization.NoEncryption())
+
+    def pem(key):
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     def issue(subject, key, issuer, issuer_key, *, ca=False, names=(), usages=()):
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
         if ca:
-            builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+            builder = builder.add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            )
         if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
         if usages:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
     ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca = issue("lm-saes test CA", ca_key, "lm-saes test CA", ca_key, ca=True)
-    server = issue("lm-saes services", server_key, "lm-saes test CA", ca_key, names=service_names,
-                   usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH))
+    server = issue(
+        "lm-saes services",
+        server_key,
+        "lm-saes test CA",
+        ca_key,
+        names=service_names,
+        usages=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    )
     client = issue("gateway", client_key, "lm-saes test CA", ca_key, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
-    return {"lm-saes-grpc-tls": {"tls.crt": server, "tls.key": pem(server_key), "ca.crt": ca},
-            "lm-saes-gateway-grpc-client": {"tls.crt": client, "tls.key": pem(client_key), "ca.crt": ca}}
+    return {
+        "lm-saes-grpc-tls": {"tls.crt": server, "tls.key": pem(server_key), "ca.crt": ca},
+        "lm-saes-gateway-grpc-client": {"tls.crt": client, "tls.key": pem(client_key), "ca.crt": ca},
+    }
 
 
 def mount(spec, c, secrets: dict[str, dict[str, bytes]], root) -> dict[str, str]:
@@ -479,8 +540,11 @@ def mount(spec, c, secrets: dict[str, dict[str, bytes]], root) -> dict[str, str]
                     target = root / m["mountPath"].lstrip("/") / item["path"]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(secrets[secret][item["key"]])
-    return {e["name"]: (str(root) + e["value"] if e["value"].startswith("/etc/") else e["value"])
-            for e in c["env"] if "value" in e}
+    return {
+        e["name"]: (str(root) + e["value"] if e["value"].startswith("/etc/") else e["value"])
+        for e in c["env"]
+        if "value" in e
+    }
 
 
 def test_tls_probe_command_and_gateway_credentials_work_with_the_rendered_settings(chart, tmp_path, monkeypatch):
@@ -518,23 +582,36 @@ def test_tls_probe_command_and_gateway_credentials_work_with_the_rendered_settin
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     try:
+
         def probe(env):
             base = {k: v for k, v in os.environ.items() if not k.startswith("LM_SAES_")}
-            return subprocess.run([sys.executable, *HEALTHCHECK[1:]], env=base | env | {"LM_SAES_PORT": str(port)},
-                                  cwd=REPO, capture_output=True, text=True, timeout=60)
+            return subprocess.run(
+                [sys.executable, *HEALTHCHECK[1:]],
+                env=base | env | {"LM_SAES_PORT": str(port)},
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         assert pods["activation"][1]["readinessProbe"]["exec"]["command"] == HEALTHCHECK
         ok = probe(service_env)
         assert ok.returncode == 0, ok.stderr
-        bare = {k: v for k, v in service_env.items() if k not in ("LM_SAES_TLS_CLIENT_CERT_FILE", "LM_SAES_TLS_CLIENT_KEY_FILE")}
+        bare = {
+            k: v
+            for k, v in service_env.items()
+            if k not in ("LM_SAES_TLS_CLIENT_CERT_FILE", "LM_SAES_TLS_CLIENT_KEY_FILE")
+        }
         assert probe(bare).returncode != 0, "mTLS: a probe without the client pair must be refused"
 
         read = lambda variable: open(gateway_env[variable], "rb").read()  # noqa: E731, SIM115
-        channel_credentials = grpc.ssl_channel_credentials(read("LM_SAES_TLS_CA_FILE"), read("LM_SAES_TLS_CLIENT_KEY_FILE"),
-                                                           read("LM_SAES_TLS_CLIENT_CERT_FILE"))
+        channel_credentials = grpc.ssl_channel_credentials(
+            read("LM_SAES_TLS_CA_FILE"), read("LM_SAES_TLS_CLIENT_KEY_FILE"), read("LM_SAES_TLS_CLIENT_CERT_FILE")
+        )
         host = gateway_env["LM_SAES_ACTIVATION_ADDRESS"].rsplit(":", 1)[0]  # lm-saes-activation
-        with grpc.secure_channel(f"127.0.0.1:{port}", channel_credentials,
-                                 options=[("grpc.ssl_target_name_override", host)]) as channel:
+        with grpc.secure_channel(
+            f"127.0.0.1:{port}", channel_credentials, options=[("grpc.ssl_target_name_override", host)]
+        ) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     finally:
@@ -543,14 +620,17 @@ def test_tls_probe_command_and_gateway_credentials_work_with_the_rendered_settin
 
 # --- NetworkPolicies -----------------------------------------------------------------------------
 
+
 def peer_key(peer: dict) -> tuple:
     """A NetworkPolicy peer as (namespace labels, pod role/component) for comparison."""
     ns = peer.get("namespaceSelector")
     pods = (peer.get("podSelector") or {}).get("matchLabels", {})
     if pods:
         assert pods.get("app.kubernetes.io/instance") == RELEASE and ns is None, peer
-    return (tuple(sorted((ns or {}).get("matchLabels", {}).items())) if ns is not None else None,
-            pods.get("lm-saes.io/role"))
+    return (
+        tuple(sorted((ns or {}).get("matchLabels", {}).items())) if ns is not None else None,
+        pods.get("lm-saes.io/role"),
+    )
 
 
 def admitted(manifests) -> dict[str, set[tuple]]:
@@ -621,7 +701,13 @@ def test_training_service_runs_jobs_on_kubernetes_with_least_privilege(chart):
         if manifest["kind"] == "Job":
             labels = manifest["spec"]["template"]["metadata"]["labels"]
             for store in ("mongodb", "minio"):
-                policy = next(m for m in manifests if m["kind"] == "NetworkPolicy" and m["metadata"]["name"].endswith(store))
-                peers = [p["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"]
-                         for p in rule["from"] if "podSelector" in p]
+                policy = next(
+                    m for m in manifests if m["kind"] == "NetworkPolicy" and m["metadata"]["name"].endswith(store)
+                )
+                peers = [
+                    p["podSelector"]["matchLabels"]
+                    for rule in policy["spec"]["ingress"]
+                    for p in rule["from"]
+                    if "podSelector" in p
+                ]
                 assert any(peer.items() <= labels.items() for peer in peers), f"job pods cannot reach {store}"

@@ -21,8 +21,11 @@ HEALTHCHECK_MODULE = "services.common.healthcheck"
 def instructions(name: str) -> list[tuple[str, str]]:
     text = (DOCKER / f"{name}.Dockerfile").read_text()
     text = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in text.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def stages(name: str) -> list[list[tuple[str, str]]]:
@@ -43,8 +46,11 @@ def dockerignore() -> list[str]:
 def ignored(path: str) -> bool:
     parts = path.strip("/").split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatch(p, pattern.removeprefix("**/")) or fnmatch.fnmatch(p, pattern)
-               for pattern in dockerignore() for p in prefixes)
+    return any(
+        fnmatch.fnmatch(p, pattern.removeprefix("**/")) or fnmatch.fnmatch(p, pattern)
+        for pattern in dockerignore()
+        for p in prefixes
+    )
 
 
 @pytest.mark.parametrize("name", list(IMAGES))
@@ -80,8 +86,13 @@ def test_final_stage_is_hardened(name):
         image = stage[0][1].split()[0]
         if not image.startswith("${"):
             assert ":" in image and not image.endswith(":latest"), image
-    args = {m.group(1): m.group(2) for ins, a in instructions(name) if ins == "ARG"
-            for m in [re.match(r"(\w+)=(\S+)", a)] if m}
+    args = {
+        m.group(1): m.group(2)
+        for ins, a in instructions(name)
+        if ins == "ARG"
+        for m in [re.match(r"(\w+)=(\S+)", a)]
+        if m
+    }
     for key, value in args.items():  # every base image and version pinned
         if key.endswith("_IMAGE"):
             assert re.search(r":[\w.-]*\d", value) and "latest" not in value, (key, value)
@@ -93,7 +104,7 @@ def test_final_stage_is_hardened(name):
     assert "HEALTHCHECK" in body and "CMD" in body["HEALTHCHECK"][0]
     health = body["HEALTHCHECK"][0]
     if name != "gateway":  # the shared, TLS-aware health-check command (reads LM_SAES_PORT itself)
-        assert json.loads(health[health.index("CMD") + 3:]) == ["python", "-m", HEALTHCHECK_MODULE], health
+        assert json.loads(health[health.index("CMD") + 3 :]) == ["python", "-m", HEALTHCHECK_MODULE], health
     else:
         assert "/healthz" in health
     env = " ".join(body["ENV"])
@@ -110,7 +121,9 @@ def test_final_stage_is_hardened(name):
     assert all("--from=" in c for c in copies), "the final stage copies only built artifacts"
     assert not any(re.search(r"(?i)(secret|token|password)\s*=", e) for e in body["ENV"])
     if name != "gateway":
-        assert "nvidia/cuda:" in args["CUDA_IMAGE"] and args["TORCH_INDEX"].startswith("https://download.pytorch.org/whl/cu")
+        assert "nvidia/cuda:" in args["CUDA_IMAGE"] and args["TORCH_INDEX"].startswith(
+            "https://download.pytorch.org/whl/cu"
+        )
 
 
 def test_healthcheck_commands_exist():
@@ -124,7 +137,7 @@ def test_healthcheck_commands_exist():
     compile(source, str(module), "exec")
     for name in IMAGES:
         health = next(a for ins, a in instructions(name) if ins == "HEALTHCHECK")
-        argv = json.loads(health[health.index("CMD") + 3:].strip())
+        argv = json.loads(health[health.index("CMD") + 3 :].strip())
         if name == "gateway":
             assert argv[:2] == ["python", "-c"]
             compile(argv[2], f"{name}-healthcheck", "exec")
@@ -137,13 +150,22 @@ def test_healthcheck_commands_exist():
 def test_dockerignore_keeps_junk_out():
     for path in (".venv", "runs", ".cache", ".git", "frontend/node_modules", "lm_saes/__pycache__"):
         assert ignored(path), path
-    for path in ("pyproject.toml", "README.md", "lm_saes", "services", "gateway", "docker/requirements.lock",
-                 "docker/requirements-gateway.lock"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "lm_saes",
+        "services",
+        "gateway",
+        "docker/requirements.lock",
+        "docker/requirements-gateway.lock",
+    ):
         assert not ignored(path), path
 
 
 def test_lock_pins_every_runtime_dependency():
-    lines = [line for line in (DOCKER / "requirements.lock").read_text().splitlines() if line and not line.startswith("#")]
+    lines = [
+        line for line in (DOCKER / "requirements.lock").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert all(re.fullmatch(r"[a-z0-9._-]+==[\w.+-]+", line) for line in lines)
     names = {line.split("==")[0] for line in lines}
     assert {"grpcio", "grpcio-health-checking", "pydantic-settings", "transformer-lens", "minio", "pymongo"} <= names

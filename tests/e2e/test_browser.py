@@ -47,12 +47,18 @@ def transcoders(stack, client) -> str:
     from tests.service_stack import ANALYZE, SUBMIT, job_events
 
     location = str(stack[1] / "transcoders")
-    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
-                      {"output": location, "data.max_tokens": 5000, "train.checkpoint_every": 0})
+    cfg = load_config(
+        REPO / "examples/configuration/transcoders-tiny.toml",
+        RunConfig,
+        {"output": location, "data.max_tokens": 5000, "train.checkpoint_every": 0},
+    )
     run_train_transcoders(cfg, progress=False)
     for layer in (0, 1):
-        response = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
-                               json={"sae_uri": f"{location}/layer-{layer}/sae", "config": ANALYZE})
+        response = client.post(
+            "/api/v1/jobs/analysis",
+            headers=SUBMIT,
+            json={"sae_uri": f"{location}/layer-{layer}/sae", "config": ANALYZE},
+        )
         assert response.status_code == 201, response.text
         assert job_events(client, response.json()["id"])[-1][1]["state"] == "succeeded"
     return location
@@ -63,8 +69,13 @@ def gateway(stack):
     """`python -m gateway` on a free port over the stack's services, serving frontend/dist."""
     services, tmp = stack
     tokens = json.dumps({**TOKENS, BROWSER_TOKEN: ["read", "compute", "submit"]})
-    with gateway_process(services, tmp, LM_SAES_STATIC_DIR=str(FRONTEND / "dist"), LM_SAES_API_TOKENS=tokens,
-                         LM_SAES_PUBLIC_READS="false") as running:
+    with gateway_process(
+        services,
+        tmp,
+        LM_SAES_STATIC_DIR=str(FRONTEND / "dist"),
+        LM_SAES_API_TOKENS=tokens,
+        LM_SAES_PUBLIC_READS="false",
+    ) as running:
         yield running
 
 
@@ -77,11 +88,15 @@ def client(gateway):
 @pytest.fixture(scope="module", autouse=True)
 def node() -> str:
     """What the browser needs, checked before any service starts; the `node` binary."""
-    missing = [f"{path} ({fix})" for path, fix in [
-        (FRONTEND / "dist" / "index.html", "make frontend"),
-        (CHROMIUM, "make chromium"),
-        (FRONTEND / "node_modules" / "playwright-core", "make frontend"),
-    ] if not path.exists()]
+    missing = [
+        f"{path} ({fix})"
+        for path, fix in [
+            (FRONTEND / "dist" / "index.html", "make frontend"),
+            (CHROMIUM, "make chromium"),
+            (FRONTEND / "node_modules" / "playwright-core", "make frontend"),
+        ]
+        if not path.exists()
+    ]
     node = shutil.which("node")
     if node is None:
         missing.append("node (Node.js >= 20.19)")
@@ -92,7 +107,9 @@ def node() -> str:
 
 def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
     built = (FRONTEND / "dist" / "index.html").stat().st_mtime
-    newer = [str(f.relative_to(REPO)) for f in (FRONTEND / "src").rglob("*") if f.is_file() and f.stat().st_mtime > built]
+    newer = [
+        str(f.relative_to(REPO)) for f in (FRONTEND / "src").rglob("*") if f.is_file() and f.stat().st_mtime > built
+    ]
     if newer:  # not a failure (someone may be editing), but the browser sees the older build
         with capsys.disabled():
             print(f"\ne2e: warning: frontend/dist is older than {newer[:3]}...; `make frontend` rebuilds it")
@@ -101,13 +118,21 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
-    env = {**os.environ, "E2E_SCREENSHOTS": str(ARTIFACTS), "E2E_TOKEN": BROWSER_TOKEN, "E2E_SAE": SAE_ID,
-           "E2E_TRANSCODERS": transcoders, "E2E_STEER": "1",
-           "CHROMIUM": str(CHROMIUM), "FORCE_COLOR": "0"}
+    env = {
+        **os.environ,
+        "E2E_SCREENSHOTS": str(ARTIFACTS),
+        "E2E_TOKEN": BROWSER_TOKEN,
+        "E2E_SAE": SAE_ID,
+        "E2E_TRANSCODERS": transcoders,
+        "E2E_STEER": "1",
+        "CHROMIUM": str(CHROMIUM),
+        "FORCE_COLOR": "0",
+    }
     started = time.time()
     try:
-        run = subprocess.run([node, str(SCRIPT), url], cwd=FRONTEND, env=env, capture_output=True,
-                             text=True, timeout=360)
+        run = subprocess.run(
+            [node, str(SCRIPT), url], cwd=FRONTEND, env=env, capture_output=True, text=True, timeout=360
+        )
     except subprocess.TimeoutExpired as error:
         partial = "".join(o.decode() if isinstance(o, bytes) else o for o in (error.stdout, error.stderr) if o)
         pytest.fail(f"the browser script ran over {error.timeout} s; screenshots in {ARTIFACTS}\n{partial}")
@@ -115,10 +140,11 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
     with capsys.disabled():  # shown on success too: what was checked, where the screenshots are
         print(f"\ne2e: browser script {time.time() - started:.1f} s\n{run.stdout.rstrip()}")
     if run.returncode != 0:
-        pytest.fail(f"the browser script failed (exit {run.returncode}); screenshots in {ARTIFACTS}\n"
-                    f"{output}\n--- gateway log (last 3000 chars) ---\n{gateway_log.read_text()[-3000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"the browser script failed (exit {run.returncode}); screenshots in {ARTIFACTS}\n"
+            f"{output}\n--- gateway log (last 3000 chars) ---\n{gateway_log.read_text()[-3000:]}",
+            pytrace=False,
+        )
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
     assert len(steps) >= 17, output  # steering's two steps included
-    assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(
-        line.split()[1] + ".png" for line in steps), output
+    assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(line.split()[1] + ".png" for line in steps), output

@@ -27,9 +27,14 @@ from tests.service_stack import job_events as _events
 def _settings(stack, **overrides: Any) -> GatewaySettings:
     services, tmp = stack
     values: dict[str, Any] = {
-        "documents": str(tmp / "docs.sqlite"), "api_tokens": TOKENS, "max_text_chars": 200,
-        "static_dir": str(tmp / "no-frontend"), "health_timeout_s": 1.0, "grpc_timeout_s": 30.0,
-        **{f"{name}_address": f"127.0.0.1:{s.port}" for name, s in services.items()}}
+        "documents": str(tmp / "docs.sqlite"),
+        "api_tokens": TOKENS,
+        "max_text_chars": 200,
+        "static_dir": str(tmp / "no-frontend"),
+        "health_timeout_s": 1.0,
+        "grpc_timeout_s": 30.0,
+        **{f"{name}_address": f"127.0.0.1:{s.port}" for name, s in services.items()},
+    }
     return GatewaySettings(**{**values, **overrides})
 
 
@@ -47,13 +52,15 @@ def test_catalog_reads(client, trained):
     detail = client.get(f"/api/v1/saes/{SAE_ID}").json()
     assert detail["analyses"][0]["state"] == "succeeded" and detail["artifact"] == trained["result"]["sae"]
 
-    page = client.get(f"/api/v1/saes/{SAE_ID}/features",
-                      params={"sort": "density", "order": "desc", "limit": 10}).json()
+    page = client.get(
+        f"/api/v1/saes/{SAE_ID}/features", params={"sort": "density", "order": "desc", "limit": 10}
+    ).json()
     assert page["total"] == 256 and len(page["items"]) == 10
     densities = [f["density"] for f in page["items"]]
     assert densities == sorted(densities, reverse=True)
-    following = client.get(f"/api/v1/saes/{SAE_ID}/features",
-                           params={"sort": "density", "order": "desc", "offset": 10, "limit": 10}).json()
+    following = client.get(
+        f"/api/v1/saes/{SAE_ID}/features", params={"sort": "density", "order": "desc", "offset": 10, "limit": 10}
+    ).json()
     assert not {f["index"] for f in page["items"]} & {f["index"] for f in following["items"]}
     by_index = client.get(f"/api/v1/saes/{SAE_ID}/features", params={"limit": 3}).json()["items"]
     assert [f["index"] for f in by_index] == [0, 1, 2]
@@ -82,8 +89,9 @@ def test_compute_on_new_text(client, trained):
     assert found["tokens"] == [t["token"] for t in tokens] and 0 < len(found["features"]) <= 5
     sums = [f["sum"] for f in found["features"]]
     assert sums == sorted(sums, reverse=True)
-    by_max = client.post(f"/api/v1/saes/{SAE_ID}/search", json={"text": text, "rank_by": "max"},
-                         headers=COMPUTE).json()["features"]
+    by_max = client.post(
+        f"/api/v1/saes/{SAE_ID}/search", json={"text": text, "rank_by": "max"}, headers=COMPUTE
+    ).json()["features"]
     assert by_max[0]["max"] == max(f["max"] for f in by_max)
 
 
@@ -131,8 +139,9 @@ def test_error_responses(client, trained):
     config = {**{k: v for k, v in TINY.items() if k != "output"}, "train": {**TINY["train"], "lrr": 1}}
     bad = client.post("/api/v1/jobs/training", json={"config": config}, headers=SUBMIT)
     assert "lrr" in _problem(bad, 422, "config.train.lrr")["detail"]
-    bad = client.post("/api/v1/jobs/analysis", json={"sae_uri": "x", "config": {"analysis": {"top_nn": 1}}},
-                      headers=SUBMIT)
+    bad = client.post(
+        "/api/v1/jobs/analysis", json={"sae_uri": "x", "config": {"analysis": {"top_nn": 1}}}, headers=SUBMIT
+    )
     _problem(bad, 422, "config.analysis.top_nn")
     _problem(client.post("/api/v1/jobs/analysis", json={}, headers=SUBMIT), 422, "sae_uri")
 
@@ -152,8 +161,9 @@ def _steer(client, body: dict, headers=COMPUTE) -> list[tuple[str, dict]]:
 def test_steer_streams_default_and_steered(client, trained):
     """POST /steer: `start`, then tokens of both runs (relative strength: units of the feature's
     max activation from its analysis), then `end`; a strength of 0 leaves the text as it was."""
-    top = client.get(f"/api/v1/saes/{SAE_ID}/features", params={"sort": "max_activation", "order": "desc",
-                                                               "limit": 1}).json()["items"][0]["index"]
+    top = client.get(
+        f"/api/v1/saes/{SAE_ID}/features", params={"sort": "max_activation", "order": "desc", "limit": 1}
+    ).json()["items"][0]["index"]
     feature = {"sae_id": SAE_ID, "feature": top, "strength": 40.0, "relative": True}
     events = _steer(client, {"prompt": "The cat", "features": [feature], "max_new_tokens": 5})
     names = [name for name, _ in events]
@@ -174,18 +184,20 @@ def test_steer_refuses_bad_input(client, trained):
     url = "/api/v1/steer"
     assert client.post(url, json={"prompt": "x", "features": [feature]}).status_code == 401
     assert client.post(url, json={"prompt": "x", "features": [feature]}, headers=READ).status_code == 403
-    cases = [({"prompt": "", "features": [feature]}, 422, "prompt"),
-             ({"prompt": "x" * 201, "features": [feature]}, 422, "prompt"),
-             ({"prompt": "x", "features": []}, 422, "features"),
-             ({"prompt": "x", "features": [feature] * 17}, 422, "features"),
-             ({"prompt": "x", "features": [{**feature, "strength": 1e9}]}, 422, "features.0.strength"),
-             ({"prompt": "x", "features": [{**feature, "feature": 256}]}, 422, "features.0.feature"),
-             ({"prompt": "x", "features": [{**feature, "mode": "boost"}]}, 422, "features.0.mode"),
-             ({"prompt": "x", "features": [{**feature, "sae_id": "ghost"}]}, 404, None),
-             ({"prompt": "x", "features": [feature], "max_new_tokens": 129}, 422, "max_new_tokens"),
-             ({"prompt": "x", "features": [feature], "top_p": 0}, 422, "top_p"),
-             ({"prompt": "x", "features": [feature], "track": [10**9]}, 422, "track"),
-             ({"prompt": "x", "features": [{**feature, "mode": "scale", "relative": True}]}, 422, "features.0")]
+    cases = [
+        ({"prompt": "", "features": [feature]}, 422, "prompt"),
+        ({"prompt": "x" * 201, "features": [feature]}, 422, "prompt"),
+        ({"prompt": "x", "features": []}, 422, "features"),
+        ({"prompt": "x", "features": [feature] * 17}, 422, "features"),
+        ({"prompt": "x", "features": [{**feature, "strength": 1e9}]}, 422, "features.0.strength"),
+        ({"prompt": "x", "features": [{**feature, "feature": 256}]}, 422, "features.0.feature"),
+        ({"prompt": "x", "features": [{**feature, "mode": "boost"}]}, 422, "features.0.mode"),
+        ({"prompt": "x", "features": [{**feature, "sae_id": "ghost"}]}, 404, None),
+        ({"prompt": "x", "features": [feature], "max_new_tokens": 129}, 422, "max_new_tokens"),
+        ({"prompt": "x", "features": [feature], "top_p": 0}, 422, "top_p"),
+        ({"prompt": "x", "features": [feature], "track": [10**9]}, 422, "track"),
+        ({"prompt": "x", "features": [{**feature, "mode": "scale", "relative": True}]}, 422, "features.0"),
+    ]
     for body, status, field in cases:
         _problem(client.post(url, json=body, headers=COMPUTE), status, field)
 
@@ -230,15 +242,31 @@ def test_dead_service_and_probes(client, stack, trained):
 def test_circuits_openapi_cors_and_frontend(client, stack, tmp_path):
     assert client.get("/api/v1/circuits").json()["items"] == []
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/models", "/api/v1/saes", "/api/v1/saes/{sae_id}", "/api/v1/saes/{sae_id}/features",
-                 "/api/v1/saes/{sae_id}/features/{index}", "/api/v1/saes/{sae_id}/activations",
-                 "/api/v1/saes/{sae_id}/search", "/api/v1/jobs/training", "/api/v1/jobs/analysis", "/api/v1/jobs",
-                 "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/events", "/api/v1/circuits", "/readyz"):
+    for path in (
+        "/api/v1/models",
+        "/api/v1/saes",
+        "/api/v1/saes/{sae_id}",
+        "/api/v1/saes/{sae_id}/features",
+        "/api/v1/saes/{sae_id}/features/{index}",
+        "/api/v1/saes/{sae_id}/activations",
+        "/api/v1/saes/{sae_id}/search",
+        "/api/v1/jobs/training",
+        "/api/v1/jobs/analysis",
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/jobs/{job_id}/events",
+        "/api/v1/circuits",
+        "/readyz",
+    ):
         assert path in paths, path
-    preflight = client.options("/api/v1/models", headers={"Origin": "http://ui.test",
-                                                          "Access-Control-Request-Method": "GET"})
+    preflight = client.options(
+        "/api/v1/models", headers={"Origin": "http://ui.test", "Access-Control-Request-Method": "GET"}
+    )
     assert preflight.headers["access-control-allow-origin"] == "http://ui.test"
-    assert "access-control-allow-origin" not in client.get("/api/v1/models", headers={"Origin": "http://evil.test"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in client.get("/api/v1/models", headers={"Origin": "http://evil.test"}).headers
+    )
     _problem(client.get("/"), 404)  # no built frontend: nothing served on /
     (tmp_path / "index.html").write_text("<h1>lm-saes</h1>")
     with TestClient(create_app(_settings(stack, static_dir=str(tmp_path)))) as with_ui:
@@ -259,11 +287,15 @@ def traced(client, stack) -> dict:
 
     _, tmp = stack
     location = str(tmp / "gw-transcoders")
-    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
-                      {"output": location, "data.max_tokens": 5000, "train.checkpoint_every": 0})
+    cfg = load_config(
+        REPO / "examples/configuration/transcoders-tiny.toml",
+        RunConfig,
+        {"output": location, "data.max_tokens": 5000, "train.checkpoint_every": 0},
+    )
     run_train_transcoders(cfg, progress=False)
-    analysis = client.post("/api/v1/jobs/analysis", headers=SUBMIT,
-                           json={"sae_uri": f"{location}/layer-1/sae", "config": ANALYZE})
+    analysis = client.post(
+        "/api/v1/jobs/analysis", headers=SUBMIT, json={"sae_uri": f"{location}/layer-1/sae", "config": ANALYZE}
+    )
     assert analysis.status_code == 201, analysis.text
     assert _events(client, analysis.json()["id"])[-1][1]["state"] == "succeeded"
 
@@ -304,8 +336,9 @@ def test_circuit_interventions_and_errors(client, traced, stack):
     node = max((n for n in graph["nodes"] if n["kind"] == "feature"), key=lambda n: n["influence"])
     change = {"layer": node["layer"], "position": node["position"], "feature": node["feature"]}
     url = f"/api/v1/circuits/{graph_id}/interventions"
-    result = client.post(url, json={"changes": [{**change, "value": 20.0, "mode": "clamp"}], "top_k": 5},
-                         headers=COMPUTE)
+    result = client.post(
+        url, json={"changes": [{**change, "value": 20.0, "mode": "clamp"}], "top_k": 5}, headers=COMPUTE
+    )
     assert result.status_code == 200, result.text
     body = result.json()
     assert len(body["before"]) == len(body["after"]) == 5 and body["before"] != body["after"]
@@ -313,8 +346,12 @@ def test_circuit_interventions_and_errors(client, traced, stack):
     # the active-set option reaches the service: after a big layer-0 change, layer 1's TopK
     # reselects unless its active set is kept
     early = next(n for n in graph["nodes"] if n["kind"] == "feature" and n["layer"] == 0)
-    big = {"changes": [{"layer": 0, "position": early["position"], "feature": early["feature"], "value": 50.0,
-                        "mode": "clamp"}], "top_k": 5}
+    big = {
+        "changes": [
+            {"layer": 0, "position": early["position"], "feature": early["feature"], "value": 50.0, "mode": "clamp"}
+        ],
+        "top_k": 5,
+    }
     reselected = client.post(url, json=big, headers=COMPUTE).json()
     kept = client.post(url, json={**big, "freeze_active_set": True}, headers=COMPUTE).json()
     assert kept["before"] == reselected["before"] and kept["after"] != reselected["after"]
@@ -322,16 +359,27 @@ def test_circuit_interventions_and_errors(client, traced, stack):
     _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}), 401)
     _problem(client.post(url, json={"changes": [{**change, "value": 1.0}]}, headers=READ), 403)
     _problem(client.post(url, json={"changes": []}, headers=COMPUTE), 422, field="changes")
-    _problem(client.post(url, json={"changes": [{**change, "value": 1, "mode": "zap"}]}, headers=COMPUTE), 422,
-             field="changes.0.mode")
-    _problem(client.post(url, json={"changes": [{**change, "layer": 9, "value": 1}]}, headers=COMPUTE), 422,
-             field="changes")
-    _problem(client.post("/api/v1/circuits/graph-nope/interventions", json={"changes": [{**change, "value": 1}]},
-                         headers=COMPUTE), 404)
+    _problem(
+        client.post(url, json={"changes": [{**change, "value": 1, "mode": "zap"}]}, headers=COMPUTE),
+        422,
+        field="changes.0.mode",
+    )
+    _problem(
+        client.post(url, json={"changes": [{**change, "layer": 9, "value": 1}]}, headers=COMPUTE), 422, field="changes"
+    )
+    _problem(
+        client.post(
+            "/api/v1/circuits/graph-nope/interventions", json={"changes": [{**change, "value": 1}]}, headers=COMPUTE
+        ),
+        404,
+    )
     trace = {"prompt": "hi", "transcoders": "/no/such/set"}  # outside the server's roots
     _problem(client.post("/api/v1/circuits", json=trace, headers=SUBMIT), 422, "transcoders")
     inside = {"prompt": "hi", "transcoders": str(stack[1] / "objects" / "no-such-set")}
     _problem(client.post("/api/v1/circuits", json=inside, headers=SUBMIT), 404)
     _problem(client.post("/api/v1/circuits", json=trace, headers=COMPUTE), 403)
-    _problem(client.post("/api/v1/circuits", json={**trace, "node_threshold": 2}, headers=SUBMIT), 422,
-             field="node_threshold")
+    _problem(
+        client.post("/api/v1/circuits", json={**trace, "node_threshold": 2}, headers=SUBMIT),
+        422,
+        field="node_threshold",
+    )

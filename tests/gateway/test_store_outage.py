@@ -15,8 +15,9 @@ from tests.mongo_server import install_jongodb, wait_for_uri
 def test_reads_answer_503_within_two_seconds_when_mongodb_is_down(tmp_path):
     log = tmp_path / "jongodb.log"
     with log.open("w") as out:
-        mongo = subprocess.Popen([str(install_jongodb()), "--host=127.0.0.1", "--port=0"], stdout=out,
-                                 stderr=subprocess.STDOUT)
+        mongo = subprocess.Popen(
+            [str(install_jongodb()), "--host=127.0.0.1", "--port=0"], stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         uri = wait_for_uri(log, mongo, time.time() + 30)
         settings = GatewaySettings(documents=f"{uri}/outage", static_dir=str(tmp_path / "none"))

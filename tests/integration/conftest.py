@@ -24,8 +24,9 @@ def s3_server():
     """A real S3 endpoint (moto_server) on loopback; sets the env the S3 store reads."""
     port = free_port()
     server = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -36,8 +37,13 @@ def s3_server():
     else:
         proc.kill()
         pytest.fail("moto_server did not start")
-    env = {"LM_SAES_S3_ENDPOINT": f"127.0.0.1:{port}", "LM_SAES_S3_SECURE": "0",
-           "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+    env = {
+        "LM_SAES_S3_ENDPOINT": f"127.0.0.1:{port}",
+        "LM_SAES_S3_SECURE": "0",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env

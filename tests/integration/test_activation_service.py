@@ -27,23 +27,41 @@ from tests.integration.conftest import REPO, free_port
 
 SAE_ID = "tiny-sae"
 MAX_TEXT_TOKENS = 200
-TEXTS = ["The cat sat on the mat.", "Sparse autoencoders", "x", "Paris is the capital of France, and",
-         "Numbers: 1, 22, 333", "ünïcödé text", "A somewhat longer sentence with several words in it.", "ok"]
+TEXTS = [
+    "The cat sat on the mat.",
+    "Sparse autoencoders",
+    "x",
+    "Paris is the capital of France, and",
+    "Numbers: 1, 22, 333",
+    "ünïcödé text",
+    "A somewhat longer sentence with several words in it.",
+    "ok",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny SAE trained in-process and registered in a SQLite document store."""
     root = tmp_path_factory.mktemp("activation-service")
-    cfg = load_config("examples/configuration/train-tiny.toml", RunConfig,
-                      {"output": str(root / "run"), "data.max_tokens": 3000, "data.eval_tokens": 200,
-                       "eval.ce_loss": False})
+    cfg = load_config(
+        "examples/configuration/train-tiny.toml",
+        RunConfig,
+        {"output": str(root / "run"), "data.max_tokens": 3000, "data.eval_tokens": 200, "eval.ce_loss": False},
+    )
     run_train(cfg, progress=False)
     documents = str(root / "docs.sqlite")
     spec = load_sae(str(root / "run" / "sae")).spec
     with open_document_store(documents) as store:
-        store.put_sae({"id": SAE_ID, "model": "tiny", "hook_in": spec.hook_in, "architecture": spec.architecture,
-                       "d_sae": spec.d_sae, "artifact": str(root / "run" / "sae")})
+        store.put_sae(
+            {
+                "id": SAE_ID,
+                "model": "tiny",
+                "hook_in": spec.hook_in,
+                "architecture": spec.architecture,
+                "d_sae": spec.d_sae,
+                "artifact": str(root / "run" / "sae"),
+            }
+        )
     return root, documents
 
 
@@ -51,18 +69,34 @@ def tiny(tmp_path_factory):
 def service(tiny):
     root, documents = tiny
     port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LM_SAES_HOST": "127.0.0.1", "LM_SAES_PORT": str(port),
-           "LM_SAES_METRICS_PORT": str(metrics_port), "LM_SAES_DOCUMENTS": documents, "LM_SAES_MODEL": "tiny",
-           "LM_SAES_MAX_TEXT_TOKENS": str(MAX_TEXT_TOKENS), "LM_SAES_BATCH_WINDOW_MS": "100",
-           "LM_SAES_STREAM_CHUNK_MB": "0.001", "LM_SAES_OBJECT_STORE": str(root / "objects")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "LM_SAES_HOST": "127.0.0.1",
+        "LM_SAES_PORT": str(port),
+        "LM_SAES_METRICS_PORT": str(metrics_port),
+        "LM_SAES_DOCUMENTS": documents,
+        "LM_SAES_MODEL": "tiny",
+        "LM_SAES_MAX_TEXT_TOKENS": str(MAX_TEXT_TOKENS),
+        "LM_SAES_BATCH_WINDOW_MS": "100",
+        "LM_SAES_STREAM_CHUNK_MB": "0.001",
+        "LM_SAES_OBJECT_STORE": str(root / "objects"),
+    }
     log = open(root / "service.log", "w")  # noqa: SIM115 - closed after the process
-    proc = subprocess.Popen([sys.executable, "-m", "services.activation"], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.activation"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     client = ActivationClient(f"127.0.0.1:{port}", timeout=30)
     try:
         client.wait_ready(timeout=30)
-        yield {"client": client, "proc": proc, "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
-               "address": f"127.0.0.1:{port}", "root": root, "log": root / "service.log"}
+        yield {
+            "client": client,
+            "proc": proc,
+            "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+            "address": f"127.0.0.1:{port}",
+            "root": root,
+            "log": root / "service.log",
+        }
     finally:
         client.close()
         if proc.poll() is None:
@@ -116,8 +150,9 @@ def test_health_and_reflection(service):
         status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
         assert status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    (reply,) = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                               timeout=10)
+    (reply,) = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+    )
     names = {s.name for s in reply.list_services_response.service}
     assert {"lm_saes.v1.ActivationService", "grpc.health.v1.Health"} <= names
 
@@ -152,7 +187,9 @@ def test_concurrent_requests_are_batched_and_correct(service, reference):
         check_top_k(result, expected_features(reference, text), 8)
     after = scrape(service)
     texts = metric(after, "lm_saes_activation_batch_size_sum") - metric(before, "lm_saes_activation_batch_size_sum")
-    batches = metric(after, "lm_saes_activation_batch_size_count") - metric(before, "lm_saes_activation_batch_size_count")
+    batches = metric(after, "lm_saes_activation_batch_size_count") - metric(
+        before, "lm_saes_activation_batch_size_count"
+    )
     print(f"{texts:.0f} concurrent texts in {batches:.0f} batches")
     assert texts == len(TEXTS) and batches < len(TEXTS), f"{texts} texts in {batches} batches"
     tokens = metric(after, "lm_saes_activation_tokens_total") - metric(before, "lm_saes_activation_tokens_total")
@@ -206,18 +243,28 @@ def test_tokenize_and_streamed_activations(service, reference):
 def test_generate_activations_job(service):
     client = service["client"]
     out = service["root"] / "objects" / "generated"
-    job = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
-                                      data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
-                                      request_id="gen-1", shard_tokens=256)
+    job = client.generate_activations(
+        ["blocks.0.hook_resid_post"],
+        str(out),
+        model="tiny",
+        data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
+        request_id="gen-1",
+        shard_tokens=256,
+    )
     assert job["kind"] == "activations" and job["state"] in ("queued", "running")
     events = list(client.watch(job["id"], timeout=180))  # a worker process runs it
     assert events[-1]["state"] == "succeeded", client.get(job["id"])["error"]
     job = client.get(job["id"])
     assert job["result"]["n_tokens"] >= 600
     assert (out / "manifest.json").exists() and job["result"]["shards"] >= 2
-    again = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
-                                        data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
-                                        request_id="gen-1", shard_tokens=256)
+    again = client.generate_activations(
+        ["blocks.0.hook_resid_post"],
+        str(out),
+        model="tiny",
+        data={"max_tokens": 600, "eval_tokens": 0, "context_size": 32},
+        request_id="gen-1",
+        shard_tokens=256,
+    )
     assert again["id"] == job["id"] and again["updated"] == job["updated"]  # not run twice
 
 
@@ -225,8 +272,12 @@ def test_activation_jobs_are_listed_and_cancelled_like_any_job(service):
     """The shared JobService: a long activation job is cancelled, never finishes its manifest."""
     client = service["client"]
     out = service["root"] / "objects" / "cancelled"
-    job = client.generate_activations(["blocks.0.hook_resid_post"], str(out), model="tiny",
-                                      data={"max_tokens": 2_000_000, "eval_tokens": 0, "context_size": 32})
+    job = client.generate_activations(
+        ["blocks.0.hook_resid_post"],
+        str(out),
+        model="tiny",
+        data={"max_tokens": 2_000_000, "eval_tokens": 0, "context_size": 32},
+    )
     jobs, _ = client.list(state="")
     assert job["id"] in [j["id"] for j in jobs]
     assert client.cancel(job["id"])["state"] == "cancelled"
@@ -248,8 +299,9 @@ def test_generate_streams_steered_beside_default(service):
     """Generate: the steered and default runs interleave token by token; a zero-strength add is
     the default continuation, a strong one changes it; the first event describes the request."""
     client = service["client"]
-    zero = list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "strength": 0.0}],
-                                max_new_tokens=6, track=[5, 7]))
+    zero = list(
+        client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "strength": 0.0}], max_new_tokens=6, track=[5, 7])
+    )
     runs = _runs(zero)
     assert [e["run"] for e in zero[:2]] == ["steered", "default"]
     assert zero[0]["prompt_tokens"][1:] == ["T", "h", "e", " ", "c", "a", "t"]
@@ -257,11 +309,15 @@ def test_generate_streams_steered_beside_default(service):
     assert [e["token_id"] for e in runs["steered"]] == [e["token_id"] for e in runs["default"]]
     assert len(runs["steered"]) == 6 and runs["steered"][-1]["finish_reason"] == "length"
     assert set(runs["steered"][0]["tracked"]) == {5, 7}
-    strong = _runs(list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "strength": 500.0}],
-                                        max_new_tokens=6)))
+    strong = _runs(
+        list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "strength": 500.0}], max_new_tokens=6))
+    )
     assert [e["token_id"] for e in strong["steered"]] != [e["token_id"] for e in strong["default"]]
-    alone = list(client.generate("The cat", [{"sae_id": SAE_ID, "feature": 3, "mode": "ablate"}],
-                                 compare=False, max_new_tokens=3))
+    alone = list(
+        client.generate(
+            "The cat", [{"sae_id": SAE_ID, "feature": 3, "mode": "ablate"}], compare=False, max_new_tokens=3
+        )
+    )
     assert {e["run"] for e in alone} == {"steered"} and len(alone) == 3
 
 
@@ -271,21 +327,39 @@ def test_generate_refuses_hostile_input_before_work(service):
     cases = [
         (dict(prompt="", interventions=[feature]), grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
         (dict(prompt="x", interventions=[]), grpc.StatusCode.INVALID_ARGUMENT, "interventions"),
-        (dict(prompt="x", interventions=[{**feature, "strength": float("nan")}]),
-         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0].strength"),
-        (dict(prompt="x", interventions=[{**feature, "strength": float("inf")}]),
-         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0].strength"),
-        (dict(prompt="x", interventions=[{**feature, "feature": 10**6}]),
-         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0].feature"),
+        (
+            dict(prompt="x", interventions=[{**feature, "strength": float("nan")}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "interventions[0].strength",
+        ),
+        (
+            dict(prompt="x", interventions=[{**feature, "strength": float("inf")}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "interventions[0].strength",
+        ),
+        (
+            dict(prompt="x", interventions=[{**feature, "feature": 10**6}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "interventions[0].feature",
+        ),
         (dict(prompt="x", interventions=[{**feature, "sae_id": "nope"}]), grpc.StatusCode.NOT_FOUND, "sae_id"),
-        (dict(prompt="x", interventions=[{**feature, "relative": True, "mode": "scale"}]),
-         grpc.StatusCode.INVALID_ARGUMENT, "interventions[0]"),
-        (dict(prompt="x", interventions=[feature], max_new_tokens=100_000),
-         grpc.StatusCode.INVALID_ARGUMENT, "max_new_tokens"),
+        (
+            dict(prompt="x", interventions=[{**feature, "relative": True, "mode": "scale"}]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "interventions[0]",
+        ),
+        (
+            dict(prompt="x", interventions=[feature], max_new_tokens=100_000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "max_new_tokens",
+        ),
         (dict(prompt="x", interventions=[feature], track=[10**9]), grpc.StatusCode.INVALID_ARGUMENT, "track"),
         (dict(prompt="x", interventions=[feature], top_p=7.0), grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
-        (dict(prompt="x" * (MAX_TEXT_TOKENS + 5), interventions=[feature], max_new_tokens=4),
-         grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        (
+            dict(prompt="x" * (MAX_TEXT_TOKENS + 5), interventions=[feature], max_new_tokens=4),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "prompt",
+        ),
         (dict(prompt="x", interventions=[feature] * 1000), grpc.StatusCode.INVALID_ARGUMENT, "interventions"),
     ]
     for kwargs, code, field in cases:

@@ -25,8 +25,21 @@ def _cfg(tmp_path, documents):
 
 def test_analyze_show_and_query_sqlite(tiny_sae, tmp_path, capsys):
     docs = str(tmp_path / "docs.sqlite")
-    code = main(["-q", "analyze", TINY_ANALYZE, "--sae", str(tiny_sae), "--set", f'documents="{docs}"',
-                 "--set", f'output="{tmp_path / "analysis"}"', "--show", "2"])
+    code = main(
+        [
+            "-q",
+            "analyze",
+            TINY_ANALYZE,
+            "--sae",
+            str(tiny_sae),
+            "--set",
+            f'documents="{docs}"',
+            "--set",
+            f'output="{tmp_path / "analysis"}"',
+            "--show",
+            "2",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "analyzed 256 features of run" in out and "top activating contexts" in out

@@ -14,8 +14,9 @@ TINY = "examples/configuration/train-tiny.toml"
 
 
 def _train(tmp_path, *sets, config=TINY):
-    return main(["-q", "train", str(config), "--set", f'output="{tmp_path / "run"}"',
-                 *sum((["--set", s] for s in sets), [])])
+    return main(
+        ["-q", "train", str(config), "--set", f'output="{tmp_path / "run"}"', *sum((["--set", s] for s in sets), [])]
+    )
 
 
 def _tiny_without_k(tmp_path):
@@ -50,14 +51,23 @@ def test_rerun_reuses_activations_and_resumes_checkpoint(tmp_path, capsys):
     assert (tmp_path / "run" / "activations" / "manifest.json").read_text() == manifest
 
 
-@pytest.mark.parametrize("has_k,overrides", [
-    (True, ["activations.store=false"]),
-    (False, ["activations.hooks=['blocks.0.ln2.hook_normalized', 'blocks.0.hook_mlp_out']",
-             "sae.hook_in='blocks.0.ln2.hook_normalized'", "sae.hook_out='blocks.0.hook_mlp_out'",
-             "sae.architecture='jumprelu'"]),
-    (True, ["sae.architecture='batchtopk'"]),
-    (False, ["sae.architecture='relu'", "sae.l1_coefficient=0.5"]),
-])
+@pytest.mark.parametrize(
+    "has_k,overrides",
+    [
+        (True, ["activations.store=false"]),
+        (
+            False,
+            [
+                "activations.hooks=['blocks.0.ln2.hook_normalized', 'blocks.0.hook_mlp_out']",
+                "sae.hook_in='blocks.0.ln2.hook_normalized'",
+                "sae.hook_out='blocks.0.hook_mlp_out'",
+                "sae.architecture='jumprelu'",
+            ],
+        ),
+        (True, ["sae.architecture='batchtopk'"]),
+        (False, ["sae.architecture='relu'", "sae.l1_coefficient=0.5"]),
+    ],
+)
 def test_variants_train(tmp_path, capsys, has_k, overrides):
     config = TINY if has_k else _tiny_without_k(tmp_path)
     assert _train(tmp_path, "data.max_tokens=3000", *overrides, config=config) == 0

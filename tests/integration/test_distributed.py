@@ -13,8 +13,9 @@ from lm_saes.training.checkpoint import completed_steps
 from lm_saes.training.distributed import Distributed
 
 SPEC = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=64, k=4, seed=1), d_in=16, d_out=16)
-CFG = TrainConfig(batch_size=128, lr=3e-3, lr_warmup_steps=2, log_every=5, checkpoint_every=6,
-                  dead_after_tokens=10**9, epochs=2)
+CFG = TrainConfig(
+    batch_size=128, lr=3e-3, lr_warmup_steps=2, log_every=5, checkpoint_every=6, dead_after_tokens=10**9, epochs=2
+)
 
 
 def _write_data(root) -> None:
@@ -28,8 +29,16 @@ def _write_data(root) -> None:
 
 def _train(root, out, distributed=None, stop_at_step=None) -> Trainer:
     source = StoredActivations(LocalObjectStore(f"{root}/acts"), ["h"], buffer_tokens=1000)
-    trainer = Trainer(build_sae(SPEC), source, CFG, LocalObjectStore(f"{root}/{out}"), "h", "h",
-                      progress=False, distributed=distributed)
+    trainer = Trainer(
+        build_sae(SPEC),
+        source,
+        CFG,
+        LocalObjectStore(f"{root}/{out}"),
+        "h",
+        "h",
+        progress=False,
+        distributed=distributed,
+    )
     trainer.run(stop_at_step=stop_at_step)
     return trainer
 
@@ -79,9 +88,18 @@ def _rank_sigterm(rank: int, world: int, root: str) -> None:
             if record["step"] == 10:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-        trainer = Trainer(build_sae(SPEC), source, CFG, LocalObjectStore(f"{root}/stopped"), "h", "h",
-                          progress=False, distributed=Distributed(rank, world), on_log=on_log,
-                          should_stop=stop.is_set)
+        trainer = Trainer(
+            build_sae(SPEC),
+            source,
+            CFG,
+            LocalObjectStore(f"{root}/stopped"),
+            "h",
+            "h",
+            progress=False,
+            distributed=Distributed(rank, world),
+            on_log=on_log,
+            should_stop=stop.is_set,
+        )
         summary = trainer.run()
         with open(f"{root}/stopped-rank{rank}.txt", "w") as out:
             out.write(str(summary.steps))

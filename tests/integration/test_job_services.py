@@ -62,11 +62,17 @@ class Service:
         self.start()
 
     def start(self) -> None:
-        env = {**os.environ, **self.env, "LM_SAES_HOST": "127.0.0.1", "LM_SAES_PORT": str(self.port),
-               "LM_SAES_METRICS_PORT": str(free_port())}
+        env = {
+            **os.environ,
+            **self.env,
+            "LM_SAES_HOST": "127.0.0.1",
+            "LM_SAES_PORT": str(self.port),
+            "LM_SAES_METRICS_PORT": str(free_port()),
+        }
         self.metrics_port = int(env["LM_SAES_METRICS_PORT"])
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=env,
-                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module], cwd=REPO, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT
+        )
         self.raw_channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         grpc.channel_ready_future(self.raw_channel).result(timeout=180)
         self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(self.token))
@@ -81,8 +87,12 @@ class Service:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, s3_server, mongodb_uri):
     tmp = tmp_path_factory.mktemp("stack")
-    env = {"LM_SAES_DOCUMENTS": f"{mongodb_uri}/stack_{uuid.uuid4().hex[:8]}",
-           "LM_SAES_OBJECT_STORE": "s3://lm-saes-stack/objects", "HF_HUB_OFFLINE": "1", **s3_server}
+    env = {
+        "LM_SAES_DOCUMENTS": f"{mongodb_uri}/stack_{uuid.uuid4().hex[:8]}",
+        "LM_SAES_OBJECT_STORE": "s3://lm-saes-stack/objects",
+        "HF_HUB_OFFLINE": "1",
+        **s3_server,
+    }
     training = Service("services.training", env, tmp / "training.log")
     analysis = Service("services.analysis", env, tmp / "analysis.log")
     activation = Service("services.activation", {**env, "LM_SAES_MODEL": "tiny"}, tmp / "activation.log")
@@ -105,8 +115,10 @@ def _watch(service: Service, job_id: str) -> list:
 def test_train_watch_analyze_and_read_features(stack):
     training, analysis, *_ = stack
     health = health_pb2_grpc.HealthStub(training.channel)
-    assert health.Check(health_pb2.HealthCheckRequest(service="lm_saes.v1.TrainingService")).status == \
-        health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service="lm_saes.v1.TrainingService")).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
     trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
     jobs = common_pb2_grpc.JobServiceStub(training.channel)
     job = trainer.Submit(training_pb2.SubmitTrainingRequest(config_json=_config(), request_id="tiny-1"))
@@ -119,13 +131,21 @@ def test_train_watch_analyze_and_read_features(stack):
     assert "sae/sae.json" in open_store(result["output"]).list("sae")
 
     analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
-    config = json.dumps({"data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
-                         "analysis": {"top_n": 5, "batch_contexts": 8}})
-    ajob = analyzer.Submit(analysis_pb2.SubmitAnalysisRequest(sae_uri=result["sae"], sae_id="tiny-sae",
-                                                              config_json=config))
+    config = json.dumps(
+        {
+            "data": {"context_size": 64, "max_tokens": 3000, "eval_tokens": 0},
+            "analysis": {"top_n": 5, "batch_contexts": 8},
+        }
+    )
+    ajob = analyzer.Submit(
+        analysis_pb2.SubmitAnalysisRequest(sae_uri=result["sae"], sae_id="tiny-sae", config_json=config)
+    )
     assert _watch(analysis, ajob.id)[-1].state == common_pb2.JOB_STATE_SUCCEEDED
-    page = analyzer.ListFeatures(analysis_pb2.ListFeaturesRequest(
-        sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_DENSITY, descending=True, limit=10))
+    page = analyzer.ListFeatures(
+        analysis_pb2.ListFeaturesRequest(
+            sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_DENSITY, descending=True, limit=10
+        )
+    )
     assert page.total == 256 and page.features[0].density >= page.features[-1].density
     feature = analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="tiny-sae", index=page.features[0].index))
     assert json.loads(feature.document_json)["top_examples"]
@@ -154,8 +174,9 @@ def test_error_codes(stack):
 def test_killed_training_service_finishes_job_after_restart(stack):
     training, *_ = stack
     trainer = training_pb2_grpc.TrainingServiceStub(training.channel)
-    job = trainer.Submit(training_pb2.SubmitTrainingRequest(
-        config_json=_config(batch_size=32, checkpoint_every=4, log_every=1)))
+    job = trainer.Submit(
+        training_pb2.SubmitTrainingRequest(config_json=_config(batch_size=32, checkpoint_every=4, log_every=1))
+    )
     output = json.loads(job.config_json)["output"]
     deadline = time.time() + 180
     while not any(k.endswith("/done") for k in open_store(output).list("checkpoints")):
@@ -179,12 +200,18 @@ def test_unreachable_store_gives_unavailable(tmp_path):
 
     log = tmp_path / "jongodb.log"
     with log.open("w") as out:
-        mongo = subprocess.Popen([str(install_jongodb()), "--host=127.0.0.1", "--port=0"], stdout=out,
-                                 stderr=subprocess.STDOUT)
+        mongo = subprocess.Popen(
+            [str(install_jongodb()), "--host=127.0.0.1", "--port=0"], stdout=out, stderr=subprocess.STDOUT
+        )
     uri = wait_for_uri(log, mongo, time.time() + 30)
-    service = Service("services.training", {"LM_SAES_DOCUMENTS": f"{uri}/gone?serverSelectionTimeoutMS=300",
-                                            "LM_SAES_OBJECT_STORE": str(tmp_path / "objects")},
-                      tmp_path / "training.log")
+    service = Service(
+        "services.training",
+        {
+            "LM_SAES_DOCUMENTS": f"{uri}/gone?serverSelectionTimeoutMS=300",
+            "LM_SAES_OBJECT_STORE": str(tmp_path / "objects"),
+        },
+        tmp_path / "training.log",
+    )
     try:
         jobs = common_pb2_grpc.JobServiceStub(service.channel)
         jobs.List(common_pb2.ListJobsRequest())  # fine while the store answers
@@ -215,18 +242,24 @@ def test_whole_pipeline_through_the_client(stack):
     hook = "blocks.0.hook_resid_post"
     acts_uri = "s3://lm-saes-stack/objects/shared-acts"
     data = {"context_size": 64, "max_tokens": 5000, "eval_tokens": 1000}
-    with ActivationClient(f"127.0.0.1:{activation.port}") as live, \
-            TrainingClient(f"127.0.0.1:{training.port}") as trainer, \
-            AnalysisClient(f"127.0.0.1:{analysis.port}") as analyzer:
+    with (
+        ActivationClient(f"127.0.0.1:{activation.port}") as live,
+        TrainingClient(f"127.0.0.1:{training.port}") as trainer,
+        AnalysisClient(f"127.0.0.1:{analysis.port}") as analyzer,
+    ):
         job = live.generate_activations([hook], acts_uri, model="tiny", data=data, shard_tokens=2048)
         assert list(live.watch(job["id"], timeout=300))[-1]["state"] == "succeeded"
-        config = {**json.loads(_config()), "data": {**TINY["data"], **data},
-                  "activations": {**TINY["activations"], "path": acts_uri}}
+        config = {
+            **json.loads(_config()),
+            "data": {**TINY["data"], **data},
+            "activations": {**TINY["activations"], "path": acts_uri},
+        }
         shards = open_store(acts_uri)
 
         def written() -> dict[str, object]:  # when each shard object was last written (S3 metadata)
-            return {key: shards.client.stat_object(shards.bucket, shards._key(key)).last_modified
-                    for key in shards.list()}
+            return {
+                key: shards.client.stat_object(shards.bucket, shards._key(key)).last_modified for key in shards.list()
+            }
 
         before = written()
         time.sleep(1.1)  # S3 times have 1 s resolution

@@ -144,8 +144,10 @@ def test_two_replicas_claim_each_queued_job_exactly_once(tmp_path):
             ids.append(job.id)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
-    procs = [context.Process(target=_replica, args=(uri, name, barrier, str(tmp_path / name)))
-             for name in ("replica-a", "replica-b")]
+    procs = [
+        context.Process(target=_replica, args=(uri, name, barrier, str(tmp_path / name)))
+        for name in ("replica-a", "replica-b")
+    ]
     for proc in procs:
         proc.start()
     for proc in procs:

@@ -55,8 +55,17 @@ def test_activation_shards_through_s3(s3_server, tiny_model, tiny_contexts):
 
 def test_train_run_writes_to_s3_and_evaluates_from_it(s3_server, tmp_path, capsys):
     uri = "s3://lm-saes-test/runs/tiny"
-    code = main(["-q", "train", "examples/configuration/train-tiny.toml", "--set", f'output="{uri}"',
-                 "--set", "data.max_tokens=3000"])
+    code = main(
+        [
+            "-q",
+            "train",
+            "examples/configuration/train-tiny.toml",
+            "--set",
+            f'output="{uri}"',
+            "--set",
+            "data.max_tokens=3000",
+        ]
+    )
     assert code == 0
     store = open_store(uri)
     assert {"sae/sae.json", "sae/sae.safetensors", "eval.json", "activations/manifest.json"} <= set(store.list())

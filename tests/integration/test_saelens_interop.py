@@ -12,13 +12,23 @@ from tests.integration.conftest import REPO
 
 
 @pytest.mark.saelens
-@pytest.mark.parametrize("arch,d_out", [("topk", 24), ("batchtopk", 24), ("jumprelu", 24), ("relu", 24),
-                                        ("relu", 20), ("jumprelu", 20)])
+@pytest.mark.parametrize(
+    "arch,d_out", [("topk", 24), ("batchtopk", 24), ("jumprelu", 24), ("relu", 24), ("relu", 20), ("jumprelu", 20)]
+)
 def test_export_loads_in_saelens_with_identical_outputs(tmp_path, saelens_python, arch, d_out):
     knobs = {"jumprelu": {"jumprelu_init_threshold": 0.4}, "relu": {}}.get(arch, {"k": 5})
-    spec = parse_spec({"architecture": arch, "hook_in": "blocks.1.hook_resid_post",
-                       "hook_out": "blocks.1.hook_resid_post" if d_out == 24 else "blocks.1.hook_mlp_out",
-                       "d_in": 24, "d_out": d_out, "d_sae": 96, "seed": 3, **knobs})
+    spec = parse_spec(
+        {
+            "architecture": arch,
+            "hook_in": "blocks.1.hook_resid_post",
+            "hook_out": "blocks.1.hook_resid_post" if d_out == 24 else "blocks.1.hook_mlp_out",
+            "d_in": 24,
+            "d_out": d_out,
+            "d_sae": 96,
+            "seed": 3,
+            **knobs,
+        }
+    )
     sae = build_sae(spec)
     sae.set_scales(0.37, 1.9 if spec.is_transcoder else 0.37)  # an SAE has one scale
     with torch.no_grad():
@@ -31,9 +41,19 @@ def test_export_loads_in_saelens_with_identical_outputs(tmp_path, saelens_python
     export_saelens(sae, tmp_path / "sl")
     safetensors.torch.save_file({"x": x}, tmp_path / "x.safetensors")
     result = subprocess.run(
-        [str(saelens_python), str(REPO / "scripts" / "saelens_check.py"), "--sae", str(tmp_path / "sl"),
-         "--inputs", str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "out.safetensors")],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(saelens_python),
+            str(REPO / "scripts" / "saelens_check.py"),
+            "--sae",
+            str(tmp_path / "sl"),
+            "--inputs",
+            str(tmp_path / "x.safetensors"),
+            "--out",
+            str(tmp_path / "out.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     theirs = safetensors.torch.load_file(tmp_path / "out.safetensors")

@@ -45,8 +45,12 @@ def stack_env() -> dict[str, str]:
     return {"LM_SAES_MODELS": '["tiny"]', "LM_SAES_MAX_JOB_MEMORY_GB": "0.05"}
 
 
-STUBS = {"activation": activation_pb2_grpc.ActivationServiceStub, "training": training_pb2_grpc.TrainingServiceStub,
-         "analysis": analysis_pb2_grpc.AnalysisServiceStub, "tracing": circuits_pb2_grpc.CircuitServiceStub}
+STUBS = {
+    "activation": activation_pb2_grpc.ActivationServiceStub,
+    "training": training_pb2_grpc.TrainingServiceStub,
+    "analysis": analysis_pb2_grpc.AnalysisServiceStub,
+    "tracing": circuits_pb2_grpc.CircuitServiceStub,
+}
 
 
 def _auth(token: str | None, **extra: str) -> list[tuple[str, str]]:
@@ -86,28 +90,36 @@ def test_every_rpc_needs_a_token_with_its_scope(stack):
     assert _code(trainer.Submit, submit, metadata=_auth("not-a-token"))[0] == grpc.StatusCode.UNAUTHENTICATED
     code, details = _code(trainer.Submit, submit, metadata=_auth("reader-token"))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "'submit' scope" in details
-    assert _code(_jobs(stack, "training").List, common_pb2.ListJobsRequest(), metadata=_auth("reader-token"))[0] == \
-        grpc.StatusCode.OK
+    assert (
+        _code(_jobs(stack, "training").List, common_pb2.ListJobsRequest(), metadata=_auth("reader-token"))[0]
+        == grpc.StatusCode.OK
+    )
     activation = _stub(stack, "activation")
     tokenize = activation_pb2.TokenizeRequest(text="hello")
     assert _code(activation.Tokenize, tokenize)[0] == grpc.StatusCode.UNAUTHENTICATED
     assert _code(activation.Tokenize, tokenize, metadata=_auth("bob-token-1"))[0] == grpc.StatusCode.PERMISSION_DENIED
     assert _code(activation.Tokenize, tokenize, metadata=_auth("alice-token"))[0] == grpc.StatusCode.OK
     analyzer = _stub(stack, "analysis")
-    assert _code(analyzer.ListFeatures, analysis_pb2.ListFeaturesRequest(sae_id="x"))[0] == \
-        grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _code(analyzer.ListFeatures, analysis_pb2.ListFeaturesRequest(sae_id="x"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    )
     tracer = _stub(stack, "tracing")
     assert _code(tracer.ListGraphs, circuits_pb2.ListGraphsRequest())[0] == grpc.StatusCode.UNAUTHENTICATED
     # only a service token may speak for a user, and never grant more than it holds
     as_user = _auth("alice-token", **{"x-lm-saes-user": "mallory"})
-    assert _code(_jobs(stack, "training").List, common_pb2.ListJobsRequest(), metadata=as_user)[0] == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        _code(_jobs(stack, "training").List, common_pb2.ListJobsRequest(), metadata=as_user)[0]
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     for name, service in stack[0].items():  # probes stay open, List included (it was a traceback per call)
         health = health_pb2_grpc.HealthStub(service.raw_channel)
-        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
-            health_pb2.HealthCheckResponse.SERVING, name
-        assert health.List(health_pb2.HealthListRequest(), timeout=10).statuses[""].status == \
-            health_pb2.HealthCheckResponse.SERVING, name
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        ), name
+        assert (
+            health.List(health_pb2.HealthListRequest(), timeout=10).statuses[""].status
+            == health_pb2.HealthCheckResponse.SERVING
+        ), name
 
 
 def test_jobs_belong_to_their_owner(stack):
@@ -126,11 +138,12 @@ def test_jobs_belong_to_their_owner(stack):
     assert code == grpc.StatusCode.PERMISSION_DENIED and "another caller" in details
     # the gateway acts for its users: their names own the jobs, their grants bound the scopes
     gateway_as_bob = _auth(SERVICE_TOKEN, **{"x-lm-saes-user": "bob", "x-lm-saes-scopes": "read,submit"})
-    assert _code(jobs.Cancel, common_pb2.JobRef(id=alice.id), metadata=gateway_as_bob)[0] == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        _code(jobs.Cancel, common_pb2.JobRef(id=alice.id), metadata=gateway_as_bob)[0]
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     read_only = _auth(SERVICE_TOKEN, **{"x-lm-saes-user": "bob", "x-lm-saes-scopes": "read"})
-    assert _code(jobs.Cancel, common_pb2.JobRef(id=bobs.id), metadata=read_only)[0] == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert _code(jobs.Cancel, common_pb2.JobRef(id=bobs.id), metadata=read_only)[0] == grpc.StatusCode.PERMISSION_DENIED
     for job, token in ((alice, "alice-token"), (bobs, ADMIN_TOKEN)):
         cancelled = jobs.Cancel(common_pb2.JobRef(id=job.id), metadata=_auth(token), timeout=30)
         assert cancelled.state == common_pb2.JOB_STATE_CANCELLED
@@ -154,25 +167,61 @@ def test_locations_are_confined_to_the_configured_roots(stack, tmp_path):
         code, details = _code(call, request, metadata=admin)
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (request, details)
 
-    refused(trainer.Submit, training_pb2.SubmitTrainingRequest(
-        config_json=_tiny_config(data={"source": str(secret)})), "data.source")
-    refused(analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(
-        sae_uri=str(tmp / "objects" / "x"), config_json=json.dumps({"data": {"source": str(secret)}})), "data.source")
-    refused(activation.GenerateActivations, activation_pb2.GenerateActivationsRequest(
-        output_uri=str(tmp / "objects" / "acts"), hooks=["blocks.0.hook_resid_post"],
-        data_config_json=json.dumps({"source": str(secret)})), "data_config_json.source")
-    for output in ["../../x", "~/x", "/tmp/x", f"file://{outside}", "s3://another-bucket/x", "s3://",
-                   "s3://" + "b" * 300 + "/x", "/proc/self/x", str(link / "x"), f"{tmp}/objects/../../x"]:
+    refused(
+        trainer.Submit,
+        training_pb2.SubmitTrainingRequest(config_json=_tiny_config(data={"source": str(secret)})),
+        "data.source",
+    )
+    refused(
+        analyzer.Submit,
+        analysis_pb2.SubmitAnalysisRequest(
+            sae_uri=str(tmp / "objects" / "x"), config_json=json.dumps({"data": {"source": str(secret)}})
+        ),
+        "data.source",
+    )
+    refused(
+        activation.GenerateActivations,
+        activation_pb2.GenerateActivationsRequest(
+            output_uri=str(tmp / "objects" / "acts"),
+            hooks=["blocks.0.hook_resid_post"],
+            data_config_json=json.dumps({"source": str(secret)}),
+        ),
+        "data_config_json.source",
+    )
+    for output in [
+        "../../x",
+        "~/x",
+        "/tmp/x",
+        f"file://{outside}",
+        "s3://another-bucket/x",
+        "s3://",
+        "s3://" + "b" * 300 + "/x",
+        "/proc/self/x",
+        str(link / "x"),
+        f"{tmp}/objects/../../x",
+    ]:
         refused(trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(output=output)), "output")
-        refused(activation.GetActivations, activation_pb2.GetActivationsRequest(
-            text="hi", hooks=["blocks.0.hook_resid_post"], store_uri=output), "store_uri")
-        refused(activation.GenerateActivations, activation_pb2.GenerateActivationsRequest(
-            output_uri=output, hooks=["blocks.0.hook_resid_post"]), "output_uri")
+        refused(
+            activation.GetActivations,
+            activation_pb2.GetActivationsRequest(text="hi", hooks=["blocks.0.hook_resid_post"], store_uri=output),
+            "store_uri",
+        )
+        refused(
+            activation.GenerateActivations,
+            activation_pb2.GenerateActivationsRequest(output_uri=output, hooks=["blocks.0.hook_resid_post"]),
+            "output_uri",
+        )
         refused(tracer.Submit, circuits_pb2.SubmitTraceRequest(prompt="hi", transcoders_uri=output), "transcoders_uri")
-    refused(trainer.Submit, training_pb2.SubmitTrainingRequest(
-        config_json=_tiny_config(activations={"path": "/etc"})), "activations.path")
-    refused(trainer.Submit, training_pb2.SubmitTrainingRequest(
-        config_json=_tiny_config(model={"name": "/etc"})), "model.name")
+    refused(
+        trainer.Submit,
+        training_pb2.SubmitTrainingRequest(config_json=_tiny_config(activations={"path": "/etc"})),
+        "activations.path",
+    )
+    refused(
+        trainer.Submit,
+        training_pb2.SubmitTrainingRequest(config_json=_tiny_config(model={"name": "/etc"})),
+        "model.name",
+    )
     assert list(outside.iterdir()) == []  # nothing was written through the link
 
 
@@ -187,18 +236,38 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
         (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json="{}"), "config_json"),
         (trainer.Submit, training_pb2.SubmitTrainingRequest(config_toml=""), "config_toml"),
         (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=nested), "config_json"),
-        (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(train={"lr": float("inf")})),
-         "invalid config"),
-        (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(model={"name": "gpt-99"})),
-         "model.name"),
-        (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(
-            activations={"hooks": ["blocks.0.hook_bogus"]})), "activations.hooks"),
-        (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(sae={"k": 512})),
-         "invalid config"),
-        (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(sae={"d_sae": 2**40})),
-         "sae.d_sae"),
-        (trainer.Submit, training_pb2.SubmitTrainingRequest(config_json=_tiny_config(data={"context_size": 10**6})),
-         "data.context_size"),
+        (
+            trainer.Submit,
+            training_pb2.SubmitTrainingRequest(config_json=_tiny_config(train={"lr": float("inf")})),
+            "invalid config",
+        ),
+        (
+            trainer.Submit,
+            training_pb2.SubmitTrainingRequest(config_json=_tiny_config(model={"name": "gpt-99"})),
+            "model.name",
+        ),
+        (
+            trainer.Submit,
+            training_pb2.SubmitTrainingRequest(
+                config_json=_tiny_config(activations={"hooks": ["blocks.0.hook_bogus"]})
+            ),
+            "activations.hooks",
+        ),
+        (
+            trainer.Submit,
+            training_pb2.SubmitTrainingRequest(config_json=_tiny_config(sae={"k": 512})),
+            "invalid config",
+        ),
+        (
+            trainer.Submit,
+            training_pb2.SubmitTrainingRequest(config_json=_tiny_config(sae={"d_sae": 2**40})),
+            "sae.d_sae",
+        ),
+        (
+            trainer.Submit,
+            training_pb2.SubmitTrainingRequest(config_json=_tiny_config(data={"context_size": 10**6})),
+            "data.context_size",
+        ),
         (_jobs(stack, "training").List, common_pb2.ListJobsRequest(page_token="99999999999999999999"), "page_token"),
         (_jobs(stack, "activation").List, common_pb2.ListJobsRequest(kind="training"), "kind"),
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json="[]"), "config_json"),
@@ -209,12 +278,24 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
         (activation.Tokenize, activation_pb2.TokenizeRequest(text="a" * 8_000_000), "text"),
         (activation.Tokenize, activation_pb2.TokenizeRequest(text="hi", model="m" * 20_000), "model"),
         (tracer.Submit, circuits_pb2.SubmitTraceRequest(prompt="p" * 10_000_000, transcoders_uri="x"), "prompt"),
-        (tracer.Intervene, circuits_pb2.InterveneRequest(graph_id="g", changes=[
-            circuits_pb2.FeatureChange(value=float("nan"))]), "changes[0].value"),
-        (tracer.Intervene, circuits_pb2.InterveneRequest(graph_id="g", changes=[
-            circuits_pb2.FeatureChange(value=1e308, mode=circuits_pb2.INTERVENTION_MODE_CLAMP)]), "changes[0].value"),
-        (tracer.Intervene, circuits_pb2.InterveneRequest(graph_id="g", changes=[
-            circuits_pb2.FeatureChange(value=1.0, mode=99)]), "changes[0].mode"),
+        (
+            tracer.Intervene,
+            circuits_pb2.InterveneRequest(graph_id="g", changes=[circuits_pb2.FeatureChange(value=float("nan"))]),
+            "changes[0].value",
+        ),
+        (
+            tracer.Intervene,
+            circuits_pb2.InterveneRequest(
+                graph_id="g",
+                changes=[circuits_pb2.FeatureChange(value=1e308, mode=circuits_pb2.INTERVENTION_MODE_CLAMP)],
+            ),
+            "changes[0].value",
+        ),
+        (
+            tracer.Intervene,
+            circuits_pb2.InterveneRequest(graph_id="g", changes=[circuits_pb2.FeatureChange(value=1.0, mode=99)]),
+            "changes[0].mode",
+        ),
     ]
     for call, request, field in cases:
         started = time.monotonic()
@@ -229,7 +310,8 @@ def _running_job(stack) -> str:
     """A training job record that stays `running` (no worker holds it): streams watch it forever."""
     documents = open_document_store(str(stack[1] / "docs.sqlite"))
     job = new_job("training", {}, owner="tester").model_copy(
-        update={"state": "running", "id": f"training-stream-{uuid.uuid4().hex[:8]}"})
+        update={"state": "running", "id": f"training-stream-{uuid.uuid4().hex[:8]}"}
+    )
     documents.put_job(job)
     return job.id
 
@@ -287,8 +369,9 @@ def test_gateway_event_streams_cannot_starve_it(stack):
         clients = [httpx.Client(base_url=url, timeout=30) for _ in range(100)]
         try:
             for client in clients:
-                response = client.send(client.build_request("GET", f"/api/v1/jobs/{job_id}/events", headers=READ),
-                                       stream=True)
+                response = client.send(
+                    client.build_request("GET", f"/api/v1/jobs/{job_id}/events", headers=READ), stream=True
+                )
                 statuses.append(response.status_code)
                 if response.status_code == 200:
                     opened.append(response)
@@ -307,8 +390,10 @@ def test_gateway_event_streams_cannot_starve_it(stack):
                 client.close()
         deadline = time.time() + 15
         while True:  # the slots come back once the gateway sees the disconnects
-            with httpx.Client(base_url=url, timeout=30) as client, \
-                    client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=READ) as response:
+            with (
+                httpx.Client(base_url=url, timeout=30) as client,
+                client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=READ) as response,
+            ):
                 if response.status_code == 200:
                     break
             assert time.time() < deadline, "event-stream slots were not released on disconnect"
@@ -332,9 +417,29 @@ def test_gateway_maps_confinement_to_422(stack, field):
         assert response.headers["content-type"] == "application/problem+json"
 
 
-HOSTILE_STRINGS = ["", "../../etc/passwd", "/etc/passwd", "~/x", "s3://", "s3://evil-bucket/x", "file:///etc/hosts",
-                   "x" * 100_000, "\x00", "{}", "[]", '{"a":' * 500, "null", "1", "%s%n", "' OR 1=1 --", "tiny",
-                   "blocks.0.hook_resid_post", "training-nope", "é\u202egnp.exe", "9" * 400]
+HOSTILE_STRINGS = [
+    "",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "~/x",
+    "s3://",
+    "s3://evil-bucket/x",
+    "file:///etc/hosts",
+    "x" * 100_000,
+    "\x00",
+    "{}",
+    "[]",
+    '{"a":' * 500,
+    "null",
+    "1",
+    "%s%n",
+    "' OR 1=1 --",
+    "tiny",
+    "blocks.0.hook_resid_post",
+    "training-nope",
+    "é\u202egnp.exe",
+    "9" * 400,
+]
 HOSTILE_INTS = [0, -1, 1, 7, 2**31 - 1, -(2**31)]
 HOSTILE_LONGS = [*HOSTILE_INTS, 2**63 - 1, -(2**63)]
 HOSTILE_FLOATS = [float("nan"), float("inf"), float("-inf"), 1e308, -0.0, 3.5]
@@ -425,8 +530,10 @@ def test_fuzz_every_method_found_by_reflection(stack):
                 request_cls = GetMessageClass(method.input_type)
                 response_cls = GetMessageClass(method.output_type)
                 call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(
-                    path, request_serializer=request_cls.SerializeToString,
-                    response_deserializer=response_cls.FromString)
+                    path,
+                    request_serializer=request_cls.SerializeToString,
+                    response_deserializer=response_cls.FromString,
+                )
                 code, _ = _code(call, request_cls())
                 assert code == grpc.StatusCode.UNAUTHENTICATED, (path, code)
                 messages = [request_cls()] + [_random_message(request_cls, rng) for _ in range(12)]
@@ -462,10 +569,28 @@ def test_schemathesis_finds_no_server_error(stack, tmp_path):
         assert schema["paths"]["/api/v1/jobs"]["get"]["x-public"] is False  # whose jobs: needs a token
         st = Path(sys.executable).parent / "schemathesis"
         for headers in (["-H", "Authorization: Bearer all-scopes-token"], []):
-            run = subprocess.run([str(st), "run", f"{url}/openapi.json", "--checks", "not_a_server_error",
-                                  "--max-examples", "12", "--seed", "7", "--request-timeout", "60",
-                                  "--phases", "examples,coverage,fuzzing", *headers],
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=400)
+            run = subprocess.run(
+                [
+                    str(st),
+                    "run",
+                    f"{url}/openapi.json",
+                    "--checks",
+                    "not_a_server_error",
+                    "--max-examples",
+                    "12",
+                    "--seed",
+                    "7",
+                    "--request-timeout",
+                    "60",
+                    "--phases",
+                    "examples,coverage,fuzzing",
+                    *headers,
+                ],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=400,
+            )
             assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:] + log.read_text()[-3000:]
             tested = re.search(r"Tested: (\d+)", run.stdout)
             assert tested and int(tested.group(1)) >= 20 and re.search(r"(\d+) generated, \1 passed", run.stdout)
@@ -489,33 +614,46 @@ def test_tls_stack(tmp_path):
             files[(secret, key)].write_bytes(data)
     server, client = "lm-saes-grpc-tls", "lm-saes-gateway-grpc-client"
     port = free_port()
-    env = {**os.environ, "LM_SAES_HOST": "127.0.0.1", "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": "0",
-           "LM_SAES_DOCUMENTS": str(tmp_path / "docs.sqlite"), "LM_SAES_OBJECT_STORE": str(tmp_path / "objects"),
-           "LM_SAES_TLS_CERT_FILE": str(files[(server, "tls.crt")]),
-           "LM_SAES_TLS_KEY_FILE": str(files[(server, "tls.key")]),
-           "LM_SAES_TLS_CLIENT_CA_FILE": str(files[(server, "ca.crt")])}
+    env = {
+        **os.environ,
+        "LM_SAES_HOST": "127.0.0.1",
+        "LM_SAES_PORT": str(port),
+        "LM_SAES_METRICS_PORT": "0",
+        "LM_SAES_DOCUMENTS": str(tmp_path / "docs.sqlite"),
+        "LM_SAES_OBJECT_STORE": str(tmp_path / "objects"),
+        "LM_SAES_TLS_CERT_FILE": str(files[(server, "tls.crt")]),
+        "LM_SAES_TLS_KEY_FILE": str(files[(server, "tls.key")]),
+        "LM_SAES_TLS_CLIENT_CA_FILE": str(files[(server, "ca.crt")]),
+    }
     log = (tmp_path / "training.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "services.training"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    credentials = tls_credentials(str(files[(client, "ca.crt")]), str(files[(client, "tls.crt")]),
-                                  str(files[(client, "tls.key")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.training"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    credentials = tls_credentials(
+        str(files[(client, "ca.crt")]), str(files[(client, "tls.crt")]), str(files[(client, "tls.key")])
+    )
     address = f"127.0.0.1:{port}"
     try:
-        with TrainingClient(address, credentials=credentials, server_name="lm-saes-training", token=ADMIN_TOKEN,
-                            timeout=10) as trainer:
+        with TrainingClient(
+            address, credentials=credentials, server_name="lm-saes-training", token=ADMIN_TOKEN, timeout=10
+        ) as trainer:
             trainer.wait_ready(timeout=120)
             assert trainer.list() == ([], "")
         without_cert = tls_credentials(str(files[(client, "ca.crt")]))
         for kwargs in ({"credentials": without_cert, "server_name": "lm-saes-training"}, {}):
-            with TrainingClient(address, token=ADMIN_TOKEN, timeout=5, **kwargs) as refused, \
-                    pytest.raises(Exception) as error:
+            with (
+                TrainingClient(address, token=ADMIN_TOKEN, timeout=5, **kwargs) as refused,
+                pytest.raises(Exception) as error,
+            ):
                 refused.list()
             assert getattr(error.value, "code", None) == grpc.StatusCode.UNAVAILABLE, error.value
         services = {"training": type("S", (), {"port": port})()}
-        tls = {"LM_SAES_TLS_CA_FILE": str(files[(client, "ca.crt")]),
-               "LM_SAES_TLS_CLIENT_CERT_FILE": str(files[(client, "tls.crt")]),
-               "LM_SAES_TLS_CLIENT_KEY_FILE": str(files[(client, "tls.key")]),
-               "LM_SAES_TLS_SERVER_NAME": "lm-saes-training"}
+        tls = {
+            "LM_SAES_TLS_CA_FILE": str(files[(client, "ca.crt")]),
+            "LM_SAES_TLS_CLIENT_CERT_FILE": str(files[(client, "tls.crt")]),
+            "LM_SAES_TLS_CLIENT_KEY_FILE": str(files[(client, "tls.key")]),
+            "LM_SAES_TLS_SERVER_NAME": "lm-saes-training",
+        }
         with gateway_process(services, tmp_path, **tls) as (url, _log), httpx.Client(base_url=url, timeout=60) as http:
             response = http.post("/api/v1/jobs/training", json={"config": {"model": "tiny"}}, headers=SUBMIT)
             assert response.status_code == 422 and "missing" in response.json()["detail"], response.text

@@ -19,11 +19,21 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smollm2_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm2")
-    cfg = load_config(REPO / "examples/configuration/train.toml", RunConfig, {
-        "output": str(out / "run"), "data.max_tokens": 24_000, "data.eval_tokens": 1_500,
-        "sae.d_sae": 1152, "sae.k": 16, "train.batch_size": 512, "train.epochs": 2,
-        "train.checkpoint_every": 0, "train.lr_warmup_steps": 5,
-    })
+    cfg = load_config(
+        REPO / "examples/configuration/train.toml",
+        RunConfig,
+        {
+            "output": str(out / "run"),
+            "data.max_tokens": 24_000,
+            "data.eval_tokens": 1_500,
+            "sae.d_sae": 1152,
+            "sae.k": 16,
+            "train.batch_size": 512,
+            "train.epochs": 2,
+            "train.checkpoint_every": 0,
+            "train.lr_warmup_steps": 5,
+        },
+    )
     return cfg, run_train(cfg, progress=False)
 
 
@@ -48,10 +58,25 @@ def test_saelens_recomputes_the_same_metrics(smollm2_run, saelens_python, tmp_pa
     splits = load_token_splits(cfg.data, tokenizer)
     safetensors.torch.save_file({"tokens": splits.eval.contiguous()}, tmp_path / "tokens.safetensors")
     result = subprocess.run(
-        [str(saelens_python), str(REPO / "scripts" / "saelens_eval.py"), "--sae", str(tmp_path / "sl"),
-         "--model-dir", str(smollm2_checkpoint()), "--tokens", str(tmp_path / "tokens.safetensors"),
-         "--hook", cfg.sae.hook_in, "--bos", str(tokenizer.bos_token_id), "--out", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=600,
+        [
+            str(saelens_python),
+            str(REPO / "scripts" / "saelens_eval.py"),
+            "--sae",
+            str(tmp_path / "sl"),
+            "--model-dir",
+            str(smollm2_checkpoint()),
+            "--tokens",
+            str(tmp_path / "tokens.safetensors"),
+            "--hook",
+            cfg.sae.hook_in,
+            "--bos",
+            str(tokenizer.bos_token_id),
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     theirs = json.loads((tmp_path / "r.json").read_text())

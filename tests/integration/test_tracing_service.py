@@ -22,11 +22,18 @@ from tests.integration.test_job_services import Service
 def tracing(tmp_path_factory, s3_server, mongodb_uri):
     tmp = tmp_path_factory.mktemp("tracing")
     transcoders = "s3://lm-saes-tracing/objects/transcoders"
-    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
-                      {"output": transcoders, "data.max_tokens": 5000, "train.checkpoint_every": 0})
+    cfg = load_config(
+        REPO / "examples/configuration/transcoders-tiny.toml",
+        RunConfig,
+        {"output": transcoders, "data.max_tokens": 5000, "train.checkpoint_every": 0},
+    )
     run_train_transcoders(cfg, progress=False)
-    env = {"LM_SAES_DOCUMENTS": f"{mongodb_uri}/tracing_{uuid.uuid4().hex[:8]}",
-           "LM_SAES_OBJECT_STORE": "s3://lm-saes-tracing/objects", "HF_HUB_OFFLINE": "1", **s3_server}
+    env = {
+        "LM_SAES_DOCUMENTS": f"{mongodb_uri}/tracing_{uuid.uuid4().hex[:8]}",
+        "LM_SAES_OBJECT_STORE": "s3://lm-saes-tracing/objects",
+        "HF_HUB_OFFLINE": "1",
+        **s3_server,
+    }
     service = Service("services.tracing", env, tmp / "tracing.log")
     client = CircuitClient(f"127.0.0.1:{service.port}", timeout=120)
     yield client, transcoders, service
@@ -81,14 +88,27 @@ def test_errors_carry_codes_and_field_names(tracing):
     client, transcoders, _ = tracing
     cases = [
         (lambda: client.submit("", transcoders), grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
-        (lambda: client.submit("hi", "s3://lm-saes-tracing/objects/nothing"), grpc.StatusCode.NOT_FOUND, "transcoders_uri"),
-        (lambda: client.submit("hi", transcoders, {"node_threshold": 3}), grpc.StatusCode.INVALID_ARGUMENT,
-         "node_threshold"),
-        (lambda: client.submit("hi", transcoders, {"edge_treshold": 0.5}), grpc.StatusCode.INVALID_ARGUMENT,
-         "edge_threshold"),
+        (
+            lambda: client.submit("hi", "s3://lm-saes-tracing/objects/nothing"),
+            grpc.StatusCode.NOT_FOUND,
+            "transcoders_uri",
+        ),
+        (
+            lambda: client.submit("hi", transcoders, {"node_threshold": 3}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "node_threshold",
+        ),
+        (
+            lambda: client.submit("hi", transcoders, {"edge_treshold": 0.5}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "edge_threshold",
+        ),
         (lambda: client.get_graph("graph-missing"), grpc.StatusCode.NOT_FOUND, "graph-missing"),
-        (lambda: client.intervene("graph-missing", [{"layer": 0, "position": 0, "feature": 0, "value": 1}]),
-         grpc.StatusCode.NOT_FOUND, "graph"),
+        (
+            lambda: client.intervene("graph-missing", [{"layer": 0, "position": 0, "feature": 0, "value": 1}]),
+            grpc.StatusCode.NOT_FOUND,
+            "graph",
+        ),
         (lambda: client.get("tracing-missing"), grpc.StatusCode.NOT_FOUND, "tracing-missing"),
     ]
     for call, code, text in cases:
@@ -96,8 +116,10 @@ def test_errors_carry_codes_and_field_names(tracing):
             call()
         assert error.value.code == code and text in error.value.details, error.value
     graph_id = client.list_graphs()[0]["id"]  # traced by the test above (module order)
-    for change, text in (({"layer": 7, "position": 0, "feature": 0, "value": 1}, "no transcoder"),
-                         ({"layer": 0, "position": 999, "feature": 0, "value": 1}, "position")):
+    for change, text in (
+        ({"layer": 7, "position": 0, "feature": 0, "value": 1}, "no transcoder"),
+        ({"layer": 0, "position": 999, "feature": 0, "value": 1}, "position"),
+    ):
         with pytest.raises(ServiceError) as error:
             client.intervene(graph_id, [change])
         assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and text in error.value.details

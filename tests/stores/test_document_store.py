@@ -31,9 +31,12 @@ def plain(record) -> dict:
 
 def feature(index: int, sae_id: str = "sae-a", **extra) -> dict:
     return {
-        "sae_id": sae_id, "index": index, "analysis_id": "an-1",
+        "sae_id": sae_id,
+        "index": index,
+        "analysis_id": "an-1",
         "density": (index * 7 % 5) / 10,  # ties: five values over many features
-        "max_activation": float(index % 3), "mean_activation": 0.5,
+        "max_activation": float(index % 3),
+        "mean_activation": 0.5,
         "histogram": {"edges": [0, 1, 2], "counts": [3, 4]},
         "top_examples": [{"tokens": ["a", "b"], "acts": [0.0, 1.5]}],
         "top_tokens": [{"token": "the", "token_id": 5, "count": 2, "max_activation": float(index)}],
@@ -49,10 +52,18 @@ def test_models_saes_analyses_roundtrip(store):
     assert store.get_model("smollm2-135m").extra == {"a": [1]}  # records keep fields they do not declare
     assert store.get_model("nope") is None
 
-    sae = {"id": "sae-b", "model": "tiny", "hook_in": "blocks.0.hook_resid_post",
-           "hook_out": "blocks.0.hook_resid_post", "architecture": "topk", "d_sae": 128,
-           "config": {"k": 8}, "metrics": {"ev": 0.9}, "artifact": "runs/x/sae",
-           "created": "2025-01-01T00:00:00+00:00"}
+    sae = {
+        "id": "sae-b",
+        "model": "tiny",
+        "hook_in": "blocks.0.hook_resid_post",
+        "hook_out": "blocks.0.hook_resid_post",
+        "architecture": "topk",
+        "d_sae": 128,
+        "config": {"k": 8},
+        "metrics": {"ev": 0.9},
+        "artifact": "runs/x/sae",
+        "created": "2025-01-01T00:00:00+00:00",
+    }
     store.put_sae(sae)
     store.put_sae({**sae, "id": "sae-a", "model": "smollm2-135m"})
     store.put_sae({**sae, "metrics": {"ev": 0.95}})  # upsert replaces
@@ -61,8 +72,15 @@ def test_models_saes_analyses_roundtrip(store):
     assert [s.id for s in store.list_saes(model="tiny")] == ["sae-b"]
     assert store.list_saes(model="other") == []
 
-    run = {"id": "an-1", "sae_id": "sae-b", "state": "running", "tokens": 0, "config": {},
-           "created": "2025-01-01T00:00:00+00:00", "updated": "2025-01-01T00:00:00+00:00"}
+    run = {
+        "id": "an-1",
+        "sae_id": "sae-b",
+        "state": "running",
+        "tokens": 0,
+        "config": {},
+        "created": "2025-01-01T00:00:00+00:00",
+        "updated": "2025-01-01T00:00:00+00:00",
+    }
     store.put_analysis(run)
     store.put_analysis({**run, "id": "an-2", "sae_id": "sae-a"})
     store.put_analysis({**run, "state": "succeeded", "tokens": 1000})
@@ -96,10 +114,21 @@ def test_jobs_roundtrip_and_state_check(store):
 
 
 def test_graphs_roundtrip(store):
-    graph = {"id": "g-1", "model": "tiny", "prompt": "The capital", "artifact": "runs/graphs/g-1",
-             "scores": {"replacement": 0.5, "completeness": 0.8}, "transcoders": "runs/t", "n_layers": 2,
-             "tokens": ["The", " capital"], "logits": [], "thresholds": {}, "counts": {}, "links": [],
-             "nodes": [{"id": "E_1_0", "kind": "token", "layer": -1, "position": 1}]}
+    graph = {
+        "id": "g-1",
+        "model": "tiny",
+        "prompt": "The capital",
+        "artifact": "runs/graphs/g-1",
+        "scores": {"replacement": 0.5, "completeness": 0.8},
+        "transcoders": "runs/t",
+        "n_layers": 2,
+        "tokens": ["The", " capital"],
+        "logits": [],
+        "thresholds": {},
+        "counts": {},
+        "links": [],
+        "nodes": [{"id": "E_1_0", "kind": "token", "layer": -1, "position": 1}],
+    }
     store.put_graph(graph)
     store.put_graph({**graph, "id": "g-2", "model": "smollm2-135m"})
     store.put_graph({**graph, "prompt": "The capital of"})
@@ -116,12 +145,22 @@ def test_feature_upsert_replaces_whole_documents(store):
     store.put_features([feature(i) for i in range(3)] + [feature(0, sae_id="sae-b")])
     assert plain(store.get_feature("sae-a", 1)) == feature(1)
     assert store.get_feature("sae-a", 9) is None
-    replacement = {"sae_id": "sae-a", "index": np.int64(1), "density": np.float32(0.25),
-                   "max_activation": 2, "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
+    replacement = {
+        "sae_id": "sae-a",
+        "index": np.int64(1),
+        "density": np.float32(0.25),
+        "max_activation": 2,
+        "top_tokens": [{"token": "cat", "max_activation": 3.0}],
+    }
     store.put_features([replacement])
     got = store.get_feature("sae-a", 1)
-    assert plain(got) == {"sae_id": "sae-a", "index": 1, "density": 0.25, "max_activation": 2.0,
-                          "top_tokens": [{"token": "cat", "max_activation": 3.0}]}
+    assert plain(got) == {
+        "sae_id": "sae-a",
+        "index": 1,
+        "density": 0.25,
+        "max_activation": 2.0,
+        "top_tokens": [{"token": "cat", "max_activation": 3.0}],
+    }
     assert type(got.index) is int and type(got.density) is float
     assert [f.index for f in store.features_for_token("sae-a", "the")] == [2, 0]
     assert [f.index for f in store.features_for_token("sae-a", "cat")] == [1]
@@ -162,14 +201,16 @@ def test_features_for_token_orders_by_that_token(store):
     def tokens(*pairs):
         return [{"token": t, "token_id": 0, "count": 1, "max_activation": a} for t, a in pairs]
 
-    store.put_features([
-        feature(0, top_tokens=tokens(("dog", 1.0), ("cat", 9.0))),
-        feature(1, top_tokens=tokens(("cat", 2.0), ("cat", 5.0))),  # repeated: strongest counts
-        feature(2, top_tokens=tokens(("cat", 5.0))),
-        feature(3, top_tokens=tokens(("dog", 4.0))),
-        feature(4, top_tokens=[]),
-        feature(0, sae_id="sae-b", top_tokens=tokens(("cat", 99.0))),
-    ])
+    store.put_features(
+        [
+            feature(0, top_tokens=tokens(("dog", 1.0), ("cat", 9.0))),
+            feature(1, top_tokens=tokens(("cat", 2.0), ("cat", 5.0))),  # repeated: strongest counts
+            feature(2, top_tokens=tokens(("cat", 5.0))),
+            feature(3, top_tokens=tokens(("dog", 4.0))),
+            feature(4, top_tokens=[]),
+            feature(0, sae_id="sae-b", top_tokens=tokens(("cat", 99.0))),
+        ]
+    )
     hits = store.features_for_token("sae-a", "cat")
     assert [(h.index, h.top_token["max_activation"]) for h in hits] == [(0, 9.0), (1, 5.0), (2, 5.0)]
     assert set(hits[0].model_dump()) == {"sae_id", "index", "density", "max_activation", "top_token"}
@@ -200,9 +241,14 @@ def test_bad_arguments_name_the_field(store):
         store.list_features("s", fields="density")
     with pytest.raises(ValueError, match="limit"):
         store.features_for_token("s", "the", limit=0)
-    for bad, field in [({"density": None}, "density"), ({"max_activation": float("nan")}, "max_activation"),
-                       ({"index": -1}, "index"), ({"index": "3"}, "index"), ({"sae_id": ""}, "sae_id"),
-                       ({"top_tokens": [{"token": 3, "max_activation": 1.0}]}, "top_tokens")]:
+    for bad, field in [
+        ({"density": None}, "density"),
+        ({"max_activation": float("nan")}, "max_activation"),
+        ({"index": -1}, "index"),
+        ({"index": "3"}, "index"),
+        ({"sae_id": ""}, "sae_id"),
+        ({"top_tokens": [{"token": 3, "max_activation": 1.0}]}, "top_tokens"),
+    ]:
         with pytest.raises(ValueError, match=field):
             store.put_features([feature(0) | bad])
     assert store.list_features("sae-a") == ([], 0)  # a bad document fails the whole batch
@@ -250,13 +296,15 @@ def test_sqlite_reader_sees_whole_batches(tmp_path):
     thread.start()
     try:
         for generation in range(6):
-            writer.put_features([feature(i, generation=generation, top_examples=[{"t": "x" * 200}] * 20)
-                                 for i in range(500)])
+            writer.put_features(
+                [feature(i, generation=generation, top_examples=[{"t": "x" * 200}] * 20) for i in range(500)]
+            )
     finally:
         done.set()
         thread.join()
     writer.close()
     reader.close()
     assert seen, "the reader never ran"
-    assert all(total in (0, 500) and len(generations) <= 1 for total, generations in seen), \
-        sorted({(t, len(g)) for t, g in seen})
+    assert all(total in (0, 500) and len(generations) <= 1 for total, generations in seen), sorted(
+        {(t, len(g)) for t, g in seen}
+    )

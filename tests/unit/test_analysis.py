@@ -44,7 +44,9 @@ def test_top_examples_are_the_n_largest_context_maxima(pass_result):
             pos = int(argmax[ctx, feature])
             lo, hi = max(0, pos - 4), min(24, pos + 3)
             assert example["token_ids"] == contexts[ctx, lo:hi].tolist()
-            torch.testing.assert_close(torch.tensor(example["activations"]), acts[ctx, lo:hi, feature], atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                torch.tensor(example["activations"]), acts[ctx, lo:hi, feature], atol=1e-5, rtol=0
+            )
 
 
 def test_quantile_samples_lie_in_their_intervals(pass_result):

@@ -42,8 +42,11 @@ PROMPT = "The capital of France is"
 @pytest.fixture(scope="module")
 def transcoder_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("transcoders")
-    cfg = load_config(REPO / "examples/configuration/transcoders-tiny.toml", RunConfig,
-                      {"output": str(out), "data.max_tokens": 6000, "train.checkpoint_every": 0})
+    cfg = load_config(
+        REPO / "examples/configuration/transcoders-tiny.toml",
+        RunConfig,
+        {"output": str(out), "data.max_tokens": 6000, "train.checkpoint_every": 0},
+    )
     runs = run_train_transcoders(cfg, progress=False)
     return out, cfg, runs
 
@@ -149,7 +152,7 @@ def test_bos_features_and_errors_are_constants_by_default(replacement, graph):
     # either way the identity holds, and the targets themselves do not change
     targets = torch.cat([torch.arange(full.n_features), torch.arange(full.logit_start, full.n_nodes)])
     assert (full.adjacency[targets].sum(1) + full.bias[targets] - full.values[targets]).abs().max() <= 1e-4
-    assert torch.allclose(full.values[full.logit_start:], graph.values[graph.logit_start:], atol=1e-5)
+    assert torch.allclose(full.values[full.logit_start :], graph.values[graph.logit_start :], atol=1e-5)
 
 
 def test_graph_nodes_and_logits(graph):
@@ -159,14 +162,14 @@ def test_graph_nodes_and_logits(graph):
     probs = graph.logit_probabilities
     assert bool((probs[:-1] >= probs[1:]).all())
     # errors and tokens have no inputs
-    assert not graph.adjacency[graph.error_start: graph.logit_start].any()
+    assert not graph.adjacency[graph.error_start : graph.logit_start].any()
 
 
 def test_pruning_keeps_the_influential_part(graph):
     full = prune(graph, 1.0, 1.0)
     small = prune(graph, 0.5, 0.9)
     assert small.node_mask.sum() < full.node_mask.sum() <= graph.n_nodes
-    assert small.node_mask[graph.token_start:].all()  # tokens and logits always stay
+    assert small.node_mask[graph.token_start :].all()  # tokens and logits always stay
     # kept edges join kept nodes; every kept feature has inputs and outputs
     kept = small.node_mask
     assert not (small.edge_mask & ~(kept[:, None] & kept[None, :])).any()
@@ -191,8 +194,22 @@ def test_scores_on_a_hand_built_graph():
     adjacency[0, 1] = 1.0  # error -> feature
     adjacency[3, 0] = 2.0  # feature -> logit
     adjacency[3, 2] = 2.0  # token -> logit directly
-    graph = AttributionGraph("x", [5], ["x"], "m", "t", 1, torch.tensor([[0, 0, 7]]), torch.tensor([1.0]),
-                             [9], ["y"], torch.tensor([1.0]), adjacency, torch.zeros(4), torch.zeros(4))
+    graph = AttributionGraph(
+        "x",
+        [5],
+        ["x"],
+        "m",
+        "t",
+        1,
+        torch.tensor([[0, 0, 7]]),
+        torch.tensor([1.0]),
+        [9],
+        ["y"],
+        torch.tensor([1.0]),
+        adjacency,
+        torch.zeros(4),
+        torch.zeros(4),
+    )
     result = scores(graph)
     # influence on the logit: feature 0.5, token 0.5 + 0.5 * 0.75, error 0.5 * 0.25
     assert result.replacement == pytest.approx(0.875 / (0.875 + 0.125))
@@ -206,8 +223,9 @@ def test_scores_on_a_hand_built_graph():
 @pytest.mark.parametrize("freeze_active_set", [False, True])
 def test_predicted_effects_of_small_interventions_match_measured(replacement, graph, freeze_active_set):
     state = prompt_state(replacement, PROMPT)
-    predicted, measured = predicted_vs_measured(replacement, state, graph, top_feature_nodes(graph, 20),
-                                                freeze_active_set=freeze_active_set)
+    predicted, measured = predicted_vs_measured(
+        replacement, state, graph, top_feature_nodes(graph, 20), freeze_active_set=freeze_active_set
+    )
     # rerunning TopK can reselect features; with the active set kept the graph is exact
     assert np.corrcoef(predicted, measured)[0, 1] >= (0.999 if freeze_active_set else 0.9)
     assert np.abs(measured).max() > 1e-4  # the interventions did something

@@ -32,8 +32,11 @@ def test_invalid_value_names_the_path_and_value():
 def test_hooks_must_be_generated_and_architecture_known():
     with pytest.raises(ConfigError, match="sae.hook_out = 'blocks.2.hook_mlp_out' is not generated"):
         parse_config({"sae": {"hook_out": "blocks.2.hook_mlp_out"}}, RunConfig)
-    with pytest.raises(ConfigError, match="sae.architecture: unknown SAE architecture; choose one of "
-                       r"'batchtopk', 'jumprelu', .*\(got 'gated'\)"):
+    with pytest.raises(
+        ConfigError,
+        match="sae.architecture: unknown SAE architecture; choose one of "
+        r"'batchtopk', 'jumprelu', .*\(got 'gated'\)",
+    ):
         parse_config({"sae": {"architecture": "gated"}}, RunConfig)
 
 

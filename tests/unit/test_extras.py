@@ -16,27 +16,36 @@ def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
     for name in EXTRAS:
         (blocked / name).mkdir(parents=True)
         (blocked / name / "__init__.py").write_text(f"raise ImportError('No module named {name}')\n")
-    env = {"HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{blocked}:{REPO}", "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-c", "import sys\n" + textwrap.dedent(code)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env=env)
+    env = {"HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{blocked}:{REPO}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "-c", "import sys\n" + textwrap.dedent(code)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 def test_training_needs_no_extra(tmp_path):
-    result = _run(f"""
+    result = _run(
+        f"""
         from lm_saes.cli import main
         code = main(["--quiet", "train", "{REPO}/examples/configuration/train-tiny.toml",
                      "--set", "output={tmp_path}/run", "--set", "data.max_tokens=3000"])
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("grpc", "fastapi", "pymongo", "minio"))
         print("exit", code, "loaded", loaded)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exit 0 loaded []" in result.stdout
     assert (tmp_path / "run" / "sae" / "sae.json").exists()
 
 
 def test_what_needs_an_extra_names_it(tmp_path):
-    result = _run("""
+    result = _run(
+        """
         from lm_saes.stores import open_store
         from lm_saes.stores.documents import open_document_store
         for what in (lambda: open_document_store("mongodb://127.0.0.1:1/x"), lambda: open_store("s3://bucket/x"),
@@ -45,7 +54,9 @@ def test_what_needs_an_extra_names_it(tmp_path):
                 what()
             except ImportError as error:
                 print(error)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert ["lm-saes[mongo]" in lines[0], "lm-saes[s3]" in lines[1], "lm-saes[rpc]" in lines[2]] == [True] * 3

@@ -6,11 +6,15 @@ import pytest
 from lm_saes.jobs import new_job
 from lm_saes.jobs.kubernetes import KubernetesSettings, job_manifests, k8s_name, state_from_status
 
-GPU = KubernetesSettings(image="registry.example/lm-saes/training:0.1.0", gpus_per_worker=1,
-                         node_selector={"nvidia.com/gpu.present": "true"},
-                         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                         runtime_class_name="nvidia", model_cache_claim="lm-saes-model-cache",
-                         env_secret="lm-saes-services")
+GPU = KubernetesSettings(
+    image="registry.example/lm-saes/training:0.1.0",
+    gpus_per_worker=1,
+    node_selector={"nvidia.com/gpu.present": "true"},
+    tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    runtime_class_name="nvidia",
+    model_cache_claim="lm-saes-model-cache",
+    env_secret="lm-saes-services",
+)
 
 
 @pytest.mark.parametrize("workers", [1, 4])

@@ -18,8 +18,9 @@ def _files(root: Path) -> set[str]:
 
 
 def test_committed_stubs_match_the_protos(tmp_path):
-    result = subprocess.run([sys.executable, "scripts/gen_protos.py", "--out", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_protos.py", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     fresh, committed = _files(tmp_path), _files(COMMITTED)
     assert fresh == committed, f"missing: {sorted(fresh - committed)}, stale: {sorted(committed - fresh)}"
@@ -49,5 +50,7 @@ def test_every_job_rpc_lives_in_the_one_job_service():
     assert [m.name for m in jobs.methods] == ["Get", "List", "Watch", "Cancel"]
     for module in (activation_pb2, analysis_pb2, circuits_pb2, training_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
-            job_like = [m.name for m in service.methods if m.output_type.name in ("Job", "ProgressEvent", "ListJobsResponse")]
+            job_like = [
+                m.name for m in service.methods if m.output_type.name in ("Job", "ProgressEvent", "ListJobsResponse")
+            ]
             assert all(name in ("Submit", "GenerateActivations") for name in job_like), (service.name, job_like)

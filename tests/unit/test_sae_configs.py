@@ -89,9 +89,7 @@ class ToySAE(SparseAutoencoder):
         x, target = self.scaled(x, target)
         acts = self.pre_acts(x).relu()
         penalty = self.spec.toy_penalty * acts.sum(-1).mean()
-        return self.dense_output(
-            acts, acts @ self.W_dec + self.b_dec, target, "toy_penalty", penalty
-        )
+        return self.dense_output(acts, acts @ self.W_dec + self.b_dec, target, "toy_penalty", penalty)
 
 
 def _error(raw) -> str:
@@ -131,18 +129,14 @@ def test_unknown_architecture_lists_the_choices():
 
 @pytest.mark.parametrize("arch", [*BUILTINS, "toy"])
 def test_outer_defaults_reach_every_architecture_and_dumps_round_trip(arch):
-    cfg = parse_config(
-        {"device": "cuda", "dtype": "bfloat16", "seed": 7, "sae": {"architecture": arch}}, RunConfig
-    )
+    cfg = parse_config({"device": "cuda", "dtype": "bfloat16", "seed": 7, "sae": {"architecture": arch}}, RunConfig)
     assert (cfg.sae.architecture, cfg.sae.device, cfg.sae.dtype, cfg.sae.seed) == (
         arch,
         "cuda",
         "bfloat16",
         7,
     )
-    again = RunConfig.model_validate(
-        json.loads(json.dumps(cfg.model_dump(mode="json")))
-    )  # config.json
+    again = RunConfig.model_validate(json.loads(json.dumps(cfg.model_dump(mode="json"))))  # config.json
     assert again == cfg and type(again.sae) is type(cfg.sae)
 
 
@@ -168,9 +162,7 @@ def test_json_schema_is_a_union_of_the_registered_architectures():
 
 def test_old_sae_json_with_every_architectures_knobs_loads(tmp_path):
     store = LocalObjectStore(tmp_path)
-    build_sae(make_spec(ReLUConfig(hook_in="a", hook_out="b", d_sae=16), d_in=8, d_out=6)).save(
-        store, "sae"
-    )
+    build_sae(make_spec(ReLUConfig(hook_in="a", hook_out="b", d_sae=16), d_in=8, d_out=6)).save(store, "sae")
     store.put_json("sae/sae.json", OLD_RELU_SAE_JSON)
     sae = load_sae(str(tmp_path / "sae"))
     assert type(sae) is ReLUSAE and sae.spec.l1_coefficient == 0.5 and sae.spec.input_scale == 2.0
@@ -184,17 +176,11 @@ def test_old_sae_json_with_every_architectures_knobs_loads(tmp_path):
 
 
 def test_spec_is_its_architectures_config_plus_facts():
-    spec = make_spec(
-        TopKConfig(hook_in="h", hook_out="h", d_sae=64, k=4), d_in=16, d_out=16, model="m"
-    )
-    assert (
-        isinstance(spec, TopKConfig) and spec.k == 4 and spec.d_in == 16 and not spec.is_transcoder
-    )
+    spec = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=64, k=4), d_in=16, d_out=16, model="m")
+    assert isinstance(spec, TopKConfig) and spec.k == 4 and spec.d_in == 16 and not spec.is_transcoder
     assert parse_spec(spec.model_dump(mode="json")) == spec
     with pytest.raises(ValueError, match="k\n  Extra inputs are not permitted"):
-        parse_spec(
-            {"architecture": "relu", "d_in": 4, "d_out": 4, "k": 8}
-        )  # only the old layout is lenient
+        parse_spec({"architecture": "relu", "d_in": 4, "d_out": 4, "k": 8})  # only the old layout is lenient
     with pytest.raises(ValueError, match="unknown SAE architecture"):
         parse_spec({"architecture": "gated", "d_in": 4, "d_out": 4})
 
@@ -243,18 +229,11 @@ def _python(code: str) -> str:
 
 
 def test_importing_the_config_imports_no_sae_code():
-    modules = _python(
-        "import sys, lm_saes.config; print(sorted(m for m in sys.modules if m.startswith('lm_saes')))"
-    )
+    modules = _python("import sys, lm_saes.config; print(sorted(m for m in sys.modules if m.startswith('lm_saes')))")
     assert modules == "['lm_saes', 'lm_saes.config']"
     for module in (
         "lm_saes.saes.relu",
         "lm_saes.saes.registry",
         "lm_saes.config",
     ):  # any import order works
-        assert (
-            _python(
-                f"import {module}; from lm_saes.config import RunConfig; print(RunConfig().sae.k)"
-            )
-            == "32"
-        )
+        assert _python(f"import {module}; from lm_saes.config import RunConfig; print(RunConfig().sae.k)") == "32"

@@ -11,8 +11,18 @@ PENALTIES = {"relu": {"l1_coefficient": 0.05}, "jumprelu": {"l0_coefficient": 0.
 
 def _spec(arch, d_in=16, d_out=16, **kw):
     knobs = {"k": 4} if arch in ("topk", "batchtopk") else {}
-    return parse_spec({"architecture": arch, "hook_in": "a", "hook_out": "a" if d_in == d_out else "b",
-                       "d_in": d_in, "d_out": d_out, "d_sae": 64, **knobs, **kw})
+    return parse_spec(
+        {
+            "architecture": arch,
+            "hook_in": "a",
+            "hook_out": "a" if d_in == d_out else "b",
+            "d_in": d_in,
+            "d_out": d_out,
+            "d_sae": 64,
+            **knobs,
+            **kw,
+        }
+    )
 
 
 def _data(n=512, d=16, seed=0):

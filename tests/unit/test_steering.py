@@ -38,9 +38,7 @@ PROMPT = "The cat sat on"
 
 @pytest.fixture(scope="module")
 def llama():
-    model = load_language_model(
-        ModelConfig(name="tiny-llama", tiny_layers=2, tiny_d_model=32, seed=0)
-    )
+    model = load_language_model(ModelConfig(name="tiny-llama", tiny_layers=2, tiny_d_model=32, seed=0))
     with torch.no_grad():  # sharper attention than a 0.02-std init gives, so patterns matter
         for name, weight in model.bridge.named_parameters():
             if ".q_proj." in name or ".k_proj." in name:
@@ -49,8 +47,19 @@ def llama():
 
 
 def _sae(hook_in: str, hook_out: str, seed: int, scale: float = 0.5):
-    spec = parse_spec({"architecture": "topk", "hook_in": hook_in, "hook_out": hook_out, "d_in": 32, "d_out": 32,
-                       "d_sae": 64, "k": 8, "seed": seed, "model": "tiny-llama"})
+    spec = parse_spec(
+        {
+            "architecture": "topk",
+            "hook_in": hook_in,
+            "hook_out": hook_out,
+            "d_in": 32,
+            "d_out": 32,
+            "d_sae": 64,
+            "k": 8,
+            "seed": seed,
+            "model": "tiny-llama",
+        }
+    )
     sae = build_sae(spec).eval()
     sae.set_scales(scale, scale)  # output_scale != 1, so raw units are exercised
     return sae
@@ -59,16 +68,12 @@ def _sae(hook_in: str, hook_out: str, seed: int, scale: float = 0.5):
 @pytest.fixture(scope="module")
 def steerer(llama):
     sae, transcoder = _sae(RESID, RESID, 1), _sae(MLP_IN, MLP_OUT, 2)
-    return Steerer(
-        llama, {"sae": SteeringSAE(sae, torch.linspace(1, 4, 64)), "tc": SteeringSAE(transcoder)}
-    )
+    return Steerer(llama, {"sae": SteeringSAE(sae, torch.linspace(1, 4, 64)), "tc": SteeringSAE(transcoder)})
 
 
 def request(*interventions, n=6, **kw) -> SteerRequest:
     generation = {"max_new_tokens": n, **kw.pop("generation", {})}
-    return SteerRequest(
-        prompt=PROMPT, interventions=list(interventions), generation=generation, **kw
-    )
+    return SteerRequest(prompt=PROMPT, interventions=list(interventions), generation=generation, **kw)
 
 
 def direction(steerer, sae_id: str, feature: int) -> torch.Tensor:
@@ -76,9 +81,7 @@ def direction(steerer, sae_id: str, feature: int) -> torch.Tensor:
     return (sae.W_dec[feature] / sae.output_scale).detach()
 
 
-def reference(
-    model, prompt_ids: list[int], n: int, hooks_for=lambda length: []
-) -> tuple[list[int], list]:
+def reference(model, prompt_ids: list[int], n: int, hooks_for=lambda length: []) -> tuple[list[int], list]:
     """Greedy tokens and last-position logits, rerunning everything each step."""
     ids, logits = list(prompt_ids), []
     with torch.no_grad():
@@ -93,9 +96,7 @@ def active_feature(steerer, sae_id: str, position: int) -> tuple[int, float]:
     """The most active feature of an SAE at a prompt position, and its activation."""
     steering = steerer.saes[sae_id]
     ids = steerer.prompt_ids(PROMPT)
-    x = steerer.model.activations(torch.tensor([ids]), [steering.hook_in])[steering.hook_in][
-        0, position
-    ]
+    x = steerer.model.activations(torch.tensor([ids]), [steering.hook_in])[steering.hook_in][0, position]
     acts = steering.sae.encode(x[None])[0]
     return int(acts.argmax()), float(acts.max())
 
@@ -127,10 +128,7 @@ def test_the_plain_hf_path_shares_weights_and_steers_like_the_bridge(llama, stee
         FeatureIntervention(sae="tc", feature=7, mode="scale", strength=3.0),
     ]
     splice = Splice(steerer.saes, resolve(changes, steerer.saes), prompt_len=5)
-    assert (
-        steerer.backend(splice, frozen=False) is hf
-        and steerer.backend(splice, frozen=True) is steerer.bridge
-    )
+    assert steerer.backend(splice, frozen=False) is hf and steerer.backend(splice, frozen=True) is steerer.bridge
     bridge_only = Steerer(llama, steerer.saes, backend="bridge")
     assert bridge_only.hf is None
     fast = steerer.generate(request(*changes, n=8), keep_logits=True)
@@ -152,9 +150,7 @@ def test_a_model_without_kv_cache_reruns_the_sequence(tiny_model):
     runner.forward([tiny_model.tokenizer.bos_token_id, 72, 105])
     last = runner.forward([33])
     assert not runner.use_cache and runner.positions_run == 3 + 4
-    full = tiny_model.bridge(torch.tensor([[tiny_model.tokenizer.bos_token_id, 72, 105, 33]]))[
-        0, -1
-    ]
+    full = tiny_model.bridge(torch.tensor([[tiny_model.tokenizer.bos_token_id, 72, 105, 33]]))[0, -1]
     torch.testing.assert_close(last, full.float(), atol=1e-6, rtol=0)
 
 
@@ -212,9 +208,7 @@ def test_ablation_equals_a_hook_subtracting_the_decoder_contribution(steerer):
 
 def test_add_with_strength_zero_is_plain_and_add_equals_a_hand_written_hook(steerer):
     plain = steerer.generate(request(n=8), keep_logits=True)
-    zero = steerer.generate(
-        request(FeatureIntervention(sae="sae", feature=5, strength=0.0), n=8), keep_logits=True
-    )
+    zero = steerer.generate(request(FeatureIntervention(sae="sae", feature=5, strength=0.0), n=8), keep_logits=True)
     assert zero.token_ids == plain.token_ids
     assert torch.equal(logits_of(zero), logits_of(plain))
     row = direction(steerer, "sae", 5)
@@ -222,9 +216,7 @@ def test_add_with_strength_zero_is_plain_and_add_equals_a_hand_written_hook(stee
     def hooks_for(length):
         return [(RESID, lambda x, hook: torch.cat([x[:, :1], x[:, 1:] + 6.0 * row], 1))]
 
-    added = steerer.generate(
-        request(FeatureIntervention(sae="sae", feature=5, strength=6.0), n=8), keep_logits=True
-    )
+    added = steerer.generate(request(FeatureIntervention(sae="sae", feature=5, strength=6.0), n=8), keep_logits=True)
     tokens, logits = reference(steerer.model, steerer.prompt_ids(PROMPT), 8, hooks_for)
     assert added.token_ids == tokens and added.token_ids != plain.token_ids
     torch.testing.assert_close(logits_of(added), torch.stack(logits), atol=1e-5, rtol=0)
@@ -245,9 +237,7 @@ def test_positions_and_from_token_choose_where_the_change_applies(steerer, posit
             chosen &= pos >= prompt_len
         return [(RESID, lambda x, hook: x + 8.0 * chosen[None, :, None] * row)]
 
-    change = FeatureIntervention(
-        sae="sae", feature=9, strength=8.0, positions=positions, from_token=start
-    )
+    change = FeatureIntervention(sae="sae", feature=9, strength=8.0, positions=positions, from_token=start)
     steered = steerer.generate(request(change, n=6), keep_logits=True)
     tokens, logits = reference(steerer.model, steerer.prompt_ids(PROMPT), 6, hooks_for)
     assert steered.token_ids == tokens
@@ -290,19 +280,13 @@ def test_scale_and_relative_strengths(steerer):
     feature, value = active_feature(steerer, "sae", last)
     # at one position, doubling the activation is adding its own value there
     where = {"sae": "sae", "feature": feature, "positions": "prompt", "from_token": last}
-    doubled = steerer.generate(
-        request(FeatureIntervention(mode="scale", strength=2.0, **where), n=3), keep_logits=True
-    )
-    added = steerer.generate(
-        request(FeatureIntervention(strength=value, **where), n=3), keep_logits=True
-    )
+    doubled = steerer.generate(request(FeatureIntervention(mode="scale", strength=2.0, **where), n=3), keep_logits=True)
+    added = steerer.generate(request(FeatureIntervention(strength=value, **where), n=3), keep_logits=True)
     plain = steerer.generate(request(n=3), keep_logits=True)
     torch.testing.assert_close(logits_of(doubled), logits_of(added), atol=1e-5, rtol=0)
     assert (logits_of(doubled) - logits_of(plain)).abs().max() > 1e-4
     past = FeatureIntervention(mode="scale", strength=2.0, **{**where, "from_token": last + 1})
-    assert torch.equal(
-        logits_of(steerer.generate(request(past, n=3), keep_logits=True)), logits_of(plain)
-    )
+    assert torch.equal(logits_of(steerer.generate(request(past, n=3), keep_logits=True)), logits_of(plain))
     # relative: in units of the feature's max activation from its analysis
     peak = float(steerer.saes["sae"].max_activation[feature])
     relative = FeatureIntervention(sae="sae", feature=feature, strength=2.0, relative=True)
@@ -341,9 +325,7 @@ def test_frozen_attention_uses_the_unsteered_patterns_on_the_same_tokens(steerer
     with torch.no_grad():
         model.bridge.run_with_hooks(
             torch.tensor([ids]),
-            fwd_hooks=[
-                (h, lambda t, hook: clean.__setitem__(hook.name, t.clone())) for h in patterns
-            ],
+            fwd_hooks=[(h, lambda t, hook: clean.__setitem__(hook.name, t.clone())) for h in patterns],
         )
         hooks = [(h, lambda t, hook: clean[hook.name]) for h in patterns]
         hooks.append((RESID, lambda x, hook: torch.cat([x[:, :1], x[:, 1:] + 0.1 * row], 1)))
@@ -356,20 +338,14 @@ def test_frozen_attention_uses_the_unsteered_patterns_on_the_same_tokens(steerer
 
 def test_sampling_is_deterministic_with_a_seed(steerer):
     def sampled(seed, top_p=1.0):
-        return steerer.generate(
-            request(n=20, generation={"temperature": 1.5, "top_p": top_p, "seed": seed})
-        ).token_ids
+        return steerer.generate(request(n=20, generation={"temperature": 1.5, "top_p": top_p, "seed": seed})).token_ids
 
     assert sampled(7) == sampled(7)
     assert sampled(7) != sampled(8)
-    assert (
-        sampled(7, top_p=1e-6) == steerer.generate(request(n=20)).token_ids
-    )  # only the top token is left
+    assert sampled(7, top_p=1e-6) == steerer.generate(request(n=20)).token_ids  # only the top token is left
     logits = torch.log(torch.tensor([0.5, 0.3, 0.2]))
     generator = torch.Generator().manual_seed(0)
-    drawn = {
-        choose(logits, GenerationConfig(temperature=1, top_p=0.7), generator) for _ in range(300)
-    }
+    drawn = {choose(logits, GenerationConfig(temperature=1, top_p=0.7), generator) for _ in range(300)}
     assert drawn == {0, 1}
 
 
@@ -381,17 +357,13 @@ def test_default_and_steered_side_by_side_do_not_leak(steerer):
     assert torch.equal(logits_of(result.default), logits_of(alone_default))
     assert torch.equal(logits_of(result.steered), logits_of(alone_steered))
     assert result.default.token_ids != result.steered.token_ids
-    assert result.prompt_tokens[0] == "<bos>" and len(result.prompt_tokens) == len(
-        steerer.prompt_ids(PROMPT)
-    )
+    assert result.prompt_tokens[0] == "<bos>" and len(result.prompt_tokens) == len(steerer.prompt_ids(PROMPT))
     for step in result.steered.steps:
         probs = step.logits.softmax(-1)
         assert step.probability == pytest.approx(float(probs[step.token_id]))
         assert step.tracked == pytest.approx({65: float(probs[65]), 66: float(probs[66])})
     dumped = json.loads(result.model_dump_json())
-    assert (
-        "logits" not in dumped["steered"]["steps"][0] and dumped["steered"]["steps"][0]["tracked"]
-    )
+    assert "logits" not in dumped["steered"]["steps"][0] and dumped["steered"]["steps"][0]["tracked"]
 
 
 def test_text_stream_holds_back_partial_characters_and_stops(llama):
@@ -411,17 +383,13 @@ def test_stop_sequences_and_eos_end_the_generation(steerer, monkeypatch):
     stop = plain.text[2:4]
     stopped = steerer.generate(request(n=8, generation={"stop": [stop]}))
     assert stopped.finish_reason == "stop" and stopped.text == plain.text[: plain.text.index(stop)]
-    assert (
-        "".join(s.text for s in stopped.steps) == stopped.text and plain.finish_reason == "length"
-    )
+    assert "".join(s.text for s in stopped.steps) == stopped.text and plain.finish_reason == "length"
     ids = plain.token_ids
     first_new = next((k for k in range(1, len(ids)) if ids[k] not in ids[:k]), 0)
     monkeypatch.setattr(steerer, "eos", ids[first_new])
     ended = steerer.generate(request(n=8))
     assert ended.finish_reason == "eos" and ended.token_ids == ids[: first_new + 1]
-    assert (
-        ended.text == steerer.model.tokenizer.decode(ids[:first_new]) and ended.steps[-1].text == ""
-    )
+    assert ended.text == steerer.model.tokenizer.decode(ids[:first_new]) and ended.steps[-1].text == ""
 
 
 def test_errors_name_the_field(steerer, llama):
@@ -465,9 +433,18 @@ def test_errors_name_the_field(steerer, llama):
 
 
 def test_cli_steers_a_saved_sae(tmp_path, capsys):
-    spec = parse_spec({"architecture": "topk", "hook_in": "blocks.0.hook_resid_post",
-                       "hook_out": "blocks.0.hook_resid_post", "d_in": 64, "d_out": 64, "d_sae": 128, "k": 8,
-                       "model": "tiny-llama"})
+    spec = parse_spec(
+        {
+            "architecture": "topk",
+            "hook_in": "blocks.0.hook_resid_post",
+            "hook_out": "blocks.0.hook_resid_post",
+            "d_in": 64,
+            "d_out": 64,
+            "d_sae": 128,
+            "k": 8,
+            "model": "tiny-llama",
+        }
+    )
     build_sae(spec).save(open_store(str(tmp_path / "sae")))
     argv = [
         "steer",
@@ -496,14 +473,9 @@ def test_cli_steers_a_saved_sae(tmp_path, capsys):
             "from_token": 1,
         }
     ]
-    assert (
-        len(result["steered"]["token_ids"]) == 5
-        and result["steered"]["token_ids"] != result["default"]["token_ids"]
-    )
+    assert len(result["steered"]["token_ids"]) == 5 and result["steered"]["token_ids"] != result["default"]["token_ids"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert (
-        "default (length):" in text and "steered (length):" in text and "add feature 3 (30)" in text
-    )
+    assert "default (length):" in text and "steered (length):" in text and "add feature 3 (30)" in text
     assert main([*argv, "--relative", "--documents", str(tmp_path / "none.sqlite")]) == 1
     assert "--relative needs the SAE's analysis" in capsys.readouterr().err

@@ -25,8 +25,9 @@ def _source(tmp_path, n=2000, d=16):
 
 def _trainer(tmp_path, source, out="run"):
     spec = make_spec(TopKConfig(hook_in="h", hook_out="h", d_sae=64, k=4), d_in=16, d_out=16)
-    cfg = TrainConfig(batch_size=100, lr=3e-3, lr_warmup_steps=3, checkpoint_every=7, log_every=5,
-                      dead_after_tokens=300, epochs=2)
+    cfg = TrainConfig(
+        batch_size=100, lr=3e-3, lr_warmup_steps=3, checkpoint_every=7, log_every=5, dead_after_tokens=300, epochs=2
+    )
     return Trainer(build_sae(spec), source, cfg, LocalObjectStore(tmp_path / out), "h", "h", progress=False)
 
 

@@ -19,23 +19,34 @@ from lm_saes.rpc.wire import (
 from services.activation.batching import BatcherClosed, FeatureBatcher
 
 
-@pytest.mark.parametrize("tensor", [torch.randn(3, 5), torch.randn(4, 2).bfloat16(), torch.randn(2, 3).half(),
-                                    torch.arange(12).reshape(2, 2, 3), torch.empty(0, 7)])
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.randn(3, 5),
+        torch.randn(4, 2).bfloat16(),
+        torch.randn(2, 3).half(),
+        torch.arange(12).reshape(2, 2, 3),
+        torch.empty(0, 7),
+    ],
+)
 def test_tensors_round_trip_exactly(tensor):
     back = tensor_from_proto(tensor_to_proto(tensor))
     assert back.dtype == tensor.dtype and back.shape == tensor.shape and torch.equal(back, tensor)
 
 
 def test_jobs_round_trip():
-    record = new_job("training", {"output": "runs/x"}, request_id="r1", owner="alice").model_copy(update={
-        "state": "succeeded", "progress": 1.0, "metrics": {"loss": 0.5}, "result": {"sae": "runs/x/sae"}})
+    record = new_job("training", {"output": "runs/x"}, request_id="r1", owner="alice").model_copy(
+        update={"state": "succeeded", "progress": 1.0, "metrics": {"loss": 0.5}, "result": {"sae": "runs/x/sae"}}
+    )
     assert job_from_proto(job_to_proto(record)) == record
     assert job_to_dict(job_to_proto(record)) == record.model_dump(mode="json", exclude={"claimed_by", "lease_until"})
 
 
 def test_record_literals_match_the_proto_enum():
     """The job states are declared once (lm_saes.records.JobState); the proto enum agrees."""
-    enum = {name.removeprefix("JOB_STATE_").lower() for name in common_pb2.JobState.DESCRIPTOR.values_by_name} - {"unspecified"}
+    enum = {name.removeprefix("JOB_STATE_").lower() for name in common_pb2.JobState.DESCRIPTOR.values_by_name} - {
+        "unspecified"
+    }
     assert set(JOB_STATES) == enum
     assert set(TERMINAL) < set(JOB_STATES)
     assert sorted(JOB_KINDS) == ["activations", "analysis", "tracing", "training"]

@@ -71,8 +71,9 @@ class DocumentStore(ABC):
     def _get_record(self, kind: Kind, key: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
-    def _update_if(self, kind: Kind, key: str, expected: dict[str, Any],
-                   changes: dict[str, Any]) -> dict[str, Any] | None:
+    def _update_if(
+        self, kind: Kind, key: str, expected: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Atomically apply `changes` to the record if its fields equal `expected`; the updated
         record, or None when it is missing or differs (another writer got there first)."""
 
@@ -86,7 +87,12 @@ class DocumentStore(ABC):
 
     @abstractmethod
     def _list_features(
-        self, sae_id: str, sort: str, descending: bool, offset: int, limit: int,
+        self,
+        sae_id: str,
+        sort: str,
+        descending: bool,
+        offset: int,
+        limit: int,
         fields: list[str] | None,
     ) -> tuple[list[dict[str, Any]], int]: ...
 
@@ -177,8 +183,13 @@ class DocumentStore(ABC):
             self._put_features(list(unique.values()))
 
     def list_features(
-        self, sae_id: str, sort: FeatureSort = "index", descending: bool = False,
-        offset: int = 0, limit: int = 50, fields: list[str] | None = None,
+        self,
+        sae_id: str,
+        sort: FeatureSort = "index",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+        fields: list[str] | None = None,
     ) -> tuple[list[FeatureRecord], int]:
         """One page of `sae_id`'s features and their total count.
 
@@ -234,8 +245,9 @@ def _validated(kind: Kind, record: Record | dict[str, Any]) -> Record:
     if isinstance(record, kind.record):
         return record
     if not isinstance(record, dict):
-        raise ValueError(f"{kind.collection}: records must be {kind.record.__name__} or dicts, "
-                         f"got {type(record).__name__}")
+        raise ValueError(
+            f"{kind.collection}: records must be {kind.record.__name__} or dicts, got {type(record).__name__}"
+        )
     try:
         return kind.record.model_validate(_without_id(record))
     except ValidationError as error:
@@ -271,7 +283,9 @@ def _feature(doc: dict[str, Any]) -> dict[str, Any]:
     try:
         doc["index"] = operator.index(index)  # numpy/torch ints become int
     except TypeError:
-        raise ValueError(f"feature of {doc['sae_id']}: field 'index' must be an integer, got {doc.get('index')!r}") from None
+        raise ValueError(
+            f"feature of {doc['sae_id']}: field 'index' must be an integer, got {doc.get('index')!r}"
+        ) from None
     if isinstance(doc["index"], bool) or doc["index"] < 0:
         raise ValueError(f"feature of {doc['sae_id']}: field 'index' must be >= 0, got {doc['index']!r}")
     where = f"feature {doc['sae_id']}/{doc['index']}"

@@ -57,12 +57,14 @@ class MongoDocumentStore(DocumentStore):
         doc = self.db[kind.collection].find_one({kind.key: key})
         return project(doc, None) if doc else None
 
-    def _update_if(self, kind: Kind, key: str, expected: dict[str, Any],
-                   changes: dict[str, Any]) -> dict[str, Any] | None:
+    def _update_if(
+        self, kind: Kind, key: str, expected: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
         from pymongo import ReturnDocument
 
-        doc = self.db[kind.collection].find_one_and_update({kind.key: key, **expected}, {"$set": changes},
-                                                           return_document=ReturnDocument.AFTER)
+        doc = self.db[kind.collection].find_one_and_update(
+            {kind.key: key, **expected}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
         return project(doc, None) if doc else None
 
     def _list_records(self, kind: Kind, owner: str | None) -> list[dict[str, Any]]:
@@ -82,7 +84,12 @@ class MongoDocumentStore(DocumentStore):
         return project(doc, None) if doc else None
 
     def _list_features(
-        self, sae_id: str, sort: str, descending: bool, offset: int, limit: int,
+        self,
+        sae_id: str,
+        sort: str,
+        descending: bool,
+        offset: int,
+        limit: int,
         fields: list[str] | None,
     ) -> tuple[list[dict[str, Any]], int]:
         direction = -1 if descending else 1
@@ -123,4 +130,3 @@ class MongoDocumentStore(DocumentStore):
 
     def close(self) -> None:
         self.client.close()
-

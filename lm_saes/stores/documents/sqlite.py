@@ -107,8 +107,9 @@ class SQLiteDocumentStore(DocumentStore):
             row = conn.execute(f"SELECT doc FROM {kind.collection} WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def _update_if(self, kind: Kind, key: str, expected: dict[str, Any],
-                   changes: dict[str, Any]) -> dict[str, Any] | None:
+    def _update_if(
+        self, kind: Kind, key: str, expected: dict[str, Any], changes: dict[str, Any]
+    ) -> dict[str, Any] | None:
         with self._write() as conn:  # BEGIN IMMEDIATE: no other process writes in between
             row = conn.execute(f"SELECT doc FROM {kind.collection} WHERE key = ?", (key,)).fetchone()
             doc = json.loads(row[0]) if row else None
@@ -116,7 +117,9 @@ class SQLiteDocumentStore(DocumentStore):
                 return None
             doc.update(changes)
             owner = doc.get(kind.owner) if kind.owner else None
-            conn.execute(f"UPDATE {kind.collection} SET owner = ?, doc = ? WHERE key = ?", (owner, json.dumps(doc), key))
+            conn.execute(
+                f"UPDATE {kind.collection} SET owner = ?, doc = ? WHERE key = ?", (owner, json.dumps(doc), key)
+            )
         return doc
 
     def _list_records(self, kind: Kind, owner: str | None) -> list[dict[str, Any]]:
@@ -150,7 +153,12 @@ class SQLiteDocumentStore(DocumentStore):
         return json.loads(row[0]) if row else None
 
     def _list_features(
-        self, sae_id: str, sort: str, descending: bool, offset: int, limit: int,
+        self,
+        sae_id: str,
+        sort: str,
+        descending: bool,
+        offset: int,
+        limit: int,
         fields: list[str] | None,
     ) -> tuple[list[dict[str, Any]], int]:
         direction = "DESC" if descending else "ASC"

@@ -81,7 +81,11 @@ class SteerResult(BaseModel):
 
 
 class Steerer:
-    """A model and the SAEs that interventions may name (by id)."""
+    """A model and the SAEs that interventions may name (by id).
+
+    Runs one forward at a time (hooks live on the model's modules while a forward runs): a
+    server holds its per-model lock around each step, or around a whole request.
+    """
 
     def __init__(
         self,
@@ -151,9 +155,9 @@ class Steerer:
                 piece, finish = text.flush(), "eos"
             else:
                 piece = text.push(token)
-                finish = "stop" if text.stopped else "length" if index == cfg.max_new_tokens - 1 else None
-                if finish == "length":
-                    piece += text.flush()
+                finish = "stop" if text.stopped else None
+                if finish is None and index == cfg.max_new_tokens - 1:
+                    piece, finish = piece + text.flush(), "length"
             tracked = (
                 dict(zip(request.track, probs[track.to(probs.device)].tolist(), strict=True)) if request.track else {}
             )

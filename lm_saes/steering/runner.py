@@ -29,7 +29,7 @@ import copy
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import torch
 
@@ -40,6 +40,7 @@ HookFn = Callable[[torch.Tensor], torch.Tensor]
 Hook = tuple[str, HookFn]
 HooksFor = Callable[[int, int], Sequence[Hook]]  # (start position, n positions) -> hooks
 BRIDGE_PREFIX = "._original_component"
+CACHED_BACKEND = "_steering_hf_backend"
 PROBE_TOLERANCE = 1e-4  # float32, relative to the largest value compared (16-bit: 2e-2)
 
 
@@ -190,16 +191,20 @@ class HFBackend:
 
 
 def hf_backend(model: LanguageModel) -> HFBackend | None:
-    """An HFBackend for a bridge over a `transformers` model, or None (e.g. the native tiny model)."""
+    """The model's HFBackend (built once per model), or None where the bridge is not over a
+    `transformers` model (the native tiny model) or its modules do not map back."""
     from transformers import PreTrainedModel
 
-    if not isinstance(getattr(model.bridge, "original_model", None), PreTrainedModel):
-        return None
-    try:
-        return HFBackend(model)
-    except Exception as error:  # an architecture whose modules do not map back: the bridge still works
-        log.warning("%s: no plain HF path (%s); steering runs through the bridge", model.name, error)
-        return None
+    if hasattr(model, CACHED_BACKEND):
+        return getattr(model, CACHED_BACKEND)
+    backend = None
+    if isinstance(getattr(model.bridge, "original_model", None), PreTrainedModel):
+        try:
+            backend = HFBackend(model)
+        except Exception as error:  # an architecture that does not map back: the bridge works
+            log.warning("%s: no plain HF path (%s); steering uses the bridge", model.name, error)
+    setattr(model, CACHED_BACKEND, backend)  # lives and dies with the model
+    return backend
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tolerance: float) -> bool:
@@ -228,9 +233,7 @@ def _input_hook(fn: HookFn) -> Callable:
 
 def _share_tensors(bridged: torch.nn.Module, plain: torch.nn.Module) -> None:
     """Point every parameter and buffer of `plain` at the bridged model's tensor of that name."""
-    tensors: dict[str, torch.Tensor] = {
-        name.replace(BRIDGE_PREFIX, ""): t for name, t in bridged.named_parameters(remove_duplicate=False)
-    }
+    tensors = {name.replace(BRIDGE_PREFIX, ""): t for name, t in bridged.named_parameters(remove_duplicate=False)}
     tensors.update((name.replace(BRIDGE_PREFIX, ""), t) for name, t in bridged.named_buffers(remove_duplicate=False))
     for name, _ in [
         *plain.named_parameters(remove_duplicate=False),
@@ -241,8 +244,7 @@ def _share_tensors(bridged: torch.nn.Module, plain: torch.nn.Module) -> None:
         owner_name, _, leaf = name.rpartition(".")
         owner = plain.get_submodule(owner_name)
         if leaf in owner._parameters:
-            # the same HF module tree: a parameter of `plain` is a parameter of `bridged`
-            owner._parameters[leaf] = cast(torch.nn.Parameter, tensors[name])
+            owner._parameters[leaf] = tensors[name]
         else:
             owner._buffers[leaf] = tensors[name]
 

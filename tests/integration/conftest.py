@@ -1,4 +1,5 @@
-"""Real servers for integration tests: an S3 server (moto) on a free loopback port."""
+"""Real servers for integration tests: an S3 server (moto) on a free loopback port; and a small
+SAE trained on SmolLM2 once per session for the slow tests that need a real one."""
 
 import os
 import socket
@@ -8,6 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from lm_saes.config import RunConfig, load_config
+from lm_saes.runner import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 SAELENS_PY = REPO / ".venv-saelens" / "bin" / "python"
@@ -61,3 +65,25 @@ def saelens_python() -> Path:
     if not SAELENS_PY.exists():
         pytest.skip("SAELens venv missing: run `make saelens-venv` (make test does)")
     return SAELENS_PY
+
+
+@pytest.fixture(scope="session")
+def smollm2_run(tmp_path_factory):
+    """(config, TrainRun) of a 1152-latent TopK SAE on SmolLM2 layer 6, 24k tokens (slow tests)."""
+    out = tmp_path_factory.mktemp("smollm2")
+    cfg = load_config(
+        REPO / "examples/configuration/train.toml",
+        RunConfig,
+        {
+            "output": str(out / "run"),
+            "data.max_tokens": 24_000,
+            "data.eval_tokens": 1_500,
+            "sae.d_sae": 1152,
+            "sae.k": 16,
+            "train.batch_size": 512,
+            "train.epochs": 2,
+            "train.checkpoint_every": 0,
+            "train.lr_warmup_steps": 5,
+        },
+    )
+    return cfg, run_train(cfg, progress=False)

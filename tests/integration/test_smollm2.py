@@ -6,35 +6,12 @@ import subprocess
 import pytest
 import safetensors.torch
 
-from lm_saes.config import RunConfig, load_config
 from lm_saes.data.packing import load_token_splits
 from lm_saes.interop import export_saelens
 from lm_saes.models.smollm2 import smollm2_checkpoint
-from lm_saes.runner import run_train
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def smollm2_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smollm2")
-    cfg = load_config(
-        REPO / "examples/configuration/train.toml",
-        RunConfig,
-        {
-            "output": str(out / "run"),
-            "data.max_tokens": 24_000,
-            "data.eval_tokens": 1_500,
-            "sae.d_sae": 1152,
-            "sae.k": 16,
-            "train.batch_size": 512,
-            "train.epochs": 2,
-            "train.checkpoint_every": 0,
-            "train.lr_warmup_steps": 5,
-        },
-    )
-    return cfg, run_train(cfg, progress=False)
 
 
 def test_trains_a_useful_sae_on_smollm2(smollm2_run):

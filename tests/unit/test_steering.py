@@ -26,7 +26,7 @@ from lm_saes.steering import (
     token_ids,
 )
 from lm_saes.steering.interventions import resolve
-from lm_saes.steering.runner import BridgeBackend, Runner, hf_backend
+from lm_saes.steering.runner import BridgeBackend, HFBackend, Runner, hf_backend
 from lm_saes.steering.sampling import TextStream, choose
 from lm_saes.steering.splice import Splice
 from lm_saes.stores import open_store
@@ -119,7 +119,8 @@ def test_runner_extends_the_kv_cache_and_matches_a_full_forward(llama, backend):
 
 def test_the_plain_hf_path_shares_weights_and_steers_like_the_bridge(llama, steerer):
     hf = steerer.hf
-    assert hf is not None and hf.supports([RESID, MLP_IN, MLP_OUT, "blocks.1.hook_resid_mid"])
+    assert hf is not None and hf is hf_backend(llama)  # built once per model
+    assert hf.supports([RESID, MLP_IN, MLP_OUT, "blocks.1.hook_resid_mid"])
     embed = dict(hf.hf_model.named_parameters())["model.embed_tokens.weight"]
     assert embed.data_ptr() == llama.bridge.original_model.model.embed_tokens.weight.data_ptr()
     assert not hf.supports(["blocks.1.attn.hook_pattern"])  # not a module boundary: bridge only
@@ -138,7 +139,7 @@ def test_the_plain_hf_path_shares_weights_and_steers_like_the_bridge(llama, stee
 
 
 def test_the_hf_path_is_refused_where_it_disagrees_with_the_bridge(llama):
-    hf = hf_backend(llama)
+    hf = HFBackend(llama)  # its own, not the model's shared one
     hf.sites[RESID] = hf.sites["blocks.0.hook_resid_pre"]  # a wrong module for this hook
     assert not hf.supports([RESID])
     assert hf.supports(["blocks.1.hook_resid_pre"])

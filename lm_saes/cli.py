@@ -213,7 +213,8 @@ def cmd_steer(args: argparse.Namespace) -> int:
         ),
     )
     result = Steerer(model, {"sae": steering}).steer(request)
-    print(result.model_dump_json(indent=1) if args.json else format_result(result))
+    names = dict(zip(request.track, args.track, strict=True))
+    print(result.model_dump_json(indent=1) if args.json else format_result(result, names))
     return 0
 
 

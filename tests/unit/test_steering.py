@@ -478,5 +478,6 @@ def test_cli_steers_a_saved_sae(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "default (length):" in text and "steered (length):" in text and "add feature 3 (30)" in text
+    assert text.count("P('a') per step:") == 2
     assert main([*argv, "--relative", "--documents", str(tmp_path / "none.sqlite")]) == 1
     assert "--relative needs the SAE's analysis" in capsys.readouterr().err

@@ -62,9 +62,7 @@ def token_counts(documents, sae_id: str, tokenizer) -> Counter:
     """How often each token occurs in the text the SAE's analysis ran over."""
     analyses = [a for a in documents.list_analyses(sae_id) if a["state"] == "succeeded"]
     if not analyses:
-        raise FileNotFoundError(
-            f"no finished analysis for SAE {sae_id!r}; run `lm-saes analyze` first"
-        )
+        raise FileNotFoundError(f"no finished analysis for SAE {sae_id!r}; run `lm-saes analyze` first")
     data = DataConfig.model_validate(analyses[-1]["config"]["data"])
     return Counter(load_token_splits(data, tokenizer).train.flatten().tolist())
 
@@ -120,19 +118,9 @@ def p_token(
 ) -> float:
     """P(T) as the next token after `prompt`, the feature added at every position from the
     first prompt token (or at the last prompt token only)."""
-    where = (
-        {"positions": "prompt", "from_token": len(steerer.prompt_ids(prompt)) - 1}
-        if last_only
-        else {}
-    )
-    changes = (
-        [FeatureIntervention(feature=feature, strength=strength, relative=True, **where)]
-        if strength
-        else []
-    )
-    request = SteerRequest(
-        prompt=prompt, interventions=changes, track=[token_id], generation={"max_new_tokens": 1}
-    )
+    where = {"positions": "prompt", "from_token": len(steerer.prompt_ids(prompt)) - 1} if last_only else {}
+    changes = [FeatureIntervention(feature=feature, strength=strength, relative=True, **where)] if strength else []
+    request = SteerRequest(prompt=prompt, interventions=changes, track=[token_id], generation={"max_new_tokens": 1})
     return steerer.generate(request).steps[0].tracked[token_id]
 
 
@@ -142,14 +130,9 @@ def monotone(mean: list[float], up_to: float) -> bool:
     return all(b >= a for a, b in itertools.pairwise(values)) and values[-1] > values[0]
 
 
-def curve(
-    steerer: Steerer, item: dict, last_only: bool = False, prompts: list[str] = PROMPTS
-) -> dict:
+def curve(steerer: Steerer, item: dict, last_only: bool = False, prompts: list[str] = PROMPTS) -> dict:
     per_prompt = [
-        [
-            p_token(steerer, item["feature"], item["token_id"], s, prompt, last_only)
-            for s in STRENGTHS
-        ]
+        [p_token(steerer, item["feature"], item["token_id"], s, prompt, last_only) for s in STRENGTHS]
         for prompt in prompts
     ]
     mean = [statistics.fmean(column) for column in zip(*per_prompt, strict=True)]
@@ -181,9 +164,7 @@ def example(steerer: Steerer, item: dict, default_text: str) -> dict:
     best = None
     for strength in EXAMPLE_STRENGTHS:
         change = FeatureIntervention(feature=item["feature"], strength=strength, relative=True)
-        request = SteerRequest(
-            prompt=PROMPTS[0], interventions=[change], generation={"max_new_tokens": EXAMPLE_TOKENS}
-        )
+        request = SteerRequest(prompt=PROMPTS[0], interventions=[change], generation={"max_new_tokens": EXAMPLE_TOKENS})
         text = steerer.generate(request).text
         gain = len(word.findall(text)) - len(word.findall(default_text))
         if best is None or gain > best["gain"]:
@@ -225,9 +206,7 @@ def svg(results: list[dict], path: Path) -> None:
         )
     for i, s in enumerate(STRENGTHS):
         x, _ = xy(i, 1.0)
-        parts.append(
-            f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">{s:g}</text>'
-        )
+        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle">{s:g}</text>')
     x_main, _ = xy(STRENGTHS.index(MAIN_MAX), 1.0)
     parts.append(
         f'<line x1="{x_main:.1f}" x2="{x_main:.1f}" y1="{top}" y2="{height - bottom}" stroke="#999" '
@@ -236,9 +215,7 @@ def svg(results: list[dict], path: Path) -> None:
     )
     for r in results:
         colour = "#4a7ab7" if r["monotone"] else "#d9822b"  # blue: monotone up to MAIN_MAX
-        parts.append(
-            line(r["p_token"], f'stroke="{colour}" stroke-opacity="0.6" stroke-width="1.2"')
-        )
+        parts.append(line(r["p_token"], f'stroke="{colour}" stroke-opacity="0.6" stroke-width="1.2"'))
     median = [statistics.median(r["p_token"][i] for r in results) for i in range(len(STRENGTHS))]
     parts.append(line(median, 'stroke="black" stroke-width="2.5"'))
     n_up = sum(r["monotone"] for r in results)
@@ -268,9 +245,7 @@ def main() -> int:
     parser.add_argument("--documents", default="runs/lm-saes.sqlite")
     parser.add_argument("--sae-id", help="default: the SAE's run folder name")
     parser.add_argument("--features", type=int, default=20)
-    parser.add_argument(
-        "--min-count", type=int, default=50, help="occurrences of T in the analysis text"
-    )
+    parser.add_argument("--min-count", type=int, default=50, help="occurrences of T in the analysis text")
     parser.add_argument("--out", default=str(HERE / "steering.json"))
     parser.add_argument("--svg", default=str(HERE.parent / "docs" / "steering-curve.svg"))
     parser.add_argument("--device", default="cpu")
@@ -285,22 +260,14 @@ def main() -> int:
         unfiltered = select_features(documents, sae_id, args.features, counts, 0)
     steerer = Steerer(model, {"sae": steering})
     results = [curve(steerer, item) for item in chosen]
-    default_text = steerer.generate(
-        SteerRequest(prompt=PROMPTS[0], generation={"max_new_tokens": EXAMPLE_TOKENS})
-    ).text
+    default_text = steerer.generate(SteerRequest(prompt=PROMPTS[0], generation={"max_new_tokens": EXAMPLE_TOKENS})).text
     examples = [example(steerer, item, default_text) for item in results]
     best = max(examples, key=lambda e: e["gain"])
     investigation = {
         "main (word seen >= min_count times, every position)": fractions(results),
-        "no frequency filter (any word-shaped token)": fractions(
-            [curve(steerer, i) for i in unfiltered]
-        ),
-        "added at the last prompt token only": fractions(
-            [curve(steerer, i, last_only=True) for i in chosen]
-        ),
-        "other neutral prompts": fractions(
-            [curve(steerer, i, prompts=OTHER_PROMPTS) for i in chosen]
-        ),
+        "no frequency filter (any word-shaped token)": fractions([curve(steerer, i) for i in unfiltered]),
+        "added at the last prompt token only": fractions([curve(steerer, i, last_only=True) for i in chosen]),
+        "other neutral prompts": fractions([curve(steerer, i, prompts=OTHER_PROMPTS) for i in chosen]),
     }
     report = {
         "sae": args.sae,
@@ -324,10 +291,7 @@ def main() -> int:
     svg(results, Path(args.svg))
     for r in results:
         flag = "monotone" if r["monotone"] else "NOT     "
-        print(
-            f"#{r['feature']:5d} {r['token']!r:14} {flag} "
-            + " ".join(f"{p:.2e}" for p in r["p_token"])
-        )
+        print(f"#{r['feature']:5d} {r['token']!r:14} {flag} " + " ".join(f"{p:.2e}" for p in r["p_token"]))
     print(json.dumps(investigation, indent=1))
     print(
         f"example #{best['feature']} ({best['token']!r}, strength {best['strength']}):\n"

@@ -100,6 +100,42 @@ class FeatureSummary(BaseModel):
     mean_activation: float | None = None
 
 
+ScorerName = Literal["detection", "fuzzing", "embedding"]
+SCORERS: tuple[ScorerName, ...] = get_args(ScorerName)
+# The scores whose mean is a feature's `score` (its sort key): the two that ask the explainer's
+# own kind of model, as delphi reports them.
+SUMMARY_SCORERS: tuple[ScorerName, ...] = ("detection", "fuzzing")
+
+
+class ExplanationScore(BaseModel):
+    """One scorer's verdict on an explanation (detection and fuzzing: balanced accuracy over the
+    examples shown; embedding: AUROC of activating vs non-activating contexts by similarity)."""
+
+    value: float = Field(ge=0.0, le=1.0)
+    examples: int = Field(ge=0, description="Contexts the score is computed over")
+    positives: int = Field(0, ge=0, description="Of those, activating (or correctly marked) ones")
+    model: str = Field("", description="Scoring model (empty for the embedding scorer's own)")
+    prompt_version: str = ""
+    failed: int = Field(0, ge=0, description="Contexts whose answer could not be parsed (counted wrong)")
+
+
+class Explanation(BaseModel):
+    """What a feature means, in words, and how well that predicts where it fires."""
+
+    text: str = Field(min_length=1, max_length=2000)
+    model: str = Field(description="The explainer: model name as the endpoint reports it")
+    prompt_version: str
+    created: str
+    scores: dict[ScorerName, ExplanationScore] = Field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def summary_score(self) -> float | None:
+        """Mean of the detection and fuzzing scores present (None without either)."""
+        values = [self.scores[name].value for name in SUMMARY_SCORERS if name in self.scores]
+        return sum(values) / len(values) if values else None
+
+
 class FeatureRecord(Record):
     """A feature's whole analysis document (a page that asked for some fields holds only those)."""
 
@@ -114,6 +150,8 @@ class FeatureRecord(Record):
     quantile_samples: list[dict[str, Any]] = Field(default_factory=list)
     top_tokens: list[dict[str, Any]] = Field(default_factory=list)
     logit_lens: dict[str, Any] | None = None
+    explanation: Explanation | None = None
+    score: float | None = Field(None, description="The explanation's summary score (a sort key; set by the store)")
 
 
 class TokenMatch(BaseModel):

@@ -21,6 +21,7 @@ SORTS: dict[int, FeatureSort] = {
     analysis_pb2.FEATURE_SORT_INDEX: "index",
     analysis_pb2.FEATURE_SORT_DENSITY: "density",
     analysis_pb2.FEATURE_SORT_MAX_ACTIVATION: "max_activation",
+    analysis_pb2.FEATURE_SORT_SCORE: "score",
 }
 MAX_ID = 200
 MAX_INDEX = 2**31 - 1

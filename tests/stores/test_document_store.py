@@ -308,3 +308,58 @@ def test_sqlite_reader_sees_whole_batches(tmp_path):
     assert all(total in (0, 500) and len(generations) <= 1 for total, generations in seen), sorted(
         {(t, len(g)) for t, g in seen}
     )
+
+
+def explanation(detection: float, fuzzing: float | None = None) -> dict:
+    scores = {"detection": {"value": detection, "examples": 20, "positives": 10}}
+    if fuzzing is not None:
+        scores["fuzzing"] = {"value": fuzzing, "examples": 20, "positives": 10}
+    return {"text": "the word 'not'", "model": "m", "prompt_version": "v1", "created": "t", "scores": scores}
+
+
+def test_explanations_set_the_score_sort_key(store):
+    from lm_saes.records import Explanation
+
+    store.put_features([feature(i) for i in range(6)])
+    updated = store.put_explanations(
+        "sae-a",
+        {
+            1: Explanation.model_validate(explanation(0.9, 0.7)),  # score 0.8
+            3: Explanation.model_validate(explanation(0.6)),  # detection only: 0.6
+            4: Explanation.model_validate(explanation(0.95, 0.85)),  # 0.9
+            99: Explanation.model_validate(explanation(1.0)),  # no such feature: skipped
+        },
+    )
+    assert updated == 3
+    got = store.get_feature("sae-a", 1)
+    assert got.explanation.text == "the word 'not'" and got.score == pytest.approx(0.8)
+    assert got.top_tokens == feature(1)["top_tokens"]  # the rest of the document kept
+    page, _ = store.list_features("sae-a", sort="score", descending=True, limit=4)
+    assert [f.index for f in page[:3]] == [4, 1, 3] and page[3].score is None  # unexplained last
+    summary, _ = store.list_features("sae-a", sort="score", descending=True, limit=1, fields=["score"])
+    assert plain(summary[0]) == {"sae_id": "sae-a", "index": 4, "score": pytest.approx(0.9)}
+    # the score is derived from the explanation, never taken from the caller
+    store.put_features([feature(2, score=1.0)])
+    assert store.get_feature("sae-a", 2).score is None
+    with pytest.raises(ValueError, match=r"explanation\.scores\.detection\.value"):
+        store.put_features([feature(2, explanation=explanation(1.5))])
+    with pytest.raises(ValueError, match=r"explanation\.text"):
+        store.put_features([feature(2, explanation={**explanation(0.5), "text": ""})])
+
+
+def test_sqlite_store_of_schema_1_gains_the_score_column(tmp_path):
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE features (sae_id TEXT NOT NULL, idx INTEGER NOT NULL, density REAL NOT NULL, "
+        "max_activation REAL NOT NULL, doc TEXT NOT NULL);"
+        "CREATE UNIQUE INDEX features_key ON features (sae_id, idx);"
+        """INSERT INTO features VALUES ('s', 0, 0.1, 1.0, '{"sae_id": "s", "index": 0, "density": 0.1, "max_activation": 1.0}');"""
+        "PRAGMA user_version=1;"
+    )
+    conn.close()
+    with SQLiteDocumentStore(path) as store:
+        assert store.get_feature("s", 0).density == 0.1
+        page, total = store.list_features("s", sort="score")
+        assert total == 1 and page[0].score is None
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -28,12 +28,16 @@ class _FeatureSortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeatureSo
     FEATURE_SORT_INDEX: _FeatureSort.ValueType  # 0
     FEATURE_SORT_DENSITY: _FeatureSort.ValueType  # 1
     FEATURE_SORT_MAX_ACTIVATION: _FeatureSort.ValueType  # 2
+    FEATURE_SORT_SCORE: _FeatureSort.ValueType  # 3
+    """the explanation's summary score; unexplained features sort lowest"""
 
 class FeatureSort(_FeatureSort, metaclass=_FeatureSortEnumTypeWrapper): ...
 
 FEATURE_SORT_INDEX: FeatureSort.ValueType  # 0
 FEATURE_SORT_DENSITY: FeatureSort.ValueType  # 1
 FEATURE_SORT_MAX_ACTIVATION: FeatureSort.ValueType  # 2
+FEATURE_SORT_SCORE: FeatureSort.ValueType  # 3
+"""the explanation's summary score; unexplained features sort lowest"""
 Global___FeatureSort: _TypeAlias = FeatureSort  # noqa: Y015
 
 @_typing.final

@@ -16,7 +16,7 @@ import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import ValidationError
 
@@ -24,6 +24,7 @@ from lm_saes.records import (
     JOB_STATES,
     MAX_PAGE,
     AnalysisRecord,
+    Explanation,
     FeatureRecord,
     GraphRecord,
     JobRecord,
@@ -33,12 +34,12 @@ from lm_saes.records import (
     TokenMatch,
 )
 
-FeatureSort = Literal["index", "density", "max_activation"]
-SORT_KEYS: tuple[str, ...] = ("index", "density", "max_activation")
+FeatureSort = Literal["index", "density", "max_activation", "score"]
+SORT_KEYS: tuple[str, ...] = get_args(FeatureSort)
 R = TypeVar("R", bound=Record)
 # Feature fields kept outside the JSON document too (SQLite columns): pages that ask only for
 # these never decode the (large) documents.
-SUMMARY_FIELDS = frozenset({"sae_id", "index", "density", "max_activation"})
+SUMMARY_FIELDS = frozenset({"sae_id", "index", "density", "max_activation", "score"})
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,18 @@ class DocumentStore(ABC):
         if unique:
             self._put_features(list(unique.values()))
 
+    def put_explanations(self, sae_id: str, explanations: dict[int, Explanation]) -> int:
+        """Set (replace) the explanation on each feature of `sae_id` named; each document is
+        rewritten whole, so a reader sees the explanation with all its scores or not at all.
+        Returns how many features were updated (indices without a document are skipped)."""
+        docs = []
+        for index, explanation in explanations.items():
+            doc = self._get_feature(sae_id, index)
+            if doc is not None:
+                docs.append({**doc, "explanation": explanation.model_dump(mode="json")})
+        self.put_features(docs)
+        return len(docs)
+
     def list_features(
         self,
         sae_id: str,
@@ -296,6 +309,17 @@ def _feature(doc: dict[str, Any]) -> dict[str, Any]:
         doc[field] = float(value)
         if not math.isfinite(doc[field]):
             raise ValueError(f"{where}: field {field!r} must be finite (it is a sort key), got {value!r}")
+    doc.pop("score", None)  # derived here, never taken from the caller
+    if doc.get("explanation") is not None:
+        try:
+            explanation = Explanation.model_validate(doc["explanation"])
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(p) for p in ("explanation", *first["loc"]))
+            raise ValueError(f"{where}: field {field!r}: {first['msg']}") from None
+        doc["explanation"] = explanation.model_dump(mode="json")
+        if (score := explanation.summary_score()) is not None:
+            doc["score"] = score
     tokens = doc.get("top_tokens", [])
     if not isinstance(tokens, list) or not all(_is_token_entry(t) for t in tokens):
         raise ValueError(

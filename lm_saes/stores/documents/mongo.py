@@ -48,6 +48,7 @@ class MongoDocumentStore(DocumentStore):
         features.create_index([("sae_id", UP), ("index", UP)], unique=True)
         features.create_index([("sae_id", UP), ("density", UP), ("index", UP)])
         features.create_index([("sae_id", UP), ("max_activation", UP), ("index", UP)])
+        features.create_index([("sae_id", UP), ("score", UP), ("index", UP)])
         features.create_index([("sae_id", UP), ("top_tokens.token", UP)])  # multikey
 
     def _put_record(self, kind: Kind, doc: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from lm_saes.stores.documents.base import (
     token_entries,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: features.score (the explanation's summary score, a sort key)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS saes (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NOT NULL);
@@ -36,11 +36,12 @@ CREATE TABLE IF NOT EXISTS graphs (key TEXT PRIMARY KEY, owner TEXT, doc TEXT NO
 CREATE INDEX IF NOT EXISTS graphs_owner ON graphs (owner, key);
 CREATE TABLE IF NOT EXISTS features (
     sae_id TEXT NOT NULL, idx INTEGER NOT NULL,
-    density REAL NOT NULL, max_activation REAL NOT NULL, doc TEXT NOT NULL
+    density REAL NOT NULL, max_activation REAL NOT NULL, doc TEXT NOT NULL, score REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS features_key ON features (sae_id, idx);
 CREATE INDEX IF NOT EXISTS features_density ON features (sae_id, density, idx);
 CREATE INDEX IF NOT EXISTS features_max_activation ON features (sae_id, max_activation, idx);
+CREATE INDEX IF NOT EXISTS features_score ON features (sae_id, score, idx);
 CREATE TABLE IF NOT EXISTS feature_tokens (
     sae_id TEXT NOT NULL, feature_index INTEGER NOT NULL, token TEXT NOT NULL,
     max_activation REAL NOT NULL, entry TEXT NOT NULL,
@@ -49,7 +50,9 @@ CREATE TABLE IF NOT EXISTS feature_tokens (
 CREATE INDEX IF NOT EXISTS feature_tokens_rank
     ON feature_tokens (sae_id, token, max_activation DESC, feature_index);
 """
-SORT_COLUMNS = {"index": "idx", "density": "density", "max_activation": "max_activation"}
+SORT_COLUMNS = {"index": "idx", "density": "density", "max_activation": "max_activation", "score": "score"}
+# Each step brings a store written at version N-1 to N (before SCHEMA's CREATE IF NOT EXISTS).
+MIGRATIONS = {2: "ALTER TABLE features ADD COLUMN score REAL"}
 
 
 class SQLiteDocumentStore(DocumentStore):
@@ -67,6 +70,9 @@ class SQLiteDocumentStore(DocumentStore):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} has schema {version}; this lm-saes reads {SCHEMA_VERSION}")
+            has_features = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'features'").fetchone()
+            for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1) if has_features else ():
+                conn.execute(MIGRATIONS[step])
             for statement in filter(str.strip, SCHEMA.split(";")):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -130,7 +136,9 @@ class SQLiteDocumentStore(DocumentStore):
 
     def _put_features(self, docs: list[dict[str, Any]]) -> None:
         # Encode before taking the write lock: readers in WAL never wait, other writers wait less.
-        rows = [(d["sae_id"], d["index"], d["density"], d["max_activation"], json.dumps(d)) for d in docs]
+        rows = [
+            (d["sae_id"], d["index"], d["density"], d["max_activation"], d.get("score"), json.dumps(d)) for d in docs
+        ]
         keys = [(d["sae_id"], d["index"]) for d in docs]
         tokens = [
             (d["sae_id"], d["index"], token, entry["max_activation"], json.dumps(entry))
@@ -139,9 +147,9 @@ class SQLiteDocumentStore(DocumentStore):
         ]
         with self._write() as conn:
             conn.executemany(
-                "INSERT INTO features (sae_id, idx, density, max_activation, doc) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO features (sae_id, idx, density, max_activation, score, doc) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (sae_id, idx) DO UPDATE SET density = excluded.density, "
-                "max_activation = excluded.max_activation, doc = excluded.doc",
+                "max_activation = excluded.max_activation, score = excluded.score, doc = excluded.doc",
                 rows,
             )
             conn.executemany("DELETE FROM feature_tokens WHERE sae_id = ? AND feature_index = ?", keys)
@@ -164,7 +172,7 @@ class SQLiteDocumentStore(DocumentStore):
         direction = "DESC" if descending else "ASC"
         order = f"{SORT_COLUMNS[sort]} {direction}, idx {direction}"  # walks one index, no sort
         summary = fields is not None and set(fields) <= SUMMARY_FIELDS
-        columns = "sae_id, idx, density, max_activation" if summary else "doc"
+        columns = "sae_id, idx, density, max_activation, score" if summary else "doc"
         with self._read() as conn:
             rows = conn.execute(
                 f"SELECT {columns} FROM features WHERE sae_id = ? ORDER BY {order} LIMIT ? OFFSET ?",
@@ -172,8 +180,8 @@ class SQLiteDocumentStore(DocumentStore):
             ).fetchall()
             total = conn.execute("SELECT COUNT(*) FROM features WHERE sae_id = ?", (sae_id,)).fetchone()[0]
         if summary:
-            names = ("sae_id", "index", "density", "max_activation")
-            docs = [dict(zip(names, row, strict=True)) for row in rows]
+            names = ("sae_id", "index", "density", "max_activation", "score")
+            docs = [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in rows]
         else:
             docs = [json.loads(row[0]) for row in rows]
         return [project(doc, fields) for doc in docs], total

@@ -98,6 +98,7 @@ class FeatureSummary(BaseModel):
     density: float
     max_activation: float
     mean_activation: float | None = None
+    score: float | None = None
 
 
 ScorerName = Literal["detection", "fuzzing", "embedding"]

@@ -58,9 +58,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "neuronpedia":
+        from lm_saes.interop.neuronpedia import export_neuronpedia
+        from lm_saes.stores.documents import open_document_store
+
+        if not args.sae_id:
+            raise ValueError("--format neuronpedia exports an analyzed SAE: name it with --sae-id")
+        with open_document_store(args.documents) as documents:
+            folder = export_neuronpedia(documents, args.sae_id, args.out)
+        print(f"exported {args.sae_id}'s features, activations and explanations for Neuronpedia to {folder}")
+        return 0
     from lm_saes.interop import export_saelens
     from lm_saes.saes import load_sae
 
+    if not args.sae:
+        raise ValueError("--format saelens exports an SAE's weights: name its folder with --sae")
     out = export_saelens(load_sae(args.sae), args.out)
     print(f"exported {args.sae} as a SAELens SAE to {out}")
     return 0
@@ -106,6 +118,23 @@ def _showcase(documents, sae_id: str, n: int) -> list[int]:
     band = [f.index for f in page if 1e-3 <= f.density <= 1e-2] or [f.index for f in page]
     step = max(1, len(band) // n)
     return band[::step][:n]
+
+
+def cmd_autointerp(args: argparse.Namespace) -> int:
+    from lm_saes.autointerp.run import AutointerpConfig, run_autointerp
+
+    cfg = load_config(args.config, AutointerpConfig, _overrides(args.set))
+    result = run_autointerp(cfg, on_progress=None if args.quiet else _print_progress)
+    print(
+        f"autointerp of {result.sae_id}: {result.selected} features chosen, {result.skipped} already done, "
+        f"{result.explained} explained, {result.scored} scored, {result.failed} without a readable explanation; "
+        f"{result.prompt_tokens:,} prompt + {result.completion_tokens:,} completion tokens in {result.seconds:.0f} s"
+    )
+    return 0
+
+
+def _print_progress(done: int, total: int) -> None:
+    print(f"  {done}/{total} features", file=sys.stderr, flush=True)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -253,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", help="write an SAE in another tool's format")
-    export.add_argument("--sae", required=True)
-    export.add_argument("--format", choices=["saelens"], default="saelens")
+    export.add_argument("--sae", help="saelens: the SAE's folder or s3:// URI")
+    export.add_argument("--format", choices=["saelens", "neuronpedia"], default="saelens")
+    export.add_argument("--sae-id", help="neuronpedia: the analyzed SAE's id in the document store")
+    export.add_argument("--documents", default="runs/lm-saes.sqlite", help="neuronpedia: SQLite file or mongodb://")
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
 
@@ -273,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     analyze.add_argument("--show", type=int, default=0, metavar="N", help="print N features afterwards")
     analyze.set_defaults(func=cmd_analyze)
+
+    autointerp = sub.add_parser("autointerp", help="explain features with an LLM and score the explanations")
+    autointerp.add_argument("config", help="TOML config (see examples/configuration/autointerp.toml)")
+    autointerp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    autointerp.set_defaults(func=cmd_autointerp)
 
     show = sub.add_parser("show", help="print one feature's analysis")
     show.add_argument("--sae-id", required=True, help="the SAE's name in the store (its run folder)")
@@ -366,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, LookupError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -16,7 +16,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 venv="${DELPHI_VENV:-.venv-delphi}"
 py="${PYTHON:-python3}"
-check='import importlib.metadata as m; import delphi, jaxtyping, orjson, blobfile, transformers; print(m.version("eai-delphi"))'
+check='import importlib.metadata as m; import delphi, jaxtyping, orjson, blobfile, transformers, httpx; print(m.version("eai-delphi"))'
 
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
     echo "make_delphi_venv: $venv already has eai-delphi $("$venv/bin/python" -c "$check"); nothing to do"
@@ -29,7 +29,7 @@ vpy="$venv/bin/python"
 pip=("$vpy" -m pip install -q --disable-pip-version-check)
 # torch first and pinned (the local CPU wheel), repeated so nothing later can swap it.
 "${pip[@]}" "torch==${TORCH_VERSION}"
-"${pip[@]}" "torch==${TORCH_VERSION}" transformers jaxtyping orjson blobfile numpy
+"${pip[@]}" "torch==${TORCH_VERSION}" transformers jaxtyping orjson blobfile numpy httpx
 "${pip[@]}" --no-deps "eai-delphi==${DELPHI_VERSION}"
 "$vpy" -c "$check"
 echo "make_delphi_venv: done in $(( $(date +%s) - start ))s"

@@ -6,7 +6,7 @@ Definitions as delphi's (github.com/EleutherAI/delphi, `scorers/`):
   balanced accuracy (mean of the true-positive and true-negative rates).
 - **fuzzing**: the same contexts with tokens marked: the activating ones at the tokens where
   the feature fires (>= `mark_threshold` x the context's max), the silent ones at as many random
-  tokens as an activating context has marks on average; the model says whether the marks fit
+  tokens as an activating context has nonzero activations on average (delphi's count); the model says whether the marks fit
   the explanation. Balanced accuracy again.
 - **embedding**: no language model: the cosine of the explanation's sentence embedding with
   each context's; the score is the AUROC of activating against silent contexts.
@@ -75,9 +75,9 @@ def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
 
 def fuzz_marks(activating: Sequence[Context], negatives: Sequence[Context], threshold: float, seed: int) -> list[str]:
     """Marked texts: activating contexts at their firing tokens, then the silent ones at
-    ceil(mean marks per activating context) random tokens each."""
+    ceil(mean nonzero activations per activating context) random tokens each."""
     marked = [c.marked(threshold) for c in activating]
-    counts = [sum(1 for a in c.activations if a > 0 and a >= threshold * c.max_activation) for c in activating]
+    counts = [sum(1 for a in c.activations if a > 0) for c in activating]  # delphi: nonzero activations
     n_wrong = max(1, math.ceil(sum(counts) / len(counts))) if counts else 1
     rng = random.Random(seed)
     for c in negatives:

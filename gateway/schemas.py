@@ -161,6 +161,20 @@ class AnalysisJobRequest(BaseModel):
     request_id: str | None = Field(None, max_length=MAX_ID)
 
 
+class AutointerpJobRequest(BaseModel):
+    """Explain and score an analyzed SAE's features with the analysis service's LLM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sae_id: str = Field(min_length=1, max_length=MAX_ID, description="An SAE with a finished analysis")
+    config: dict[str, Any] | None = Field(
+        None,
+        description="A lm_saes.autointerp.run.AutointerpConfig as a dict, without the fields the service sets "
+        '(documents, sae, llm, device): e.g. {"max_features": 50, "scorers": ["detection"]}',
+    )
+    request_id: str | None = Field(None, max_length=MAX_ID)
+
+
 class Job(records.JobRecord):
     """A job as its owner sees it (which replica runs it stays internal)."""
 

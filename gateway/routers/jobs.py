@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway import auth
 from gateway.backends import Backends, backends
 from gateway.errors import PROBLEMS, ApiProblem, from_service, not_found
-from gateway.schemas import AnalysisJobRequest, Job, JobKind, TrainingJobRequest
+from gateway.schemas import AnalysisJobRequest, AutointerpJobRequest, Job, JobKind, TrainingJobRequest
 from lm_saes.auth import Principal
 from lm_saes.jobs import progress_of
 from lm_saes.records import JobRecord
@@ -68,6 +68,18 @@ def submit_analysis(store: Store, body: AnalysisJobRequest, user: auth.Submitter
     except ServiceError as error:
         rename = {"sae_uri": "sae_uri", "config_json": "config", "sae_id": "sae_id", "output": "config.output"}
         raise from_service(error, "analysis", field_prefix="config.", rename=rename) from None
+
+
+@router.post("/jobs/autointerp", response_model=Job, status_code=201)
+def submit_autointerp(store: Store, body: AutointerpJobRequest, user: auth.Submitter) -> dict[str, Any]:
+    """Queue explanations and scores for an analyzed SAE's features (a resumable analysis job)."""
+    try:
+        with store.as_user(user):
+            return store.analysis.submit_autointerp(body.sae_id, config=body.config, request_id=body.request_id or "")
+    except ServiceError as error:
+        raise from_service(
+            error, "analysis", field_prefix="config.", rename={"config_json": "config", "sae_id": "sae_id"}
+        ) from None
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job)

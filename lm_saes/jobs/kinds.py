@@ -29,8 +29,12 @@ def training_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[]
 
 
 def analysis_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
-    """`config` holds `sae` (the SAE's location) and `analyze` (a `lm-saes analyze` config)."""
+    """`config` holds `sae` (the SAE's location) and `analyze` (a `lm-saes analyze` config), or
+    `autointerp` (an autointerp config: the analysis service runs both)."""
     from lm_saes.analysis import run_analysis
+
+    if "autointerp" in job.config:
+        return autointerp_job(job, reporter, should_stop)
 
     cfg = parse_config(job.config.get("analyze", {}), AnalyzeConfig, f"job {job.id}")
     result = run_analysis(
@@ -48,6 +52,19 @@ def analysis_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[]
         "features": result.features_written,
         "seconds": result.seconds,
     }
+
+
+def autointerp_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
+    """Explain and score; resumable because finished features are stored and then skipped."""
+    from lm_saes.autointerp.run import AutointerpConfig, run_autointerp
+
+    cfg = parse_config(job.config["autointerp"], AutointerpConfig, f"job {job.id}")
+    result = run_autointerp(
+        cfg,
+        on_progress=lambda done, total: reporter.progress(done / max(total, 1), {"features": done, "total": total}),
+        should_stop=should_stop,
+    )
+    return result.summary()
 
 
 def activations_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:

@@ -395,6 +395,15 @@ class AnalysisClient(_JobClient):
         )
         return job_to_dict(self._call(self.stub.Submit, request))
 
+    def submit_autointerp(
+        self, sae_id: str, config: dict[str, Any] | None = None, request_id: str = ""
+    ) -> dict[str, Any]:
+        """`config`: an AutointerpConfig dict without the fields the service sets."""
+        request = analysis_pb2.SubmitAutointerpRequest(
+            sae_id=sae_id, request_id=request_id, config_json=json.dumps(config) if config else ""
+        )
+        return job_to_dict(self._call(self.stub.SubmitAutointerp, request))
+
     def get_feature(self, sae_id: str, index: int) -> dict[str, Any]:
         """The feature's whole analysis document."""
         feature = self._call(self.stub.GetFeature, analysis_pb2.GetFeatureRequest(sae_id=sae_id, index=index))

@@ -4,12 +4,13 @@ import sys
 
 from lm_saes.rpc.v1 import analysis_pb2, analysis_pb2_grpc
 from services.analysis.servicer import AnalysisServicer
-from services.common.job_host import JobServiceSettings, run_job_service
+from services.analysis.settings import AnalysisSettings
+from services.common.job_host import run_job_service
 from services.common.settings import load_settings
 
 
 def main() -> int:
-    settings = load_settings(JobServiceSettings)
+    settings = load_settings(AnalysisSettings)
     name = analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name
     return run_job_service(
         settings,

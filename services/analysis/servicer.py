@@ -11,11 +11,11 @@ from lm_saes.jobs import Executor
 from lm_saes.rpc.v1 import analysis_pb2, analysis_pb2_grpc
 from lm_saes.stores.documents import DocumentStore
 from lm_saes.stores.documents.base import FeatureSort
+from services.analysis.settings import AnalysisSettings
 from services.common.admission import Admission, parse_object, parsed
 from services.common.auth import caller
 from services.common.errors import RequestError, invalid, rpc, short
 from services.common.job_servicer import MAX_OFFSET, MAX_PAGE, submit_job
-from services.common.settings import ServiceSettings
 
 SORTS: dict[int, FeatureSort] = {
     analysis_pb2.FEATURE_SORT_INDEX: "index",
@@ -24,6 +24,7 @@ SORTS: dict[int, FeatureSort] = {
     analysis_pb2.FEATURE_SORT_SCORE: "score",
 }
 MAX_ID = 200
+SERVICE_SET = frozenset({"documents", "sae", "llm", "device"})  # autointerp fields callers may not set
 MAX_INDEX = 2**31 - 1
 
 
@@ -36,7 +37,7 @@ def _sae_id(value: str, field: str = "sae_id") -> str:
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
     kind = "analysis"
 
-    def __init__(self, executor: Executor, documents: DocumentStore, settings: ServiceSettings):
+    def __init__(self, executor: Executor, documents: DocumentStore, settings: AnalysisSettings):
         self.executor = executor
         self.documents = documents
         self.settings = settings
@@ -58,6 +59,53 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         if cfg.sae_id:
             self._check_sae_id(cfg.sae_id, sae_uri)
         config = {"sae": sae_uri, "analyze": cfg.model_dump(mode="json", exclude_none=True)}
+        return submit_job(self.executor, self.kind, config, request.request_id or uuid.uuid4().hex)
+
+    @rpc
+    def SubmitAutointerp(self, request, context):
+        """Validated whole before it is queued: the SAE analyzed, the features in range, the
+        config complete; where results go, what SAE file is read and which LLM is asked are the
+        service's, never the caller's (no path or URL of theirs is followed)."""
+        from lm_saes.autointerp.run import AutointerpConfig
+
+        sae_id = _sae_id(request.sae_id)
+        if not sae_id:
+            raise invalid("sae_id", "name an analyzed SAE of this service's document store")
+        raw = parse_object("config_json", request.config_json or "{}", self.settings.max_config_bytes)
+        for key in SERVICE_SET & raw.keys():
+            raise invalid(key, "is set by the service, not by the request; leave it out of config_json")
+        features = raw.get("features")
+        if isinstance(features, list) and len(features) > self.settings.max_autointerp_features:
+            raise invalid("features", f"at most {self.settings.max_autointerp_features} features per job")
+        record = self.documents.get_sae(sae_id)
+        if record is None:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND, f"no SAE {short(sae_id)} in the document store; analyze it first"
+            )
+        if not any(a.state == "succeeded" for a in self.documents.list_analyses(sae_id)):
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"SAE {short(sae_id)} has no finished analysis; analyze it first"
+            )
+        raw.update(
+            sae_id=sae_id,
+            documents=self.executor.documents_uri,
+            llm={
+                "base_url": self.settings.llm_base_url or "http://127.0.0.1:1/v1",  # never called: embedding only
+                "model": self.settings.llm_model,
+                "max_concurrency": self.settings.llm_max_concurrency,
+                "timeout_s": self.settings.llm_timeout_s,
+            },
+        )
+        cfg = parsed(raw, AutointerpConfig, "(submitted config)")
+        if not self.settings.llm_base_url and (cfg.explain or set(cfg.scorers) - {"embedding"}):
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this service has no LLM endpoint (LM_SAES_LLM_BASE_URL); without one only explain=false "
+                "with scorers=['embedding'] can run",
+            )
+        if cfg.features and record.d_sae and max(cfg.features) >= record.d_sae:
+            raise invalid("features", f"indices must be below the SAE's {record.d_sae} features")
+        config = {"autointerp": cfg.model_dump(mode="json", exclude={"llm": {"api_key"}})}
         return submit_job(self.executor, self.kind, config, request.request_id or uuid.uuid4().hex)
 
     def _check_sae_id(self, sae_id: str, sae_uri: str) -> None:

@@ -25,25 +25,27 @@ _sym_db = _symbol_database.Default()
 from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/analysis.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"a\n\x15SubmitAnalysisRequest\x12\x0f\n\x07sae_uri\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"2\n\x11GetFeatureRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\x81\x01\n\x07\x46\x65\x61ture\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65nsity\x18\x03 \x01(\x01\x12\x16\n\x0emax_activation\x18\x04 \x01(\x01\x12\x17\n\x0fmean_activation\x18\x05 \x01(\x01\x12\x15\n\rdocument_json\x18\x06 \x01(\t\"\x7f\n\x13ListFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12%\n\x04sort\x18\x02 \x01(\x0e\x32\x17.lm_saes.v1.FeatureSort\x12\x12\n\ndescending\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\r\n\x05limit\x18\x05 \x01(\x05\"L\n\x14ListFeaturesResponse\x12%\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x13.lm_saes.v1.Feature\x12\r\n\x05total\x18\x02 \x01(\x03*x\n\x0b\x46\x65\x61tureSort\x12\x16\n\x12\x46\x45\x41TURE_SORT_INDEX\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_SORT_DENSITY\x10\x01\x12\x1f\n\x1b\x46\x45\x41TURE_SORT_MAX_ACTIVATION\x10\x02\x12\x16\n\x12\x46\x45\x41TURE_SORT_SCORE\x10\x03\x32\xe4\x01\n\x0f\x41nalysisService\x12<\n\x06Submit\x12!.lm_saes.v1.SubmitAnalysisRequest\x1a\x0f.lm_saes.v1.Job\x12@\n\nGetFeature\x12\x1d.lm_saes.v1.GetFeatureRequest\x1a\x13.lm_saes.v1.Feature\x12Q\n\x0cListFeatures\x12\x1f.lm_saes.v1.ListFeaturesRequest\x1a .lm_saes.v1.ListFeaturesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/analysis.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"a\n\x15SubmitAnalysisRequest\x12\x0f\n\x07sae_uri\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"R\n\x17SubmitAutointerpRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"2\n\x11GetFeatureRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\x81\x01\n\x07\x46\x65\x61ture\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65nsity\x18\x03 \x01(\x01\x12\x16\n\x0emax_activation\x18\x04 \x01(\x01\x12\x17\n\x0fmean_activation\x18\x05 \x01(\x01\x12\x15\n\rdocument_json\x18\x06 \x01(\t\"\x7f\n\x13ListFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12%\n\x04sort\x18\x02 \x01(\x0e\x32\x17.lm_saes.v1.FeatureSort\x12\x12\n\ndescending\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\r\n\x05limit\x18\x05 \x01(\x05\"L\n\x14ListFeaturesResponse\x12%\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x13.lm_saes.v1.Feature\x12\r\n\x05total\x18\x02 \x01(\x03*x\n\x0b\x46\x65\x61tureSort\x12\x16\n\x12\x46\x45\x41TURE_SORT_INDEX\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_SORT_DENSITY\x10\x01\x12\x1f\n\x1b\x46\x45\x41TURE_SORT_MAX_ACTIVATION\x10\x02\x12\x16\n\x12\x46\x45\x41TURE_SORT_SCORE\x10\x03\x32\xae\x02\n\x0f\x41nalysisService\x12<\n\x06Submit\x12!.lm_saes.v1.SubmitAnalysisRequest\x1a\x0f.lm_saes.v1.Job\x12H\n\x10SubmitAutointerp\x12#.lm_saes.v1.SubmitAutointerpRequest\x1a\x0f.lm_saes.v1.Job\x12@\n\nGetFeature\x12\x1d.lm_saes.v1.GetFeatureRequest\x1a\x13.lm_saes.v1.Feature\x12Q\n\x0cListFeatures\x12\x1f.lm_saes.v1.ListFeaturesRequest\x1a .lm_saes.v1.ListFeaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lm_saes.v1.analysis_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEATURESORT']._serialized_start=556
-  _globals['_FEATURESORT']._serialized_end=676
+  _globals['_FEATURESORT']._serialized_start=640
+  _globals['_FEATURESORT']._serialized_end=760
   _globals['_SUBMITANALYSISREQUEST']._serialized_start=66
   _globals['_SUBMITANALYSISREQUEST']._serialized_end=163
-  _globals['_GETFEATUREREQUEST']._serialized_start=165
-  _globals['_GETFEATUREREQUEST']._serialized_end=215
-  _globals['_FEATURE']._serialized_start=218
-  _globals['_FEATURE']._serialized_end=347
-  _globals['_LISTFEATURESREQUEST']._serialized_start=349
-  _globals['_LISTFEATURESREQUEST']._serialized_end=476
-  _globals['_LISTFEATURESRESPONSE']._serialized_start=478
-  _globals['_LISTFEATURESRESPONSE']._serialized_end=554
-  _globals['_ANALYSISSERVICE']._serialized_start=679
-  _globals['_ANALYSISSERVICE']._serialized_end=907
+  _globals['_SUBMITAUTOINTERPREQUEST']._serialized_start=165
+  _globals['_SUBMITAUTOINTERPREQUEST']._serialized_end=247
+  _globals['_GETFEATUREREQUEST']._serialized_start=249
+  _globals['_GETFEATUREREQUEST']._serialized_end=299
+  _globals['_FEATURE']._serialized_start=302
+  _globals['_FEATURE']._serialized_end=431
+  _globals['_LISTFEATURESREQUEST']._serialized_start=433
+  _globals['_LISTFEATURESREQUEST']._serialized_end=560
+  _globals['_LISTFEATURESRESPONSE']._serialized_start=562
+  _globals['_LISTFEATURESRESPONSE']._serialized_end=638
+  _globals['_ANALYSISSERVICE']._serialized_start=763
+  _globals['_ANALYSISSERVICE']._serialized_end=1065
 # @@protoc_insertion_point(module_scope)

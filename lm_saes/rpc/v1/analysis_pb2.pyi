@@ -72,6 +72,35 @@ class SubmitAnalysisRequest(_message.Message):
 Global___SubmitAnalysisRequest: _TypeAlias = SubmitAnalysisRequest  # noqa: Y015
 
 @_typing.final
+class SubmitAutointerpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    CONFIG_JSON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    """an SAE of the document store with a finished analysis"""
+    config_json: _builtins.str
+    """lm_saes.autointerp.run.AutointerpConfig as JSON, without the fields the service sets
+    (documents, sae, llm, device); empty: its defaults
+    """
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        config_json: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "request_id", b"request_id", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitAutointerpRequest: _TypeAlias = SubmitAutointerpRequest  # noqa: Y015
+
+@_typing.final
 class GetFeatureRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

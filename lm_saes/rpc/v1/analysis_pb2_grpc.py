@@ -40,6 +40,11 @@ class AnalysisServiceStub:
                 request_serializer=lm__saes_dot_v1_dot_analysis__pb2.SubmitAnalysisRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
+        self.SubmitAutointerp = channel.unary_unary(
+                '/lm_saes.v1.AnalysisService/SubmitAutointerp',
+                request_serializer=lm__saes_dot_v1_dot_analysis__pb2.SubmitAutointerpRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+                _registered_method=True)
         self.GetFeature = channel.unary_unary(
                 '/lm_saes.v1.AnalysisService/GetFeature',
                 request_serializer=lm__saes_dot_v1_dot_analysis__pb2.GetFeatureRequest.SerializeToString,
@@ -57,6 +62,14 @@ class AnalysisServiceServicer:
 
     def Submit(self, request, context):
         """Queues a job; follow and cancel it with this server's JobService (common.proto).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitAutointerp(self, request, context):
+        """Queues an autointerp job over an analyzed SAE: explain its features with the service's LLM
+        endpoint, score the explanations, store both on the feature documents.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,6 +93,11 @@ def add_AnalysisServiceServicer_to_server(servicer, server):
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
                     request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.SubmitAnalysisRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
+            ),
+            'SubmitAutointerp': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitAutointerp,
+                    request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.SubmitAutointerpRequest.FromString,
                     response_serializer=lm__saes_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
             'GetFeature': grpc.unary_unary_rpc_method_handler(
@@ -119,6 +137,33 @@ class AnalysisService:
             target,
             '/lm_saes.v1.AnalysisService/Submit',
             lm__saes_dot_v1_dot_analysis__pb2.SubmitAnalysisRequest.SerializeToString,
+            lm__saes_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitAutointerp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lm_saes.v1.AnalysisService/SubmitAutointerp',
+            lm__saes_dot_v1_dot_analysis__pb2.SubmitAutointerpRequest.SerializeToString,
             lm__saes_dot_v1_dot_common__pb2.Job.FromString,
             options,
             channel_credentials,

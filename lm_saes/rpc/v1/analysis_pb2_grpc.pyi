@@ -34,6 +34,10 @@ class AnalysisServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AnalysisServiceAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.SubmitAnalysisRequest, _common_pb2.Job]
     """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
+    SubmitAutointerp: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.SubmitAutointerpRequest, _common_pb2.Job]
+    """Queues an autointerp job over an analyzed SAE: explain its features with the service's LLM
+    endpoint, score the explanations, store both on the feature documents.
+    """
     GetFeature: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.GetFeatureRequest, _analysis_pb2.Feature]
     ListFeatures: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.ListFeaturesRequest, _analysis_pb2.ListFeaturesResponse]
 
@@ -42,6 +46,10 @@ class AnalysisServiceAsyncStub(AnalysisServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_analysis_pb2.SubmitAnalysisRequest, _common_pb2.Job]  # type: ignore[assignment]
     """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
+    SubmitAutointerp: _aio.UnaryUnaryMultiCallable[_analysis_pb2.SubmitAutointerpRequest, _common_pb2.Job]  # type: ignore[assignment]
+    """Queues an autointerp job over an analyzed SAE: explain its features with the service's LLM
+    endpoint, score the explanations, store both on the feature documents.
+    """
     GetFeature: _aio.UnaryUnaryMultiCallable[_analysis_pb2.GetFeatureRequest, _analysis_pb2.Feature]  # type: ignore[assignment]
     ListFeatures: _aio.UnaryUnaryMultiCallable[_analysis_pb2.ListFeaturesRequest, _analysis_pb2.ListFeaturesResponse]  # type: ignore[assignment]
 
@@ -53,6 +61,16 @@ class AnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
         """Queues a job; follow and cancel it with this server's JobService (common.proto)."""
+
+    @_abc_1.abstractmethod
+    def SubmitAutointerp(
+        self,
+        request: _analysis_pb2.SubmitAutointerpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
+        """Queues an autointerp job over an analyzed SAE: explain its features with the service's LLM
+        endpoint, score the explanations, store both on the feature documents.
+        """
 
     @_abc_1.abstractmethod
     def GetFeature(

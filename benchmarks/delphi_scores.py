@@ -35,7 +35,6 @@ def _bare_package(name: str) -> types.ModuleType:
     return module
 
 
-
 latents_pkg = _bare_package("delphi.latents")
 _bare_package("delphi.clients")
 _bare_package("delphi.scorers")

@@ -14,6 +14,8 @@
   features of the default SAE, over the same contexts, as a ratio to activation generation.
 - steer: steered generation (64 greedy tokens, KV cache) vs the same loop without intervention
   vs `transformers` `generate` (benchmarks/steering_speed.py).
+- autointerp: features explained and scored per minute by the local LLM server on this machine
+  (benchmarks/autointerp_speed.py).
 
 Prints a table and writes benchmarks/results.json (with the commit and date) from one full run;
 `--only GROUP` prints one group and writes nothing. Ratios, not absolute times, are the
@@ -136,7 +138,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument(
         "--only",
-        choices=["train", "trace", "steer"],
+        choices=["train", "trace", "steer", "autointerp"],
         help="run one group and print it; results.json is only ever written whole, by a full run",
     )
     args = parser.parse_args()
@@ -147,7 +149,11 @@ def main() -> int:
         from tracing import bench_trace
         from training import bench_train
 
-        if args.only == "trace":
+        if args.only == "autointerp":
+            from autointerp_speed import bench_autointerp
+
+            partial = bench_autointerp()
+        elif args.only == "trace":
             partial = bench_trace(model, args.rounds)
         elif args.only == "steer":
             partial = bench_steer(model, default_sae()[0], args.rounds)
@@ -172,6 +178,9 @@ def main() -> int:
     from steering_speed import bench_steer
 
     steer = bench_steer(model, default_sae()[0], args.rounds)
+    from autointerp_speed import bench_autointerp
+
+    autointerp = bench_autointerp()
     if "steer_first_token_ms" in live:
         steer["first_token_ms"] = live["steer_first_token_ms"]  # over gRPC, measured with the live service
     results = {
@@ -190,6 +199,7 @@ def main() -> int:
         "live": live,
         "trace": trace,
         "steer": steer,
+        "autointerp": autointerp,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -231,6 +241,11 @@ def main() -> int:
                 "ratio_to_generate",
                 "generate_ratio_to_hf",
             )
+        ),
+        *(
+            (f"autointerp.{key}", autointerp[key])
+            for key in ("explained_per_min", "scored_per_min")
+            if key in autointerp
         ),
     ]
     width = max(len(name) for name, _ in rows)

@@ -10,6 +10,7 @@ requested score, is skipped: an interrupted run (or a re-run) does only what is 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -18,15 +19,24 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import torch
-from lm_saes.autointerp.llm import ChatClient, LLMSettings
 from pydantic import Field, model_validator
 
 from lm_saes.autointerp.examples import Context, ExampleConfig, FeatureExamples, split_examples
+from lm_saes.autointerp.llm import ChatClient, LLMSettings
 from lm_saes.autointerp.prompts import PROMPT_VERSION, explain_messages, parse_explanation
 from lm_saes.autointerp.scorers import Chat, ScoreResult, classify, embedding_score
 from lm_saes.config import AnalyzeConfig, Device, Section, parse_config
 from lm_saes.records import SCORERS, Explanation, ExplanationScore, FeatureRecord, ScorerName
 from lm_saes.stores.documents import DocumentStore, open_document_store
+
+# The local server `make up` starts (lm_saes.autointerp.server); $LM_SAES_LLM_* override it.
+LOCAL_LLM = {"base_url": "http://127.0.0.1:8080/v1", "model": "smollm2-135m-instruct", "max_concurrency": 2}
+
+
+def default_llm() -> LLMSettings:
+    """LOCAL_LLM, with whatever $LM_SAES_LLM_* variables set taking precedence."""
+    defaults = {f"LM_SAES_LLM_{key.upper()}": str(value) for key, value in LOCAL_LLM.items()}
+    return LLMSettings.from_env({**defaults, **os.environ})
 
 
 class AutointerpConfig(Section):
@@ -46,7 +56,7 @@ class AutointerpConfig(Section):
     negative_pool: int = Field(256, ge=1, description="Random contexts searched for silent windows")
     device: Device = "cpu"
     seed: int = 0
-    llm: LLMSettings = Field(default_factory=LLMSettings)
+    llm: LLMSettings = Field(default_factory=lambda: default_llm())
     examples: ExampleConfig = Field(default_factory=ExampleConfig)
 
     @model_validator(mode="after")
@@ -59,7 +69,7 @@ class AutointerpConfig(Section):
 
 
 class FeatureResult(NamedTuple):
-    index: int
+    feature: int
     explanation: Explanation | None  # None: the explainer gave nothing readable
     judged: dict[str, ScoreResult]
 
@@ -237,7 +247,7 @@ class Autointerp:
             if result.explanation is None:
                 self.counts.failed += 1
                 continue
-            stored = records[result.index].explanation
+            stored = records[result.feature].explanation
             fresh = result.explanation is not stored
             scores: dict[ScorerName, ExplanationScore] = dict(result.explanation.scores)
             for name, judged in result.judged.items():
@@ -250,7 +260,7 @@ class Autointerp:
                 self.counts.prompt += result.explanation.prompt_tokens
                 self.counts.completion += result.explanation.completion_tokens
             self.counts.scored += int(bool(result.judged))
-            finished[result.index] = result.explanation.model_copy(update={"scores": scores})
+            finished[result.feature] = result.explanation.model_copy(update={"scores": scores})
         self.documents.put_explanations(cfg.sae_id, finished)
 
     def negatives(self, features: list[int], seed: int) -> dict[int, list[Context]]:

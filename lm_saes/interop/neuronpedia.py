@@ -149,8 +149,8 @@ def export_neuronpedia(
     for n, offset in enumerate(range(0, total, batch)):
         page: list[FeatureRecord] = []
         for start in range(offset, min(offset + batch, total), 1000):  # store pages hold <= 1000
-            part, _ = documents.list_features(sae_id, offset=start, limit=min(1000, offset + batch - start))
-            page += part
+            chunk, _ = documents.list_features(sae_id, offset=start, limit=min(1000, offset + batch - start))
+            page += chunk
         _write(folder / "features" / f"batch-{n}.jsonl.gz", (neuron_row(f, model, layer, sae.hook_in) for f in page))
         _write(
             folder / "activations" / f"batch-{n}.jsonl.gz", (r for f in page for r in activation_rows(f, model, layer))

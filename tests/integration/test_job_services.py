@@ -85,7 +85,7 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, s3_server, mongodb_uri):
+def stack(tmp_path_factory, s3_server, mongodb_uri, local_llm):
     tmp = tmp_path_factory.mktemp("stack")
     env = {
         "LM_SAES_DOCUMENTS": f"{mongodb_uri}/stack_{uuid.uuid4().hex[:8]}",
@@ -94,7 +94,8 @@ def stack(tmp_path_factory, s3_server, mongodb_uri):
         **s3_server,
     }
     training = Service("services.training", env, tmp / "training.log")
-    analysis = Service("services.analysis", env, tmp / "analysis.log")
+    llm = {"LM_SAES_LLM_BASE_URL": local_llm.base_url, "LM_SAES_LLM_MODEL": local_llm.model}
+    analysis = Service("services.analysis", {**env, **llm}, tmp / "analysis.log")
     activation = Service("services.activation", {**env, "LM_SAES_MODEL": "tiny"}, tmp / "activation.log")
     yield training, analysis, tmp, activation
     for service in (training, analysis, activation):
@@ -151,6 +152,83 @@ def test_train_watch_analyze_and_read_features(stack):
     assert json.loads(feature.document_json)["top_examples"]
     listed = jobs.List(common_pb2.ListJobsRequest(state=common_pb2.JOB_STATE_SUCCEEDED))
     assert job.id in [j.id for j in listed.jobs]
+
+
+def test_autointerp_job_explains_and_scores_the_analyzed_features(stack):
+    """Runs after the test above analyzed tiny-sae (module order)."""
+    _, analysis, *_ = stack
+    analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
+    config = {
+        "max_features": 2,
+        "min_density": 1e-3,
+        "scorers": ["detection", "fuzzing"],
+        "negative_pool": 32,
+        "examples": {
+            "explain_top": 3,
+            "explain_quantiles": 1,
+            "test_activating": 4,
+            "random_negatives": 2,
+            "hard_negatives": 2,
+            "per_prompt": 4,
+        },
+    }
+    job = analyzer.SubmitAutointerp(
+        analysis_pb2.SubmitAutointerpRequest(sae_id="tiny-sae", config_json=json.dumps(config))
+    )
+    final = _watch(analysis, job.id)[-1]
+    assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error
+    result = json.loads(final.result_json)
+    assert result["selected"] == 2 and result["explained"] + result["failed"] == 2
+    page = analyzer.ListFeatures(
+        analysis_pb2.ListFeaturesRequest(
+            sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_SCORE, descending=True, limit=3
+        )
+    )
+    explained = [
+        json.loads(
+            analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="tiny-sae", index=f.index)).document_json
+        ).get("explanation")
+        for f in page.features
+    ]
+    assert sum(e is not None for e in explained) == result["explained"] >= 1
+    assert all(set(e["scores"]) <= {"detection", "fuzzing"} for e in explained if e)
+
+
+@pytest.mark.parametrize(
+    "sae_id, config, code, names",
+    [
+        ("", {}, grpc.StatusCode.INVALID_ARGUMENT, "sae_id"),
+        ("x" * 300, {}, grpc.StatusCode.INVALID_ARGUMENT, "sae_id"),
+        ("ghost", {}, grpc.StatusCode.NOT_FOUND, "ghost"),
+        (
+            "tiny-sae",
+            {"llm": {"base_url": "http://169.254.169.254/v1", "model": "x"}},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "llm",
+        ),
+        ("tiny-sae", {"documents": "/etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT, "documents"),
+        ("tiny-sae", {"sae": "/root/sae"}, grpc.StatusCode.INVALID_ARGUMENT, "sae"),
+        ("tiny-sae", {"features": [-1]}, grpc.StatusCode.INVALID_ARGUMENT, "features"),
+        ("tiny-sae", {"features": [10**9]}, grpc.StatusCode.INVALID_ARGUMENT, "features"),
+        ("tiny-sae", {"features": list(range(200_000))}, grpc.StatusCode.INVALID_ARGUMENT, "config_json"),
+        ("tiny-sae", {"scorers": ["bogus"]}, grpc.StatusCode.INVALID_ARGUMENT, "scorers"),
+        ("tiny-sae", {"scorers": [{"a": 1}]}, grpc.StatusCode.INVALID_ARGUMENT, "scorers"),
+        ("tiny-sae", {"explain": False, "scorers": []}, grpc.StatusCode.INVALID_ARGUMENT, "nothing to do"),
+        ("tiny-sae", {"chunk": 10**9}, grpc.StatusCode.INVALID_ARGUMENT, "chunk"),
+        ("tiny-sae", {"min_density": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT, "min_density"),
+        ("tiny-sae", {"examples": {"per_prompt": 0}}, grpc.StatusCode.INVALID_ARGUMENT, "examples.per_prompt"),
+        ("tiny-sae", {"unknown": 1}, grpc.StatusCode.INVALID_ARGUMENT, "unknown"),
+    ],
+)
+def test_autointerp_submissions_are_checked_before_queueing(stack, sae_id, config, code, names):
+    _, analysis, *_ = stack
+    analyzer = analysis_pb2_grpc.AnalysisServiceStub(analysis.channel)
+    jobs_before = len(common_pb2_grpc.JobServiceStub(analysis.channel).List(common_pb2.ListJobsRequest()).jobs)
+    with pytest.raises(grpc.RpcError) as error:
+        request = analysis_pb2.SubmitAutointerpRequest(sae_id=sae_id, config_json=json.dumps(config))
+        analyzer.SubmitAutointerp(request)
+    assert error.value.code() == code and names in error.value.details()
+    assert len(common_pb2_grpc.JobServiceStub(analysis.channel).List(common_pb2.ListJobsRequest()).jobs) == jobs_before
 
 
 def test_error_codes(stack):

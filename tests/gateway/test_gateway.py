@@ -383,3 +383,35 @@ def test_circuit_interventions_and_errors(client, traced, stack):
         422,
         field="node_threshold",
     )
+
+
+def test_autointerp_submission(client, trained):
+    url = "/api/v1/jobs/autointerp"
+    _problem(client.post(url, json={"sae_id": SAE_ID}), 401)
+    _problem(client.post(url, json={"sae_id": SAE_ID}, headers=READ), 403)
+    _problem(client.post(url, json={}, headers=SUBMIT), 422, "sae_id")
+    _problem(client.post(url, json={"sae_id": "x" * 500}, headers=SUBMIT), 422, "sae_id")
+    _problem(client.post(url, json={"sae_id": SAE_ID, "extra": 1}, headers=SUBMIT), 422, "extra")
+    _problem(client.post(url, json={"sae_id": "ghost"}, headers=SUBMIT), 404)
+    hostile = {"llm": {"base_url": "http://169.254.169.254/v1", "model": "m"}}
+    assert (
+        "set by the service"
+        in _problem(client.post(url, json={"sae_id": SAE_ID, "config": hostile}, headers=SUBMIT), 422, "config.llm")[
+            "detail"
+        ]
+    )
+    _problem(client.post(url, json={"sae_id": SAE_ID, "config": {"features": [-3]}}, headers=SUBMIT), 422)
+    _problem(
+        client.post(url, json={"sae_id": SAE_ID, "config": {"features": [256]}}, headers=SUBMIT), 422, "config.features"
+    )
+    _problem(client.post(url, json={"sae_id": SAE_ID, "config": {"chunk": 0}}, headers=SUBMIT), 422, "config.chunk")
+    # this stack's analysis service has no LLM endpoint: explaining is refused, not queued to fail
+    assert "LM_SAES_LLM_BASE_URL" in _problem(client.post(url, json={"sae_id": SAE_ID}, headers=SUBMIT), 409)["detail"]
+    body = {
+        "sae_id": SAE_ID,
+        "config": {"explain": False, "scorers": ["embedding"], "max_features": 2},
+        "request_id": "autointerp-embedding-only",
+    }
+    job = client.post(url, json=body, headers=SUBMIT)
+    assert job.status_code == 201 and job.json()["kind"] == "analysis"
+    assert client.post(url, json=body, headers=SUBMIT).json()["id"] == job.json()["id"]  # idempotent

@@ -1,0 +1,1 @@
+"""Autointerp: explain features with a language model, score the explanations, search them."""

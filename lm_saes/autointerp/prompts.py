@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from lm_saes.autointerp.examples import Context
 
-PROMPT_VERSION = "lm-saes-1"
+PROMPT_VERSION = "lm-saes-2"
 Messages = list[dict[str, str]]
 
 EXPLAIN_SYSTEM = (
@@ -46,9 +46,10 @@ DETECT_EXAMPLE = (
     "Explanation: the names of months\n\n"
     "Excerpt 1: The festival takes place every year in late September, when\n"
     "Excerpt 2: He put the keys on the kitchen table and left\n"
-    "Excerpt 3: Applications close on 3 March and results follow in\n"
-    "Excerpt 4: The recipe needs two eggs and a cup of flour",
-    "[1, 0, 1, 0]",
+    "Excerpt 3: The recipe needs two eggs and a cup of flour\n"
+    "Excerpt 4: Applications close on 3 March and results follow in\n"
+    "Excerpt 5: She has lived in the same house since she was",
+    "[1, 0, 0, 1, 0]",
 )
 FUZZ_SYSTEM = (
     "You are a careful interpretability researcher. You are given the explanation of a feature "
@@ -62,9 +63,10 @@ FUZZ_EXAMPLE = (
     "Explanation: the names of months\n\n"
     "Excerpt 1: The festival takes place every year in late<< September>>, when\n"
     "Excerpt 2: He put the<< keys>> on the kitchen table and left\n"
-    "Excerpt 3: Applications close on 3<< March>> and results follow in\n"
-    "Excerpt 4: The recipe needs two eggs and<< a cup>> of flour",
-    "[1, 0, 1, 0]",
+    "Excerpt 3: The recipe needs two eggs and<< a cup>> of flour\n"
+    "Excerpt 4: Applications close on 3<< March>> and results follow in\n"
+    "Excerpt 5: She has lived in the same<< house>> since she was",
+    "[1, 0, 0, 1, 0]",
 )
 
 
@@ -84,15 +86,19 @@ def explain_messages(contexts: Sequence[Context], threshold: float = 0.0, max_to
     counts: Counter[str] = Counter(
         c.tokens[i] for c in ordered for i, a in enumerate(c.activations) if a > 0 and a >= threshold * c.max_activation
     )
-    listed = ", ".join(f"{json.dumps(t)[1:-1]!r} ({n})" for t, n in counts.most_common(max_tokens_listed))
-    question = "Excerpts:\n" + "\n".join(lines) + f"\nMarked tokens, most frequent first: {listed}"
+    listed = ", ".join(json.dumps(t.strip() or t)[1:-1] for t, _ in counts.most_common(max_tokens_listed))
+    question = "Excerpts:\n" + "\n".join(lines) + f"\nMarked most often: {listed}"
     return _chat(EXPLAIN_SYSTEM, EXPLAIN_EXAMPLE, question)
 
 
-def parse_explanation(reply: str, max_chars: int = 300) -> str | None:
-    """The explanation in a reply ("Explanation: ..." or else its first line), or None if empty."""
+def parse_explanation(reply: str, max_chars: int = 200, max_words: int = 25) -> str | None:
+    """The explanation in a reply ("Explanation: ..." or else its first line): its first
+    sentence, repeated clauses dropped (small models loop), at most `max_words`; None if empty."""
     match = re.search(r"explanation\s*:\s*(.+)", reply, flags=re.IGNORECASE)
     text = match.group(1) if match else next((line for line in reply.splitlines() if line.strip()), "")
+    text = re.split(r"(?<=[a-z0-9\)\]\"'])\.\s|\.$", text.strip())[0]
+    clauses = list(dict.fromkeys(c.strip() for c in text.split(",") if c.strip()))
+    text = " ".join(", ".join(clauses).split()[:max_words])
     text = text.strip().strip("`*").strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":  # quoted whole
         text = text[1:-1].strip()

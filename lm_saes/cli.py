@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from lm_saes.autointerp import server as autointerp_server
 from lm_saes.config import AnalyzeConfig, ConfigError, RunConfig, load_config, parse_override
 
 
@@ -247,6 +248,13 @@ def cmd_steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_llm_server(args: argparse.Namespace) -> int:
+    from lm_saes.autointerp.server import run_from_args
+
+    run_from_args(args)
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Build the offline corpus and convert the packaged model once (install step)."""
     from lm_saes.data.corpus import ensure_default_corpus
@@ -384,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--device", default="cpu")
     steer.add_argument("--json", action="store_true", help="print the whole result as JSON")
     steer.set_defaults(func=cmd_steer)
+
+    llm = sub.add_parser(
+        "llm-server",
+        help="a local OpenAI-compatible LLM server on the packaged SmolLM2 (autointerp), until Ctrl-C",
+        description="llama.cpp's server (xllamacpp) on the packaged SmolLM2-135M-Instruct GGUF; "
+        "clients use base URL http://HOST:PORT/v1.",
+    )
+    autointerp_server.add_arguments(llm)
+    llm.set_defaults(func=cmd_llm_server)
 
     prepare = sub.add_parser("prepare", help="build the offline corpus and cache the packaged model")
     prepare.set_defaults(func=cmd_prepare)

@@ -12,11 +12,17 @@ runs/stack/api-token, printed): compute and job submission always need a token. 
 get a fresh token table (runs/stack/service-tokens.json, mode 600) holding the gateway's own
 service token and that local token, so `lm-saes activations` and the Python client work with
 LM_SAES_TOKEN=$(cat runs/stack/api-token).
+
+A local OpenAI-compatible LLM server (`lm-saes llm-server`, on the packaged SmolLM2) comes up too,
+on 127.0.0.1:8080, and the analysis service gets LM_SAES_LLM_BASE_URL and LM_SAES_LLM_MODEL
+pointing at it (autointerp). With LM_SAES_LLM_BASE_URL already set (another server or a hosted
+API; LM_SAES_LLM_API_KEY with it), none is started and the settings are passed through.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -31,7 +37,20 @@ REPO = Path(__file__).resolve().parents[1]
 STATE = REPO / "runs" / "stack"
 SERVICES = {"activation": 50051, "training": 50052, "analysis": 50053, "tracing": 50054}
 GATEWAY_PORT = 8000
+LLM_PORT, LLM_MODEL = 8080, "smollm2-135m-instruct"
 MOTO_PORT, JONGODB_BIN = 9000, REPO / ".cache/jongodb/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb"
+
+
+def _llm_env(env: dict[str, str]) -> dict[str, str]:
+    """Start the local LLM server unless one is configured; the LM_SAES_LLM_* the analysis service gets."""
+    if env.get("LM_SAES_LLM_BASE_URL"):
+        return {}
+    if importlib.util.find_spec("xllamacpp") is None:
+        print("    no LLM server: xllamacpp is missing (pip install -e '.[autointerp]'); autointerp jobs will fail")
+        return {}
+    argv = [sys.executable, "-m", "lm_saes.cli", "llm-server", "--port", str(LLM_PORT), "--name", LLM_MODEL]
+    _spawn("llm", argv, env)
+    return {"LM_SAES_LLM_BASE_URL": f"http://127.0.0.1:{LLM_PORT}/v1", "LM_SAES_LLM_MODEL": LLM_MODEL}
 
 
 def _wait_port(port: int, timeout: float = 120) -> None:
@@ -91,8 +110,11 @@ def up(real: bool) -> None:
             LM_SAES_OBJECT_STORE="s3://lm-saes/objects",
             LM_SAES_DOCUMENTS="mongodb://127.0.0.1:27017/lm_saes",
         )
+    llm_env = _llm_env(env)
     for offset, (name, port) in enumerate(SERVICES.items()):
         service_env = {**env, "LM_SAES_PORT": str(port), "LM_SAES_METRICS_PORT": str(9091 + offset)}
+        if name == "analysis":
+            service_env.update(llm_env)
         _spawn(name, [sys.executable, "-m", f"services.{name}"], service_env)
     gateway_env = {
         **env,
@@ -102,7 +124,7 @@ def up(real: bool) -> None:
         **{f"LM_SAES_{name.upper()}_ADDRESS": f"127.0.0.1:{port}" for name, port in SERVICES.items()},
     }
     _spawn("gateway", [sys.executable, "-m", "gateway"], gateway_env)
-    for port in [*SERVICES.values(), GATEWAY_PORT]:
+    for port in [*SERVICES.values(), GATEWAY_PORT, *([LLM_PORT] if llm_env else [])]:
         _wait_port(port)
     endpoints = {name: f"127.0.0.1:{port}" for name, port in SERVICES.items()}
     (STATE / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
@@ -110,6 +132,8 @@ def up(real: bool) -> None:
     print(f"    gateway: http://127.0.0.1:{GATEWAY_PORT}/ (dashboards; OpenAPI at /docs)")
     if token:
         print(f"    API token for compute and jobs (paste it into the header's token box): {token}")
+    llm_url = llm_env.get("LM_SAES_LLM_BASE_URL") or env.get("LM_SAES_LLM_BASE_URL")
+    print(f"    LLM for autointerp: {llm_url or 'none'}" + (" (local SmolLM2, lm-saes llm-server)" if llm_env else ""))
     print(
         f"    object store {env.get('LM_SAES_OBJECT_STORE', 'runs/objects')}, "
         f"documents {env.get('LM_SAES_DOCUMENTS', 'runs/lm-saes.sqlite')}"

@@ -1,6 +1,8 @@
-"""Real servers for integration tests: an S3 server (moto) on a free loopback port; and a small
-SAE trained on SmolLM2 once per session for the slow tests that need a real one."""
+"""Real servers for integration tests: an S3 server (moto) on a free loopback port; a small SAE
+trained on SmolLM2 once per session for the slow tests that need a real one; and the local LLM
+server (llama.cpp through xllamacpp) on the packaged SmolLM2 for autointerp."""
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -87,3 +89,20 @@ def smollm2_run(tmp_path_factory):
         },
     )
     return cfg, run_train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def local_llm_server(tmp_path_factory):
+    """The local OpenAI-compatible LLM server (LocalLLMServer, 2 slots) on the packaged SmolLM2-135M-Instruct."""
+    if importlib.util.find_spec("xllamacpp") is None:
+        pytest.skip("the local LLM server needs the autointerp extra: pip install -e '.[autointerp]' (make install)")
+    from lm_saes.autointerp.server import LocalLLMServer
+
+    with LocalLLMServer(log_path=tmp_path_factory.mktemp("llm") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def local_llm(local_llm_server):
+    """LLMSettings pointing at the session's local LLM server."""
+    return local_llm_server.settings()

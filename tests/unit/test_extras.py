@@ -7,7 +7,7 @@ import textwrap
 
 from tests.integration.conftest import REPO
 
-EXTRAS = ("grpc", "fastapi", "uvicorn", "pymongo", "minio", "pydantic_settings", "prometheus_client")
+EXTRAS = ("grpc", "fastapi", "uvicorn", "pymongo", "minio", "pydantic_settings", "prometheus_client", "xllamacpp")
 
 
 def _run(code: str, tmp_path) -> subprocess.CompletedProcess:
@@ -46,10 +46,11 @@ def test_training_needs_no_extra(tmp_path):
 def test_what_needs_an_extra_names_it(tmp_path):
     result = _run(
         """
+        from lm_saes.autointerp.server import LocalLLMServer
         from lm_saes.stores import open_store
         from lm_saes.stores.documents import open_document_store
         for what in (lambda: open_document_store("mongodb://127.0.0.1:1/x"), lambda: open_store("s3://bucket/x"),
-                     lambda: __import__("lm_saes.rpc.client")):
+                     lambda: __import__("lm_saes.rpc.client"), lambda: LocalLLMServer().start()):
             try:
                 what()
             except ImportError as error:
@@ -60,3 +61,4 @@ def test_what_needs_an_extra_names_it(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert ["lm-saes[mongo]" in lines[0], "lm-saes[s3]" in lines[1], "lm-saes[rpc]" in lines[2]] == [True] * 3
+    assert "xllamacpp" in lines[3] and "lm-saes[autointerp]" in lines[3]

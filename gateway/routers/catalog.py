@@ -93,7 +93,7 @@ def score_distribution(store: Store, sae_id: SaeId, bins: Annotated[int, Query(g
         offset += MAX_PAGE
     counts = [0] * bins
     for score in scores:
-        counts[min(bins - 1, max(0, int(score * bins)))] += 1
+        counts[min(bins - 1, max(0, int(score * bins + 1e-9)))] += 1  # 0.45 (0.4499..) in [0.45, 0.5)
     return {
         "total": total,
         "scored": len(scores),

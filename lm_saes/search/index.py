@@ -181,8 +181,8 @@ class VectorIndex:
             positions, out_sims = _exact(self._vectors, queries, k)
             out_keys = self._keys[positions]
         else:
-            self._ivf.nprobe = self.nprobe
-            sims, positions = self._ivf.search(queries, k)
+            params = _faiss().SearchParametersIVF(nprobe=self.nprobe)  # per call: safe across threads
+            sims, positions = self._ivf.search(queries, k, params=params)
             out_keys = np.where(positions >= 0, self._keys[np.maximum(positions, 0)], -1)
             out_sims = np.where(positions >= 0, sims, -np.inf).astype(np.float32)
         return (out_keys[0], out_sims[0]) if single else (out_keys, out_sims)

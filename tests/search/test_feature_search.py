@@ -196,3 +196,16 @@ def test_similarities_are_cosines(store, embedder):
     hit = search.search("Verbs in the past tense", k=1)[0]
     query, text = embedder.encode(["Verbs in the past tense", hit.explanation])
     assert hit.similarity == pytest.approx(float(np.dot(query, text)), abs=1e-4) and hit.similarity > 0.99
+
+
+def test_concurrent_searches_share_one_build(store, embedder):
+    counting = Counting(embedder)
+    search = FeatureSearch(store, counting, refresh_s=3600)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(search.search("kitty cat", k=2))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 8 and all(r == results[0] for r in results)
+    assert counting.texts == 9 + 8  # the explanations once, and each thread's query

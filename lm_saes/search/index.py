@@ -133,7 +133,7 @@ class VectorIndex:
         """(Re)build the IVF index over `vectors` (position order) and calibrate nprobe."""
         faiss = _faiss()
         n = len(vectors)
-        nlist = max(16, round(math.sqrt(n)))
+        nlist = max(1, min(round(math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per cell
         rng = np.random.default_rng(self.seed)
         sample = vectors[np.sort(rng.choice(n, min(n, 64 * nlist), replace=False))]
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -97,8 +97,11 @@ def test_paraphrased_query_finds_its_explanation_first(store, embedder):
     assert search.counts() == {"sae-a": 5, "sae-b": 4}
 
 
-def test_sae_filter_is_exact_even_for_small_k(store, embedder):
-    search = FeatureSearch(store, embedder)
+@pytest.mark.parametrize("exact_below", [None, 2], ids=["exact", "ivf"])
+def test_sae_filter_is_exact_even_for_small_k(store, embedder, exact_below):
+    if exact_below is not None:
+        pytest.importorskip("faiss", reason="the autointerp extra's vector index")
+    search = FeatureSearch(store, embedder, exact_below=exact_below)
     # sae-a's cat feature is the best match overall; restricted to sae-b, its feline one comes back
     only_b = search.search("kitty cat", k=1, sae_id="sae-b")
     assert [(h.sae_id, h.index) for h in only_b] == [("sae-b", 2)]

@@ -91,6 +91,16 @@ def test_approximate_search_recall_growth_and_files(data, tmp_path):
     assert grown.search(vectors[1100], 1)[0][0] == 1100
 
 
+def test_tiny_approximate_index(data):
+    pytest.importorskip("faiss", reason="the autointerp extra's vector index")
+    vectors, _ = data
+    index = VectorIndex(64, exact_below=3)
+    index.add([10, 11, 12, 13, 14], vectors[:5])  # fewer vectors than a usual cell count
+    assert not index.exact
+    keys, sims = index.search(vectors[2], 10)
+    assert list(keys[:1]) == [12] and len(keys) == 5 and sims[0] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_exact_files_roundtrip(data, tmp_path):
     vectors, queries = data
     index = VectorIndex(64)

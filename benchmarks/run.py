@@ -16,6 +16,9 @@
   vs `transformers` `generate` (benchmarks/steering_speed.py).
 - autointerp: features explained and scored per minute by the local LLM server on this machine
   (benchmarks/autointerp_speed.py).
+- search: the feature-search vector index over 1M synthetic 384-d vectors: build seconds,
+  single-query p50 / p99 and recall@10 against exact search (benchmarks/search.py; the library
+  comparison behind its choice: benchmarks/search_libraries.py).
 
 Prints a table and writes benchmarks/results.json (with the commit and date) from one full run;
 `--only GROUP` prints one group and writes nothing. Ratios, not absolute times, are the
@@ -138,11 +141,16 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument(
         "--only",
-        choices=["train", "trace", "steer", "autointerp"],
+        choices=["train", "trace", "steer", "autointerp", "search"],
         help="run one group and print it; results.json is only ever written whole, by a full run",
     )
     args = parser.parse_args()
 
+    if args.only == "search":  # no language model involved
+        from search import bench_search
+
+        print(json.dumps(bench_search(), indent=2))
+        return 0
     model = load_language_model(ModelConfig())
     if args.only:
         from steering_speed import bench_steer
@@ -181,6 +189,9 @@ def main() -> int:
     from autointerp_speed import bench_autointerp
 
     autointerp = bench_autointerp()
+    from search import bench_search
+
+    search = bench_search()
     if "steer_first_token_ms" in live:
         steer["first_token_ms"] = live["steer_first_token_ms"]  # over gRPC, measured with the live service
     results = {
@@ -200,6 +211,7 @@ def main() -> int:
         "trace": trace,
         "steer": steer,
         "autointerp": autointerp,
+        "search": search,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -247,6 +259,7 @@ def main() -> int:
             for key in ("explained_per_min", "scored_per_min")
             if key in autointerp
         ),
+        *((f"search.{key}", search[key]) for key in ("build_s", "p50_ms", "p99_ms", "recall_at_10")),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import errors, metrics
 from gateway.backends import Backends
-from gateway.routers import catalog, circuits, compute, jobs, ops, steer
+from gateway.routers import catalog, circuits, compute, jobs, ops, search, steer
 from gateway.routers.jobs import StreamSlots
 from gateway.settings import GatewaySettings
 from lm_saes.stores.documents import DocumentStore
@@ -141,7 +141,7 @@ def create_app(settings: GatewaySettings | None = None, documents: DocumentStore
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    api_routers = (catalog.router, compute.router, steer.router, jobs.router, circuits.router)
+    api_routers = (catalog.router, search.router, compute.router, steer.router, jobs.router, circuits.router)
     for router in api_routers:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(ops.router)

@@ -26,6 +26,7 @@ from lm_saes.records import (
     JobState,
     TokenMatch,
 )
+from lm_saes.search import features as search
 from lm_saes.stores.documents.base import FeatureSort
 
 MAX_OFFSET = 1_000_000
@@ -35,6 +36,8 @@ MAX_STEER_FEATURES = 16
 MAX_INDEX = 2**31 - 1
 MAX_ID = 200
 MAX_URI = 1024
+MAX_QUERY = 500  # characters of a feature-search query
+MAX_HITS = 100
 __all__ = [
     "FeatureSummary",
     "GraphLink",
@@ -88,6 +91,27 @@ class Feature(records.FeatureRecord):
 
     density: float
     max_activation: float
+
+
+class ScoreDistribution(BaseModel):
+    """How an SAE's explanations score: a histogram of its features' summary scores."""
+
+    total: int = Field(description="Features of the SAE")
+    scored: int = Field(description="Features whose explanation has a summary score")
+    mean: float | None = Field(None, description="Mean summary score (None: nothing scored)")
+    edges: list[float] = Field(description="Bin edges, from 0 to 1 (the last bin includes 1)")
+    counts: list[int] = Field(description="Scored features per bin")
+
+
+class SearchHit(search.SearchHit):
+    """A feature whose explanation is near the query in meaning."""
+
+
+class SearchResults(BaseModel):
+    query: str
+    k: int
+    sae_id: str | None = None
+    hits: list[SearchHit]
 
 
 class ActivationRequest(BaseModel):

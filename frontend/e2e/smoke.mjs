@@ -19,6 +19,9 @@
 //              E2E_STEER   "1": the steering steps must run; "0": skip them; unset: run them when the
 //                          gateway's OpenAPI document has POST /api/v1/steer (needs the compute scope)
 //              E2E_STEER_TIMEOUT_MS  how long one steered generation may take (default 60000)
+//              E2E_SEARCH  a query: when set, also search features by meaning from the header's box,
+//                          check the best hit (E2E_SEARCH_EXPECT: its explanation, if set) and open
+//                          its feature page, which shows the explanation and its scores
 //              E2E_TRANSCODERS  a transcoder set the tracing service can read: when set, also
 //                          trace a prompt from the circuits page, open its graph, hover and pin a
 //                          feature (its top examples shown), prune with the slider, run an
@@ -147,6 +150,41 @@ try {
     await heading("Top activating contexts").waitFor();
     check((await shaded(page.locator('ol.examples [data-testid="token"]'))).length > 0, "no shaded token after reload");
   });
+
+  const searchQuery = process.env.E2E_SEARCH ?? "";
+  if (searchQuery) {
+    await step("search", async () => {
+      const box = page.getByRole("searchbox", { name: "Search features" });
+      await box.fill(searchQuery);
+      await box.press("Enter");
+      await page.waitForURL(/\/search\?q=/);
+      const best = main.locator("table.search-hits tbody tr").first();
+      await best.waitFor();
+      const explanation = (await best.locator("td.explanation-cell").textContent()).trim();
+      const expected = process.env.E2E_SEARCH_EXPECT ?? "";
+      check(
+        !expected || explanation === expected,
+        `the best hit for ${JSON.stringify(searchQuery)} is ${JSON.stringify(explanation)}, expected ${JSON.stringify(expected)}`,
+      );
+      const hits = await main.locator("table.search-hits tbody tr").count();
+      return `${hits} hits, best: ${JSON.stringify(explanation)}`;
+    });
+
+    await step("search-hit-feature", async () => {
+      const best = main.locator("table.search-hits tbody tr").first();
+      const explanation = (await best.locator("td.explanation-cell").textContent()).trim();
+      const link = best.locator("td a").first();
+      const index = (await link.textContent()).replace(/\D/g, "");
+      await link.click();
+      await page.waitForURL(new RegExp(`/features/${index}$`));
+      await main.locator(".explanation-text").getByText(explanation, { exact: true }).waitFor();
+      const scores = main.getByRole("table", { name: "Explanation scores" });
+      await scores.waitFor();
+      const rows = await scores.locator("tbody tr").count();
+      check(rows === 3, `${rows} scorer rows (detection, fuzzing, embedding)`);
+      return `feature #${index}`;
+    });
+  }
 
   await step("try-text", async () => {
     await page.locator(".crumbs").getByRole("link", { name: saeId, exact: true }).click();

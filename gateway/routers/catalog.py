@@ -19,6 +19,7 @@ from gateway.schemas import (
     Model,
     Sae,
     SaeDetail,
+    ScoreDistribution,
     TokenMatch,
 )
 from lm_saes.records import FeatureRecord, ModelRecord, SaeRecord
@@ -69,9 +70,37 @@ def list_features(
         descending=order == "desc",
         offset=offset,
         limit=limit,
-        fields=["density", "max_activation", "mean_activation"],
+        fields=["density", "max_activation", "mean_activation", "score"],
     )
     return {"items": items, "total": total, "offset": offset, "limit": limit, "sort": sort, "order": order}
+
+
+@router.get("/saes/{sae_id}/scores", response_model=ScoreDistribution)
+def score_distribution(store: Store, sae_id: SaeId, bins: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    """A histogram of the summary scores of the SAE's explained features (read from the
+    store's summary rows in score order; no feature document is decoded)."""
+    sae_or_404(store, sae_id)
+    scores: list[float] = []
+    offset, total = 0, 0
+    while True:
+        page, total = store.documents.list_features(
+            sae_id, sort="score", descending=True, offset=offset, limit=MAX_PAGE, fields=["score"]
+        )
+        found = [f.score for f in page if f.score is not None]
+        scores += found
+        if len(found) < len(page) or len(page) < MAX_PAGE:
+            break
+        offset += MAX_PAGE
+    counts = [0] * bins
+    for score in scores:
+        counts[min(bins - 1, max(0, int(score * bins + 1e-9)))] += 1  # 0.45 (0.4499..) in [0.45, 0.5)
+    return {
+        "total": total,
+        "scored": len(scores),
+        "mean": sum(scores) / len(scores) if scores else None,
+        "edges": [i / bins for i in range(bins + 1)],
+        "counts": counts,
+    }
 
 
 @router.get("/saes/{sae_id}/features/{index}", response_model=Feature)

@@ -422,6 +422,23 @@ class AnalysisClient(_JobClient):
         reply = self._call(self.stub.ListFeatures, request)
         return [_summary(f) for f in reply.features], reply.total
 
+    def search_features(self, query: str, k: int = 10, sae_id: str = "") -> list[dict[str, Any]]:
+        """Features whose explanations are nearest `query` in meaning (of `sae_id`, or of every
+        SAE), best first: [{"sae_id", "index", "similarity", "explanation", "score"}]."""
+        reply = self._call(
+            self.stub.SearchFeatures, analysis_pb2.SearchFeaturesRequest(query=query, k=k, sae_id=sae_id)
+        )
+        return [
+            {
+                "sae_id": h.sae_id,
+                "index": h.index,
+                "similarity": h.similarity,
+                "explanation": h.explanation,
+                "score": h.score if h.HasField("score") else None,
+            }
+            for h in reply.hits
+        ]
+
 
 class CircuitClient(_JobClient):
     def __init__(self, *args: Any, **kwargs: Any):

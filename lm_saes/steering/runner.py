@@ -29,7 +29,7 @@ import copy
 import inspect
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -233,7 +233,9 @@ def _input_hook(fn: HookFn) -> Callable:
 
 def _share_tensors(bridged: torch.nn.Module, plain: torch.nn.Module) -> None:
     """Point every parameter and buffer of `plain` at the bridged model's tensor of that name."""
-    tensors = {name.replace(BRIDGE_PREFIX, ""): t for name, t in bridged.named_parameters(remove_duplicate=False)}
+    tensors: dict[str, torch.Tensor] = {
+        name.replace(BRIDGE_PREFIX, ""): t for name, t in bridged.named_parameters(remove_duplicate=False)
+    }
     tensors.update((name.replace(BRIDGE_PREFIX, ""), t) for name, t in bridged.named_buffers(remove_duplicate=False))
     for name, _ in [
         *plain.named_parameters(remove_duplicate=False),
@@ -244,7 +246,7 @@ def _share_tensors(bridged: torch.nn.Module, plain: torch.nn.Module) -> None:
         owner_name, _, leaf = name.rpartition(".")
         owner = plain.get_submodule(owner_name)
         if leaf in owner._parameters:
-            owner._parameters[leaf] = tensors[name]
+            owner._parameters[leaf] = cast(torch.nn.Parameter, tensors[name])
         else:
             owner._buffers[leaf] = tensors[name]
 

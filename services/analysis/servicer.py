@@ -9,6 +9,7 @@ import grpc
 from lm_saes.config import AnalyzeConfig
 from lm_saes.jobs import Executor
 from lm_saes.rpc.v1 import analysis_pb2, analysis_pb2_grpc
+from lm_saes.search.features import FeatureSearch, SearchNotReady, UnknownSae
 from lm_saes.stores.documents import DocumentStore
 from lm_saes.stores.documents.base import FeatureSort
 from services.analysis.settings import AnalysisSettings
@@ -26,6 +27,9 @@ SORTS: dict[int, FeatureSort] = {
 MAX_ID = 200
 SERVICE_SET = frozenset({"documents", "sae", "llm", "device"})  # autointerp fields callers may not set
 MAX_INDEX = 2**31 - 1
+MAX_QUERY = 500  # characters of a SearchFeatures query
+MAX_HITS = 100
+SEARCH_WAIT_S = 20.0  # longest a search waits for the index to be (re)built before answering
 
 
 def _sae_id(value: str, field: str = "sae_id") -> str:
@@ -43,6 +47,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         self.settings = settings
         self.admission = Admission(settings)
         self.output_root = settings.object_store.rstrip("/")
+        self.search = FeatureSearch(documents)  # built on the first search, refreshed as explanations change
 
     @rpc
     def Submit(self, request, context):
@@ -169,3 +174,38 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
             for f in page
         ]
         return analysis_pb2.ListFeaturesResponse(features=features, total=total)
+
+    @rpc
+    def SearchFeatures(self, request, context):
+        query = request.query
+        if len(query) > MAX_QUERY:
+            raise invalid("query", f"at most {MAX_QUERY} characters, got {len(query)}")
+        if not query.strip():
+            raise invalid("query", "must not be empty or blank")
+        if "\x00" in query:
+            raise invalid("query", "must not contain NUL characters")
+        if not 0 <= request.k <= MAX_HITS:
+            raise invalid("k", f"must be in [0, {MAX_HITS}] (0: 10), got {request.k}")
+        sae_id = _sae_id(request.sae_id) or None
+        if sae_id is not None and self.documents.get_sae(sae_id) is None:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no SAE {short(sae_id)} in the document store")
+        try:
+            hits = self.search.search(query.strip(), k=request.k or 10, sae_id=sae_id, wait_s=SEARCH_WAIT_S)
+        except UnknownSae as error:  # removed between the check and the search
+            raise RequestError(grpc.StatusCode.NOT_FOUND, str(error)) from None
+        except SearchNotReady as error:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, str(error)) from None
+        except ImportError as error:  # the autointerp extra (embedding model) is not installed here
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"feature search is not available: {error}") from None
+        return analysis_pb2.SearchFeaturesResponse(
+            hits=[
+                analysis_pb2.SearchHit(
+                    sae_id=h.sae_id,
+                    index=h.index,
+                    similarity=h.similarity,
+                    explanation=h.explanation,
+                    **({"score": h.score} if h.score is not None else {}),
+                )
+                for h in hits
+            ]
+        )

@@ -48,7 +48,12 @@ METHOD_SCOPES: dict[str, str] = {
     "lm_saes.v1.TrainingService/Submit": "submit",
     **{
         f"lm_saes.v1.AnalysisService/{m}": s
-        for m, s in {"Submit": "submit", "GetFeature": "read", "ListFeatures": "read"}.items()
+        for m, s in {
+            "Submit": "submit",
+            "GetFeature": "read",
+            "ListFeatures": "read",
+            "SearchFeatures": "read",
+        }.items()
     },
     **{
         f"lm_saes.v1.CircuitService/{m}": s

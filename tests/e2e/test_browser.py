@@ -5,7 +5,8 @@ the SAE -> a feature (shaded tokens) -> "try your text" (per-token activations) 
 training job submitted from the editor, followed until it succeeds, with its curves) -> circuits
 (a prompt traced through tiny transcoders from the trace form, its graph opened, a feature hovered
 (top examples) and pinned, the pruning slider moved, an intervention run on the pinned feature,
-its circuit-tracer JSON downloaded).
+its circuit-tracer JSON downloaded) -> feature search (explanations written into the store for a
+few features: a query phrased differently finds its feature, whose page shows the explanation).
 
 Reads are protected (LM_SAES_PUBLIC_READS=false): every call the page makes, the job event
 streams and graph downloads included, must carry the browser's API token.
@@ -79,6 +80,21 @@ def gateway(stack):
         yield running
 
 
+SEARCH_QUERY = "kitty cats"
+SEARCH_EXPECT = "Mentions of cats, kittens and other pet felines"
+
+
+@pytest.fixture(scope="module")
+def explained(stack, trained) -> None:
+    """Explanations (as autointerp writes them) on three of the trained SAE's features."""
+    from lm_saes.stores.documents import open_document_store
+    from tests.search.test_feature_search import explanation
+
+    texts = [SEARCH_EXPECT, "Closing parentheses in Python source code", "Words about money: prices and costs"]
+    with open_document_store(str(stack[1] / "docs.sqlite")) as store:
+        assert store.put_explanations(SAE_ID, {i: explanation(t) for i, t in enumerate(texts)}) == 3
+
+
 @pytest.fixture(scope="module")
 def client(gateway):
     with httpx.Client(base_url=gateway[0], timeout=60, headers={"Authorization": f"Bearer {BROWSER_TOKEN}"}) as http:
@@ -105,7 +121,7 @@ def node() -> str:
     return node
 
 
-def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
+def test_dashboards_in_a_browser(node, gateway, trained, transcoders, explained, capsys):
     built = (FRONTEND / "dist" / "index.html").stat().st_mtime
     newer = [
         str(f.relative_to(REPO)) for f in (FRONTEND / "src").rglob("*") if f.is_file() and f.stat().st_mtime > built
@@ -125,6 +141,8 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
         "E2E_SAE": SAE_ID,
         "E2E_TRANSCODERS": transcoders,
         "E2E_STEER": "1",
+        "E2E_SEARCH": SEARCH_QUERY,
+        "E2E_SEARCH_EXPECT": SEARCH_EXPECT,
         "CHROMIUM": str(CHROMIUM),
         "FORCE_COLOR": "0",
     }
@@ -146,5 +164,5 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, capsys):
             pytrace=False,
         )
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
-    assert len(steps) >= 17, output  # steering's two steps included
+    assert len(steps) >= 19, output  # steering's and search's two steps each included
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(line.split()[1] + ".png" for line in steps), output

@@ -27,6 +27,11 @@ export type FeatureChange = Schemas["FeatureChange"];
 export type InterventionRequest = Schemas["InterventionRequest"];
 export type InterventionResult = Schemas["InterventionResult"];
 export type TokenLogit = Schemas["TokenLogit"];
+export type Explanation = Schemas["Explanation"];
+export type ExplanationScore = Schemas["ExplanationScore"];
+export type SearchHit = Schemas["SearchHit"];
+export type SearchResults = Schemas["SearchResults"];
+export type ScoreDistribution = Schemas["ScoreDistribution"];
 export type FeatureSort = NonNullable<
   NonNullable<paths["/api/v1/saes/{sae_id}/features"]["get"]["parameters"]["query"]>["sort"]
 >;
@@ -144,6 +149,12 @@ export const api = {
   ) => request<FeaturePage>("GET", `/saes/${enc(saeId)}/features`, { query, signal }),
   feature: (saeId: string, index: number, signal?: AbortSignal) =>
     request<Feature>("GET", `/saes/${enc(saeId)}/features/${index}`, { signal }),
+  /** Feature search by meaning (explanations nearest `q`), across SAEs or within `saeId`. */
+  search: (q: string, options: { k?: number; saeId?: string } = {}, signal?: AbortSignal) =>
+    request<SearchResults>("GET", "/search", { query: { q, k: options.k, sae_id: options.saeId }, signal }),
+  /** A histogram of the SAE's explanation scores. */
+  scores: (saeId: string, signal?: AbortSignal) =>
+    request<ScoreDistribution>("GET", `/saes/${enc(saeId)}/scores`, { signal }),
   searchToken: (saeId: string, token: string, limit = 20, signal?: AbortSignal) =>
     request<TokenMatch[]>("GET", `/saes/${enc(saeId)}/search`, { query: { token, limit }, signal }),
   activations: (saeId: string, body: ActivationRequest, signal?: AbortSignal) =>

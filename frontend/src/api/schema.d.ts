@@ -315,6 +315,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/saes/{sae_id}/scores": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Score Distribution
+         * @description A histogram of the summary scores of the SAE's explained features (read from the
+         *     store's summary rows in score order; no feature document is decoded).
+         */
+        get: operations["score_distribution_api_v1_saes__sae_id__scores_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/saes/{sae_id}/search": {
         parameters: {
             query?: never;
@@ -333,6 +354,27 @@ export interface paths {
          * @description Which features fire most on `text`: activations summed (or maxed) over its tokens.
          */
         post: operations["features_for_text_api_v1_saes__sae_id__search_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Search Features
+         * @description Features whose explanations are nearest `q` in meaning (cosine of sentence embeddings),
+         *     most similar first, across every SAE or only `sae_id`'s.
+         */
+        get: operations["search_features_api_v1_search_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -483,6 +525,74 @@ export interface components {
             items: components["schemas"]["GraphSummary"][];
         };
         /**
+         * Explanation
+         * @description What a feature means, in words, and how well that predicts where it fires.
+         */
+        Explanation: {
+            /**
+             * Completion Tokens
+             * @default 0
+             */
+            completion_tokens: number;
+            /** Created */
+            created: string;
+            /**
+             * Model
+             * @description The explainer: model name as the endpoint reports it
+             */
+            model: string;
+            /**
+             * Prompt Tokens
+             * @default 0
+             */
+            prompt_tokens: number;
+            /** Prompt Version */
+            prompt_version: string;
+            /** Scores */
+            scores?: {
+                [key: string]: components["schemas"]["ExplanationScore"];
+            };
+            /** Text */
+            text: string;
+        };
+        /**
+         * ExplanationScore
+         * @description One scorer's verdict on an explanation (detection and fuzzing: balanced accuracy over the
+         *     examples shown; embedding: AUROC of activating vs non-activating contexts by similarity).
+         */
+        ExplanationScore: {
+            /**
+             * Examples
+             * @description Contexts the score is computed over
+             */
+            examples: number;
+            /**
+             * Failed
+             * @description Contexts whose answer could not be parsed (counted wrong)
+             * @default 0
+             */
+            failed: number;
+            /**
+             * Model
+             * @description Scoring model (empty for the embedding scorer's own)
+             * @default
+             */
+            model: string;
+            /**
+             * Positives
+             * @description Of those, activating (or correctly marked) ones
+             * @default 0
+             */
+            positives: number;
+            /**
+             * Prompt Version
+             * @default
+             */
+            prompt_version: string;
+            /** Value */
+            value: number;
+        };
+        /**
          * Feature
          * @description A feature's whole analysis document.
          */
@@ -491,6 +601,7 @@ export interface components {
             analysis_id?: string | null;
             /** Density */
             density: number;
+            explanation?: components["schemas"]["Explanation"] | null;
             /** Histogram */
             histogram?: {
                 [key: string]: unknown;
@@ -511,6 +622,11 @@ export interface components {
             }[];
             /** Sae Id */
             sae_id: string;
+            /**
+             * Score
+             * @description The explanation's summary score (a sort key; set by the store)
+             */
+            score?: number | null;
             /** Top Examples */
             top_examples?: {
                 [key: string]: unknown;
@@ -559,7 +675,7 @@ export interface components {
              * Sort
              * @enum {string}
              */
-            sort: "index" | "density" | "max_activation";
+            sort: "index" | "density" | "max_activation" | "score";
             /** Total */
             total: number;
         };
@@ -578,6 +694,8 @@ export interface components {
             mean_activation?: number | null;
             /** Sae Id */
             sae_id: string;
+            /** Score */
+            score?: number | null;
         };
         /** FeatureValue */
         FeatureValue: {
@@ -947,6 +1065,70 @@ export interface components {
             model: string;
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * ScoreDistribution
+         * @description How an SAE's explanations score: a histogram of its features' summary scores.
+         */
+        ScoreDistribution: {
+            /**
+             * Counts
+             * @description Scored features per bin
+             */
+            counts: number[];
+            /**
+             * Edges
+             * @description Bin edges, from 0 to 1 (the last bin includes 1)
+             */
+            edges: number[];
+            /**
+             * Mean
+             * @description Mean summary score (None: nothing scored)
+             */
+            mean?: number | null;
+            /**
+             * Scored
+             * @description Features whose explanation has a summary score
+             */
+            scored: number;
+            /**
+             * Total
+             * @description Features of the SAE
+             */
+            total: number;
+        };
+        /**
+         * SearchHit
+         * @description A feature whose explanation is near the query in meaning.
+         */
+        SearchHit: {
+            /** Explanation */
+            explanation: string;
+            /** Index */
+            index: number;
+            /** Sae Id */
+            sae_id: string;
+            /**
+             * Score
+             * @description The explanation's summary score
+             */
+            score?: number | null;
+            /**
+             * Similarity
+             * @description Cosine similarity of the query's and the explanation's embeddings
+             */
+            similarity: number;
+        };
+        /** SearchResults */
+        SearchResults: {
+            /** Hits */
+            hits: components["schemas"]["SearchHit"][];
+            /** K */
+            k: number;
+            /** Query */
+            query: string;
+            /** Sae Id */
+            sae_id?: string | null;
         };
         /**
          * SteerFeature
@@ -2723,7 +2905,7 @@ export interface operations {
     list_features_api_v1_saes__sae_id__features_get: {
         parameters: {
             query?: {
-                sort?: "index" | "density" | "max_activation";
+                sort?: "index" | "density" | "max_activation" | "score";
                 order?: "asc" | "desc";
                 offset?: number;
                 limit?: number;
@@ -2846,6 +3028,110 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Feature"];
+                };
+            };
+            /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks the route's scope, or the object is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the stored state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `field` names the culprit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams or requests; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A store or service is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    score_distribution_api_v1_saes__sae_id__scores_get: {
+        parameters: {
+            query?: {
+                bins?: number;
+            };
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScoreDistribution"];
                 };
             };
             /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
@@ -3057,6 +3343,112 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TextSearchResponse"];
+                };
+            };
+            /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks the route's scope, or the object is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the stored state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `field` names the culprit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams or requests; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A store or service is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    search_features_api_v1_search_get: {
+        parameters: {
+            query: {
+                /** @description What the features should mean */
+                q: string;
+                k?: number;
+                /** @description Only this SAE */
+                sae_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchResults"];
                 };
             };
             /** @description No or unknown bearer token (WWW-Authenticate says which scope) */

@@ -29,7 +29,7 @@ export function HistogramChart({
       <BarChart width={width} height={height} data={data} margin={{ top: 8, right: 8, bottom: 24, left: 8 }}>
         <CartesianGrid strokeDasharray="3 3" vertical={false} />
         <XAxis dataKey="label" interval="preserveStartEnd" fontSize={11} label={{ value: xLabel, position: "bottom", offset: 8, fontSize: 11 }} />
-        <YAxis fontSize={11} tickFormatter={(v: number) => (logScale ? fmt(10 ** v - 1, 0) : fmt(v, 0))} />
+        <YAxis fontSize={11} allowDecimals={logScale} tickFormatter={(v: number) => (logScale ? fmt(10 ** v - 1, 0) : fmt(v, 0))} />
         <Tooltip
           formatter={(_v, _n, item) => [String((item?.payload as Bin | undefined)?.count ?? ""), "count"]}
         />

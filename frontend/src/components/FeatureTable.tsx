@@ -9,6 +9,7 @@ const COLUMNS: { key: FeatureSort; label: string }[] = [
   { key: "index", label: "Feature" },
   { key: "density", label: "Density" },
   { key: "max_activation", label: "Max activation" },
+  { key: "score", label: "Score" },
 ];
 const SORTS = new Set<string>(COLUMNS.map((c) => c.key));
 export const PAGE_SIZES = [25, 50, 100, 200];
@@ -108,6 +109,7 @@ export function FeatureTable({ saeId }: { saeId: string }) {
                 </td>
                 <td>{pct(f.density, 3)}</td>
                 <td>{fmt(f.max_activation)}</td>
+                <td title={typeof f.score === "number" ? "explanation score" : "not explained"}>{fmt(f.score, 2)}</td>
                 <td>{fmt(f.mean_activation)}</td>
               </tr>
             ))}

@@ -5,6 +5,7 @@ import { HistogramChart, type Bin } from "../components/Charts";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { Empty, Loading } from "../components/Status";
 import { ExampleList, type Example } from "../components/Examples";
+import { ExplanationPanel } from "../components/ExplanationPanel";
 import { SteerPanel } from "../components/SteerPanel";
 import { fmt, num, pct, showToken } from "../format";
 
@@ -95,6 +96,7 @@ export function FeaturePage() {
           </div>
         )}
       </dl>
+      <ExplanationPanel explanation={f.explanation} score={f.score} />
       <div className="two-col">
         <section aria-labelledby="top-heading">
           <h2 id="top-heading">Top activating contexts</h2>

@@ -5,6 +5,7 @@ import { useApi } from "../api/useApi";
 import { DensityHistogram } from "../components/DensityHistogram";
 import { ErrorMessage } from "../components/ErrorMessage";
 import { FeatureTable } from "../components/FeatureTable";
+import { ScoreHistogram } from "../components/ScoreHistogram";
 import { Empty, Loading } from "../components/Status";
 import { fmt, pct, showToken } from "../format";
 
@@ -30,7 +31,8 @@ export function SaePage() {
             → <code>{sae!.hook_out}</code>
           </>
         )}{" "}
-        · d_sae {sae!.d_sae ?? "—"} · <Link to={`/saes/${encodeURIComponent(saeId)}/try`}>Try it on text</Link>
+        · d_sae {sae!.d_sae ?? "—"} · <Link to={`/saes/${encodeURIComponent(saeId)}/try`}>Try it on text</Link> ·{" "}
+        <Link to={`/search?sae=${encodeURIComponent(saeId)}`}>Search its features by meaning</Link>
       </p>
       <dl className="metrics">
         <div>
@@ -66,6 +68,10 @@ export function SaePage() {
           <section aria-labelledby="density-heading">
             <h2 id="density-heading">Density</h2>
             <DensityHistogram saeId={saeId} dSae={sae!.d_sae} />
+          </section>
+          <section aria-labelledby="scores-heading">
+            <h2 id="scores-heading">Explanation scores</h2>
+            <ScoreHistogram saeId={saeId} />
           </section>
           <TokenSearch saeId={saeId} />
         </div>

@@ -11,6 +11,7 @@ const all = Array.from({ length: TOTAL }, (_, i) => ({
   density: ((i * 37) % 101) / 1000,
   max_activation: ((i * 53) % 97) / 10,
   mean_activation: 1,
+  score: i % 3 === 0 ? null : ((i * 29) % 89) / 100, // a third unexplained
 }));
 
 let fetchMock: ReturnType<typeof vi.fn>;
@@ -18,11 +19,12 @@ let fetchMock: ReturnType<typeof vi.fn>;
 beforeEach(() => {
   fetchMock = vi.fn(async (input: string) => {
     const url = new URL(input, "http://x");
-    const sort = (url.searchParams.get("sort") ?? "index") as "index" | "density" | "max_activation";
+    const sort = (url.searchParams.get("sort") ?? "index") as "index" | "density" | "max_activation" | "score";
     const order = url.searchParams.get("order") ?? "asc";
     const offset = Number(url.searchParams.get("offset") ?? 0);
     const limit = Number(url.searchParams.get("limit") ?? 50);
-    const sorted = [...all].sort((a, b) => (a[sort] - b[sort]) * (order === "desc" ? -1 : 1) || a.index - b.index);
+    const key = (f: (typeof all)[number]) => f[sort] ?? -1; // unexplained sort lowest, as the store does
+    const sorted = [...all].sort((a, b) => (key(a) - key(b)) * (order === "desc" ? -1 : 1) || a.index - b.index);
     const body = { items: sorted.slice(offset, offset + limit), total: TOTAL, offset, limit, sort, order };
     return new Response(JSON.stringify(body), { status: 200, headers: { "Content-Type": "application/json" } });
   });
@@ -90,6 +92,28 @@ describe("FeatureTable", () => {
       expect(asc).toEqual([...asc].sort((a, b) => a - b));
     });
     expect(screen.getByRole("columnheader", { name: /Feature/ })).toHaveAttribute("aria-sort", "none");
+  });
+
+  it("sorts by explanation score, best first, unexplained last", async () => {
+    render(
+      <MemoryRouter initialEntries={["/saes/s1?limit=100"]}>
+        <FeatureTable saeId="s1" />
+      </MemoryRouter>,
+    );
+    await screen.findByText("1–100 of 120 (page 1 of 2)");
+    await userEvent.click(screen.getByRole("button", { name: /Score/ }));
+    await waitFor(() => expect(lastQuery()).toMatchObject({ sort: "score", order: "desc", offset: "0" }));
+    await waitFor(() => expect(screen.getByRole("columnheader", { name: /Score/ })).toHaveAttribute("aria-sort", "descending"));
+    await waitFor(() => {
+      const scores = rowIndices().map((i) => all[i].score);
+      expect(scores.slice(0, 80).every((s) => typeof s === "number")).toBe(true);
+      expect(scores.slice(0, 80)).toEqual([...scores.slice(0, 80)].sort((a, b) => b! - a!));
+      expect(scores.slice(80)).toEqual(new Array(20).fill(null));
+    });
+    const firstRow = within(screen.getByRole("table")).getAllByRole("row")[1];
+    expect(within(firstRow).getAllByRole("cell")[3]).toHaveTextContent("0.88");
+    const lastRow = within(screen.getByRole("table")).getAllByRole("row").at(-1)!;
+    expect(within(lastRow).getAllByRole("cell")[3]).toHaveTextContent("—");
   });
 
   it("links each row to its feature page", async () => {

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/analysis.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"a\n\x15SubmitAnalysisRequest\x12\x0f\n\x07sae_uri\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"R\n\x17SubmitAutointerpRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"2\n\x11GetFeatureRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\x81\x01\n\x07\x46\x65\x61ture\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65nsity\x18\x03 \x01(\x01\x12\x16\n\x0emax_activation\x18\x04 \x01(\x01\x12\x17\n\x0fmean_activation\x18\x05 \x01(\x01\x12\x15\n\rdocument_json\x18\x06 \x01(\t\"\x7f\n\x13ListFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12%\n\x04sort\x18\x02 \x01(\x0e\x32\x17.lm_saes.v1.FeatureSort\x12\x12\n\ndescending\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\r\n\x05limit\x18\x05 \x01(\x05\"L\n\x14ListFeaturesResponse\x12%\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x13.lm_saes.v1.Feature\x12\r\n\x05total\x18\x02 \x01(\x03*x\n\x0b\x46\x65\x61tureSort\x12\x16\n\x12\x46\x45\x41TURE_SORT_INDEX\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_SORT_DENSITY\x10\x01\x12\x1f\n\x1b\x46\x45\x41TURE_SORT_MAX_ACTIVATION\x10\x02\x12\x16\n\x12\x46\x45\x41TURE_SORT_SCORE\x10\x03\x32\xae\x02\n\x0f\x41nalysisService\x12<\n\x06Submit\x12!.lm_saes.v1.SubmitAnalysisRequest\x1a\x0f.lm_saes.v1.Job\x12H\n\x10SubmitAutointerp\x12#.lm_saes.v1.SubmitAutointerpRequest\x1a\x0f.lm_saes.v1.Job\x12@\n\nGetFeature\x12\x1d.lm_saes.v1.GetFeatureRequest\x1a\x13.lm_saes.v1.Feature\x12Q\n\x0cListFeatures\x12\x1f.lm_saes.v1.ListFeaturesRequest\x1a .lm_saes.v1.ListFeaturesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/analysis.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"a\n\x15SubmitAnalysisRequest\x12\x0f\n\x07sae_uri\x18\x01 \x01(\t\x12\x0e\n\x06sae_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"R\n\x17SubmitAutointerpRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"2\n\x11GetFeatureRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\"\x81\x01\n\x07\x46\x65\x61ture\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x0f\n\x07\x64\x65nsity\x18\x03 \x01(\x01\x12\x16\n\x0emax_activation\x18\x04 \x01(\x01\x12\x17\n\x0fmean_activation\x18\x05 \x01(\x01\x12\x15\n\rdocument_json\x18\x06 \x01(\t\"\x7f\n\x13ListFeaturesRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12%\n\x04sort\x18\x02 \x01(\x0e\x32\x17.lm_saes.v1.FeatureSort\x12\x12\n\ndescending\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x05\x12\r\n\x05limit\x18\x05 \x01(\x05\"L\n\x14ListFeaturesResponse\x12%\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x13.lm_saes.v1.Feature\x12\r\n\x05total\x18\x02 \x01(\x03\"A\n\x15SearchFeaturesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0e\n\x06sae_id\x18\x03 \x01(\t\"q\n\tSearchHit\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x03\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x12\n\x05score\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_score\"=\n\x16SearchFeaturesResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.lm_saes.v1.SearchHit*x\n\x0b\x46\x65\x61tureSort\x12\x16\n\x12\x46\x45\x41TURE_SORT_INDEX\x10\x00\x12\x18\n\x14\x46\x45\x41TURE_SORT_DENSITY\x10\x01\x12\x1f\n\x1b\x46\x45\x41TURE_SORT_MAX_ACTIVATION\x10\x02\x12\x16\n\x12\x46\x45\x41TURE_SORT_SCORE\x10\x03\x32\x87\x03\n\x0f\x41nalysisService\x12<\n\x06Submit\x12!.lm_saes.v1.SubmitAnalysisRequest\x1a\x0f.lm_saes.v1.Job\x12H\n\x10SubmitAutointerp\x12#.lm_saes.v1.SubmitAutointerpRequest\x1a\x0f.lm_saes.v1.Job\x12@\n\nGetFeature\x12\x1d.lm_saes.v1.GetFeatureRequest\x1a\x13.lm_saes.v1.Feature\x12Q\n\x0cListFeatures\x12\x1f.lm_saes.v1.ListFeaturesRequest\x1a .lm_saes.v1.ListFeaturesResponse\x12W\n\x0eSearchFeatures\x12!.lm_saes.v1.SearchFeaturesRequest\x1a\".lm_saes.v1.SearchFeaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lm_saes.v1.analysis_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEATURESORT']._serialized_start=640
-  _globals['_FEATURESORT']._serialized_end=760
+  _globals['_FEATURESORT']._serialized_start=885
+  _globals['_FEATURESORT']._serialized_end=1005
   _globals['_SUBMITANALYSISREQUEST']._serialized_start=66
   _globals['_SUBMITANALYSISREQUEST']._serialized_end=163
   _globals['_SUBMITAUTOINTERPREQUEST']._serialized_start=165
@@ -46,6 +46,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTFEATURESREQUEST']._serialized_end=560
   _globals['_LISTFEATURESRESPONSE']._serialized_start=562
   _globals['_LISTFEATURESRESPONSE']._serialized_end=638
-  _globals['_ANALYSISSERVICE']._serialized_start=763
-  _globals['_ANALYSISSERVICE']._serialized_end=1065
+  _globals['_SEARCHFEATURESREQUEST']._serialized_start=640
+  _globals['_SEARCHFEATURESREQUEST']._serialized_end=705
+  _globals['_SEARCHHIT']._serialized_start=707
+  _globals['_SEARCHHIT']._serialized_end=820
+  _globals['_SEARCHFEATURESRESPONSE']._serialized_start=822
+  _globals['_SEARCHFEATURESRESPONSE']._serialized_end=883
+  _globals['_ANALYSISSERVICE']._serialized_start=1008
+  _globals['_ANALYSISSERVICE']._serialized_end=1399
 # @@protoc_insertion_point(module_scope)

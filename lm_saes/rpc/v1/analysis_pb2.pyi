@@ -217,3 +217,88 @@ class ListFeaturesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFeaturesResponse: _TypeAlias = ListFeaturesResponse  # noqa: Y015
+
+@_typing.final
+class SearchFeaturesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    K_FIELD_NUMBER: _builtins.int
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """what the features should mean; 1 to 500 characters (blank is refused)"""
+    k: _builtins.int
+    """hits to return: 0: 10; at most 100"""
+    sae_id: _builtins.str
+    """only this SAE's features; empty: every SAE's"""
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        k: _builtins.int = ...,
+        sae_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["k", b"k", "query", b"query", "sae_id", b"sae_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchFeaturesRequest: _TypeAlias = SearchFeaturesRequest  # noqa: Y015
+
+@_typing.final
+class SearchHit(_message.Message):
+    """A feature whose explanation is near the query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    index: _builtins.int
+    similarity: _builtins.float
+    """cosine of the query's and the explanation's sentence embeddings"""
+    explanation: _builtins.str
+    score: _builtins.float
+    """the explanation's summary score (detection / fuzzing)"""
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        similarity: _builtins.float = ...,
+        explanation: _builtins.str = ...,
+        score: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "explanation", b"explanation", "index", b"index", "sae_id", b"sae_id", "score", b"score", "similarity", b"similarity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+
+Global___SearchHit: _TypeAlias = SearchHit  # noqa: Y015
+
+@_typing.final
+class SearchFeaturesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]: ...
+    def __init__(
+        self,
+        *,
+        hits: _abc.Iterable[Global___SearchHit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchFeaturesResponse: _TypeAlias = SearchFeaturesResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class AnalysisServiceStub:
                 request_serializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesResponse.FromString,
                 _registered_method=True)
+        self.SearchFeatures = channel.unary_unary(
+                '/lm_saes.v1.AnalysisService/SearchFeatures',
+                request_serializer=lm__saes_dot_v1_dot_analysis__pb2.SearchFeaturesRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_analysis__pb2.SearchFeaturesResponse.FromString,
+                _registered_method=True)
 
 
 class AnalysisServiceServicer:
@@ -87,6 +92,13 @@ class AnalysisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchFeatures(self, request, context):
+        """Features whose explanations (autointerp) are nearest a query in meaning, best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalysisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_AnalysisServiceServicer_to_server(servicer, server):
                     servicer.ListFeatures,
                     request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesRequest.FromString,
                     response_serializer=lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesResponse.SerializeToString,
+            ),
+            'SearchFeatures': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchFeatures,
+                    request_deserializer=lm__saes_dot_v1_dot_analysis__pb2.SearchFeaturesRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_analysis__pb2.SearchFeaturesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class AnalysisService:
             '/lm_saes.v1.AnalysisService/ListFeatures',
             lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesRequest.SerializeToString,
             lm__saes_dot_v1_dot_analysis__pb2.ListFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchFeatures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lm_saes.v1.AnalysisService/SearchFeatures',
+            lm__saes_dot_v1_dot_analysis__pb2.SearchFeaturesRequest.SerializeToString,
+            lm__saes_dot_v1_dot_analysis__pb2.SearchFeaturesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class AnalysisServiceStub:
     """
     GetFeature: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.GetFeatureRequest, _analysis_pb2.Feature]
     ListFeatures: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.ListFeaturesRequest, _analysis_pb2.ListFeaturesResponse]
+    SearchFeatures: _grpc.UnaryUnaryMultiCallable[_analysis_pb2.SearchFeaturesRequest, _analysis_pb2.SearchFeaturesResponse]
+    """Features whose explanations (autointerp) are nearest a query in meaning, best first."""
 
 @_typing.type_check_only
 class AnalysisServiceAsyncStub(AnalysisServiceStub):
@@ -52,6 +54,8 @@ class AnalysisServiceAsyncStub(AnalysisServiceStub):
     """
     GetFeature: _aio.UnaryUnaryMultiCallable[_analysis_pb2.GetFeatureRequest, _analysis_pb2.Feature]  # type: ignore[assignment]
     ListFeatures: _aio.UnaryUnaryMultiCallable[_analysis_pb2.ListFeaturesRequest, _analysis_pb2.ListFeaturesResponse]  # type: ignore[assignment]
+    SearchFeatures: _aio.UnaryUnaryMultiCallable[_analysis_pb2.SearchFeaturesRequest, _analysis_pb2.SearchFeaturesResponse]  # type: ignore[assignment]
+    """Features whose explanations (autointerp) are nearest a query in meaning, best first."""
 
 class AnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -85,5 +89,13 @@ class AnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analysis_pb2.ListFeaturesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analysis_pb2.ListFeaturesResponse, _abc.Awaitable[_analysis_pb2.ListFeaturesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SearchFeatures(
+        self,
+        request: _analysis_pb2.SearchFeaturesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analysis_pb2.SearchFeaturesResponse, _abc.Awaitable[_analysis_pb2.SearchFeaturesResponse]]:
+        """Features whose explanations (autointerp) are nearest a query in meaning, best first."""
 
 def add_AnalysisServiceServicer_to_server(servicer: AnalysisServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -53,6 +53,7 @@ METHOD_SCOPES: dict[str, str] = {
             "GetFeature": "read",
             "ListFeatures": "read",
             "SearchFeatures": "read",
+            "SubmitAutointerp": "submit",
         }.items()
     },
     **{

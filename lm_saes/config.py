@@ -351,8 +351,9 @@ def inherit_defaults(
     """Copy outer `device`/`dtype`/`seed`/`model` values into inner sections that leave them unset."""
     inherited = dict(inherited or {})
     out = dict(raw)
-    if isinstance(out.get("model"), str):  # shorthand: model = "smollm2-135m"
-        out["model"] = {"name": out["model"]}
+    model_field = model.model_fields.get("model")
+    if isinstance(out.get("model"), str) and model_field and _section_type(model_field.annotation):
+        out["model"] = {"name": out["model"]}  # shorthand: model = "smollm2-135m" (not a str field's value)
     for key in INHERITED_KEYS:
         if key in out:
             inherited[key] = out[key]

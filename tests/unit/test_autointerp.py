@@ -231,3 +231,17 @@ def test_negatives_are_silent_in_their_full_context():
             assert start is not None and start > 0 and not window.any() and c.activations == (0.0,) * len(ids)
     assert locate(contexts_, 3, contexts_[3, 5:9].tolist()) == 5 and locate(contexts_, 99, [1]) is None
     assert math.isfinite(len(found))
+
+
+def test_autointerp_config_parses_like_every_config():
+    """`model` inside [llm] is the endpoint's model name, not the `model = "..."` shorthand."""
+    from lm_saes.autointerp.run import AutointerpConfig
+    from lm_saes.config import ConfigError, parse_config
+
+    cfg = parse_config(
+        {"sae_id": "s", "seed": 3, "llm": {"base_url": "http://127.0.0.1:9/v1", "model": "some-model"}},
+        AutointerpConfig,
+    )
+    assert cfg.llm.model == "some-model" and cfg.examples.seed == 3
+    with pytest.raises(ConfigError, match="examples.per_prompt"):
+        parse_config({"sae_id": "s", "examples": {"per_prompt": 0}}, AutointerpConfig)

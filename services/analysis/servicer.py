@@ -102,14 +102,14 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
             },
         )
         cfg = parsed(raw, AutointerpConfig, "(submitted config)")
+        if cfg.features and record.d_sae and max(cfg.features) >= record.d_sae:
+            raise invalid("features", f"indices must be below the SAE's {record.d_sae} features")
         if not self.settings.llm_base_url and (cfg.explain or set(cfg.scorers) - {"embedding"}):
             raise RequestError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "this service has no LLM endpoint (LM_SAES_LLM_BASE_URL); without one only explain=false "
                 "with scorers=['embedding'] can run",
             )
-        if cfg.features and record.d_sae and max(cfg.features) >= record.d_sae:
-            raise invalid("features", f"indices must be below the SAE's {record.d_sae} features")
         config = {"autointerp": cfg.model_dump(mode="json", exclude={"llm": {"api_key"}})}
         return submit_job(self.executor, self.kind, config, request.request_id or uuid.uuid4().hex)
 

@@ -100,7 +100,7 @@ def main() -> int:
         else:
             from lm_saes.autointerp.server import LocalLLMServer
 
-            local = stack.enter_context(LocalLLMServer(parallel=args.concurrency))
+            local = stack.enter_context(LocalLLMServer(parallel=args.concurrency, threads=os.cpu_count()))
             llm = local.settings().model_copy(update={"max_concurrency": args.concurrency})
             server = "local (lm_saes.autointerp.server)"
         base = dict(

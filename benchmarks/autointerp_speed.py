@@ -8,6 +8,7 @@ included). A quality figure needs far more features: benchmarks/autointerp_quali
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +25,7 @@ def bench_autointerp(features: int = 8, sae_id: str = "smollm2-l6-topk") -> dict
         return {}
     from lm_saes.autointerp.server import LocalLLMServer
 
-    with tempfile.TemporaryDirectory() as tmp, LocalLLMServer(parallel=2) as server:
+    with tempfile.TemporaryDirectory() as tmp, LocalLLMServer(parallel=2, threads=os.cpu_count()) as server:
         documents = Path(tmp) / "docs.sqlite"
         shutil.copy(DOCUMENTS, documents)
         base = dict(

@@ -74,7 +74,7 @@ def main() -> int:
         else:
             from lm_saes.autointerp.server import LocalLLMServer
 
-            settings = stack.enter_context(LocalLLMServer()).settings()
+            settings = stack.enter_context(LocalLLMServer(threads=os.cpu_count())).settings()
             base_url, model = settings.base_url, settings.model
         subset, scored = Path(tmp) / "cases.json", Path(tmp) / "delphi.json"
         subset.write_text(json.dumps(cases))

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from lm_saes.extras import require
+from lm_saes.processes import die_with_parent
 
 if TYPE_CHECKING:
     from lm_saes.autointerp.llm import LLMSettings
@@ -232,7 +233,13 @@ class LocalLLMServer:
         self._log = self._log_path.open("ab")
         started = time.monotonic()
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             self._wait_ready(ready, started)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lm_saes.jobs.lifecycle import JobReporter, create_job, mark_cancelled, now
+from lm_saes.processes import die_with_parent
 from lm_saes.records import JobRecord
 from lm_saes.stores.documents import open_document_store
 
@@ -33,19 +34,9 @@ def _job_functions() -> dict[str, JobFunction]:
     return JOB_KINDS
 
 
-def _die_with_parent() -> None:
-    """Linux: a hard-killed service takes its workers with it (no orphan keeps writing)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _worker(documents_uri: str, job_id: str) -> None:
     """Local worker process: dies with its service, then runs the job."""
-    _die_with_parent()
+    die_with_parent()
     run_job(documents_uri, job_id)
 
 

@@ -2,14 +2,42 @@
 without an API key or network: `LocalLLMServer` (a context manager running it as a subprocess),
 `lm-saes llm-server` (in the foreground until Ctrl-C) and `make up` (beside the services).
 
-The server is llama.cpp's own HTTP server, in-process through xllamacpp (PyPI wheels, extra
-`autointerp`): continuous batching over `parallel` slots, `/v1/chat/completions`, `/v1/models`,
-`/health`. Chosen over llama-cpp-python[server] and `transformers serve` by
-benchmarks/llm_servers.py (figures in benchmarks/llm_servers.json; 2 shared CPU cores):
+The server is llama.cpp's own HTTP server, in-process through xllamacpp (extra `autointerp`):
+continuous batching over `parallel` slots of `context` tokens each, `/v1/chat/completions` with
+token usage, `/v1/models`, `/health`, `/slots`, `/metrics`.
 
-FIGURES
+Why xllamacpp: measured against llama-cpp-python[server] and `transformers serve` by
+benchmarks/llm_servers.py (benchmarks/llm_servers.json), on this project's machine (2 CPU cores,
+shared with other work: load average 4-5). Install: `pip install` of the candidate alone into a
+fresh venv; start-up: spawning until `/v1/models` answers; prompt: a 979-token prompt, 1 token out;
+generation: 64 tokens from a short prompt; 2 at once: two such requests together, tokens/s overall.
 
-Start-up is the time from spawning the process until `/v1/models` answers.
+| server                      | install s | start-up s | prompt tok/s | generation tok/s | 2 at once tok/s | peak RSS MiB |
+| --------------------------- | --------: | ---------: | -----------: | ---------------: | --------------: | -----------: |
+| xllamacpp, 1 thread         |       2.0 |        1.6 |           50 |               27 |              27 |          437 |
+| llama-cpp-python, 1 thread  |    1227.7 |        2.1 |           50 |               27 |              27 |          675 |
+| transformers, 1 thread      |     100.4 |       13.9 |          109 |              6.5 |             8.0 |         1143 |
+| xllamacpp, 2 threads        |           |        2.0 |           60 |               18 |              17 |          436 |
+| llama-cpp-python, 2 threads |           |        1.8 |           54 |               17 |              20 |          673 |
+| transformers, 2 threads     |           |       11.2 |          130 |              4.1 |             3.2 |         1111 |
+
+- xllamacpp installs in 2 s: one 34 MB wheel (manylinux, abi3) with no dependencies, so it never
+  touches torch. llama-cpp-python has no wheel on PyPI for any version: pip compiles llama.cpp,
+  20 minutes here. `transformers serve` needs torch (1.1 GB venv, 100 s; in the project's venv,
+  which has torch, only openai and jiter more).
+- It starts in under 2 s (transformers: 11-14 s) and generates 4x faster than transformers; on the
+  same engine llama-cpp-python runs alike, but serves one request at a time.
+- `transformers serve` 5.24 cannot serve the packaged GGUF at all (its config has no
+  `architectures`: TypeError); it was measured on the float32 checkpoint dequantized from it.
+  It does process prompts about 2x faster (torch's float32 matrix products against llama.cpp's
+  Q4_1 kernels), which is the one figure it wins; a Q8_0 copy of the GGUF narrows that for
+  llama.cpp (1.7x faster prompts in a side test, same generation speed), not done here.
+- Threads: on 2 shared cores every server generated 1.5-2.5x faster with 1 thread than with 2
+  (prompts: within 20 % either way here, half as fast with 2 in an earlier run): llama.cpp's
+  threads meet after each operation, so one thread waiting for a core stalls the rest. The
+  default is therefore every core but one (`--threads` to change it).
+  That earlier run gave xllamacpp 99.5 prompt / 41.4 generation tok/s and transformers 234.5 / 13.2
+  with 1 thread: the absolute figures move with the machine's load, the ratios roughly hold.
 """
 
 from __future__ import annotations
@@ -52,7 +80,7 @@ def cpu_count() -> int:
 
 def default_threads() -> int:
     """Every core but one: llama.cpp's threads meet at a barrier after each operation, so one of
-    them waiting for a core stalls all (on 2 shared cores, 2 threads were 2-3x slower than 1)."""
+    them waiting for a core stalls all (on 2 shared cores, 2 threads generated 1.5-2.5x slower than 1)."""
     return max(1, cpu_count() - 1)
 
 

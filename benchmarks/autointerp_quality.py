@@ -34,9 +34,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from lm_saes.autointerp.llm import ChatClient, LLMSettings  # noqa: E402
 
 from lm_saes.autointerp.examples import split_examples  # noqa: E402
+from lm_saes.autointerp.llm import ChatClient, LLMSettings  # noqa: E402
 from lm_saes.autointerp.prompts import PROMPT_VERSION  # noqa: E402
 from lm_saes.autointerp.run import Autointerp, AutointerpConfig, run_autointerp, score_explanation  # noqa: E402
 from lm_saes.stores.documents import open_document_store  # noqa: E402
@@ -91,6 +91,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "autointerp.json"))
     parser.add_argument("--cases", default=str(ROOT / "runs" / "autointerp-cases.json"))
+    parser.add_argument(
+        "--reuse-explanations",
+        nargs=2,
+        type=float,
+        metavar=("FEATURES", "SECONDS"),
+        help="score the explanations already stored (by an earlier run that explained FEATURES in SECONDS)",
+    )
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -114,13 +121,19 @@ def main() -> int:
         client = ChatClient(llm)
 
         # 1. explanations (no scorer: only the LLM's time)
-        started = time.perf_counter()
-        explained = run_autointerp(AutointerpConfig(**base, scorers=[]), client=client)
-        explain_s = time.perf_counter() - started
-        print(f"explained {explained.explained} features in {explain_s:.0f} s", flush=True)
+        if args.reuse_explanations:
+            n_explained, explain_s = int(args.reuse_explanations[0]), args.reuse_explanations[1]
+            explain_tokens = None
+        else:
+            started = time.perf_counter()
+            explained = run_autointerp(AutointerpConfig(**base, scorers=[]), client=client)
+            explain_s = time.perf_counter() - started
+            n_explained = explained.explained
+            explain_tokens = {"prompt": explained.prompt_tokens, "completion": explained.completion_tokens}
+            print(f"explained {n_explained} features in {explain_s:.0f} s", flush=True)
 
         # 2. real scores, stored; 3. shuffled scores on the same contexts
-        cfg = AutointerpConfig(**base, explain=False)
+        cfg = AutointerpConfig(**{**base, "redo": False}, explain=False)
         documents = open_document_store(args.documents)
         stack.callback(documents.close)
         run = Autointerp(cfg, documents, client, None)
@@ -196,9 +209,10 @@ def main() -> int:
         "llm": {"model": llm.model, "server": server, "concurrency": args.concurrency},
         "prompt_version": PROMPT_VERSION,
         "examples": cfg.examples.model_dump(),
-        "explained_per_min": explained.explained / (explain_s / 60),
+        "explained_per_min": n_explained / (explain_s / 60),
+        "explain_measured_over": {"features": n_explained, "seconds": explain_s},
         "scored_per_min": len(chosen) / (score_s / 60),
-        "explain_tokens": {"prompt": explained.prompt_tokens, "completion": explained.completion_tokens},
+        "explain_tokens": explain_tokens,
         **summary,
         "features": features,
     }

@@ -15,8 +15,8 @@ Freshness: at most every `refresh_s` seconds a search first checks each SAE's fi
 features' explanations) and re-indexed; texts seen before keep their embeddings, so only new
 or changed explanations are embedded. A re-explanation that leaves every score as it was is
 picked up by `refresh(force=True)`. Refreshes run in one background thread at a time; a search
-waits for it up to `wait_s` and otherwise answers from the previous indexes, or raises
-`SearchNotReady` when there are none yet.
+waits for the running one up to `wait_s` (once indexes exist, at most `stale_wait_s`) and
+otherwise answers from the previous indexes, or raises `SearchNotReady` when there are none yet.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ class FeatureSearch:
 
     `embedder`: anything with `encode(texts) -> (n, 384) unit vectors` (default: the packaged
     all-MiniLM-L6-v2, loaded on first use). `exact_below`: SAEs with fewer explanations are
-    searched exactly (VectorIndex's threshold).
+    searched exactly (VectorIndex's threshold). `stale_wait_s`: how long a search waits for a
+    refresh once indexes exist (None: as long as its `wait_s`), so that re-reading a large
+    store's fingerprints does not hold up every search that falls due.
     """
 
     def __init__(
@@ -108,9 +110,11 @@ class FeatureSearch:
         embedder: Encoder | Callable[[], Encoder] | None = None,
         refresh_s: float = 5.0,
         exact_below: int | None = None,
+        stale_wait_s: float | None = None,
     ):
         self.store = store
         self.refresh_s = refresh_s
+        self.stale_wait_s = stale_wait_s
         self.exact_below = exact_below
         self._embedder_source = embedder
         self._embedder: Encoder | None = embedder if embedder is not None and hasattr(embedder, "encode") else None
@@ -216,6 +220,8 @@ class FeatureSearch:
                 ).start()
         if job is None:
             return
+        if self._refreshed is not None and self.stale_wait_s is not None:
+            wait_s = self.stale_wait_s if wait_s is None else min(wait_s, self.stale_wait_s)
         if not job.done.wait(wait_s):
             if self._refreshed is None:
                 raise SearchNotReady(

@@ -29,7 +29,8 @@ SERVICE_SET = frozenset({"documents", "sae", "llm", "device"})  # autointerp fie
 MAX_INDEX = 2**31 - 1
 MAX_QUERY = 500  # characters of a SearchFeatures query
 MAX_HITS = 100
-SEARCH_WAIT_S = 20.0  # longest a search waits for the index to be (re)built before answering
+SEARCH_WAIT_S = 20.0  # longest a search waits for the first index build before answering UNAVAILABLE
+SEARCH_STALE_WAIT_S = 1.0  # then, longest it waits for a refresh before answering from the last indexes
 
 
 def _sae_id(value: str, field: str = "sae_id") -> str:
@@ -47,7 +48,8 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         self.settings = settings
         self.admission = Admission(settings)
         self.output_root = settings.object_store.rstrip("/")
-        self.search = FeatureSearch(documents)  # built on the first search, refreshed as explanations change
+        # built on the first search, refreshed as explanations change
+        self.search = FeatureSearch(documents, stale_wait_s=SEARCH_STALE_WAIT_S)
 
     @rpc
     def Submit(self, request, context):

@@ -183,6 +183,9 @@ def test_first_build_not_ready_then_stale_answers(store, embedder):
     start = time.monotonic()
     stale = search.search("cats", wait_s=0.2)  # a rebuild is running: answered from the old index
     assert stale and time.monotonic() - start < 5
+    search.stale_wait_s = 0.1  # once indexes exist, a long wait_s is capped
+    start = time.monotonic()
+    assert search.search("cats", wait_s=30) == stale and time.monotonic() - start < 5
     gate.set()
 
 

@@ -53,6 +53,7 @@ FEATURE_SORTS = {
     "index": analysis_pb2.FEATURE_SORT_INDEX,
     "density": analysis_pb2.FEATURE_SORT_DENSITY,
     "max_activation": analysis_pb2.FEATURE_SORT_MAX_ACTIVATION,
+    "score": analysis_pb2.FEATURE_SORT_SCORE,
 }
 
 

@@ -98,7 +98,17 @@ def main() -> int:
         metavar=("FEATURES", "SECONDS"),
         help="score the explanations already stored (by an earlier run that explained FEATURES in SECONDS)",
     )
+    parser.add_argument(
+        "--reuse-scores",
+        type=float,
+        metavar="SECONDS",
+        help="take the real scores stored by an earlier run (that scored the features in SECONDS)",
+    )
+    parser.add_argument(
+        "--shuffled-scorers", default=",".join(SCORES), help="scorers of the shuffled baseline (comma-separated)"
+    )
     args = parser.parse_args()
+    shuffled_scorers = tuple(name for name in args.shuffled_scorers.split(",") if name)
 
     with ExitStack() as stack:
         if args.base_url:
@@ -153,34 +163,43 @@ def main() -> int:
                 contexts[i] = (split_examples(records[i], cfg.examples, run.source.strings), negatives.get(i, []))
         texts = {i: records[i].explanation.text for i in chosen}
 
-        def score(i: int, text: str) -> dict:
+        def score(i: int, text: str, names: tuple[str, ...] = SCORES) -> dict:
             examples, negatives = contexts[i]
             return score_explanation(
-                text, examples, negatives, SCORES, run.chat, encode, cfg.examples, llm.model, cfg.seed + i
+                text, examples, negatives, names, run.chat, encode, cfg.examples, llm.model, cfg.seed + i
             )
 
         from concurrent.futures import ThreadPoolExecutor
 
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            real = dict(zip(chosen, pool.map(lambda i: score(i, texts[i]), chosen), strict=True))
-        score_s = time.perf_counter() - started
-        print(f"scored {len(chosen)} features in {score_s:.0f} s", flush=True)
-        updates = {}
-        for i in chosen:
-            e = records[i].explanation
-            updates[i] = e.model_copy(update={"scores": {k: r.score for k, r in real[i].items() if r.score}})
-        documents.put_explanations(args.sae_id, updates)
+        if args.reuse_scores:
+            from lm_saes.autointerp.scorers import ScoreResult
+
+            score_s = args.reuse_scores
+            real = {i: {k: ScoreResult(records[i].explanation.scores.get(k), [], 0, 0) for k in SCORES} for i in chosen}
+        else:
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                real = dict(zip(chosen, pool.map(lambda i: score(i, texts[i]), chosen), strict=True))
+            score_s = time.perf_counter() - started
+            print(f"scored {len(chosen)} features in {score_s:.0f} s", flush=True)
+            updates = {}
+            for i in chosen:
+                e = records[i].explanation
+                updates[i] = e.model_copy(update={"scores": {k: r.score for k, r in real[i].items() if r.score}})
+            documents.put_explanations(args.sae_id, updates)
         other = derangement(len(chosen), seed=1)
         with ThreadPoolExecutor(args.concurrency) as pool:
-            shuffled_list = list(pool.map(lambda p: score(chosen[p], texts[chosen[other[p]]]), range(len(chosen))))
+            shuffled_list = list(
+                pool.map(lambda p: score(chosen[p], texts[chosen[other[p]]], shuffled_scorers), range(len(chosen)))
+            )
         shuffled = dict(zip(chosen, shuffled_list, strict=True))
 
     features, summary = [], {}
     for i in chosen:
         row = {"index": i, "explanation": texts[i], "density": records[i].density}
         for name in SCORES:
-            r, s = real[i][name].score, shuffled[i][name].score
+            r = real[i][name].score
+            s = shuffled[i][name].score if name in shuffled[i] else None
             row[name] = r.value if r else None
             row[f"{name}_shuffled"] = s.value if s else None
             row[f"{name}_failed"] = (r.failed if r else None, s.failed if s else None)
@@ -197,7 +216,7 @@ def main() -> int:
             "shuffled_mean": statistics.fmean(b for _, b in pairs) if pairs else None,
             "real_median": statistics.median(a for a, _ in pairs) if pairs else None,
             "features": len(pairs),
-            "p_value": permutation_p(diffs),
+            "p_value": permutation_p(diffs) if diffs else None,
             "wilcoxon_p": wilcoxon_p(diffs),
             "real_beats_shuffled": sum(d > 0 for d in diffs),
             "ties": sum(d == 0 for d in diffs),
@@ -232,6 +251,9 @@ def main() -> int:
     Path(args.cases).write_text(json.dumps(cases))
     for name in SCORES:
         s = summary[name]
+        if s["shuffled_mean"] is None:
+            print(f"{name:10s} real {s['real_mean']}  (no shuffled baseline run)")
+            continue
         print(
             f"{name:10s} real {s['real_mean']:.3f}  shuffled {s['shuffled_mean']:.3f}  p {s['p_value']:.2g}"
             f"  ({s['real_beats_shuffled']}/{s['features']} features better)"

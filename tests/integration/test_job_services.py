@@ -166,10 +166,10 @@ def test_autointerp_job_explains_and_scores_the_analyzed_features(stack):
         "examples": {
             "explain_top": 3,
             "explain_quantiles": 1,
-            "test_activating": 4,
+            "test_activating": 6,
             "random_negatives": 2,
             "hard_negatives": 2,
-            "per_prompt": 4,
+            "per_prompt": 5,
         },
     }
     job = analyzer.SubmitAutointerp(

@@ -179,19 +179,19 @@ def test_autointerp_job_explains_and_scores_the_analyzed_features(stack):
     assert final.state == common_pb2.JOB_STATE_SUCCEEDED, final.error
     result = json.loads(final.result_json)
     assert result["selected"] == 2 and result["explained"] + result["failed"] == 2
-    page = analyzer.ListFeatures(
-        analysis_pb2.ListFeaturesRequest(
-            sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_SCORE, descending=True, limit=3
-        )
-    )
-    explained = [
-        json.loads(
-            analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="tiny-sae", index=f.index)).document_json
-        ).get("explanation")
+    page = analyzer.ListFeatures(analysis_pb2.ListFeaturesRequest(sae_id="tiny-sae", limit=1000))
+    documents = [
+        json.loads(analyzer.GetFeature(analysis_pb2.GetFeatureRequest(sae_id="tiny-sae", index=f.index)).document_json)
         for f in page.features
     ]
-    assert sum(e is not None for e in explained) == result["explained"] >= 1
-    assert all(set(e["scores"]) <= {"detection", "fuzzing"} for e in explained if e)
+    explained = [d["explanation"] for d in documents if d.get("explanation")]
+    assert len(explained) == result["explained"] >= 1
+    assert all(set(e["scores"]) <= {"detection", "fuzzing"} and e["model"] for e in explained)
+    ranked = analyzer.ListFeatures(
+        analysis_pb2.ListFeaturesRequest(sae_id="tiny-sae", sort=analysis_pb2.FEATURE_SORT_SCORE, descending=True)
+    )
+    scored = {d["index"] for d in documents if d.get("score") is not None}
+    assert {f.index for f in ranked.features[: len(scored)]} == scored  # scored features sort first
 
 
 @pytest.mark.parametrize(

@@ -211,11 +211,13 @@ def main() -> int:
             if f[name] is not None and f[f"{name}_shuffled"] is not None
         ]
         diffs = [a - b for a, b in pairs]
+        reals = [f[name] for f in features if f[name] is not None]
         summary[name] = {
-            "real_mean": statistics.fmean(a for a, _ in pairs) if pairs else None,
+            "real_mean": statistics.fmean(reals) if reals else None,
+            "real_median": statistics.median(reals) if reals else None,
             "shuffled_mean": statistics.fmean(b for _, b in pairs) if pairs else None,
-            "real_median": statistics.median(a for a, _ in pairs) if pairs else None,
-            "features": len(pairs),
+            "features": len(reals),
+            "paired_features": len(pairs),
             "p_value": permutation_p(diffs) if diffs else None,
             "wilcoxon_p": wilcoxon_p(diffs),
             "real_beats_shuffled": sum(d > 0 for d in diffs),
@@ -252,7 +254,7 @@ def main() -> int:
     for name in SCORES:
         s = summary[name]
         if s["shuffled_mean"] is None:
-            print(f"{name:10s} real {s['real_mean']}  (no shuffled baseline run)")
+            print(f"{name:10s} real {s['real_mean']}  (no shuffled baseline)")
             continue
         print(
             f"{name:10s} real {s['real_mean']:.3f}  shuffled {s['shuffled_mean']:.3f}  p {s['p_value']:.2g}"

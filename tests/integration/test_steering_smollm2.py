@@ -83,7 +83,10 @@ def test_clamping_a_feature_to_its_own_value_is_the_plain_model(steerer):
         SteerRequest(prompt=PROMPTS[1], interventions=[own], generation=generation),
         keep_logits=True,
     )
-    assert value > 0 and (logits(clamped) - logits(plain)).abs().max() <= 1e-5
+    # float32 rounding of the clamp value (~1e-7 relative) grows through 24 layers: 0.5-3e-5 on
+    # logits of magnitude ~20 depending on the machine's threads, so the bound is relative
+    scale = logits(plain).abs().max()
+    assert value > 0 and (logits(clamped) - logits(plain)).abs().max() <= 5e-6 * scale
     other = own.model_copy(update={"strength": value + 1})
     moved = steerer.generate(
         SteerRequest(prompt=PROMPTS[1], interventions=[other], generation=generation),

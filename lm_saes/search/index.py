@@ -49,7 +49,7 @@ def _unit_rows(vectors: Any, dim: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
-def _exact(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """Positions and similarities of each query's k best rows of `vectors`, best first."""
     k = min(k, len(vectors))
     best = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -150,7 +150,7 @@ class VectorIndex:
         n = len(vectors)
         picks = np.sort(rng.choice(n, min(n, CALIBRATION_QUERIES), replace=False))
         queries = vectors[picks]
-        truth, _ = _exact(vectors, queries, k + 1)
+        truth, _ = exact_top_k(vectors, queries, k + 1)
         nlist = self._ivf.nlist
         nprobe = min(MIN_NPROBE, nlist)
         while True:
@@ -178,7 +178,7 @@ class VectorIndex:
             out_keys, out_sims = empty.astype(np.int64), empty.astype(np.float32)
         elif self._ivf is None:
             assert self._vectors is not None
-            positions, out_sims = _exact(self._vectors, queries, k)
+            positions, out_sims = exact_top_k(self._vectors, queries, k)
             out_keys = self._keys[positions]
         else:
             params = _faiss().SearchParametersIVF(nprobe=self.nprobe)  # per call: safe across threads

@@ -44,14 +44,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lm_saes.runner import run_eval
+    from lm_saes.evals.suite import parse_suites
+    from lm_saes.runner import run_eval, run_eval_suite
 
     data = eval_cfg = model = None
     if args.config:
         cfg = load_config(args.config, RunConfig, _overrides(args.set))
         data, eval_cfg, model = cfg.data, cfg.eval, cfg.model
-    metrics = run_eval(args.sae, data, eval_cfg, model, progress=not args.quiet)
-    text = json.dumps(metrics.model_dump(), indent=2)
+    if args.suite is None:
+        if args.sae is None:
+            raise ConfigError("lm-saes eval needs --sae (or --suite synthetic, which trains its own)")
+        metrics = run_eval(args.sae, data, eval_cfg, model, progress=not args.quiet)
+        text = json.dumps(metrics.model_dump(), indent=2)
+    else:
+        try:
+            suites = parse_suites(args.suite)
+            report = run_eval_suite(
+                suites, args.sae, args.compare, args.scenario, data, eval_cfg, model, progress=not args.quiet
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        text = report.model_dump_json(indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
@@ -283,7 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a trained SAE (JSON out)")
-    evaluate.add_argument("--sae", required=True, help="folder or s3:// URI holding sae.json")
+    evaluate.add_argument("--sae", help="folder or s3:// URI holding sae.json")
+    evaluate.add_argument(
+        "--suite",
+        help="comma-separated suites: core, universality, absorption, probing, synthetic (default: core metrics only)",
+    )
+    evaluate.add_argument("--compare", help="the second SAE of the universality suite")
+    evaluate.add_argument(
+        "--scenario", action="append", metavar="TOML", help="synthetic scenario file (default: the shipped ones)"
+    )
     evaluate.add_argument("--config", help="TOML for data/eval/model (default: the run's own)")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--out", help="also write the JSON here")

@@ -4,18 +4,39 @@ Conventions (as in SAELens):
 - explained variance = 1 - SSE/SST, SST around the mean over all evaluated tokens;
 - CE loss recovered = (CE_zero_ablation - CE_with_sae) / (CE_zero_ablation - CE_clean);
 - the SAE is spliced in at every position except BOS (whose activation is an outlier
-  no SAE is trained on), and LM loss is averaged over all next-token predictions.
+  no SAE is trained on), and LM loss is averaged over all next-token predictions;
+- KL divergence = KL(clean next-token distribution || with the SAE), averaged over the same
+  predictions, from the same passes as the losses;
+- feature density = the fraction of evaluated tokens a latent fires on, histogrammed in log10
+  bins (the shape SAELens and Neuronpedia plot), dead latents counted apart.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from lm_saes.config import EvalConfig
 from lm_saes.models import LanguageModel
 from lm_saes.saes import SparseAutoencoder
+
+DENSITY_LOG10_EDGES = [x / 2 for x in range(-14, 1)]  # 1e-7 .. 1 in half decades
+
+
+class DensityHistogram(BaseModel):
+    log10_edges: list[float]  # bin i holds log10(density) in [edges[i], edges[i + 1])
+    counts: list[int]  # latents per bin (a density below the first edge counts in bin 0)
+    dead: int  # latents that never fired
+
+
+def density_histogram(density: torch.Tensor) -> DensityHistogram:
+    alive = density[density > 0].double().log10()
+    edges = torch.tensor(DENSITY_LOG10_EDGES, dtype=torch.float64)
+    bins = (torch.bucketize(alive, edges, right=True) - 1).clamp(0, len(edges) - 2)
+    counts = torch.bincount(bins, minlength=len(edges) - 1)
+    return DensityHistogram(log10_edges=DENSITY_LOG10_EDGES, counts=counts.tolist(), dead=int((density == 0).sum()))
 
 
 class EvalMetrics(BaseModel):
@@ -30,6 +51,8 @@ class EvalMetrics(BaseModel):
     ce_loss_zero_ablation: float | None = None
     ce_loss_recovered: float | None = None
     delta_lm_loss: float | None = None
+    kl_divergence: float | None = None  # nats per prediction, clean || with the SAE
+    density: DensityHistogram | None = None
 
 
 class _Sums:
@@ -42,7 +65,7 @@ class _Sums:
         self.sum_y2 = 0.0
         self.active = 0
         self.fires = torch.zeros(d_sae, dtype=torch.float64)
-        self.ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0}
+        self.ce = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
         self.ce_count = 0
 
     def add_reconstruction(self, y: torch.Tensor, recon: torch.Tensor, acts: torch.Tensor) -> None:
@@ -66,12 +89,14 @@ class _Sums:
             mse=self.sse / (n * self.sum_y.numel()),
             dead_fraction=float((density == 0).double().mean()),
             dense_fraction=float((density > dense_threshold).double().mean()),
+            density=density_histogram(density),
         )
         if self.ce_count:
             clean, sae, zero = (self.ce[k] / self.ce_count for k in ("clean", "sae", "zero"))
             out.ce_loss_clean, out.ce_loss_with_sae, out.ce_loss_zero_ablation = clean, sae, zero
             out.ce_loss_recovered = (zero - sae) / (zero - clean) if zero != clean else None
             out.delta_lm_loss = sae - clean
+            out.kl_divergence = self.ce["kl"] / self.ce_count
         return out
 
 
@@ -93,27 +118,35 @@ def evaluate(
         keep = tokens != bos
         hooks = list(dict.fromkeys([hook_in, hook_out]))
         if cfg.ce_loss:
-            clean, acts = model.loss_per_token(tokens, capture=hooks)
+            clean_logits, acts = model.logits(tokens, capture=hooks)
         else:
-            clean, acts = None, model.activations(tokens, hooks)
+            clean_logits, acts = None, model.activations(tokens, hooks)
         x = acts[hook_in][keep]
         features = sae.encode(x)
         recon = sae.decode(features)
         sums.add_reconstruction(acts[hook_out][keep], recon, features)
-        if clean is None:
+        if clean_logits is None:
             continue
-        with_sae, zero = _spliced_losses(sae, model, tokens, keep)
-        sums.ce["clean"] += float(clean.sum())
-        sums.ce["sae"] += float(with_sae.sum())
-        sums.ce["zero"] += float(zero.sum())
-        sums.ce_count += clean.numel()
+        sae_logits, zero_logits = _spliced_logits(sae, model, tokens, keep)
+        targets = tokens[:, 1:]
+        clean_lp = _next_token_log_probs(clean_logits)
+        sae_lp = _next_token_log_probs(sae_logits)
+        for name, lp in (("clean", clean_lp), ("sae", sae_lp), ("zero", _next_token_log_probs(zero_logits))):
+            sums.ce[name] -= float(lp.gather(-1, targets[..., None]).sum())
+        sums.ce["kl"] += float((clean_lp.exp() * (clean_lp - sae_lp)).sum())
+        sums.ce_count += targets.numel()
     return sums.metrics(cfg.dense_threshold)
 
 
-def _spliced_losses(
+def _next_token_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """[batch, pos - 1, vocab] float32 log-probabilities of each next token."""
+    return F.log_softmax(logits[:, :-1].float(), dim=-1)
+
+
+def _spliced_logits(
     sae: SparseAutoencoder, model: LanguageModel, tokens: torch.Tensor, keep: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LM loss with the SAE's output, and with zeros, in place of `hook_out` at kept positions.
+    """Logits with the SAE's output, and with zeros, in place of `hook_out` at kept positions.
 
     Transcoders read `hook_in`, which the same pass reaches earlier; plain SAEs read the
     value of `hook_out` itself.
@@ -136,6 +169,6 @@ def _spliced_losses(
         return out
 
     replace = {hook_out: splice} if hook_in == hook_out else {hook_in: remember_input, hook_out: splice}
-    with_sae, _ = model.loss_per_token(tokens, replace=replace)
-    zeroed, _ = model.loss_per_token(tokens, replace={hook_out: zero})
+    with_sae, _ = model.logits(tokens, replace=replace)
+    zeroed, _ = model.logits(tokens, replace={hook_out: zero})
     return with_sae, zeroed

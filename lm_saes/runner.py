@@ -24,6 +24,7 @@ from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from lm_saes.data.packing import TokenSplits, load_token_splits, non_bos_tokens
 from lm_saes.dtypes import TORCH_DTYPES
+from lm_saes.evals.suite import MODEL_SUITES, EvalReport, context_budget, run_synthetic, universality
 from lm_saes.evaluation import EvalMetrics, evaluate
 from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
@@ -259,6 +260,52 @@ def run_eval(
     splits = load_token_splits(data, model.tokenizer)
     sae.to(eval_cfg.device)
     return evaluate(sae, model, splits.eval, eval_cfg, progress)
+
+
+def run_eval_suite(
+    suites: list[str],
+    sae_location: str | None = None,
+    compare_location: str | None = None,
+    scenarios: list[str] | None = None,
+    data: DataConfig | None = None,
+    eval_cfg: EvalConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """The chosen suites of lm_saes.evals.suite over one SAE (and `compare_location` for universality)."""
+    report = EvalReport(sae=sae_location, compared_with=compare_location)
+    if any(suite in MODEL_SUITES for suite in suites):
+        if sae_location is None:
+            raise ValueError(f"suites {', '.join(s for s in suites if s in MODEL_SUITES)} evaluate an SAE: pass --sae")
+        if "universality" in suites and compare_location is None:
+            raise ValueError("the universality suite compares two SAEs: pass --compare with the second one")
+        sae = load_sae(sae_location)
+        run_cfg = _run_config_beside(sae_location)
+        data = data or (run_cfg.data if run_cfg else DataConfig())
+        eval_cfg = eval_cfg or (run_cfg.eval if run_cfg else EvalConfig())
+        model_cfg = model_cfg or (run_cfg.model if run_cfg else ModelConfig(name=sae.spec.model))
+        model = load_language_model(model_cfg)
+        contexts = context_budget(load_token_splits(data, model.tokenizer).eval, eval_cfg)
+        sae.to(eval_cfg.device)
+        if "core" in suites:
+            started = time.perf_counter()
+            report.core = evaluate(sae, model, contexts, eval_cfg, progress)
+            report.seconds["core"] = time.perf_counter() - started
+        if "universality" in suites and compare_location is not None:
+            other = load_sae(compare_location).to(eval_cfg.device)
+            if other.spec.model != sae.spec.model:
+                raise ValueError(
+                    f"--compare {compare_location} is an SAE of {other.spec.model!r}, not {sae.spec.model!r}: "
+                    "universality compares activations on the same tokens of one model"
+                )
+            started = time.perf_counter()
+            report.universality = universality(sae, other, model, contexts, eval_cfg.batch_contexts, progress)
+            report.seconds["universality"] = time.perf_counter() - started
+    if "synthetic" in suites:
+        started = time.perf_counter()
+        report.synthetic = run_synthetic(scenarios or [], progress)
+        report.seconds["synthetic"] = time.perf_counter() - started
+    return report
 
 
 def _run_config_beside(sae_location: str) -> RunConfig | None:

@@ -22,7 +22,8 @@ from lm_saes.models import LanguageModel
 from lm_saes.stores import ObjectStore
 
 
-def _generator(*parts: int) -> torch.Generator:
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A generator seeded by a tuple of ints (seed, epoch, window, ...): one stream per tuple."""
     seed = 0
     for part in parts:
         seed = (seed * 1_000_003 + part) % (2**63 - 1)
@@ -64,7 +65,7 @@ class ActivationSource(ABC):
     def shuffled_window(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
         rows = self.load_window(epoch, index)
         n = next(iter(rows.values())).shape[0]
-        order = torch.randperm(n, generator=_generator(self.seed, epoch, index))
+        order = torch.randperm(n, generator=seeded_generator(self.seed, epoch, index))
         return {hook: t[order] for hook, t in rows.items()}
 
     def batches(self, batch_size: int, start_row: int = 0) -> Iterator[dict[str, torch.Tensor]]:
@@ -115,7 +116,7 @@ class StoredActivations(ActivationSource):
     @lru_cache(maxsize=8)  # noqa: B019 - a handful of epochs per source
     def _windows(self, epoch: int) -> list[list[int]]:
         shards = self.manifest.shards
-        order = torch.randperm(len(shards), generator=_generator(self.seed, epoch, -1)).tolist()
+        order = torch.randperm(len(shards), generator=seeded_generator(self.seed, epoch, -1)).tolist()
         windows, current, tokens = [], [], 0
         for shard in order:
             current.append(shard)

@@ -78,6 +78,16 @@ class LanguageModel:
         """
         return self._run(tokens, capture=capture, replace=replace, return_type="loss")
 
+    @torch.no_grad()
+    def logits(
+        self,
+        tokens: torch.Tensor,
+        capture: list[str] | tuple[str, ...] = (),
+        replace: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits [batch, pos, vocab] and the captured hooks; `replace` as in `loss_per_token`."""
+        return self._run(tokens, capture=capture, replace=replace, return_type="logits")
+
     def _run(self, tokens, capture=(), replace=None, stop_at_layer=None, return_type=None):
         captured: dict[str, torch.Tensor] = {}
 

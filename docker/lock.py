@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 SKIP = {"lm-saes", "torch"}  # the project itself; torch comes from the PyTorch index
-SERVICE_EXTRAS = ("rpc", "mongo", "s3")  # what every service image runs with
+SERVICE_EXTRAS = ("rpc", "mongo", "s3", "autointerp", "evals")  # what every service image runs with
 GATEWAY_EXTRAS = ("gateway",)
 
 

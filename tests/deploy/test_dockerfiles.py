@@ -169,4 +169,5 @@ def test_lock_pins_every_runtime_dependency():
     assert all(re.fullmatch(r"[a-z0-9._-]+==[\w.+-]+", line) for line in lines)
     names = {line.split("==")[0] for line in lines}
     assert {"grpcio", "grpcio-health-checking", "pydantic-settings", "transformer-lens", "minio", "pymongo"} <= names
+    assert {"xllamacpp", "faiss-cpu", "scipy", "scikit-learn"} <= names  # the analysis service: autointerp, evals
     assert "torch" not in names and "lm-saes" not in names

@@ -134,6 +134,27 @@ def _commit() -> str:
     return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
 
 
+def carried(group: str, previous: Path) -> dict:
+    """The previous results' `group`, marked with the run it came from, for a group this machine
+    cannot run now (the trace group needs the 30-layer transcoder set: ~50 min to train here)."""
+    if not previous.is_file():
+        return {}
+    old = json.loads(previous.read_text())
+    entry = dict(old.get(group) or {})
+    if not entry or "carried_from" in entry:
+        return entry
+    source = {"commit": old.get("commit"), "date": old.get("date")}
+    if source["commit"] is None:  # results written before they carried their own commit and date
+        log = subprocess.run(
+            ["git", "log", "-1", "--format=%H %cI", "--", str(previous)],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        source = {"commit": log[0], "date": log[1]} if len(log) == 2 else source
+    return {**entry, "carried_from": source}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -183,6 +204,13 @@ def main() -> int:
     from tracing import bench_trace
 
     trace = bench_trace(model, args.rounds)
+    if not trace:
+        trace = carried("trace", Path(args.out))
+        print(
+            "trace: no transcoder set at runs/smollm2-transcoders (lm-saes train examples/configuration/"
+            f"transcoders.toml makes it); {'kept the figures of run ' + str(trace['carried_from']) if trace else 'skipped'}",
+            file=sys.stderr,
+        )
     from steering_speed import bench_steer
 
     steer = bench_steer(model, default_sae()[0], args.rounds)

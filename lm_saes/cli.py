@@ -18,7 +18,7 @@ def _overrides(items: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lm_saes.runner import TRANSCODERS_KEY, run_train, run_train_transcoders
+    from lm_saes.runner import TRANSCODERS_KEY, run_train, run_train_sweep, run_train_transcoders
 
     cfg = load_config(args.config, RunConfig, _overrides(args.set))
     if cfg.transcoders is not None:
@@ -30,6 +30,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"\n{len(runs)} transcoders saved under {cfg.output}/layer-N/sae; "
             f"the set is {cfg.output}/{TRANSCODERS_KEY} (pass it to `lm-saes trace`)"
         )
+        return 0
+    if cfg.sweep is not None:
+        members = run_train_sweep(cfg, progress=not args.quiet)
+        if members is None:
+            return 0
+        print(json.dumps([run.summary() for run in members], indent=2))
+        print(f"\n{len(members)} SAEs of one activation stream saved under {cfg.output}/NAME/sae")
         return 0
     run = run_train(cfg, progress=not args.quiet)
     if run is None:  # a torchrun rank other than 0: rank 0 reports

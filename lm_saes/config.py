@@ -13,6 +13,7 @@ nothing from lm_saes.saes at import time; it looks the registry up when it valid
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -227,6 +228,19 @@ class EvalConfig(Section):
     device: Device = "cpu"
 
 
+class SweepMember(Section):
+    """One SAE of a sweep: its name (its folder under the run's output) and what differs.
+
+    `sae` is merged over the run's `[sae]` (changing `architecture` keeps only the shared
+    fields: hooks, d_sae, seed, ...), `train` over its `[train]`; every member reads the same
+    batches, so `train.batch_size` and `train.epochs` stay the run's.
+    """
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Folder name under output")
+    sae: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunConfig(Section):
     """Top-level config of `lm-saes train`."""
 
@@ -243,9 +257,14 @@ class RunConfig(Section):
     transcoders: TranscodersConfig | None = Field(
         None, description="Train one transcoder per listed layer instead of one SAE"
     )
+    sweep: list[SweepMember] | None = Field(
+        None, min_length=1, max_length=64, description="Train these SAEs from one activation stream instead of one"
+    )
 
     @model_validator(mode="after")
     def _check_hooks(self) -> RunConfig:
+        if self.transcoders is not None and self.sweep is not None:
+            raise ValueError("[transcoders] and [[sweep]] cannot be combined; a run trains one of them")
         if self.transcoders is not None:
             if len(set(self.transcoders.layers)) != len(self.transcoders.layers):
                 raise ValueError(f"transcoders.layers = {self.transcoders.layers} repeats a layer; list each once")
@@ -265,7 +284,38 @@ class RunConfig(Section):
             if hook not in hooks:
                 raise ValueError(f"{field} = {hook!r} is not generated; add it to activations.hooks {hooks}")
         self.sae.hook_in, self.sae.hook_out = hook_in, hook_out
+        if self.sweep is not None:
+            names = [member.name for member in self.sweep]
+            if len(set(names)) != len(names):
+                raise ValueError(f"sweep names {names} repeat; each member needs its own folder")
+            for i in range(len(self.sweep)):
+                self.for_member(i)  # each member's config validates now, before any work
         return self
+
+    def for_member(self, index: int) -> RunConfig:
+        """The single-SAE run of one sweep member (saved under OUTPUT/NAME)."""
+        assert self.sweep is not None
+        member = self.sweep[index]
+        for key in ("batch_size", "epochs"):
+            if key in member.train:
+                raise ConfigError(
+                    f"sweep.{index}.train.{key}: every member of a sweep trains on the same batches; "
+                    f"set train.{key} for the whole run instead"
+                )
+        raw = self.model_dump()
+        raw["sweep"] = None
+        raw["output"] = f"{self.output.rstrip('/')}/{member.name}"
+        base_sae = raw["sae"]
+        if "architecture" in member.sae and member.sae["architecture"] != base_sae["architecture"]:
+            base_sae = {k: v for k, v in base_sae.items() if k in SAEConfigBase.model_fields}
+        raw["sae"] = {**base_sae, **member.sae}
+        raw["train"] = {**raw["train"], **member.train}
+        try:
+            return RunConfig.model_validate(raw)
+        except ValidationError as error:
+            lines = format_validation_error(error, RunConfig, "", raw).splitlines()[1:]
+            named = [re.sub(r"(?<![\w.])(sae|train)\.", rf"sweep.{index}.\1.", line.strip()) for line in lines]
+            raise ConfigError(f"sweep member {member.name!r}: " + "; ".join(named)) from None
 
     def for_layer(self, layer: int) -> RunConfig:
         """The single-transcoder run of one layer of a transcoder set (saved beside its SAE)."""

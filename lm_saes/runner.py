@@ -31,6 +31,8 @@ from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.training import Trainer
 from lm_saes.training.distributed import init_distributed
+from lm_saes.training.sweep import Sweep
+from lm_saes.training.trainer import TrainSummary
 
 log = logging.getLogger(__name__)
 SAE_PREFIX = "sae"
@@ -121,6 +123,20 @@ def run_train_transcoders(
     return cast(list[TrainRun], runs) if runs and all(runs) else None  # all(runs): none is None
 
 
+def run_train_sweep(
+    cfg: RunConfig,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[TrainRun] | None:
+    """Train every member of `cfg.sweep` from one activation stream; members already saved are
+    loaded, not retrained. None when interrupted (checkpoints hold every member's progress)."""
+    if cfg.sweep is None:
+        raise ValueError("run_train_sweep needs a [[sweep]] section")
+    runs = _train_runs(cfg, progress, on_log, should_stop)
+    return cast(list[TrainRun], runs) if runs and all(runs) else None
+
+
 def _train_runs(
     cfg: RunConfig, progress: bool, on_log: Callable[[dict], None] | None, should_stop: Callable[[], bool] | None
 ) -> list[TrainRun | None]:
@@ -145,6 +161,8 @@ def _train_runs(
     if dist.is_main:
         dist.barrier()
     timings["activations"] = time.perf_counter() - clock
+    if cfg.sweep is not None:
+        return _train_sweep(cfg, model, splits, source, timings, progress, on_log, should_stop, dist)
     if cfg.transcoders is None:
         return [_train_one(cfg, model, splits, source, store, timings, progress, on_log, should_stop, dist)]
 
@@ -196,6 +214,101 @@ def _train_runs(
     return runs
 
 
+def _train_sweep(
+    cfg: RunConfig,
+    model: LanguageModel,
+    splits: TokenSplits,
+    source: ActivationSource,
+    timings: dict[str, float],
+    progress: bool,
+    on_log: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+    dist,
+) -> list[TrainRun | None]:
+    """Every member of `cfg.sweep` from one stream (lm_saes.training.sweep), each saved and
+    evaluated as its own run under OUTPUT/NAME; members already saved are loaded, not retrained."""
+    assert cfg.sweep is not None
+    members = [cfg.for_member(i) for i in range(len(cfg.sweep))]
+    done: dict[int, TrainRun] = {}
+    pending: list[tuple[RunConfig, ObjectStore, Trainer]] = []
+    for i, member in enumerate(members):
+        member_store = open_store(member.output)
+        if member_store.exists(f"{SAE_PREFIX}/sae.json") and member_store.exists(SUMMARY_KEY):
+            done[i] = _saved_run(member.output, member_store)
+            continue
+        if dist.is_main:
+            member_store.put_json(CONFIG_KEY, member.model_dump(mode="json"))
+        trainer = _trainer(member, model, source, member_store, False, on_log, should_stop, dist)
+        pending.append((member, member_store, trainer))
+    clock = time.perf_counter()
+    summaries = Sweep([trainer for _, _, trainer in pending], progress and dist.is_main).run() if pending else []
+    timings["train_sweep"] = time.perf_counter() - clock
+    finished = iter(
+        _finish(member, model, splits, member_store, trainer, summary, dict(timings), progress, dist)
+        for (member, member_store, trainer), summary in zip(pending, summaries, strict=True)
+    )
+    return [done[i] if i in done else next(finished) for i in range(len(members))]
+
+
+def _saved_run(output: str, store: ObjectStore) -> TrainRun:
+    summary = store.get_json(SUMMARY_KEY)
+    metrics = EvalMetrics(**summary["eval"]) if summary.get("eval") else None
+    return TrainRun(
+        output,
+        load_sae(f"{output}/{SAE_PREFIX}"),
+        metrics,
+        summary.get("timings_s", {}),
+        summary.get("train_tokens", 0),
+    )
+
+
+def _trainer(
+    cfg: RunConfig,
+    model: LanguageModel,
+    source: ActivationSource,
+    store: ObjectStore,
+    progress: bool,
+    on_log: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+    dist,
+) -> Trainer:
+    """The Trainer of the SAE `cfg.sae` describes (initialised from its own seed), on `source`."""
+    stats = source.stats()
+    d_in, d_out = stats[cfg.sae.input_hook].d, stats[cfg.sae.output_hook].d
+    spec = make_spec(cfg.sae, d_in=d_in, d_out=d_out, model=model.name)
+    sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
+    return Trainer(
+        sae, source, cfg.train, store, spec.input_hook, spec.output_hook, progress, on_log, should_stop, dist
+    )
+
+
+def _finish(
+    cfg: RunConfig,
+    model: LanguageModel,
+    splits: TokenSplits,
+    store: ObjectStore,
+    trainer: Trainer,
+    summary: TrainSummary,
+    timings: dict[str, float],
+    progress: bool,
+    dist,
+) -> TrainRun | None:
+    """Save and evaluate a trained SAE (None when training was interrupted, or off rank 0)."""
+    if summary.steps < trainer.total_steps or not dist.is_main:
+        return None
+    sae = trainer.sae
+    sae.save(store, SAE_PREFIX)
+    metrics = None
+    if len(splits.eval):
+        clock = time.perf_counter()
+        metrics = evaluate(sae, model, splits.eval, cfg.eval, progress)
+        store.put_json(EVAL_KEY, metrics.model_dump())
+        timings["eval"] = time.perf_counter() - clock
+    run = TrainRun(cfg.output, sae, metrics, timings, summary.tokens, summary.resumed_from)
+    store.put_json(SUMMARY_KEY, run.summary())
+    return run
+
+
 def _train_one(
     cfg: RunConfig,
     model: LanguageModel,
@@ -210,37 +323,10 @@ def _train_one(
 ) -> TrainRun | None:
     """Train and evaluate the SAE `cfg.sae` describes on `source`, saving under `store`."""
     clock = time.perf_counter()
-    stats = source.stats()
-    d_in, d_out = stats[cfg.sae.input_hook].d, stats[cfg.sae.output_hook].d
-    spec = make_spec(cfg.sae, d_in=d_in, d_out=d_out, model=model.name)
-    sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
-    trainer = Trainer(
-        sae,
-        source,
-        cfg.train,
-        store,
-        spec.input_hook,
-        spec.output_hook,
-        progress and dist.is_main,
-        on_log,
-        should_stop,
-        dist,
-    )
+    trainer = _trainer(cfg, model, source, store, progress and dist.is_main, on_log, should_stop, dist)
     summary = trainer.run()
-    if summary.steps < trainer.total_steps or not dist.is_main:
-        return None
-    sae.save(store, SAE_PREFIX)
     timings["train"] = time.perf_counter() - clock
-
-    metrics = None
-    if len(splits.eval):
-        clock = time.perf_counter()
-        metrics = evaluate(sae, model, splits.eval, cfg.eval, progress)
-        store.put_json(EVAL_KEY, metrics.model_dump())
-        timings["eval"] = time.perf_counter() - clock
-    run = TrainRun(cfg.output, sae, metrics, timings, summary.tokens, summary.resumed_from)
-    store.put_json(SUMMARY_KEY, run.summary())
-    return run
+    return _finish(cfg, model, splits, store, trainer, summary, timings, progress, dist)
 
 
 def run_eval(

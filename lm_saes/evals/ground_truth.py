@@ -60,7 +60,6 @@ def run_scenario(cfg: SyntheticSuiteConfig, progress: bool = False) -> list[Synt
     for sae_config in cfg.saes:
         sae_config = sae_config.model_copy(update={"hook_in": SYNTHETIC_HOOK, "hook_out": SYNTHETIC_HOOK})
         spec = make_spec(sae_config, d_in=cfg.scenario.d_model, d_out=cfg.scenario.d_model)
-        torch.manual_seed(sae_config.seed)
         sae = build_sae(spec)
         source = SyntheticActivations(features, seed=cfg.train.seed)
         with tempfile.TemporaryDirectory(prefix="lm-saes-synthetic-") as folder:

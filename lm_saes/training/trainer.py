@@ -131,38 +131,57 @@ class Trainer:
     # --- loop --------------------------------------------------------------------------
     def run(self, stop_at_step: int | None = None) -> TrainSummary:
         """Train to the end (or to `stop_at_step`, checkpointing there, as an interruption would)."""
-        self.initialize()
-        last_step = min(stop_at_step or self.total_steps, self.total_steps)
-        resumed_from = self.step
-        device = self.sae.W_enc.device
-        cfg = self.cfg
-        batches = self.source.batches(cfg.batch_size, start_row=self.step * cfg.batch_size)
-        started = time.perf_counter()
-        last: dict[str, float] = {}
-        self.sae.train()
+        self.begin(stop_at_step)
+        batches = self.source.batches(self.cfg.batch_size, start_row=self.step * self.cfg.batch_size)
         with tqdm(
             total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.progress
         ) as bar:
-            while self.step < last_step and not self.dist.anyone(bool(self.should_stop and self.should_stop())):
-                batch = next(batches)
-                x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
-                y = self.dist.local_rows(batch[self.hook_out]).to(device, non_blocking=True)
-                out, info = self.train_step(x, y)
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    last = self._log(out, y, info)
+            while self.wants_more():
+                last = self.feed(next(batches))
+                if last:
                     bar.set_postfix(
                         loss=f"{last['loss']:.3g}", l0=f"{last['l0']:.1f}", ev=f"{last['explained_variance']:.3f}"
                     )
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
-                    self.checkpoint()
                 bar.update(1)
+        return self.finish()
+
+    # The loop in three parts, so that a sweep (lm_saes.training.sweep) can feed one stream of
+    # batches to several trainers and get, for each, exactly what `run` alone would have done.
+    def begin(self, stop_at_step: int | None = None) -> None:
+        """Initialize (or restore) and fix the step this run stops at."""
+        self.initialize()
+        self.last_step = min(stop_at_step or self.total_steps, self.total_steps)
+        self.resumed_from = self.step
+        self.started = time.perf_counter()
+        self.last_record: dict[str, float] = {}
+        self.sae.train()
+
+    def wants_more(self) -> bool:
+        """Whether another batch should be fed: steps remain and no rank was asked to stop."""
+        return self.step < self.last_step and not self.dist.anyone(bool(self.should_stop and self.should_stop()))
+
+    def feed(self, batch: dict[str, torch.Tensor]) -> dict[str, float] | None:
+        """One step on `batch` (the source's batch at this step); the metrics record when logged."""
+        device = self.sae.W_enc.device
+        x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
+        y = self.dist.local_rows(batch[self.hook_out]).to(device, non_blocking=True)
+        out, info = self.train_step(x, y)
+        record = None
+        if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+            record = self.last_record = self._log(out, y, info)
+        if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0 and self.step < self.total_steps:
+            self.checkpoint()
+        return record
+
+    def finish(self) -> TrainSummary:
+        """Checkpoint an unfinished run, close the log, and summarize."""
         if self.step < self.total_steps:
             self.checkpoint()
         if self.dist.is_main:
             self.log.close()
         self.sae.eval()
-        seconds = time.perf_counter() - started
-        return TrainSummary(self.step, self.step * cfg.batch_size, seconds, resumed_from, last)
+        seconds = time.perf_counter() - self.started
+        return TrainSummary(self.step, self.step * self.cfg.batch_size, seconds, self.resumed_from, self.last_record)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[ForwardOutput, TrainStepInfo]:
         """One whole optimizer step on this rank's rows: the schedule's learning rate, the dead

@@ -16,6 +16,8 @@
   vs `transformers` `generate` (benchmarks/steering_speed.py).
 - autointerp: features explained and scored per minute by the local LLM server on this machine
   (benchmarks/autointerp_speed.py).
+- multi_sae: 8 SAEs of the main shape trained from one activation stream (a sweep) vs 8 separate
+  runs, over stored activations and on the fly (benchmarks/multi_sae.py).
 - search: the feature-search vector index over 1M synthetic 384-d vectors: build seconds,
   single-query p50 / p99 and recall@10 against exact search (benchmarks/search.py; the library
   comparison behind its choice: benchmarks/search_libraries.py).
@@ -134,6 +136,11 @@ def _commit() -> str:
     return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
 
 
+def multi_sae_contexts(model) -> torch.Tensor:
+    """The contexts of the full run's forward groups (16,384 training tokens)."""
+    return load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer).train
+
+
 def carried(group: str, previous: Path) -> dict:
     """The previous results' `group`, marked with the run it came from, for a group this machine
     cannot run now (the trace group needs the 30-layer transcoder set: ~50 min to train here)."""
@@ -162,7 +169,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "results.json"))
     parser.add_argument(
         "--only",
-        choices=["train", "trace", "steer", "autointerp", "search"],
+        choices=["train", "trace", "steer", "autointerp", "search", "multi_sae"],
         help="run one group and print it; results.json is only ever written whole, by a full run",
     )
     args = parser.parse_args()
@@ -186,12 +193,15 @@ def main() -> int:
             partial = bench_trace(model, args.rounds)
         elif args.only == "steer":
             partial = bench_steer(model, default_sae()[0], args.rounds)
+        elif args.only == "multi_sae":
+            from multi_sae import bench_multi_sae
+
+            partial = bench_multi_sae(model, multi_sae_contexts(model), args.rounds)
         else:
             partial = bench_train(training_inputs(model), args.rounds, args.steps)
         print(json.dumps(partial, indent=2))
         return 0
-    splits = load_token_splits(DataConfig(max_tokens=16_384, eval_tokens=0, context_size=128), model.tokenizer)
-    contexts = splits.train
+    contexts = multi_sae_contexts(model)
     forward = bench_activations(model, contexts, args.rounds)
     activations, analysis = forward["activations"], forward["analysis"]
     from training import bench_train
@@ -217,6 +227,9 @@ def main() -> int:
     from autointerp_speed import bench_autointerp
 
     autointerp = bench_autointerp()
+    from multi_sae import bench_multi_sae
+
+    multi_sae = bench_multi_sae(model, contexts, args.rounds)
     from search import bench_search
 
     search = bench_search()
@@ -239,6 +252,7 @@ def main() -> int:
         "trace": trace,
         "steer": steer,
         "autointerp": autointerp,
+        "multi_sae": multi_sae,
         "search": search,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -286,6 +300,11 @@ def main() -> int:
             (f"autointerp.{key}", autointerp[key])
             for key in ("explained_per_min", "scored_per_min")
             if key in autointerp
+        ),
+        *(
+            (f"multi_sae.{key}", multi_sae[key])
+            for key in ("ratio_to_separate", "stored_ratio", "on_the_fly_ratio")
+            if key in multi_sae
         ),
         *((f"search.{key}", search[key]) for key in ("build_s", "p50_ms", "p99_ms", "recall_at_10")),
     ]

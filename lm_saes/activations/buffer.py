@@ -36,6 +36,9 @@ class ActivationSource(ABC):
     def __init__(self, hooks: list[str], seed: int):
         self.hooks = hooks
         self.seed = seed
+        # The last shuffled window, shared with every `with_hooks` view: the members of a sweep
+        # and their initialisation read window 0 once, not once each (on the fly, a model pass).
+        self._recent: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
     @abstractmethod
     def window_sizes(self, epoch: int) -> list[int]:
@@ -63,10 +66,15 @@ class ActivationSource(ABC):
         return sum(self.window_sizes(0))
 
     def shuffled_window(self, epoch: int, index: int) -> dict[str, torch.Tensor]:
-        rows = self.load_window(epoch, index)
-        n = next(iter(rows.values())).shape[0]
-        order = torch.randperm(n, generator=seeded_generator(self.seed, epoch, index))
-        return {hook: t[order] for hook, t in rows.items()}
+        cached = self._recent.get((epoch, index))
+        if cached is None or not set(self.hooks) <= cached.keys():
+            rows = self.load_window(epoch, index)
+            n = next(iter(rows.values())).shape[0]
+            order = torch.randperm(n, generator=seeded_generator(self.seed, epoch, index))
+            cached = {hook: t[order] for hook, t in rows.items()}
+            self._recent.clear()
+            self._recent[(epoch, index)] = cached
+        return {hook: cached[hook] for hook in self.hooks}
 
     def batches(self, batch_size: int, start_row: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """Endless batches (epochs follow each other), starting `start_row` rows in."""
@@ -172,7 +180,7 @@ class OnTheFlyActivations(ActivationSource):
     def stats(self) -> dict[str, HookStats]:
         """Estimated on the first window (enough tokens for a stable mean norm)."""
         if self._stats is None:
-            window = self.load_window(0, 0)
+            window = self.shuffled_window(0, 0)  # the order does not change a norm; training reads it next
             accumulators = {hook: NormAccumulator() for hook in self.hooks}
             for hook, acc in accumulators.items():
                 acc.add(window[hook])

@@ -393,6 +393,11 @@ class AnalyzeConfig(Section):
     model: ModelConfig | None = Field(None, description="Default: the model the SAE was trained on")
     data: DataConfig = Field(default_factory=DataConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    activations: str | None = Field(
+        None,
+        description="An activation store (folder or s3://) holding the SAE's input hook and its contexts: "
+        "analyze those contexts from it instead of running the model (data is then unused)",
+    )
 
 
 def inherit_defaults(

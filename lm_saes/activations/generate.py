@@ -46,4 +46,4 @@ def generate_activations(
         for acts in iter_model_activations(model, contexts, hooks, batch_contexts):
             writer.add(acts)
             bar.update(next(iter(acts.values())).shape[0])
-    return writer.close()
+    return writer.close(contexts, model.tokenizer.bos_token_id)

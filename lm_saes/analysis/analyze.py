@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import torch
 from tqdm.auto import tqdm
 
+from lm_saes.activations.store import StoredRows, read_manifest
 from lm_saes.analysis.collector import FeatureCollector
 from lm_saes.analysis.logit_lens import logit_lens
 from lm_saes.config import AnalyzeConfig, ModelConfig
@@ -68,6 +69,38 @@ def feature_activations(
     return acts.float().cpu(), valid
 
 
+@torch.no_grad()
+def encode_rows(
+    sae: SparseAutoencoder, tokens: torch.Tensor, rows: torch.Tensor, bos: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `feature_activations` returns, from stored rows (the non-BOS positions of `tokens`, in order)."""
+    valid = tokens != bos
+    acts = torch.zeros(*tokens.shape, sae.d_sae, dtype=sae.W_enc.dtype, device=sae.W_enc.device)
+    acts[valid.to(acts.device)] = sae.encode(rows)
+    return acts.float().cpu(), valid
+
+
+def _stored_rows(cfg: AnalyzeConfig, sae: SparseAutoencoder, model: LanguageModel) -> StoredRows:
+    """The activation store `cfg.activations` names, checked to hold what this analysis reads."""
+    assert cfg.activations is not None
+    store = open_store(cfg.activations)
+    manifest = read_manifest(store)
+    hook = sae.spec.input_hook
+    if manifest is None:
+        raise ValueError(f"activations = {cfg.activations!r} holds no activation manifest; generate activations there")
+    if hook not in manifest.hooks or manifest.model != model.name:
+        raise ValueError(
+            f"activations = {cfg.activations!r} holds {sorted(manifest.hooks)} of {manifest.model!r}; "
+            f"this SAE reads {hook!r} of {model.name!r}"
+        )
+    if manifest.contexts is None:
+        raise ValueError(
+            f"activations = {cfg.activations!r} was written before stores recorded their contexts; "
+            "regenerate it, or leave activations unset to run the model"
+        )
+    return StoredRows(store, manifest, [hook])
+
+
 def run_analysis(
     cfg: AnalyzeConfig,
     sae_location: str,
@@ -82,8 +115,14 @@ def run_analysis(
     sae = load_sae(sae_location, device=cfg.analysis.device)
     model = load_language_model(cfg.model or ModelConfig(name=sae.spec.model, device=cfg.device, dtype=cfg.dtype))
     model.check_hooks([sae.spec.input_hook])
-    splits = load_token_splits(cfg.data, model.tokenizer)
-    contexts = torch.cat([splits.train, splits.eval])
+    stored = _stored_rows(cfg, sae, model) if cfg.activations else None
+    if stored is not None:
+        contexts = stored.contexts()
+    else:
+        splits = load_token_splits(cfg.data, model.tokenizer)
+        contexts = torch.cat([splits.train, splits.eval])
+    bos = model.tokenizer.bos_token_id
+    row_starts = torch.cat([torch.zeros(1, dtype=torch.long), (contexts != bos).sum(1).cumsum(0)])
     sae_id = cfg.sae_id or default_sae_id(sae_location)
     fingerprint = _fingerprint(cfg, sae_location)
     analysis_id = f"{sae_id}-{fingerprint[:10]}"
@@ -108,8 +147,13 @@ def run_analysis(
                 if stop or (stop_after_batches is not None and index >= stop_after_batches):
                     _checkpoint(store, collector, fingerprint, index)
                     raise InterruptedError(f"stopped after {index} batches (checkpoint saved)")
-                tokens = contexts[index * batch_size : (index + 1) * batch_size]
-                acts, valid = feature_activations(model, sae, tokens)
+                lo, hi = index * batch_size, min((index + 1) * batch_size, len(contexts))
+                tokens = contexts[lo:hi]
+                if stored is None:
+                    acts, valid = feature_activations(model, sae, tokens)
+                else:
+                    rows = stored.rows(int(row_starts[lo]), int(row_starts[hi]))[sae.spec.input_hook]
+                    acts, valid = encode_rows(sae, tokens, rows, bos)
                 ids = torch.arange(index * batch_size, index * batch_size + len(tokens))
                 collector.update(tokens, acts, valid, ids)
                 bar.update(1)

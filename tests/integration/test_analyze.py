@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+import torch
 
 from lm_saes.analysis import run_analysis
 from lm_saes.cli import main
@@ -85,3 +86,47 @@ def test_analyze_into_mongodb(tiny_sae, tmp_path, mongodb_uri):
         page, total = store.list_features("run", sort="max_activation", descending=True, limit=3)
         assert total == 256 and page[0].max_activation >= page[1].max_activation
         assert store.get_feature("run", page[0].index).top_examples
+
+
+def test_analysis_from_stored_activations_equals_the_forward_pass(tiny_sae, tmp_path):
+    """Same contexts, read from an activation store instead of run through the model."""
+    import json
+
+    from lm_saes.activations import generate_activations
+    from lm_saes.config import ModelConfig
+    from lm_saes.data.packing import load_token_splits
+    from lm_saes.models import load_language_model
+    from lm_saes.saes import load_sae
+    from lm_saes.stores import LocalObjectStore
+
+    forward = _cfg(tmp_path / "f", str(tmp_path / "f.sqlite"))
+    run_analysis(forward, str(tiny_sae), progress=False)
+    sae = load_sae(str(tiny_sae))
+    model = load_language_model(ModelConfig(name=sae.spec.model))
+    splits = load_token_splits(forward.data, model.tokenizer)
+    contexts = torch.cat([splits.train, splits.eval])
+    acts = LocalObjectStore(tmp_path / "acts")
+    # other batch and shard sizes than the analysis pass: rows cross shard boundaries mid-batch
+    generate_activations(model, contexts, [sae.spec.input_hook], acts, batch_contexts=5, shard_tokens=777)
+    stored = _cfg(tmp_path / "s", str(tmp_path / "s.sqlite")).model_copy(update={"activations": str(tmp_path / "acts")})
+    run_analysis(stored, str(tiny_sae), progress=False)
+    with open_document_store(str(tmp_path / "f.sqlite")) as f, open_document_store(str(tmp_path / "s.sqlite")) as s:
+        assert f.list_features("run")[1] == s.list_features("run")[1] == 256
+        for index in range(0, 256, 15):
+            a, b = f.get_feature("run", index), s.get_feature("run", index)
+            assert a.density == b.density and a.histogram["counts"] == b.histogram["counts"]
+            assert a.max_activation == pytest.approx(b.max_activation, rel=1e-5, abs=1e-6)
+            assert [e["token_ids"] for e in a.top_examples] == [e["token_ids"] for e in b.top_examples]
+            for ea, eb in zip(a.top_examples, b.top_examples, strict=True):
+                assert ea["activations"] == pytest.approx(eb["activations"], rel=1e-5, abs=1e-6)
+    # a store from before contexts were recorded, or of another hook, is refused by name
+    manifest = json.loads((tmp_path / "acts" / "manifest.json").read_text())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps({**manifest, "contexts": None}))
+    with pytest.raises(ValueError, match="activations = .* recorded their contexts"):
+        run_analysis(stored.model_copy(update={"activations": str(tmp_path / "old")}), str(tiny_sae), progress=False)
+    (tmp_path / "other").mkdir()
+    other_hook = {**manifest, "hooks": {"blocks.1.hook_resid_post": manifest["hooks"][sae.spec.input_hook]}}
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps(other_hook))
+    with pytest.raises(ValueError, match="this SAE reads"):
+        run_analysis(stored.model_copy(update={"activations": str(tmp_path / "other")}), str(tiny_sae), progress=False)

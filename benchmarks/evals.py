@@ -9,6 +9,7 @@
 
     .venv/bin/python benchmarks/evals.py                  # all of it (about half an hour here)
     .venv/bin/python benchmarks/evals.py --only synthetic # one part, merged into evals.json
+    .venv/bin/python benchmarks/evals.py --table          # the README's tables, from evals.json
 
 Make the second seed first:
     lm-saes train examples/configuration/train.toml --set output=runs/smollm2-l6-topk-seed1 \\
@@ -22,12 +23,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lm_saes.runner import run_eval_suite  # noqa: E402
+from lm_saes.saes import build_sae, load_sae  # noqa: E402
+from lm_saes.stores import LocalObjectStore  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs"
@@ -36,16 +40,70 @@ PARTS = ("saes", "universality", "synthetic")
 MODEL_SUITES = ["core", "absorption", "probing"]
 
 
+def random_dictionary(like: Path, folder: str) -> str:
+    """An untrained SAE of the same spec (another seed), saved under `folder`: the chance level."""
+    spec = load_sae(str(like)).spec.model_copy(update={"seed": 12345})
+    build_sae(spec).save(LocalObjectStore(folder), "sae")
+    return f"{folder}/sae"
+
+
 def commit() -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE.parent, capture_output=True, text=True)
     return out.stdout.strip()
+
+
+def tables(results: dict) -> str:
+    """The README's markdown tables from evals.json."""
+    lines = ["| scenario | architecture | L0 (true) | EV | MMCS (init) | MCC (init) | F1 (init) | recovered ≥ 0.9 |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in results.get("synthetic", []):
+        t, z = r["trained"], r["random"]
+        lines.append(
+            f"| {r['scenario']} | {r['architecture']} | {r['l0']:.1f} ({r['true_l0']:.1f}) | "
+            f"{r['explained_variance']:.3f} | {t['mmcs']:.3f} ({z['mmcs']:.3f}) | {t['mcc']:.3f} ({z['mcc']:.3f}) | "
+            f"{t['f1']:.3f} ({z['f1']:.3f}) | {t['recovered_fraction']:.0%} |"
+        )
+    saes = results.get("saes", {})
+    if saes:
+        lines += ["", "| SAE | L0 | EV | CE recovered | Δ LM loss | KL | dead |", "|---|---|---|---|---|---|---|"]
+        for name, report in saes.items():
+            c = report.get("core") or {}
+            if c:
+                lines.append(
+                    f"| {name} | {c['l0']:.1f} | {c['explained_variance']:.4f} | {c['ce_loss_recovered']:.4f} | "
+                    f"{c['delta_lm_loss']:.3f} | {c['kl_divergence']:.3f} | {c['dead_fraction']:.2%} |"
+                )
+    u = results.get("universality")
+    if u:
+        r = results.get("universality_random")
+
+        def row(label: str, fmt) -> str:
+            return f"| {label} | {fmt(u)} |" + (f" {fmt(r)} |" if r else "")
+
+        lines += [
+            "",
+            "| main vs seed1 | value |" + (" main vs an untrained SAE |" if r else ""),
+            "|---|---|" + ("---|" if r else ""),
+            f"| tokens | {u['tokens']:,} |" + (f" {r['tokens']:,} |" if r else ""),
+            row("mean max activation correlation", lambda x: f"{x['mean_max_correlation']:.3f}"),
+            row("features with a partner ≥ 0.7", lambda x: f"{x['partner_fraction']:.1%}"),
+            row(
+                "decoder: mean max cosine / one-to-one matched",
+                lambda x: f"{x['decoder_mean_max_cosine']:.3f} / {x['decoder_matched_cosine']:.3f}",
+            ),
+        ]
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=PARTS, action="append", help="parts to (re)run; default all")
     parser.add_argument("--out", default=str(HERE / "evals.json"))
+    parser.add_argument("--table", action="store_true", help="print the README tables from --out and exit")
     args = parser.parse_args()
+    if args.table:
+        print(tables(json.loads(Path(args.out).read_text())))
+        return 0
     parts = args.only or list(PARTS)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
@@ -59,6 +117,9 @@ def main() -> int:
         report = run_eval_suite(["universality"], str(SAES["main"]), str(SAES["seed1"]))
         results["universality"] = {"a": "main", "b": "seed1", **report.model_dump(mode="json")["universality"]}
         results["universality_seconds"] = report.seconds["universality"]
+        with tempfile.TemporaryDirectory(prefix="lm-saes-random-sae-") as folder:
+            random = run_eval_suite(["universality"], str(SAES["main"]), random_dictionary(SAES["main"], folder))
+        results["universality_random"] = {"a": "main", "b": "random", **random.model_dump(mode="json")["universality"]}
     if "synthetic" in parts:
         report = run_eval_suite(["synthetic"], progress=False)
         results["synthetic"] = [r.model_dump(mode="json") for r in report.synthetic]

@@ -27,7 +27,8 @@ import torch
 from lm_saes.config import ModelConfig
 from lm_saes.models import load_language_model
 from lm_saes.rpc.client import ActivationClient
-from lm_saes.saes import load_sae
+from lm_saes.saes import build_sae, load_sae
+from lm_saes.stores import LocalObjectStore
 from lm_saes.stores.documents import open_document_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +36,8 @@ TEXT_TOKENS = 64
 
 
 STEER_REQUESTS = 10
+MULTI_LAYERS = (2, 10, 14)  # with the main SAE (layer 6): four SAEs on four hooks of one model
+MULTI_ROUNDS = 10
 
 
 def _free_port() -> int:
@@ -82,6 +85,21 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
                     "artifact": str(sae_dir),
                 }
             )
+            for layer in MULTI_LAYERS:  # untrained SAEs of the main shape on other hooks: only time is measured
+                hook = f"blocks.{layer}.hook_resid_post"
+                spec = sae.spec.model_copy(update={"hook_in": hook, "hook_out": hook, "seed": layer})
+                build_sae(spec).save(LocalObjectStore(f"{tmp}/sae-{layer}"), "sae")
+                store.put_sae(
+                    {
+                        "id": f"live-{layer}",
+                        "model": sae.spec.model,
+                        "hook_in": hook,
+                        "hook_out": hook,
+                        "architecture": spec.architecture,
+                        "d_sae": sae.d_sae,
+                        "artifact": f"{tmp}/sae-{layer}/sae",
+                    }
+                )
         port = _free_port()
         token = secrets.token_urlsafe(16)  # the service, as deployed, needs one; its check is in the timing
         env = {
@@ -118,6 +136,17 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
                 with ThreadPoolExecutor(clients) as pool:
                     list(pool.map(lambda _: client.feature_activations("live", text, top_k=5), range(total)))
                 concurrent_rps = total / (time.perf_counter() - start)
+                many = ["live", *(f"live-{layer}" for layer in MULTI_LAYERS)]
+                client.many_feature_activations(many, text)  # warm: loads the other SAEs
+                one_each, together = [], []
+                for _ in range(MULTI_ROUNDS):  # alternating
+                    start = time.perf_counter()
+                    for sae_id in many:
+                        client.feature_activations(sae_id, text, top_k=5)
+                    one_each.append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    client.many_feature_activations(many, text, top_k=5)
+                    together.append(time.perf_counter() - start)
                 first_token = []  # steered generation: time to its first streamed token
                 steer = [{"sae_id": "live", "feature": 0, "strength": 4.0}]
                 for _ in range(1 + STEER_REQUESTS):
@@ -150,6 +179,10 @@ def bench_live(sae_dir: Path, requests: int = 40, clients: int = 16) -> dict[str
         "clients": clients,
         "text_tokens": TEXT_TOKENS,
         "steer_first_token_ms": 1000 * statistics.median(first_token),
+        "multi_sae_saes": len(many),
+        "multi_sae_one_request_ms": 1000 * statistics.median(together),
+        "multi_sae_one_per_sae_ms": 1000 * statistics.median(one_each),
+        "multi_sae_speedup": statistics.median(one_each) / statistics.median(together),
     }
 
 

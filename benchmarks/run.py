@@ -7,7 +7,8 @@
 - activations: generating and storing one mid-layer hook on SmolLM2 vs a bare forward pass
   to the same layer over the same contexts.
 - live: feature activations of a 64-token text through the gRPC activation service vs in
-  process, and 16 concurrent clients vs sequential (benchmarks/live.py).
+  process, 16 concurrent clients vs sequential, and four SAEs on four hooks in one request (one
+  forward pass) vs one request per SAE (benchmarks/live.py).
 - trace: the attribution graph of a 16-token prompt on SmolLM2 through its transcoder set, vs
   a bare forward pass of the prompt (benchmarks/tracing.py).
 - analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
@@ -277,7 +278,15 @@ def main() -> int:
         ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
         *(
             (f"live.{key}", live[key])
-            for key in ("p50_ms", "p99_ms", "bare_ms", "p50_over_bare", "concurrent_speedup", "inprocess_batch_speedup")
+            for key in (
+                "p50_ms",
+                "p99_ms",
+                "bare_ms",
+                "p50_over_bare",
+                "concurrent_speedup",
+                "inprocess_batch_speedup",
+                "multi_sae_speedup",
+            )
             if key in live
         ),
         *((("steer.first_token_ms", live["steer_first_token_ms"]),) if "steer_first_token_ms" in live else ()),

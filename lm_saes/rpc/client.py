@@ -230,6 +230,19 @@ class _JobClient(_Client):
         return job_to_dict(self._call(self.jobs.Cancel, common_pb2.JobRef(id=job_id)))
 
 
+def _token_dicts(tokens) -> list[dict[str, Any]]:
+    """TokenFeatures messages as plain dicts: position, token, token_id, features [{index, value}]."""
+    return [
+        {
+            "position": t.position,
+            "token": t.token,
+            "token_id": t.token_id,
+            "features": [{"index": i, "value": v} for i, v in zip(t.indices, t.values, strict=True)],
+        }
+        for t in tokens
+    ]
+
+
 class ActivationClient(_JobClient):
     """Tokens, hook activations and per-token SAE features from an ActivationService."""
 
@@ -254,15 +267,16 @@ class ActivationClient(_JobClient):
             sae_id=sae_id, text=text, top_k=top_k, features=features or []
         )
         reply = self._call(self.stub.GetFeatureActivations, request)
-        return [
-            {
-                "position": t.position,
-                "token": t.token,
-                "token_id": t.token_id,
-                "features": [{"index": i, "value": v} for i, v in zip(t.indices, t.values, strict=True)],
-            }
-            for t in reply.tokens
-        ]
+        return _token_dicts(reply.tokens)
+
+    def many_feature_activations(
+        self, sae_ids: list[str], text: str, top_k: int = 5
+    ) -> dict[str, list[dict[str, Any]]]:
+        """{sae_id: per-token dicts as `feature_activations` gives}, for several SAEs of one model
+        from one forward pass on the server."""
+        request = activation_pb2.GetFeatureActivationsRequest(sae_ids=sae_ids, text=text, top_k=top_k)
+        reply = self._call(self.stub.GetFeatureActivations, request)
+        return {sae.sae_id: _token_dicts(sae.tokens) for sae in reply.saes}
 
     def activations(
         self,

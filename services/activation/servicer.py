@@ -42,6 +42,7 @@ DEFAULT_TOP_K = 5
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
 MAX_HOOKS = 64
 MAX_FEATURES = 4096
+MAX_SAES_PER_REQUEST = 16
 
 
 @dataclass
@@ -243,6 +244,8 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
     def GetFeatureActivations(
         self, request: activation_pb2.GetFeatureActivationsRequest, context: grpc.ServicerContext
     ) -> activation_pb2.GetFeatureActivationsResponse:
+        if request.sae_ids:
+            return self._many_feature_activations(request)
         loaded = self.sae(request.sae_id)
         d_sae = loaded.sae.d_sae
         ids = self._text_tokens(loaded.model.model, request.text)
@@ -257,6 +260,59 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         if not 1 <= top_k <= d_sae:
             raise invalid("top_k", f"must be in [1, {d_sae}], got {request.top_k}")
         loaded, acts = self._features(request.sae_id, ids)  # [n_tokens, d_sae]
+        spec = loaded.sae.spec
+        return activation_pb2.GetFeatureActivationsResponse(
+            sae_id=request.sae_id,
+            model=loaded.model.model.name,
+            hook=spec.hook_in or "",
+            tokens=self._token_features(loaded.model, ids, acts, top_k, features),
+        )
+
+    def _many_feature_activations(
+        self, request: activation_pb2.GetFeatureActivationsRequest
+    ) -> activation_pb2.GetFeatureActivationsResponse:
+        """Several SAEs of one model over one text, from a single forward pass."""
+        sae_ids = list(request.sae_ids)
+        if request.sae_id:
+            raise invalid("sae_ids", "set sae_id or sae_ids, not both")
+        if len(sae_ids) > MAX_SAES_PER_REQUEST:
+            raise invalid("sae_ids", f"at most {MAX_SAES_PER_REQUEST} SAEs per request, got {len(sae_ids)}")
+        if len(set(sae_ids)) != len(sae_ids):
+            raise invalid("sae_ids", "lists an SAE twice")
+        if request.features:
+            raise invalid("features", "only with a single sae_id; with sae_ids each SAE answers its top_k")
+        loaded = [self.sae(sae_id) for sae_id in sae_ids]
+        model = loaded[0].model
+        for i, one in enumerate(loaded):
+            if one.model is not model:
+                raise invalid(
+                    f"sae_ids[{i}]", f"is an SAE of {one.model.model.name!r}; the first is of {model.model.name!r}"
+                )
+        top_k = request.top_k or DEFAULT_TOP_K
+        smallest = min(one.sae.d_sae for one in loaded)
+        if not 1 <= top_k <= smallest:
+            raise invalid("top_k", f"must be in [1, {smallest}] (the smallest SAE's width), got {request.top_k}")
+        ids = self._text_tokens(model.model, request.text)
+        hooks = list(dict.fromkeys(one.sae.spec.input_hook for one in loaded))
+        x = model.forward(torch.tensor([ids]), hooks)  # one pass, every hook
+        saes = []
+        for one in loaded:
+            with torch.no_grad():
+                acts = one.sae.encode(x[one.sae.spec.input_hook][0, 1:]).float().cpu()
+            saes.append(
+                activation_pb2.SaeFeatures(
+                    sae_id=one.sae_id,
+                    hook=one.sae.spec.input_hook,
+                    tokens=self._token_features(model, ids, acts, top_k, []),
+                )
+            )
+        return activation_pb2.GetFeatureActivationsResponse(model=model.model.name, saes=saes)
+
+    @staticmethod
+    def _token_features(
+        model: LoadedModel, ids: list[int], acts: torch.Tensor, top_k: int, features: list[int]
+    ) -> list[activation_pb2.TokenFeatures]:
+        """Per text token (BOS first in `ids`, not reported): the listed features, or the top-k active."""
         if features:
             values = acts[:, features].tolist()
             indices = [features] * len(values)
@@ -264,17 +320,13 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             top_values, top_indices = (t.tolist() for t in acts.topk(top_k, dim=1))
             values = [[v for v in row if v > 0] for row in top_values]
             indices = [idx[: len(v)] for idx, v in zip(top_indices, values, strict=True)]
-        strings = loaded.model.token_strings(ids[1:])
-        tokens = [
+        strings = model.token_strings(ids[1:])
+        return [
             activation_pb2.TokenFeatures(
                 position=p, token_id=ids[p + 1], token=strings[p], indices=indices[p], values=values[p]
             )
             for p in range(len(strings))
         ]
-        spec = loaded.sae.spec
-        return activation_pb2.GetFeatureActivationsResponse(
-            sae_id=request.sae_id, model=loaded.model.model.name, hook=spec.hook_in or "", tokens=tokens
-        )
 
     @rpc
     def GetActivations(

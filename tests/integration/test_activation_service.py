@@ -19,13 +19,16 @@ from lm_saes.cli import main
 from lm_saes.config import ModelConfig, RunConfig, load_config
 from lm_saes.models import load_language_model
 from lm_saes.rpc.client import ActivationClient, ServiceError
+from lm_saes.rpc.v1 import activation_pb2
 from lm_saes.runner import run_train
-from lm_saes.saes import load_sae
+from lm_saes.saes import TopKConfig, build_sae, load_sae, make_spec
 from lm_saes.stores import open_store
 from lm_saes.stores.documents import open_document_store
 from tests.integration.conftest import REPO, free_port
 
 SAE_ID = "tiny-sae"
+OTHER_SAE_ID = "tiny-sae-mlp"
+OTHER_HOOK = "blocks.0.hook_mlp_out"
 MAX_TEXT_TOKENS = 200
 TEXTS = [
     "The cat sat on the mat.",
@@ -51,7 +54,22 @@ def tiny(tmp_path_factory):
     run_train(cfg, progress=False)
     documents = str(root / "docs.sqlite")
     spec = load_sae(str(root / "run" / "sae")).spec
+    # a second SAE of the same model on another hook (untrained: only its encoding is compared)
+    other = make_spec(
+        TopKConfig(hook_in=OTHER_HOOK, hook_out=OTHER_HOOK, d_sae=96, k=6, seed=5), d_in=spec.d_in, d_out=spec.d_in
+    )
+    build_sae(other.model_copy(update={"model": "tiny"})).save(open_store(str(root / "other")), "sae")
     with open_document_store(documents) as store:
+        store.put_sae(
+            {
+                "id": OTHER_SAE_ID,
+                "model": "tiny",
+                "hook_in": OTHER_HOOK,
+                "architecture": "topk",
+                "d_sae": 96,
+                "artifact": str(root / "other" / "sae"),
+            }
+        )
         store.put_sae(
             {
                 "id": SAE_ID,
@@ -170,6 +188,36 @@ def test_feature_activations_equal_in_process(service, reference):
     got = torch.tensor([[f["value"] for f in t["features"]] for t in full])
     assert (got - expected[:, chosen]).abs().max().item() <= 1e-5
     assert all([f["index"] for f in t["features"]] == chosen for t in full)
+
+
+def test_several_saes_in_one_forward_pass(service, reference, tiny):
+    client = service["client"]
+    model, _ = reference
+    other = load_sae(str(tiny[0] / "other" / "sae"))
+    before = scrape(service)
+    for text in TEXTS[:3]:
+        both = client.many_feature_activations([OTHER_SAE_ID, SAE_ID], text, top_k=4)
+        assert list(both) == [OTHER_SAE_ID, SAE_ID]
+        check_top_k(both[SAE_ID], expected_features(reference, text), 4)
+        check_top_k(both[OTHER_SAE_ID], expected_features((model, other), text), 4)
+    after = scrape(service)
+    # no request went through a per-SAE batcher: one forward each, not one per SAE
+    assert metric(after, "lm_saes_activation_batch_size_count") == metric(before, "lm_saes_activation_batch_size_count")
+    hostile = {
+        "sae_ids": dict(sae_ids=[SAE_ID, SAE_ID]),
+        "sae_ids ": dict(sae_ids=[SAE_ID] * 17),
+        "features": dict(sae_ids=[SAE_ID, OTHER_SAE_ID], features=[1]),
+        "top_k": dict(sae_ids=[SAE_ID, OTHER_SAE_ID], top_k=97),  # wider than the 96-feature SAE
+        "sae_ids  ": dict(sae_ids=[SAE_ID], sae_id=SAE_ID),
+    }
+    for field, fields in hostile.items():
+        request = activation_pb2.GetFeatureActivationsRequest(text="hello", **fields)
+        with pytest.raises(ServiceError) as error:
+            client._call(client.stub.GetFeatureActivations, request)
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and error.value.details.startswith(field.strip())
+    with pytest.raises(ServiceError) as error:
+        client.many_feature_activations([SAE_ID, "no-such-sae"], "hello")
+    assert error.value.code == grpc.StatusCode.NOT_FOUND and "no-such-sae" in error.value.details
 
 
 def test_concurrent_requests_are_batched_and_correct(service, reference):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blm_saes/v1/activation.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"C\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bprepend_bos\x18\x03 \x01(\x08\"K\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x03\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x14\n\x0c\x62os_token_id\x18\x03 \x01(\x03\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x98\x01\n\x15GetActivationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05hooks\x18\x02 \x03(\t\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12&\n\x06tokens\x18\x04 \x01(\x0b\x32\x14.lm_saes.v1.TokenIdsH\x00\x12\x11\n\tstore_uri\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\tB\x07\n\x05input\"\xee\x01\n\x0f\x41\x63tivationChunk\x12\x0c\n\x04hook\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\"\n\x06values\x18\x03 \x01(\x0b\x32\x12.lm_saes.v1.Tensor\x12\x11\n\ttoken_ids\x18\x04 \x03(\x03\x12\x0e\n\x06tokens\x18\x05 \x03(\t\x12\x33\n\x04refs\x18\x06 \x03(\x0b\x32%.lm_saes.v1.ActivationChunk.RefsEntry\x1a\x42\n\tRefsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.lm_saes.v1.TensorRef:\x02\x38\x01\"]\n\x1cGetFeatureActivationsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\x03\"c\n\rTokenFeatures\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x10\n\x08token_id\x18\x02 \x01(\x03\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07indices\x18\x04 \x03(\x03\x12\x0e\n\x06values\x18\x05 \x03(\x02\"w\n\x1dGetFeatureActivationsResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04hook\x18\x03 \x01(\t\x12)\n\x06tokens\x18\x04 \x03(\x0b\x32\x19.lm_saes.v1.TokenFeatures\"\xb9\x01\n\x1aGenerateActivationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05hooks\x18\x02 \x03(\t\x12\x18\n\x10\x64\x61ta_config_json\x18\x03 \x01(\t\x12\x12\n\noutput_uri\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x16\n\x0e\x62\x61tch_contexts\x18\x06 \x01(\x05\x12\x14\n\x0cshard_tokens\x18\x07 \x01(\x03\x12\r\n\x05\x64type\x18\x08 \x01(\t\"\xc0\x01\n\x11SteerIntervention\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\x03\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.lm_saes.v1.SteerMode\x12\x10\n\x08strength\x18\x04 \x01(\x01\x12\x10\n\x08relative\x18\x05 \x01(\x08\x12-\n\tpositions\x18\x06 \x01(\x0e\x32\x1a.lm_saes.v1.SteerPositions\x12\x12\n\nfrom_token\x18\x07 \x01(\x05\"\xfd\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x34\n\rinterventions\x18\x02 \x03(\x0b\x32\x1d.lm_saes.v1.SteerIntervention\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\r\n\x05top_p\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\r\n\x05track\x18\x08 \x03(\x03\x12\x18\n\x10\x66rozen_attention\x18\t \x01(\x08\x12\x0f\n\x07\x63ompare\x18\n \x01(\x08\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\"\x9c\x02\n\rGenerateEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x10\n\x08token_id\x18\x03 \x01(\x03\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x13\n\x0bprobability\x18\x06 \x01(\x01\x12\x37\n\x07tracked\x18\x07 \x03(\x0b\x32&.lm_saes.v1.GenerateEvent.TrackedEntry\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\x12\x15\n\rprompt_tokens\x18\t \x03(\t\x12\x14\n\x0c\x63hanges_json\x18\n \x01(\t\x1a.\n\x0cTrackedEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*b\n\tSteerMode\x12\x12\n\x0eSTEER_MODE_ADD\x10\x00\x12\x14\n\x10STEER_MODE_CLAMP\x10\x01\x12\x15\n\x11STEER_MODE_ABLATE\x10\x02\x12\x14\n\x10STEER_MODE_SCALE\x10\x03*e\n\x0eSteerPositions\x12\x18\n\x14STEER_POSITIONS_BOTH\x10\x00\x12\x1a\n\x16STEER_POSITIONS_PROMPT\x10\x01\x12\x1d\n\x19STEER_POSITIONS_GENERATED\x10\x02\x32\xb2\x03\n\x11\x41\x63tivationService\x12\x45\n\x08Tokenize\x12\x1b.lm_saes.v1.TokenizeRequest\x1a\x1c.lm_saes.v1.TokenizeResponse\x12R\n\x0eGetActivations\x12!.lm_saes.v1.GetActivationsRequest\x1a\x1b.lm_saes.v1.ActivationChunk0\x01\x12l\n\x15GetFeatureActivations\x12(.lm_saes.v1.GetFeatureActivationsRequest\x1a).lm_saes.v1.GetFeatureActivationsResponse\x12N\n\x13GenerateActivations\x12&.lm_saes.v1.GenerateActivationsRequest\x1a\x0f.lm_saes.v1.Job\x12\x44\n\x08Generate\x12\x1b.lm_saes.v1.GenerateRequest\x1a\x19.lm_saes.v1.GenerateEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blm_saes/v1/activation.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"C\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bprepend_bos\x18\x03 \x01(\x08\"K\n\x10TokenizeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x03\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x14\n\x0c\x62os_token_id\x18\x03 \x01(\x03\"\x17\n\x08TokenIds\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x98\x01\n\x15GetActivationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05hooks\x18\x02 \x03(\t\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12&\n\x06tokens\x18\x04 \x01(\x0b\x32\x14.lm_saes.v1.TokenIdsH\x00\x12\x11\n\tstore_uri\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\tB\x07\n\x05input\"\xee\x01\n\x0f\x41\x63tivationChunk\x12\x0c\n\x04hook\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x03\x12\"\n\x06values\x18\x03 \x01(\x0b\x32\x12.lm_saes.v1.Tensor\x12\x11\n\ttoken_ids\x18\x04 \x03(\x03\x12\x0e\n\x06tokens\x18\x05 \x03(\t\x12\x33\n\x04refs\x18\x06 \x03(\x0b\x32%.lm_saes.v1.ActivationChunk.RefsEntry\x1a\x42\n\tRefsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.lm_saes.v1.TensorRef:\x02\x38\x01\"n\n\x1cGetFeatureActivationsRequest\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\x03\x12\x0f\n\x07sae_ids\x18\x05 \x03(\t\"c\n\rTokenFeatures\x12\x10\n\x08position\x18\x01 \x01(\x05\x12\x10\n\x08token_id\x18\x02 \x01(\x03\x12\r\n\x05token\x18\x03 \x01(\t\x12\x0f\n\x07indices\x18\x04 \x03(\x03\x12\x0e\n\x06values\x18\x05 \x03(\x02\"\x9e\x01\n\x1dGetFeatureActivationsResponse\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04hook\x18\x03 \x01(\t\x12)\n\x06tokens\x18\x04 \x03(\x0b\x32\x19.lm_saes.v1.TokenFeatures\x12%\n\x04saes\x18\x05 \x03(\x0b\x32\x17.lm_saes.v1.SaeFeatures\"V\n\x0bSaeFeatures\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0c\n\x04hook\x18\x02 \x01(\t\x12)\n\x06tokens\x18\x03 \x03(\x0b\x32\x19.lm_saes.v1.TokenFeatures\"\xb9\x01\n\x1aGenerateActivationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05hooks\x18\x02 \x03(\t\x12\x18\n\x10\x64\x61ta_config_json\x18\x03 \x01(\t\x12\x12\n\noutput_uri\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x16\n\x0e\x62\x61tch_contexts\x18\x06 \x01(\x05\x12\x14\n\x0cshard_tokens\x18\x07 \x01(\x03\x12\r\n\x05\x64type\x18\x08 \x01(\t\"\xc0\x01\n\x11SteerIntervention\x12\x0e\n\x06sae_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x02 \x01(\x03\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.lm_saes.v1.SteerMode\x12\x10\n\x08strength\x18\x04 \x01(\x01\x12\x10\n\x08relative\x18\x05 \x01(\x08\x12-\n\tpositions\x18\x06 \x01(\x0e\x32\x1a.lm_saes.v1.SteerPositions\x12\x12\n\nfrom_token\x18\x07 \x01(\x05\"\xfd\x01\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x34\n\rinterventions\x18\x02 \x03(\x0b\x32\x1d.lm_saes.v1.SteerIntervention\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\r\n\x05top_p\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x03\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\r\n\x05track\x18\x08 \x03(\x03\x12\x18\n\x10\x66rozen_attention\x18\t \x01(\x08\x12\x0f\n\x07\x63ompare\x18\n \x01(\x08\x12\x12\n\nignore_eos\x18\x0b \x01(\x08\"\x9c\x02\n\rGenerateEvent\x12\x0b\n\x03run\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x10\n\x08token_id\x18\x03 \x01(\x03\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x13\n\x0bprobability\x18\x06 \x01(\x01\x12\x37\n\x07tracked\x18\x07 \x03(\x0b\x32&.lm_saes.v1.GenerateEvent.TrackedEntry\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\x12\x15\n\rprompt_tokens\x18\t \x03(\t\x12\x14\n\x0c\x63hanges_json\x18\n \x01(\t\x1a.\n\x0cTrackedEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*b\n\tSteerMode\x12\x12\n\x0eSTEER_MODE_ADD\x10\x00\x12\x14\n\x10STEER_MODE_CLAMP\x10\x01\x12\x15\n\x11STEER_MODE_ABLATE\x10\x02\x12\x14\n\x10STEER_MODE_SCALE\x10\x03*e\n\x0eSteerPositions\x12\x18\n\x14STEER_POSITIONS_BOTH\x10\x00\x12\x1a\n\x16STEER_POSITIONS_PROMPT\x10\x01\x12\x1d\n\x19STEER_POSITIONS_GENERATED\x10\x02\x32\xb2\x03\n\x11\x41\x63tivationService\x12\x45\n\x08Tokenize\x12\x1b.lm_saes.v1.TokenizeRequest\x1a\x1c.lm_saes.v1.TokenizeResponse\x12R\n\x0eGetActivations\x12!.lm_saes.v1.GetActivationsRequest\x1a\x1b.lm_saes.v1.ActivationChunk0\x01\x12l\n\x15GetFeatureActivations\x12(.lm_saes.v1.GetFeatureActivationsRequest\x1a).lm_saes.v1.GetFeatureActivationsResponse\x12N\n\x13GenerateActivations\x12&.lm_saes.v1.GenerateActivationsRequest\x1a\x0f.lm_saes.v1.Job\x12\x44\n\x08Generate\x12\x1b.lm_saes.v1.GenerateRequest\x1a\x19.lm_saes.v1.GenerateEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVATIONCHUNK_REFSENTRY']._serialized_options = b'8\001'
   _globals['_GENERATEEVENT_TRACKEDENTRY']._loaded_options = None
   _globals['_GENERATEEVENT_TRACKEDENTRY']._serialized_options = b'8\001'
-  _globals['_STEERMODE']._serialized_start=1878
-  _globals['_STEERMODE']._serialized_end=1976
-  _globals['_STEERPOSITIONS']._serialized_start=1978
-  _globals['_STEERPOSITIONS']._serialized_end=2079
+  _globals['_STEERMODE']._serialized_start=2023
+  _globals['_STEERMODE']._serialized_end=2121
+  _globals['_STEERPOSITIONS']._serialized_start=2123
+  _globals['_STEERPOSITIONS']._serialized_end=2224
   _globals['_TOKENIZEREQUEST']._serialized_start=68
   _globals['_TOKENIZEREQUEST']._serialized_end=135
   _globals['_TOKENIZERESPONSE']._serialized_start=137
@@ -53,21 +53,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTIVATIONCHUNK_REFSENTRY']._serialized_start=567
   _globals['_ACTIVATIONCHUNK_REFSENTRY']._serialized_end=633
   _globals['_GETFEATUREACTIVATIONSREQUEST']._serialized_start=635
-  _globals['_GETFEATUREACTIVATIONSREQUEST']._serialized_end=728
-  _globals['_TOKENFEATURES']._serialized_start=730
-  _globals['_TOKENFEATURES']._serialized_end=829
-  _globals['_GETFEATUREACTIVATIONSRESPONSE']._serialized_start=831
-  _globals['_GETFEATUREACTIVATIONSRESPONSE']._serialized_end=950
-  _globals['_GENERATEACTIVATIONSREQUEST']._serialized_start=953
-  _globals['_GENERATEACTIVATIONSREQUEST']._serialized_end=1138
-  _globals['_STEERINTERVENTION']._serialized_start=1141
-  _globals['_STEERINTERVENTION']._serialized_end=1333
-  _globals['_GENERATEREQUEST']._serialized_start=1336
-  _globals['_GENERATEREQUEST']._serialized_end=1589
-  _globals['_GENERATEEVENT']._serialized_start=1592
-  _globals['_GENERATEEVENT']._serialized_end=1876
-  _globals['_GENERATEEVENT_TRACKEDENTRY']._serialized_start=1830
-  _globals['_GENERATEEVENT_TRACKEDENTRY']._serialized_end=1876
-  _globals['_ACTIVATIONSERVICE']._serialized_start=2082
-  _globals['_ACTIVATIONSERVICE']._serialized_end=2516
+  _globals['_GETFEATUREACTIVATIONSREQUEST']._serialized_end=745
+  _globals['_TOKENFEATURES']._serialized_start=747
+  _globals['_TOKENFEATURES']._serialized_end=846
+  _globals['_GETFEATUREACTIVATIONSRESPONSE']._serialized_start=849
+  _globals['_GETFEATUREACTIVATIONSRESPONSE']._serialized_end=1007
+  _globals['_SAEFEATURES']._serialized_start=1009
+  _globals['_SAEFEATURES']._serialized_end=1095
+  _globals['_GENERATEACTIVATIONSREQUEST']._serialized_start=1098
+  _globals['_GENERATEACTIVATIONSREQUEST']._serialized_end=1283
+  _globals['_STEERINTERVENTION']._serialized_start=1286
+  _globals['_STEERINTERVENTION']._serialized_end=1478
+  _globals['_GENERATEREQUEST']._serialized_start=1481
+  _globals['_GENERATEREQUEST']._serialized_end=1734
+  _globals['_GENERATEEVENT']._serialized_start=1737
+  _globals['_GENERATEEVENT']._serialized_end=2021
+  _globals['_GENERATEEVENT_TRACKEDENTRY']._serialized_start=1975
+  _globals['_GENERATEEVENT_TRACKEDENTRY']._serialized_end=2021
+  _globals['_ACTIVATIONSERVICE']._serialized_start=2227
+  _globals['_ACTIVATIONSERVICE']._serialized_end=2661
 # @@protoc_insertion_point(module_scope)

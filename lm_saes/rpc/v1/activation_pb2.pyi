@@ -263,6 +263,7 @@ class GetFeatureActivationsRequest(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     TOP_K_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    SAE_IDS_FIELD_NUMBER: _builtins.int
     sae_id: _builtins.str
     """the SAE's id in the document store"""
     text: _builtins.str
@@ -273,6 +274,12 @@ class GetFeatureActivationsRequest(_message.Message):
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """set: these features' values at every token instead of top-k"""
 
+    @_builtins.property
+    def sae_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Several SAEs of one model (any hooks) instead of `sae_id`: one forward pass for all of them,
+        each SAE's top-k per token in the reply's `saes`, in this order (`features` must be empty).
+        """
+
     def __init__(
         self,
         *,
@@ -280,10 +287,11 @@ class GetFeatureActivationsRequest(_message.Message):
         text: _builtins.str = ...,
         top_k: _builtins.int = ...,
         features: _abc.Iterable[_builtins.int] | None = ...,
+        sae_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "sae_id", b"sae_id", "text", b"text", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "sae_id", b"sae_id", "sae_ids", b"sae_ids", "text", b"text", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -335,11 +343,16 @@ class GetFeatureActivationsResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     HOOK_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
+    SAES_FIELD_NUMBER: _builtins.int
     sae_id: _builtins.str
     model: _builtins.str
     hook: _builtins.str
     @_builtins.property
     def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenFeatures]: ...
+    @_builtins.property
+    def saes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SaeFeatures]:
+        """with `sae_ids`: one entry per SAE (and the fields above empty)"""
+
     def __init__(
         self,
         *,
@@ -347,14 +360,41 @@ class GetFeatureActivationsResponse(_message.Message):
         model: _builtins.str = ...,
         hook: _builtins.str = ...,
         tokens: _abc.Iterable[Global___TokenFeatures] | None = ...,
+        saes: _abc.Iterable[Global___SaeFeatures] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hook", b"hook", "model", b"model", "sae_id", b"sae_id", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hook", b"hook", "model", b"model", "sae_id", b"sae_id", "saes", b"saes", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFeatureActivationsResponse: _TypeAlias = GetFeatureActivationsResponse  # noqa: Y015
+
+@_typing.final
+class SaeFeatures(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SAE_ID_FIELD_NUMBER: _builtins.int
+    HOOK_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    sae_id: _builtins.str
+    hook: _builtins.str
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenFeatures]: ...
+    def __init__(
+        self,
+        *,
+        sae_id: _builtins.str = ...,
+        hook: _builtins.str = ...,
+        tokens: _abc.Iterable[Global___TokenFeatures] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hook", b"hook", "sae_id", b"sae_id", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaeFeatures: _TypeAlias = SaeFeatures  # noqa: Y015
 
 @_typing.final
 class GenerateActivationsRequest(_message.Message):

@@ -294,12 +294,11 @@ def fit_letter_probes(data: FirstLetterData) -> LetterProbes:
 def _l1_logistic(c: float):
     """scikit-learn's L1 logistic regression (liblinear), spelled for the installed version."""
     linear_model = require("sklearn.linear_model", "evals", "the absorption suite's k-sparse probes")
-    penalty_deprecated = (
-        inspect.signature(linear_model.LogisticRegression).parameters["penalty"].default == "deprecated"
-    )
+    # scikit-learn >= 1.8 spells L1 as l1_ratio = 1 (penalty is deprecated); older versions as penalty = "l1"
+    signature = inspect.signature(linear_model.LogisticRegression)
     knobs: dict[str, Any] = (
-        {"l1_ratio": 1.0} if penalty_deprecated else {"penalty": "l1"}
-    )  # scikit-learn >= 1.8 / older
+        {"l1_ratio": 1.0} if signature.parameters["penalty"].default == "deprecated" else {"penalty": "l1"}
+    )
     return linear_model.LogisticRegression(C=c, solver="liblinear", max_iter=L1_PROBE_MAX_ITER, **knobs)
 
 

@@ -24,6 +24,7 @@ from lm_saes.evals.absorption import (
     feature_split,
     fit_letter_probes,
     icl_prompt,
+    k_sparse_probes,
     l1_probe_weights,
     prompt_activations,
     prompt_pieces,
@@ -128,7 +129,7 @@ def test_f1_score():
 
 
 def test_k_sparse_selection_picks_what_brute_force_picks():
-    """Two latents split a letter's words 60/40; the rest fire at random. Best subsets by brute force."""
+    """Two latents share most of a letter's words, one fires on most other words, the rest at random."""
     from sklearn.linear_model import LogisticRegression
 
     g = torch.Generator().manual_seed(0)
@@ -136,23 +137,30 @@ def test_k_sparse_selection_picks_what_brute_force_picks():
     labels = torch.randint(0, 3, (n,), generator=g)  # letters 0, 1, 2
     acts = (torch.rand(n, m, generator=g) < 0.3).double() * torch.rand(n, m, generator=g)
     positive = (labels == 0).nonzero().flatten()
-    share = int(0.6 * len(positive))
+    a, b = int(0.5 * len(positive)), int(0.8 * len(positive))  # latent 2: half the words, 5: 30%, none: 20%
     acts[:, [2, 5]] = 0
-    acts[positive[:share], 2] = 1 + torch.rand(share, generator=g).double()
-    acts[positive[share:], 5] = 1 + torch.rand(len(positive) - share, generator=g).double()
+    acts[positive[:a], 2] = 1 + torch.rand(a, generator=g).double()
+    acts[positive[a:b], 5] = 1 + torch.rand(b - a, generator=g).double()
+    negative = (labels != 0).nonzero().flatten()
+    acts[:, 7] = 0  # a strong negative predictor (alone F1 0.9): the ranking wants latents that predict the letter
+    acts[negative[: int(0.9 * len(negative))], 7] = 3.0
     y = (labels == 0).numpy()
 
     def train_f1(subset):
+        """F1 on the rows of a probe on `subset`; -1 when a latent would predict the letter by its absence."""
         x = acts[:, list(subset)].numpy()
         fitted = LogisticRegression(max_iter=500, class_weight="balanced").fit(x, y)
+        if (fitted.coef_ <= 0).any():
+            return -1.0
         return f1_score(torch.from_numpy(y), torch.from_numpy(fitted.predict(x)).bool())
 
-    ranking = l1_probe_weights(acts, labels, [0, 1, 2])[0]
-    top = torch.sort(ranking, descending=True, stable=True).indices.tolist()
+    probes = k_sparse_probes(acts, labels, acts, labels, [0, 1, 2], max_k=3)[0]
     for k in (1, 2):
         best = max(itertools.combinations(range(m), k), key=train_f1)
-        assert sorted(top[:k]) == sorted(best)
-    assert top[:2] == [2, 5]
+        assert sorted(probes[k - 1].latents) == sorted(best)
+        assert probes[k - 1].f1 == pytest.approx(train_f1(best))
+    assert probes[1].latents == [2, 5]
+    assert l1_probe_weights(acts, labels, [0, 1, 2])[0, 7] < 0  # ranked by weight, not |weight|: 7 comes last
 
 
 # --- whole procedure on synthetic words ------------------------------------------------------------
@@ -241,6 +249,20 @@ def test_latents_that_take_over_some_words_absorb_exactly_those():
     assert a.full_absorptions == 3
     assert all(row.absorption_rate == 0 for row in others)
     assert result.mean_absorption_rate == pytest.approx(3 / 40 / 4)
+
+
+def test_absorption_is_measured_in_raw_activation_units():
+    """The same dictionary behind input scaling (latents 4x smaller, same reconstruction) absorbs the same."""
+    data, _ = synthetic_words(absorbed=3)
+    probes = fit_letter_probes(data)
+    plain = letter_dictionary(absorbed=3)
+    scaled = letter_dictionary(absorbed=3)
+    scaled.set_scales(0.25, 0.25)
+    torch.testing.assert_close(scaled(data.acts), plain(data.acts))
+    torch.testing.assert_close(scaled.encode(data.acts), 0.25 * plain.encode(data.acts))
+    a = score_absorption(scaled, data, probes, CFG).letters[0]
+    assert a.main_latents == [0] and a.absorption_rate == pytest.approx(3 / 40)
+    assert a.full_absorption_rate == pytest.approx(3 / 40)
 
 
 def test_the_baseline_is_the_architecture_at_initialisation():
@@ -343,3 +365,23 @@ def test_config_is_checked_before_any_work():
         parse_config({"eval": {"absorption": {"words_per_letter": 1}}}, RunConfig)
     with pytest.raises(ConfigError, match=r"eval\.probing\.k_values"):
         parse_config({"eval": {"probing": {"k_values": [0, 2]}}}, RunConfig)
+
+
+@pytest.mark.slow
+def test_smollm2_prompts_are_its_own_tokenization():
+    """Prompts built from token ids are what SmolLM2's tokenizer makes of the prompt text."""
+    from transformers import AutoTokenizer
+
+    from lm_saes.models.smollm2 import smollm2_checkpoint
+    from lm_saes.models.tokenizers import HFTokenizer
+
+    tok = HFTokenizer(AutoTokenizer.from_pretrained(smollm2_checkpoint()))
+    vocab = vocabulary(tok)
+    assert len(vocab) > 20_000 and {text[1].lower() for _, text in vocab} == set(LETTERS)
+    words = sample_words(vocab, 3, seed=0)
+    pieces = prompt_pieces(tok, AbsorptionConfig().prompt_template)
+    assert len(pieces.after) == 5 and all(len(answer) == 1 for answer in pieces.answers)  # SAEBench's position -6
+    prompts = build_prompts(words, split_words(len(words), 0.8, random.Random(0)), pieces, 10, random.Random(1))
+    for (word, text), (ids, position) in zip(words, prompts, strict=True):
+        assert ids[1:] == tok.encode(tok.decode(ids[1:])) and ids[position] == word
+        assert tok.decode(ids[1:]).endswith(f"\n{text} has the first letter:") and position == len(ids) - 6

@@ -27,6 +27,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     SerializeAsAny,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError, core_schema
@@ -220,12 +221,70 @@ class TrainConfig(Section):
     seed: int = 0
 
 
+class AbsorptionConfig(Section):
+    """`lm-saes eval --suite absorption`: first-letter feature absorption (lm_saes.evals.absorption).
+
+    Defaults follow SAEBench's AbsorptionEvalConfig, except the vocabulary, which is bounded
+    per letter so that a CPU run takes minutes (SAEBench prompts every alphabetic token).
+    """
+
+    words_per_letter: int = Field(50, ge=2, le=5_000, description="Vocabulary words sampled per first letter")
+    icl_examples: int = Field(10, ge=0, le=50, description="In-context examples before the word (SAEBench: 10)")
+    prompt_template: str = Field("{word} has the first letter:", description="Must contain {word} once")
+    train_fraction: float = Field(0.8, gt=0, lt=1, description="Words that train the probes; the rest test them")
+    max_k: int = Field(10, ge=1, le=100, description="Largest k of the k-sparse probes (SAEBench max_k_value)")
+    f1_jump_threshold: float = Field(0.03, ge=0, le=1, description="F1 gain that makes k+1 latents a feature split")
+    min_probe_f1: float = Field(0.6, ge=0, le=1, description="Letters whose dense probe scores below are left out")
+    min_letters: int = Field(20, ge=1, le=26, description="Letters needed for the mean to count (SAEBench: 20)")
+    batch_prompts: int = Field(32, ge=1, le=4096)
+    baseline: bool = Field(True, description="Also score a random dictionary of the same shape")
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check_template(self) -> AbsorptionConfig:
+        if self.prompt_template.count("{word}") != 1:
+            raise ValueError(f"prompt_template = {self.prompt_template!r} must contain {{word}} exactly once")
+        return self
+
+
+class ProbingConfig(Section):
+    """`lm-saes eval --suite probing`: sparse probing with the best k latents (lm_saes.evals.probing)."""
+
+    k_values: list[int] = Field(default_factory=lambda: [1, 2, 5, 20], description="Latents per sparse probe")
+    max_tokens: int = Field(16_384, ge=64, le=1_000_000, description="Held-out tokens the token-level tasks use")
+    examples_per_class: int = Field(250, ge=4, le=100_000, description="Cap per class and task (train + test)")
+    min_examples_per_class: int = Field(20, ge=2, description="Tasks with fewer positives are skipped")
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    topic_classes: int = Field(5, ge=0, le=50, description="Text-level tasks: passages of the N longest documents")
+    passages_per_class: int = Field(100, ge=2, le=10_000)
+    passage_tokens: int = Field(32, ge=2, le=1024)
+    max_documents: int = Field(2_000, ge=1, description="Documents of the source read to pick the topics")
+    batch_contexts: int = Field(16, ge=1)
+    baseline: bool = Field(True, description="Also score a random dictionary of the same shape")
+    seed: int = 42
+
+    @field_validator("k_values")
+    @classmethod
+    def _check_ks(cls, ks: list[int]) -> list[int]:
+        if not ks or any(k < 1 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"k_values = {ks}: give distinct positive numbers of latents")
+        return ks
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> ProbingConfig:
+        if self.min_examples_per_class > self.examples_per_class:
+            raise ValueError("min_examples_per_class is more than examples_per_class; lower it")
+        return self
+
+
 class EvalConfig(Section):
     batch_contexts: int = Field(8, ge=1)
     max_tokens: int | None = Field(None, description="Cap on held-out tokens used")
     ce_loss: bool = Field(True, description="Splice the SAE into the model and measure LM loss")
     dense_threshold: float = Field(0.1, gt=0, le=1)
     device: Device = "cpu"
+    absorption: AbsorptionConfig = Field(default_factory=AbsorptionConfig)
+    probing: ProbingConfig = Field(default_factory=ProbingConfig)
 
 
 class SweepMember(Section):

@@ -23,7 +23,10 @@ from lm_saes.activations import (
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import DataConfig, EvalConfig, ModelConfig, RunConfig
 from lm_saes.data.packing import TokenSplits, load_token_splits, non_bos_tokens
+from lm_saes.data.sources import iter_texts
 from lm_saes.dtypes import TORCH_DTYPES
+from lm_saes.evals.absorption import absorption
+from lm_saes.evals.probing import probing
 from lm_saes.evals.suite import MODEL_SUITES, EvalReport, context_budget, run_synthetic, universality
 from lm_saes.evaluation import EvalMetrics, evaluate
 from lm_saes.models import LanguageModel, load_language_model
@@ -366,6 +369,11 @@ def run_eval_suite(
         if "universality" in suites and compare_location is None:
             raise ValueError("the universality suite compares two SAEs: pass --compare with the second one")
         sae = load_sae(sae_location)
+        if "absorption" in suites and sae.spec.is_transcoder:
+            raise ValueError(
+                "the absorption suite compares decoder rows with a probe of the input: it needs an SAE, "
+                f"not a transcoder ({sae.spec.input_hook} -> {sae.spec.output_hook})"
+            )
         run_cfg = _run_config_beside(sae_location)
         data = data or (run_cfg.data if run_cfg else DataConfig())
         eval_cfg = eval_cfg or (run_cfg.eval if run_cfg else EvalConfig())
@@ -387,6 +395,15 @@ def run_eval_suite(
             started = time.perf_counter()
             report.universality = universality(sae, other, model, contexts, eval_cfg.batch_contexts, progress)
             report.seconds["universality"] = time.perf_counter() - started
+        if "absorption" in suites:
+            started = time.perf_counter()
+            report.absorption = absorption(sae, model, eval_cfg.absorption, progress)
+            report.seconds["absorption"] = time.perf_counter() - started
+        if "probing" in suites:
+            started = time.perf_counter()
+            documents = iter_texts(data.source, data.text_field)  # the text-level tasks' passages
+            report.probing = probing(sae, model, contexts, documents, eval_cfg.probing, progress)
+            report.seconds["probing"] = time.perf_counter() - started
     if "synthetic" in suites:
         started = time.perf_counter()
         report.synthetic = run_synthetic(scenarios or [], progress)

@@ -5,8 +5,10 @@ Suites:
   (lm_saes.evaluation) on the SAE's held-out tokens;
 - universality: this SAE against `--compare` (another seed, width, layer or architecture on the
   same model and tokens): activation correlations and decoder matching;
-- absorption: first-letter feature absorption (SAEBench's definition);
-- probing: sparse probing with the best k features vs a dense probe;
+- absorption: first-letter feature absorption (SAEBench's definition, lm_saes.evals.absorption),
+  beside a random dictionary of the same shape;
+- probing: sparse probing with the best k latents vs a dense probe on token- and text-level
+  tasks built from the shipped text (lm_saes.evals.probing), beside the random dictionary;
 - synthetic: every configured architecture trained on synthetic ground truth (no SAE needed).
 
 A report is a pydantic model written as JSON (`evals.json` beside the SAE by default) and stored
@@ -23,7 +25,9 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from lm_saes.config import EvalConfig, load_config
+from lm_saes.evals.absorption import AbsorptionResult
 from lm_saes.evals.ground_truth import SyntheticResult, SyntheticSuiteConfig, run_scenario
+from lm_saes.evals.probing import ProbingResult
 from lm_saes.evals.universality import ActivationCorrelation, Universality, compare
 from lm_saes.evaluation import EvalMetrics
 from lm_saes.models import LanguageModel
@@ -42,8 +46,8 @@ class EvalReport(BaseModel):
     compared_with: str | None = None
     core: EvalMetrics | None = None
     universality: Universality | None = None
-    absorption: dict | None = None
-    probing: dict | None = None
+    absorption: AbsorptionResult | None = None  # with its random-dictionary baseline inside
+    probing: ProbingResult | None = None
     synthetic: list[SyntheticResult] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per suite")
 

@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs"
 SAES = {"main": RUNS / "smollm2-l6-topk" / "sae", "seed1": RUNS / "smollm2-l6-topk-seed1" / "sae"}
 PARTS = ("saes", "universality", "synthetic")
-MODEL_SUITES = ["core", "absorption", "probing"]
+# the second seed is there for universality and the metrics table; absorption and probing on the main SAE
+MODEL_SUITES = {"main": ["core", "absorption", "probing"], "seed1": ["core"]}
 
 
 def random_dictionary(like: Path, folder: str) -> str:
@@ -73,6 +74,40 @@ def tables(results: dict) -> str:
                     f"| {name} | {c['l0']:.1f} | {c['explained_variance']:.4f} | {c['ce_loss_recovered']:.4f} | "
                     f"{c['delta_lm_loss']:.3f} | {c['kl_divergence']:.3f} | {c['dead_fraction']:.2%} |"
                 )
+    main = (saes.get("main") or {}) if saes else {}
+    a, p = main.get("absorption"), main.get("probing")
+    if a:
+        z = a.get("random_baseline") or {}
+        lines += [
+            "",
+            "| first-letter absorption (main SAE) | SAE | untrained SAE |",
+            "|---|---|---|",
+            f"| mean absorption rate | {a['mean_absorption_rate']:.3f} | {z.get('mean_absorption_rate', float('nan')):.3f} |",
+            f"| mean full-absorption rate | {a['mean_full_absorption_rate']:.3f} | "
+            f"{z.get('mean_full_absorption_rate', float('nan')):.3f} |",
+            f"| main latents per letter | {a['mean_main_latents']:.2f} | {z.get('mean_main_latents', float('nan')):.2f} |",
+            f"| letters evaluated (probe F1 > 0.6) / words | {a['letters_evaluated']} / {a['words']} | |",
+        ]
+    if p:
+        z = p.get("random_baseline") or {}
+        ks = [str(k) for k in p["k_values"]]
+        lines += [
+            "",
+            "| sparse probing, mean test accuracy over "
+            + f"{len(p['tasks'])} tasks | "
+            + " | ".join(f"k = {k}" for k in ks)
+            + " | dense probe |",
+            "|---|" + "---|" * (len(ks) + 1),
+            "| main SAE | "
+            + " | ".join(f"{p['mean_sparse_accuracy'][k]:.3f}" for k in ks)
+            + f" | {p['mean_dense_accuracy']:.3f} |",
+        ]
+        if z:
+            lines.append(
+                "| untrained SAE | "
+                + " | ".join(f"{z['mean_sparse_accuracy'][k]:.3f}" for k in ks)
+                + f" | {z['mean_dense_accuracy']:.3f} |"
+            )
     u = results.get("universality")
     if u:
         r = results.get("universality_random")
@@ -109,7 +144,7 @@ def main() -> int:
     results = json.loads(out.read_text()) if out.is_file() else {}
     if "saes" in parts:
         results["saes"] = {
-            name: run_eval_suite(MODEL_SUITES, str(path)).model_dump(mode="json")
+            name: run_eval_suite(MODEL_SUITES[name], str(path)).model_dump(mode="json")
             for name, path in SAES.items()
             if (path / "sae.json").is_file()
         }

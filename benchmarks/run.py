@@ -12,7 +12,8 @@
 - trace: the attribution graph of a 16-token prompt on SmolLM2 through its transcoder set, vs
   a bare forward pass of the prompt (benchmarks/tracing.py).
 - analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
-  features of the default SAE, over the same contexts, as a ratio to activation generation.
+  features of the default SAE, over the same contexts, as a ratio to activation generation; and
+  the same pass reading the activations just stored (`analyze.activations`, no model forward).
 - steer: steered generation (64 greedy tokens, KV cache) vs the same loop without intervention
   vs `transformers` `generate` (benchmarks/steering_speed.py).
 - autointerp: features explained and scored per minute by the local LLM server on this machine
@@ -47,7 +48,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from lm_saes.activations import generate_activations  # noqa: E402
-from lm_saes.analysis.analyze import feature_activations  # noqa: E402
+from lm_saes.activations.store import CONTEXTS_KEY, StoredRows, read_manifest  # noqa: E402
+from lm_saes.analysis.analyze import encode_rows, feature_activations  # noqa: E402
 from lm_saes.analysis.collector import FeatureCollector  # noqa: E402
 from lm_saes.config import DataConfig, ModelConfig  # noqa: E402
 from lm_saes.data.packing import load_token_splits  # noqa: E402
@@ -70,6 +72,20 @@ def analysis_pass(model, sae, contexts: torch.Tensor, batch_contexts: int = 16) 
         collector.update(tokens, acts, valid, torch.arange(start, start + len(tokens)))
 
 
+def stored_analysis_pass(sae, store: LocalObjectStore, batch_contexts: int = 16) -> None:
+    """The same pass reading the stored activations (`analyze.activations`): no model forward."""
+    rows = StoredRows(store, read_manifest(store), [HOOK])  # type: ignore[arg-type]
+    contexts = rows.contexts()
+    bos = int(store.get_tensors(CONTEXTS_KEY)["bos"][0])
+    starts = torch.cat([torch.zeros(1, dtype=torch.long), (contexts != bos).sum(1).cumsum(0)])
+    collector = FeatureCollector(sae.d_sae)
+    for start in range(0, len(contexts), batch_contexts):
+        stop = min(start + batch_contexts, len(contexts))
+        x = rows.rows(int(starts[start]), int(starts[stop]))[HOOK]
+        acts, valid = encode_rows(sae, contexts[start:stop], x, bos)
+        collector.update(contexts[start:stop], acts, valid, torch.arange(start, stop))
+
+
 def default_sae():
     """The main job's SAE if it exists (else an untrained one of the same shape)."""
     if (RUN_SAE / "sae.json").is_file():
@@ -83,7 +99,7 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
     tokens = int((contexts != model.tokenizer.bos_token_id).sum())
     stop = model.stop_layer([HOOK])
     sae, sae_kind = default_sae()
-    ours, bare, analysis = [], [], []
+    ours, bare, analysis, stored = [], [], [], []
     for _ in range(rounds):
         start = time.perf_counter()
         analysis_pass(model, sae, contexts)
@@ -92,6 +108,9 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
             start = time.perf_counter()
             generate_activations(model, contexts, [HOOK], LocalObjectStore(tmp), batch_contexts=32, progress=False)
             ours.append(tokens / (time.perf_counter() - start))
+            start = time.perf_counter()
+            stored_analysis_pass(sae, LocalObjectStore(tmp))
+            stored.append(tokens / (time.perf_counter() - start))
         start = time.perf_counter()
         with torch.no_grad():
             for i in range(0, len(contexts), 32):
@@ -110,6 +129,8 @@ def bench_activations(model, contexts: torch.Tensor, rounds: int) -> dict[str, f
         "analysis": {
             "tokens_per_s": analysis_median,
             "ratio_to_activations": analysis_median / ours_median,
+            "stored_tokens_per_s": statistics.median(stored),
+            "stored_ratio_to_activations": statistics.median(stored) / ours_median,
             "sae": sae_kind,
             "features": sae.d_sae,
             "tokens": tokens,
@@ -276,6 +297,8 @@ def main() -> int:
         ("activations.ratio", activations["ratio"]),
         ("analysis.tokens_per_s", analysis["tokens_per_s"]),
         ("analysis.ratio_to_activations", analysis["ratio_to_activations"]),
+        ("analysis.stored_tokens_per_s", analysis["stored_tokens_per_s"]),
+        ("analysis.stored_ratio_to_activations", analysis["stored_ratio_to_activations"]),
         *(
             (f"live.{key}", live[key])
             for key in (

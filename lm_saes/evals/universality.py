@@ -10,6 +10,8 @@ cross-product, so any number of tokens fits in memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pydantic import BaseModel
 
@@ -120,19 +122,23 @@ def nearest_neighbours(similarity: torch.Tensor, k: int = 5, exclude_self: bool 
     ]
 
 
-def decoder_neighbours(decoder: torch.Tensor, k: int = 5, chunk: int = 1024) -> list[list[Neighbour]]:
-    """Within one SAE: each feature's k nearest other features by decoder cosine (rows of
-    `decoder` [d_sae, d] are the features' directions). Computed `chunk` rows at a time, so a wide
-    SAE never holds its whole [d_sae, d_sae] cosine matrix; on the decoder's device, in float32."""
+def decoder_neighbours(
+    decoder: torch.Tensor, k: int = 5, features: Sequence[int] | None = None, chunk: int = 1024
+) -> list[list[Neighbour]]:
+    """Within one SAE: each feature's (or each of `features`') k nearest other features by decoder
+    cosine (rows of `decoder` [d_sae, d] are the features' directions). Computed `chunk` rows at a
+    time, so a wide SAE never holds its whole [d_sae, d_sae] cosine matrix; on the decoder's
+    device, in float32."""
     rows = decoder.detach().float()
     rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
     n = rows.shape[0]
+    wanted = torch.arange(n) if features is None else torch.tensor(list(features), dtype=torch.long)
     k = max(0, min(k, n - 1))
     out: list[list[Neighbour]] = []
-    for start in range(0, n, chunk):
-        cos = rows[start : start + chunk] @ rows.T
-        own = torch.arange(start, start + cos.shape[0], device=cos.device)
-        cos[own - start, own] = float("-inf")
+    for start in range(0, len(wanted), chunk):
+        own = wanted[start : start + chunk].to(rows.device)
+        cos = rows[own] @ rows.T
+        cos[torch.arange(len(own), device=cos.device), own] = float("-inf")  # never itself
         values, index = (t.cpu() for t in cos.topk(k, dim=1))
         out += [
             [Neighbour(feature=int(i), partner=int(j), similarity=float(v)) for v, j in zip(vs, js, strict=True)]

@@ -191,6 +191,10 @@ def test_decoder_neighbours_equal_the_brute_force_cosines_without_self():
     brute = nearest_neighbours(cosine_matrix(decoder, decoder), k=4, exclude_self=True)
     for chunk in (1, 5, 37, 100):  # chunk boundaries do not matter
         got = decoder_neighbours(decoder, k=4, chunk=chunk)
+        some = decoder_neighbours(decoder, k=4, features=[31, 4], chunk=chunk)
+        for row, full in zip(some, [got[31], got[4]], strict=True):  # a few features: the same rows
+            assert [(n.feature, n.partner) for n in row] == [(n.feature, n.partner) for n in full]
+            assert [n.similarity for n in row] == pytest.approx([n.similarity for n in full], abs=1e-6)
         assert [[n.partner for n in row] for row in got] == [[n.partner for n in row] for row in brute]
         assert all(n.feature == i and n.partner != i for i, row in enumerate(got) for n in row)
         for row, expected in zip(got, brute, strict=True):

@@ -92,12 +92,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
-    if not args.out and args.sae is not None:
-        print(f"report merged into {save_report_beside(args.sae, report)}", file=sys.stderr)
     if destination is not None:
         written = store_eval_suite(report, destination)
         stored = "".join(f"; {kind} neighbours on {n} features" for kind, n in written.items())
         print(f"evals stored with SAE {destination.sae_id!r} in {destination.documents}{stored}", file=sys.stderr)
+    if not args.out and args.sae is not None:
+        try:
+            print(f"report merged into {save_report_beside(args.sae, report)}", file=sys.stderr)
+        except OSError as error:  # a read-only SAE folder: the report is printed above
+            print(f"warning: the report is not saved beside the SAE ({error}); pass --out", file=sys.stderr)
     return 0
 
 

@@ -428,9 +428,7 @@ def store_eval_suite(report: EvalReport, destination: EvalDestination) -> dict[s
             count = documents.put_neighbours(owner, kind, partner, records)
             written[f"{kind} {owner}" if owner == partner else f"{kind} {owner}->{partner}"] = count
             if count == 0:
-                log.warning(
-                    "no analyzed features of %s in %s: its %s neighbours are not stored", owner, documents, kind
-                )
+                log.warning("no stored feature of %s in %s got %s neighbours (is it analyzed?)", owner, documents, kind)
     return written
 
 

@@ -1,4 +1,4 @@
-import type { ReactNode } from "react";
+import { useId, type ReactNode } from "react";
 import { Link, useSearchParams } from "react-router";
 import { api, type Sae } from "../api/client";
 import { useApi } from "../api/useApi";
@@ -80,10 +80,11 @@ function SaeSelect({
   saes: Sae[];
   onChange: (value: string) => void;
 }) {
+  const id = useId();
   return (
-    <label>
-      {label}{" "}
-      <select value={value} onChange={(e) => onChange(e.target.value)}>
+    <span>
+      <label htmlFor={id}>{label}</label>{" "}
+      <select id={id} value={value} onChange={(e) => onChange(e.target.value)}>
         <option value="">—</option>
         {saes.map((s) => (
           <option key={s.id} value={s.id}>
@@ -92,7 +93,7 @@ function SaeSelect({
         ))}
         {value && !saes.some((s) => s.id === value) && <option value={value}>{value} (unknown)</option>}
       </select>
-    </label>
+    </span>
   );
 }
 

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from lm_saes import records
+from lm_saes.evals.suite import EvalReport
 from lm_saes.records import (
     MAX_PAGE,
+    FeatureNeighbour,
     FeatureSummary,
     GraphLink,
     GraphLogit,
@@ -24,6 +26,7 @@ from lm_saes.records import (
     GraphSummary,
     JobKind,
     JobState,
+    NeighbourKind,
     TokenMatch,
 )
 from lm_saes.search import features as search
@@ -39,6 +42,7 @@ MAX_URI = 1024
 MAX_QUERY = 500  # characters of a feature-search query
 MAX_HITS = 100
 __all__ = [
+    "FeatureNeighbour",
     "FeatureSummary",
     "GraphLink",
     "GraphLogit",
@@ -75,6 +79,35 @@ class Analysis(records.AnalysisRecord):
 
 class SaeDetail(Sae):
     analyses: list[Analysis] = Field(default_factory=list)
+
+
+class SaeEvals(EvalReport):
+    """An SAE's evaluation suite report: each suite's latest run (`lm-saes eval --suite ...
+    --documents ... --sae-id ...`, or evals.json beside the SAE when it was analyzed)."""
+
+
+class FeatureNeighbours(BaseModel):
+    """One feature of the SAE and its stored neighbours (those asked for)."""
+
+    index: int
+    density: float
+    max_activation: float
+    neighbours: list[FeatureNeighbour]
+
+
+class NeighbourPage(BaseModel):
+    """A page of an SAE's features with their neighbours, in the listing's order; a feature
+    without such neighbours is listed with none, so pages line up with the feature listing."""
+
+    sae_id: str
+    partner: str | None = Field(None, description="Only neighbours in this SAE")
+    kind: NeighbourKind | None = Field(None, description="Only neighbours of this kind")
+    items: list[FeatureNeighbours]
+    total: int
+    offset: int
+    limit: int
+    sort: FeatureSort
+    order: Literal["asc", "desc"]
 
 
 class FeaturePage(BaseModel):

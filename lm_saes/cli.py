@@ -8,9 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lm_saes.autointerp import server as autointerp_server
 from lm_saes.config import AnalyzeConfig, ConfigError, RunConfig, load_config, parse_override
+
+if TYPE_CHECKING:
+    from lm_saes.runner import EvalDestination
 
 
 def _overrides(items: list[str]) -> dict:
@@ -52,8 +56,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lm_saes.evals.suite import parse_suites
-    from lm_saes.runner import run_eval, run_eval_suite
+    from lm_saes.runner import (
+        check_eval_destination,
+        run_eval,
+        run_eval_suite,
+        save_report_beside,
+        store_eval_suite,
+    )
 
+    destination = _eval_destination(args)
     data = eval_cfg = model = None
     if args.config:
         cfg = load_config(args.config, RunConfig, _overrides(args.set))
@@ -63,19 +74,66 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError("lm-saes eval needs --sae (or --suite synthetic, which trains its own)")
         metrics = run_eval(args.sae, data, eval_cfg, model, progress=not args.quiet)
         text = json.dumps(metrics.model_dump(), indent=2)
-    else:
-        try:
-            suites = parse_suites(args.suite)
-            report = run_eval_suite(
-                suites, args.sae, args.compare, args.scenario, data, eval_cfg, model, progress=not args.quiet
-            )
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        text = report.model_dump_json(indent=2)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        print(text)
+        return 0
+    try:
+        suites = parse_suites(args.suite)
+        if destination is not None:
+            destination = check_eval_destination(destination, suites, args.compare)
+        report = run_eval_suite(
+            suites,
+            args.sae,
+            args.compare,
+            args.scenario,
+            data,
+            eval_cfg,
+            model,
+            progress=not args.quiet,
+            destination=destination,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    text = report.model_dump_json(indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
+    if destination is not None:
+        written = store_eval_suite(report, destination)
+        stored = "".join(f"; {kind} neighbours on {n} features" for kind, n in written.items())
+        print(f"evals stored with SAE {destination.sae_id!r} in {destination.documents}{stored}", file=sys.stderr)
+    if not args.out and args.sae is not None:
+        try:
+            print(f"report merged into {save_report_beside(args.sae, report)}", file=sys.stderr)
+        except OSError as error:  # a read-only SAE folder: the report is printed above
+            print(f"warning: the report is not saved beside the SAE ({error}); pass --out", file=sys.stderr)
     return 0
+
+
+def _eval_destination(args: argparse.Namespace) -> EvalDestination | None:
+    """--documents and --sae-id together name where the report is stored; checked before any work."""
+    from lm_saes.runner import EvalDestination
+
+    if (args.documents is None) != (args.sae_id is None):
+        given, missing = ("--documents", "--sae-id") if args.sae_id is None else ("--sae-id", "--documents")
+        raise ConfigError(
+            f"{given} needs {missing}: the report is stored with the SAE record --sae-id names, "
+            "in the document store --documents names (SQLite file or mongodb:// URI)"
+        )
+    if args.compare_id is not None and args.sae_id is None:
+        raise ConfigError("--compare-id names the compared SAE in the store: it needs --documents and --sae-id")
+    if args.sae_id is None:
+        return None
+    if not args.sae_id.strip():
+        raise ConfigError("--sae-id is empty: name the SAE's id in the document store")
+    if args.compare_id is not None and not args.compare_id.strip():
+        raise ConfigError("--compare-id is empty: name the compared SAE's id in the document store")
+    if args.suite is None:
+        raise ConfigError("--sae-id stores a suite report: add --suite (e.g. --suite core)")
+    if args.sae is None:
+        raise ConfigError("--sae-id stores the evaluation of the SAE --sae names: pass --sae too")
+    return EvalDestination(args.documents, args.sae_id, args.compare_id, args.neighbours)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -285,6 +343,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _neighbour_count(text: str) -> int:
+    from lm_saes.records import MAX_NEIGHBOURS
+
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= k <= MAX_NEIGHBOURS:
+        raise argparse.ArgumentTypeError(f"{k} is not in 1..{MAX_NEIGHBOURS}")
+    return k
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lm-saes", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -314,7 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--config", help="TOML for data/eval/model (default: the run's own)")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    evaluate.add_argument("--out", help="also write the JSON here")
+    evaluate.add_argument(
+        "--out", help="also write the JSON here (a suite report: default evals.json beside the SAE, merged)"
+    )
+    evaluate.add_argument("--documents", help="store the report with the SAE's record: SQLite file or mongodb:// URI")
+    evaluate.add_argument("--sae-id", help="the SAE's id in --documents (the record the report is merged into)")
+    evaluate.add_argument(
+        "--compare-id", help="the --compare SAE's id in --documents (default: its run folder, as analysis names it)"
+    )
+    evaluate.add_argument(
+        "--neighbours",
+        type=_neighbour_count,
+        default=5,
+        metavar="K",
+        help="universality with --sae-id: nearest features stored per feature and kind (1..10, default 5)",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", help="write an SAE in another tool's format")

@@ -22,6 +22,9 @@ JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
 TERMINAL: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 MAX_PAGE = 1000  # the most items one page of any listing holds (store, services, gateway)
+NeighbourKind = Literal["decoder", "activation"]
+NEIGHBOUR_KINDS: tuple[NeighbourKind, ...] = get_args(NeighbourKind)
+MAX_NEIGHBOURS = 10  # a feature's stored neighbours per kind and SAE
 
 
 class Record(BaseModel):
@@ -51,6 +54,11 @@ class SaeRecord(Record):
     d_sae: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation: L0, explained variance, ...")
+    evals: dict[str, Any] | None = Field(
+        None,
+        description="The evaluation suite's report (an lm_saes.evals.suite.EvalReport: core metrics, "
+        "universality, absorption, probing, ...), each suite's latest run; the store validates it",
+    )
     artifact: str | None = Field(None, description="URI of the saved SAE")
     created: str | None = None
 
@@ -137,6 +145,16 @@ class Explanation(BaseModel):
         return sum(values) / len(values) if values else None
 
 
+class FeatureNeighbour(BaseModel):
+    """A feature near this one: within its SAE by decoder cosine (`decoder`), or in another SAE
+    of the same model by activation correlation over the same tokens (`activation`)."""
+
+    sae_id: str = Field(min_length=1, description="The neighbour's SAE")
+    index: int = Field(ge=0, description="The neighbour's feature index")
+    similarity: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False, description="Cosine or Pearson correlation")
+    kind: NeighbourKind
+
+
 class FeatureRecord(Record):
     """A feature's whole analysis document (a page that asked for some fields holds only those)."""
 
@@ -153,6 +171,10 @@ class FeatureRecord(Record):
     logit_lens: dict[str, Any] | None = None
     explanation: Explanation | None = None
     score: float | None = Field(None, description="The explanation's summary score (a sort key; set by the store)")
+    neighbours: list[FeatureNeighbour] = Field(
+        default_factory=list,
+        description=f"Nearest features, most similar first within each kind and SAE (at most {MAX_NEIGHBOURS} each)",
+    )
 
 
 class TokenMatch(BaseModel):

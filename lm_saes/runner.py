@@ -7,6 +7,7 @@ progress bars.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +28,22 @@ from lm_saes.data.sources import iter_texts
 from lm_saes.dtypes import TORCH_DTYPES
 from lm_saes.evals.absorption import absorption
 from lm_saes.evals.probing import probing
-from lm_saes.evals.suite import MODEL_SUITES, EvalReport, context_budget, run_synthetic, universality
+from lm_saes.evals.suite import (
+    MODEL_SUITES,
+    REPORT_KEY,
+    EvalReport,
+    context_budget,
+    correlate,
+    merge_reports,
+    run_synthetic,
+)
+from lm_saes.evals.universality import Neighbour, compare, decoder_neighbours, nearest_neighbours
 from lm_saes.evaluation import EvalMetrics, evaluate
 from lm_saes.models import LanguageModel, load_language_model
+from lm_saes.records import MAX_NEIGHBOURS, FeatureNeighbour, NeighbourKind
 from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
 from lm_saes.stores import ObjectStore, open_store
+from lm_saes.stores.documents import open_document_store
 from lm_saes.training import Trainer
 from lm_saes.training.distributed import init_distributed
 from lm_saes.training.sweep import Sweep
@@ -351,6 +363,57 @@ def run_eval(
     return evaluate(sae, model, splits.eval, eval_cfg, progress)
 
 
+@dataclass
+class EvalDestination:
+    """Where `lm-saes eval --documents URI --sae-id ID` stores its report (merged into the SAE's
+    record) and, with the universality suite, the nearest neighbours of each feature: within the
+    SAE by decoder cosine, and across it and the compared SAE (`compare_id`) by activation
+    correlation. `run_eval_suite` fills `neighbours`; `store_eval_suite` writes everything."""
+
+    documents: str
+    sae_id: str
+    compare_id: str | None = None
+    k: int = 5
+    # (the SAE whose features they are, kind, the SAE the neighbours are in, one list per feature)
+    neighbours: list[tuple[str, NeighbourKind, str, list[list[Neighbour]]]] = field(default_factory=list)
+
+
+def check_eval_destination(
+    destination: EvalDestination, suites: list[str], compare_location: str | None
+) -> EvalDestination:
+    """Before any work: the SAE (and, for universality, the compared one: `compare_id`, by default
+    its run folder's name as analysis names it) must be in the store; a LookupError or ValueError
+    names what is missing."""
+    from lm_saes.analysis.analyze import default_sae_id
+
+    if not 1 <= destination.k <= MAX_NEIGHBOURS:
+        raise ValueError(f"neighbours: k must be in 1..{MAX_NEIGHBOURS}, got {destination.k}")
+    if not any(suite in MODEL_SUITES for suite in suites):
+        raise ValueError(
+            f"--sae-id stores an SAE's evaluation, but suite {', '.join(suites)} evaluates no SAE of the store"
+        )
+    compare_id = destination.compare_id
+    if "universality" in suites and compare_location is not None:
+        compare_id = compare_id or default_sae_id(compare_location)
+    elif compare_id is not None:
+        raise ValueError("--compare-id names the universality suite's second SAE: add universality to --suite")
+    with open_document_store(destination.documents) as documents:
+        if documents.get_sae(destination.sae_id) is None:
+            raise LookupError(
+                f"--sae-id: no SAE {destination.sae_id!r} in {destination.documents}; analyze it first "
+                "(lm-saes analyze registers it) or name the stored one"
+            )
+        if compare_id is not None:
+            if compare_id == destination.sae_id:
+                raise ValueError(f"--compare-id: {compare_id!r} is the evaluated SAE itself; name the compared one")
+            if documents.get_sae(compare_id) is None:
+                raise LookupError(
+                    f"--compare-id: no SAE {compare_id!r} in {destination.documents} (the compared SAE's id); "
+                    "analyze it first or pass --compare-id with its id there"
+                )
+    return EvalDestination(destination.documents, destination.sae_id, compare_id, destination.k)
+
+
 def run_eval_suite(
     suites: list[str],
     sae_location: str | None = None,
@@ -360,8 +423,11 @@ def run_eval_suite(
     eval_cfg: EvalConfig | None = None,
     model_cfg: ModelConfig | None = None,
     progress: bool = True,
+    destination: EvalDestination | None = None,
 ) -> EvalReport:
-    """The chosen suites of lm_saes.evals.suite over one SAE (and `compare_location` for universality)."""
+    """The chosen suites of lm_saes.evals.suite over one SAE (and `compare_location` for
+    universality). With a `destination` (see check_eval_destination), the universality suite also
+    collects each feature's neighbours into it, for store_eval_suite."""
     report = EvalReport(sae=sae_location, compared_with=compare_location)
     if any(suite in MODEL_SUITES for suite in suites):
         if sae_location is None:
@@ -374,6 +440,8 @@ def run_eval_suite(
                 "the absorption suite compares decoder rows with a probe of the input: it needs an SAE, "
                 f"not a transcoder ({sae.spec.input_hook} -> {sae.spec.output_hook})"
             )
+        if destination is not None:
+            _check_recorded_width(destination.documents, destination.sae_id, sae, "--sae-id")
         run_cfg = _run_config_beside(sae_location)
         data = data or (run_cfg.data if run_cfg else DataConfig())
         eval_cfg = eval_cfg or (run_cfg.eval if run_cfg else EvalConfig())
@@ -392,9 +460,15 @@ def run_eval_suite(
                     f"--compare {compare_location} is an SAE of {other.spec.model!r}, not {sae.spec.model!r}: "
                     "universality compares activations on the same tokens of one model"
                 )
+            if destination is not None and destination.compare_id is not None:
+                _check_recorded_width(destination.documents, destination.compare_id, other, "--compare-id")
             started = time.perf_counter()
-            report.universality = universality(sae, other, model, contexts, eval_cfg.batch_contexts, progress)
+            corr = correlate(sae, other, model, contexts, eval_cfg.batch_contexts, progress)
+            report.universality = compare(corr, sae.W_dec.detach().cpu(), other.W_dec.detach().cpu())
+            report.compared_id = destination.compare_id if destination is not None else None
             report.seconds["universality"] = time.perf_counter() - started
+            if destination is not None:
+                _collect_neighbours(destination, sae, other, corr.correlation())
         if "absorption" in suites:
             started = time.perf_counter()
             report.absorption = absorption(sae, model, eval_cfg.absorption, progress)
@@ -411,9 +485,72 @@ def run_eval_suite(
     return report
 
 
-def _run_config_beside(sae_location: str) -> RunConfig | None:
-    parent = sae_location.rstrip("/").rsplit("/", 1)[0] if "/" in sae_location.rstrip("/") else "."
+def _check_recorded_width(documents_uri: str, sae_id: str, sae: SparseAutoencoder, flag: str) -> None:
+    with open_document_store(documents_uri) as documents:
+        record = documents.get_sae(sae_id)
+    if record is None:
+        raise LookupError(f"{flag}: no SAE {sae_id!r} in {documents_uri}")
+    if record.d_sae is not None and record.d_sae != sae.d_sae:
+        raise ValueError(
+            f"{flag}: the stored SAE {sae_id!r} has {record.d_sae} features, the one evaluated {sae.d_sae}: "
+            "not the same SAE"
+        )
+
+
+def _collect_neighbours(
+    destination: EvalDestination, sae: SparseAutoencoder, other: SparseAutoencoder, correlation: torch.Tensor
+) -> None:
+    """Within each SAE by decoder cosine; across them, both ways, by activation correlation."""
+    k, a, b = destination.k, destination.sae_id, destination.compare_id
+    destination.neighbours.append((a, "decoder", a, decoder_neighbours(sae.W_dec, k)))
+    if b is not None:
+        destination.neighbours.append((b, "decoder", b, decoder_neighbours(other.W_dec, k)))
+        destination.neighbours.append((a, "activation", b, nearest_neighbours(correlation, k)))
+        destination.neighbours.append((b, "activation", a, nearest_neighbours(correlation.T, k)))
+
+
+def store_eval_suite(report: EvalReport, destination: EvalDestination) -> dict[str, int]:
+    """The report merged into the SAE's record (its earlier suites stay) and the neighbours
+    collected by run_eval_suite written to the features' documents; returns, per neighbour kind
+    and SAE ("decoder a", "activation a->b"), how many stored features got some."""
+    written: dict[str, int] = {}
+    with open_document_store(destination.documents) as documents:
+        documents.put_evals(destination.sae_id, report)
+        for owner, kind, partner, lists in destination.neighbours:
+            records = {
+                feature: [
+                    FeatureNeighbour(
+                        sae_id=partner, index=n.partner, similarity=max(-1.0, min(1.0, n.similarity)), kind=kind
+                    )
+                    for n in neighbours
+                    # a dead feature correlates with nothing: no activation partners, not arbitrary ones
+                    if math.isfinite(n.similarity) and (kind == "decoder" or n.similarity > 0)
+                ]
+                for feature, neighbours in enumerate(lists)
+            }
+            count = documents.put_neighbours(owner, kind, partner, records)
+            written[f"{kind} {owner}" if owner == partner else f"{kind} {owner}->{partner}"] = count
+            if count == 0:
+                log.warning("no stored feature of %s in %s got %s neighbours (is it analyzed?)", owner, documents, kind)
+    return written
+
+
+def save_report_beside(sae_location: str, report: EvalReport) -> str:
+    """`evals.json` beside the SAE (where `lm-saes analyze` picks it up), merged with the one
+    there: a suite run now replaces its earlier result, the others stay. Returns its location."""
+    parent = _parent(sae_location)
     store = open_store(parent)
+    stored = EvalReport.model_validate(store.get_json(REPORT_KEY)) if store.exists(REPORT_KEY) else None
+    store.put_json(REPORT_KEY, merge_reports(stored, report).model_dump(mode="json"))
+    return f"{parent.rstrip('/')}/{REPORT_KEY}"
+
+
+def _parent(sae_location: str) -> str:
+    return sae_location.rstrip("/").rsplit("/", 1)[0] if "/" in sae_location.rstrip("/") else "."
+
+
+def _run_config_beside(sae_location: str) -> RunConfig | None:
+    store = open_store(_parent(sae_location))
     if not store.exists(CONFIG_KEY):
         return None
     return RunConfig.model_validate(store.get_json(CONFIG_KEY))

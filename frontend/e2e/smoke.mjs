@@ -26,6 +26,11 @@
 //                          trace a prompt from the circuits page, open its graph, hover and pin a
 //                          feature (its top examples shown), prune with the slider, run an
 //                          intervention on the pinned feature, and download the graph's JSON
+//              E2E_COMPARE another SAE whose evaluation suites were stored against E2E_SAE (lm-saes eval
+//                          --suite core,universality --sae-id E2E_SAE --compare-id it): when set, also
+//                          open the comparison page (metrics table, trade-off plot, the pair's
+//                          universality and feature partners), follow a partner to its feature page
+//                          (its nearest features) and check the SAE page's evaluation suites
 //              CHROMIUM    browser binary (default /usr/bin/chromium)
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -216,6 +221,52 @@ try {
     check(lit.length > 0, `feature #${strongest} shades no token`);
     return `feature #${strongest} on ${lit.length} of ${rows} tokens`;
   });
+
+  const partner = process.env.E2E_COMPARE;
+  if (partner) {
+    await step("compare", async () => {
+      await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Compare" }).click();
+      await heading("Compare SAEs").waitFor();
+      const metrics = main.getByRole("table", { name: "Metrics" });
+      await metrics.getByRole("rowheader", { name: saeId, exact: true }).waitFor();
+      const header = await metrics.locator("thead th").allTextContents();
+      check(header.includes("KL divergence") && header.includes("Partners"), `metrics columns: ${header.join(", ")}`);
+      const points = main.locator('figure[aria-label="Explained variance against L0"] .recharts-scatter-symbol');
+      await points.first().waitFor();
+      await page.getByRole("radio", { name: "CE loss recovered" }).check();
+      await main.locator('figure[aria-label="CE loss recovered against L0"] .recharts-scatter-symbol').first().waitFor();
+      await page.getByLabel("SAE A").selectOption(saeId);
+      await page.getByLabel("SAE B").selectOption(partner);
+      await main.getByRole("table", { name: `Universality of ${saeId} and ${partner}` }).waitFor();
+      const partners = main.getByRole("table", { name: `Partners in ${partner}` }).locator("tbody td:nth-child(3) a");
+      await partners.first().waitFor();
+      return `${await points.count()} SAEs plotted, ${await partners.count()} partner links on the first page`;
+    });
+
+    await step("compare-partner", async () => {
+      const link = main.getByRole("table", { name: `Partners in ${partner}` }).locator("tbody td:nth-child(3) a").first();
+      const index = (await link.textContent()).replace(/\D/g, "");
+      await link.click();
+      await page.waitForURL(new RegExp(`/saes/${encodeURIComponent(partner)}/features/${index}$`));
+      await heading("Nearest features").waitFor();
+      await main.getByRole("list", { name: "Similar decoder directions in this SAE" }).waitFor();
+      const back = main.getByRole("list", { name: `Partners in ${saeId} (activation correlation)` }).getByRole("link");
+      const count = await back.count();
+      check(count > 0, `feature ${index} of ${partner} lists no partner in ${saeId}`);
+      return `feature ${index} of ${partner}: ${count} partners in ${saeId}`;
+    });
+
+    await step("sae-evals", async () => {
+      await page.goto(`${base}/saes/${encodeURIComponent(saeId)}`);
+      const suites = main.getByRole("region", { name: "Evaluation suites" });
+      await suites.getByRole("heading", { name: /^Core/ }).waitFor();
+      await suites.locator('figure[aria-label="Feature density on held-out tokens (log10 bins)"] svg').waitFor();
+      await suites.getByRole("heading", { name: `Universality against ${partner}` }).waitFor();
+      const kl = await suites.locator("dt", { hasText: "KL divergence" }).locator("xpath=following-sibling::dd").textContent();
+      check(Number.isFinite(Number(kl)), `KL divergence shown as ${JSON.stringify(kl)}`);
+      return `KL ${kl}`;
+    });
+  }
 
   let jobId;
   await step("jobs-submit", async () => {

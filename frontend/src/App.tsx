@@ -17,6 +17,7 @@ export const routes: RouteObject[] = [
         lazy: () => import("./pages/FeaturePage").then((m) => ({ Component: m.FeaturePage })),
       },
       { path: "saes/:saeId/try", lazy: () => import("./pages/TryPage").then((m) => ({ Component: m.TryPage })) },
+      { path: "compare", lazy: () => import("./pages/ComparePage").then((m) => ({ Component: m.ComparePage })) },
       { path: "search", lazy: () => import("./pages/SearchPage").then((m) => ({ Component: m.SearchPage })) },
       { path: "steer", lazy: () => import("./pages/SteerPage").then((m) => ({ Component: m.SteerPage })) },
       { path: "jobs", lazy: () => import("./pages/JobsPage").then((m) => ({ Component: m.JobsPage })) },

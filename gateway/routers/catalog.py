@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import ValidationError
 
 from gateway import auth
 from gateway.backends import Backends, backends
-from gateway.errors import PROBLEMS, not_found
+from gateway.errors import PROBLEMS, ApiProblem, not_found
 from gateway.schemas import (
     MAX_INDEX,
     MAX_OFFSET,
@@ -17,8 +18,11 @@ from gateway.schemas import (
     FeaturePage,
     FeatureSort,
     Model,
+    NeighbourKind,
+    NeighbourPage,
     Sae,
     SaeDetail,
+    SaeEvals,
     ScoreDistribution,
     TokenMatch,
 )
@@ -51,6 +55,71 @@ def list_saes(store: Store, model: ModelName = None) -> list[SaeRecord]:
 @router.get("/saes/{sae_id}", response_model=SaeDetail)
 def get_sae(store: Store, sae_id: SaeId) -> dict[str, Any]:
     return {**sae_or_404(store, sae_id).doc(), "analyses": store.documents.list_analyses(sae_id)}
+
+
+@router.get("/saes/{sae_id}/evals", response_model=SaeEvals)
+def get_evals(store: Store, sae_id: SaeId) -> SaeEvals:
+    """The SAE's evaluation suite report (core metrics with KL and density, universality against
+    another SAE, absorption, probing, ...), as `lm-saes eval --suite` stored it."""
+    sae = sae_or_404(store, sae_id)
+    if sae.evals is None:
+        raise not_found(
+            f"SAE {sae_id!r} has no evaluation suite report; run lm-saes eval --suite ... --sae-id {sae_id}"
+        )
+    try:
+        return SaeEvals.model_validate(sae.evals)
+    except ValidationError:  # written by another lm-saes version
+        raise ApiProblem(
+            409, f"SAE {sae_id!r}: its stored report does not fit this gateway's; run lm-saes eval again"
+        ) from None
+
+
+@router.get("/saes/{sae_id}/neighbours", response_model=NeighbourPage)
+def list_neighbours(
+    store: Store,
+    sae_id: SaeId,
+    partner: Annotated[str | None, Query(min_length=1, max_length=200, description="Only those in this SAE")] = None,
+    kind: NeighbourKind | None = None,
+    sort: FeatureSort = "index",
+    order: Literal["asc", "desc"] = "asc",
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    """A page of the SAE's features (ordered as the feature listing) with their stored nearest
+    neighbours: within the SAE by decoder cosine, in another SAE by activation correlation."""
+    sae_or_404(store, sae_id)
+    if partner is not None:
+        sae_or_404(store, partner)
+    items, total = store.documents.list_features(
+        sae_id,
+        sort=sort,
+        descending=order == "desc",
+        offset=offset,
+        limit=limit,
+        fields=["density", "max_activation", "neighbours"],
+    )
+    rows = [
+        {
+            "index": f.index,
+            "density": f.density,
+            "max_activation": f.max_activation,
+            "neighbours": [
+                n for n in f.neighbours if (partner is None or n.sae_id == partner) and (kind is None or n.kind == kind)
+            ],
+        }
+        for f in items
+    ]
+    return {
+        "sae_id": sae_id,
+        "partner": partner,
+        "kind": kind,
+        "items": rows,
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "sort": sort,
+        "order": order,
+    }
 
 
 @router.get("/saes/{sae_id}/features", response_model=FeaturePage)

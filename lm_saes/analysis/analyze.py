@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import torch
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from lm_saes.activations.store import StoredRows, read_manifest
@@ -24,11 +26,13 @@ from lm_saes.analysis.collector import FeatureCollector
 from lm_saes.analysis.logit_lens import logit_lens
 from lm_saes.config import AnalyzeConfig, ModelConfig
 from lm_saes.data.packing import load_token_splits
+from lm_saes.evals.suite import REPORT_KEY, EvalReport, merge_reports
 from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.saes import SparseAutoencoder, load_sae
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.stores.documents import DocumentStore, open_document_store
 
+log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "analysis-checkpoint.pt"
 
 
@@ -277,6 +281,21 @@ def _register(
     parent_store = open_store(parent)
     if parent_store.exists("eval.json"):
         metrics = parent_store.get_json("eval.json")
+    # The suite's report: what was stored for this SAE (a re-analysis keeps it), merged with the
+    # evals.json beside the SAE (`lm-saes eval --suite` writes it there).
+    registered = documents.get_sae(sae_id)
+    evals = None
+    if registered is not None and registered.evals is not None:
+        try:
+            evals = EvalReport.model_validate(registered.evals)
+        except ValidationError as error:  # written by another version: the analysis goes on without it
+            log.warning("SAE %s: its stored evals no longer fit an EvalReport, dropped: %s", sae_id, error)
+    if parent_store.exists(REPORT_KEY):
+        try:
+            beside = EvalReport.model_validate(parent_store.get_json(REPORT_KEY))
+        except ValidationError as error:
+            raise ValueError(f"{parent}/{REPORT_KEY} is not an evaluation report: {error}") from None
+        evals = merge_reports(evals, beside)
     spec = sae.spec
     documents.put_sae(
         {
@@ -288,6 +307,7 @@ def _register(
             "d_sae": spec.d_sae,
             "config": spec.model_dump(mode="json"),
             "metrics": metrics,
+            "evals": evals.model_dump(mode="json") if evals is not None else None,
             "artifact": sae_location,
             "created": _now(),
         }

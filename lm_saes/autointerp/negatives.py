@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lm_saes.autointerp.examples import Context
+from lm_saes.evals.universality import decoder_neighbours
 from lm_saes.records import FeatureRecord
 
 Window = tuple[int, int, int]  # (context row, start, length)
@@ -26,12 +27,8 @@ Window = tuple[int, int, int]  # (context row, start, length)
 
 def neighbours(decoder: torch.Tensor, features: Sequence[int], k: int) -> dict[int, list[int]]:
     """The `k` features whose decoder rows have the highest cosine to each of `features`."""
-    unit = torch.nn.functional.normalize(decoder.float(), dim=-1)
-    chosen = torch.tensor(list(features), dtype=torch.long)
-    similarity = unit[chosen] @ unit.T
-    similarity[torch.arange(len(chosen)), chosen] = -2.0  # never itself
-    top = similarity.topk(min(k, unit.shape[0] - 1), dim=-1).indices
-    return {f: row.tolist() for f, row in zip(features, top, strict=True)}
+    near = decoder_neighbours(decoder, k, features)
+    return {f: [n.partner for n in row] for f, row in zip(features, near, strict=True)}
 
 
 def locate(contexts: torch.Tensor, row: int, token_ids: Sequence[int]) -> int | None:

@@ -44,12 +44,32 @@ class EvalReport(BaseModel):
 
     sae: str | None = Field(None, description="Location of the evaluated SAE")
     compared_with: str | None = None
+    compared_id: str | None = Field(None, description="The compared SAE's id in the document store, when stored there")
     core: EvalMetrics | None = None
     universality: Universality | None = None
     absorption: AbsorptionResult | None = None  # with its random-dictionary baseline inside
     probing: ProbingResult | None = None
     synthetic: list[SyntheticResult] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per suite")
+
+
+def merge_reports(stored: EvalReport | None, new: EvalReport) -> EvalReport:
+    """`new`'s suites over `stored`'s: a suite `new` measured replaces the stored one, the others
+    stay, so `--suite core` then `--suite universality` keeps both. The compared SAE goes with the
+    universality it was compared in; wall times merge per suite."""
+    if stored is None:
+        return new
+    merged = stored.model_copy(deep=True)
+    for name in type(new).model_fields:
+        value = getattr(new, name)
+        if name == "seconds":
+            merged.seconds = {**stored.seconds, **new.seconds}
+        elif name in ("compared_with", "compared_id"):
+            if new.universality is not None:
+                setattr(merged, name, value)
+        elif value is not None and value != []:
+            setattr(merged, name, value)
+    return merged
 
 
 def parse_suites(text: str) -> list[str]:
@@ -62,15 +82,16 @@ def parse_suites(text: str) -> list[str]:
 
 
 @torch.no_grad()
-def universality(
+def correlate(
     sae_a: SparseAutoencoder,
     sae_b: SparseAutoencoder,
     model: LanguageModel,
     contexts: torch.Tensor,
     batch_contexts: int = 8,
     progress: bool = False,
-) -> Universality:
-    """Two SAEs of one model over the same held-out tokens (BOS left out, as in evaluation)."""
+) -> ActivationCorrelation:
+    """The activation correlation of two SAEs of one model over the same held-out tokens (BOS
+    left out, as in evaluation)."""
     hooks = list(dict.fromkeys([sae_a.spec.input_hook, sae_b.spec.input_hook]))
     corr = ActivationCorrelation(sae_a.d_sae, sae_b.d_sae)
     bos = model.tokenizer.bos_token_id
@@ -79,6 +100,19 @@ def universality(
         acts = model.activations(tokens, hooks)
         keep = tokens != bos
         corr.update(sae_a.encode(acts[sae_a.spec.input_hook][keep]), sae_b.encode(acts[sae_b.spec.input_hook][keep]))
+    return corr
+
+
+def universality(
+    sae_a: SparseAutoencoder,
+    sae_b: SparseAutoencoder,
+    model: LanguageModel,
+    contexts: torch.Tensor,
+    batch_contexts: int = 8,
+    progress: bool = False,
+) -> Universality:
+    """Two SAEs of one model over the same held-out tokens: activations and decoders compared."""
+    corr = correlate(sae_a, sae_b, model, contexts, batch_contexts, progress)
     return compare(corr, sae_a.W_dec.detach().cpu(), sae_b.W_dec.detach().cpu())
 
 

@@ -10,6 +10,8 @@ cross-product, so any number of tokens fits in memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pydantic import BaseModel
 
@@ -19,9 +21,11 @@ PARTNER_THRESHOLD = 0.7
 
 
 class Neighbour(BaseModel):
+    """Feature `partner` (of the other SAE, or of the same one) is among `feature`'s most similar."""
+
     feature: int
     partner: int
-    correlation: float
+    similarity: float  # activation correlation across SAEs; decoder cosine within one
 
 
 class Universality(BaseModel):
@@ -104,13 +108,40 @@ def compare(corr: ActivationCorrelation, decoder_a: torch.Tensor, decoder_b: tor
 
 
 def nearest_neighbours(similarity: torch.Tensor, k: int = 5, exclude_self: bool = False) -> list[list[Neighbour]]:
-    """Each row's k most similar columns (within one SAE: its decoder cosines, self excluded)."""
-    sim = similarity.clone()
+    """Each row's k most similar columns (across SAEs: `ActivationCorrelation.correlation()`;
+    B's side is its transpose). `exclude_self` leaves out the diagonal (a square, within-SAE matrix)."""
+    sim = similarity
     if exclude_self:
+        sim = similarity.clone()
         sim.fill_diagonal_(float("-inf"))
-    k = min(k, sim.shape[1] - int(exclude_self))
+    k = max(0, min(k, sim.shape[1] - int(exclude_self)))
     values, index = sim.topk(k, dim=1)
     return [
-        [Neighbour(feature=i, partner=int(j), correlation=float(v)) for v, j in zip(vs, js, strict=True)]
+        [Neighbour(feature=i, partner=int(j), similarity=float(v)) for v, j in zip(vs, js, strict=True)]
         for i, (vs, js) in enumerate(zip(values, index, strict=True))
     ]
+
+
+def decoder_neighbours(
+    decoder: torch.Tensor, k: int = 5, features: Sequence[int] | None = None, chunk: int = 1024
+) -> list[list[Neighbour]]:
+    """Within one SAE: each feature's (or each of `features`') k nearest other features by decoder
+    cosine (rows of `decoder` [d_sae, d] are the features' directions). Computed `chunk` rows at a
+    time, so a wide SAE never holds its whole [d_sae, d_sae] cosine matrix; on the decoder's
+    device, in float32."""
+    rows = decoder.detach().float()
+    rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    n = rows.shape[0]
+    wanted = torch.arange(n) if features is None else torch.tensor(list(features), dtype=torch.long)
+    k = max(0, min(k, n - 1))
+    out: list[list[Neighbour]] = []
+    for start in range(0, len(wanted), chunk):
+        own = wanted[start : start + chunk].to(rows.device)
+        cos = rows[own] @ rows.T
+        cos[torch.arange(len(own), device=cos.device), own] = float("-inf")  # never itself
+        values, index = (t.cpu() for t in cos.topk(k, dim=1))
+        out += [
+            [Neighbour(feature=int(i), partner=int(j), similarity=float(v)) for v, j in zip(vs, js, strict=True)]
+            for i, vs, js in zip(own.tolist(), values, index, strict=True)
+        ]
+    return out

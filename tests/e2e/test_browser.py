@@ -6,7 +6,10 @@ training job submitted from the editor, followed until it succeeds, with its cur
 (a prompt traced through tiny transcoders from the trace form, its graph opened, a feature hovered
 (top examples) and pinned, the pruning slider moved, an intervention run on the pinned feature,
 its circuit-tracer JSON downloaded) -> feature search (explanations written into the store for a
-few features: a query phrased differently finds its feature, whose page shows the explanation).
+few features: a query phrased differently finds its feature, whose page shows the explanation) ->
+the comparison page (the SAE's evaluation suites stored against a transcoder by `lm-saes eval
+--documents --sae-id`: metrics, trade-off plot, universality, a feature partner followed to its
+page) and the SAE page's evaluation suites.
 
 Reads are protected (LM_SAES_PUBLIC_READS=false): every call the page makes, the job event
 streams and graph downloads included, must carry the browser's API token.
@@ -96,6 +99,23 @@ def explained(stack, trained) -> None:
 
 
 @pytest.fixture(scope="module")
+def compared(stack, trained, transcoders) -> str:
+    """The trained SAE's evaluation suites, core and universality against the layer-0 transcoder,
+    stored with `lm-saes eval --documents --sae-id` (its report and both SAEs' feature neighbours);
+    returns the transcoder's SAE id."""
+    from lm_saes.cli import main
+    from lm_saes.stores.documents import open_document_store
+
+    docs = str(stack[1] / "docs.sqlite")
+    with open_document_store(docs) as store:
+        (partner,) = [s.id for s in store.list_saes() if (s.artifact or "").rstrip("/").endswith("layer-0/sae")]
+    args = ["-q", "eval", "--sae", trained["result"]["sae"], "--suite", "core,universality"]
+    args += ["--compare", f"{transcoders}/layer-0/sae", "--documents", docs, "--sae-id", SAE_ID]
+    assert main([*args, "--compare-id", partner, "--out", str(stack[1] / "evals.json")]) == 0
+    return partner
+
+
+@pytest.fixture(scope="module")
 def client(gateway):
     with httpx.Client(base_url=gateway[0], timeout=60, headers={"Authorization": f"Bearer {BROWSER_TOKEN}"}) as http:
         yield http
@@ -121,7 +141,7 @@ def node() -> str:
     return node
 
 
-def test_dashboards_in_a_browser(node, gateway, trained, transcoders, explained, capsys):
+def test_dashboards_in_a_browser(node, gateway, trained, transcoders, explained, compared, capsys):
     built = (FRONTEND / "dist" / "index.html").stat().st_mtime
     newer = [
         str(f.relative_to(REPO)) for f in (FRONTEND / "src").rglob("*") if f.is_file() and f.stat().st_mtime > built
@@ -143,6 +163,7 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, explained,
         "E2E_STEER": "1",
         "E2E_SEARCH": SEARCH_QUERY,
         "E2E_SEARCH_EXPECT": SEARCH_EXPECT,
+        "E2E_COMPARE": compared,
         "CHROMIUM": str(CHROMIUM),
         "FORCE_COLOR": "0",
     }
@@ -164,5 +185,5 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, explained,
             pytrace=False,
         )
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
-    assert len(steps) >= 19, output  # steering's and search's two steps each included
+    assert len(steps) >= 22, output  # steering's and search's two steps each, and the comparison's three
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(line.split()[1] + ".png" for line in steps), output

@@ -7,7 +7,9 @@ import uuid
 import numpy as np
 import pytest
 
+from lm_saes.records import Explanation
 from lm_saes.stores.documents import SQLiteDocumentStore, open_document_store
+from lm_saes.stores.documents.base import SAES
 
 
 @pytest.fixture(params=["sqlite", "mongo"])
@@ -363,3 +365,175 @@ def test_sqlite_store_of_schema_1_gains_the_score_column(tmp_path):
         page, total = store.list_features("s", sort="score")
         assert total == 1 and page[0].score is None
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+# --- evaluation reports and nearest neighbours ------------------------------------------------
+SAE = {"id": "sae-a", "model": "tiny", "d_sae": 8, "metrics": {"l0": 4.0}}
+CORE = {"tokens": 100, "l0": 4.0, "explained_variance": 0.8, "mse": 0.1, "dead_fraction": 0.0, "dense_fraction": 0.0}
+UNIVERSALITY = {
+    "tokens": 100,
+    "features_a": 8,
+    "features_b": 8,
+    "alive_a": 8,
+    "alive_b": 7,
+    "mean_max_correlation": 0.6,
+    "partner_fraction": 0.5,
+    "mean_max_correlation_b": 0.55,
+    "partner_fraction_b": 0.4,
+    "decoder_mean_max_cosine": 0.7,
+    "decoder_matched_cosine": 0.65,
+}
+
+
+def test_evals_merge_suite_by_suite(store):
+    store.put_sae(SAE)
+    assert store.get_sae("sae-a").evals is None
+    record = store.put_evals("sae-a", {"sae": "runs/a/sae", "core": CORE, "seconds": {"core": 1.5}})
+    assert record.evals["core"]["l0"] == 4.0 and record.evals["universality"] is None
+    # a later run of another suite keeps the first one's result
+    store.put_evals(
+        "sae-a",
+        {
+            "universality": UNIVERSALITY,
+            "compared_with": "runs/b/sae",
+            "compared_id": "sae-b",
+            "seconds": {"universality": 2},
+        },
+    )
+    evals = store.get_sae("sae-a").evals
+    assert evals["core"] == {
+        **CORE,
+        **dict.fromkeys(
+            [
+                "ce_loss_clean",
+                "ce_loss_with_sae",
+                "ce_loss_zero_ablation",
+                "ce_loss_recovered",
+                "delta_lm_loss",
+                "kl_divergence",
+                "density",
+            ]
+        ),
+    }
+    assert evals["universality"]["partner_fraction"] == 0.5 and evals["compared_id"] == "sae-b"
+    assert evals["seconds"] == {"core": 1.5, "universality": 2.0} and evals["sae"] == "runs/a/sae"
+    # core again replaces core only; a run without universality leaves the compared SAE as it was
+    store.put_evals("sae-a", {"core": {**CORE, "l0": 6.0}, "compared_with": "runs/c/sae", "seconds": {"core": 1.0}})
+    evals = store.get_sae("sae-a").evals
+    assert evals["core"]["l0"] == 6.0 and evals["universality"]["partner_fraction"] == 0.5
+    assert (evals["compared_with"], evals["compared_id"]) == ("runs/b/sae", "sae-b")
+    assert evals["seconds"] == {"core": 1.0, "universality": 2.0}
+    # the rest of the record is untouched, and a put_sae with its evals round-trips them
+    record = store.get_sae("sae-a")
+    assert record.metrics == {"l0": 4.0} and record.d_sae == 8
+    store.put_sae(record)
+    assert store.get_sae("sae-a").evals == evals
+    assert [s.evals is not None for s in store.list_saes()] == [True]
+
+
+def test_evals_of_an_unknown_sae_or_a_bad_report_are_refused(store):
+    with pytest.raises(LookupError, match="no SAE 'ghost'"):
+        store.put_evals("ghost", {"core": CORE})
+    assert store.get_sae("ghost") is None  # nothing created
+    store.put_sae(SAE)
+    with pytest.raises(ValueError, match=r"evals\.core\.l0"):
+        store.put_evals("sae-a", {"core": {**CORE, "l0": "many"}})
+    with pytest.raises(ValueError, match=r"evals\.core\.kl_divergence.*finite"):
+        store.put_evals("sae-a", {"core": {**CORE, "kl_divergence": float("nan")}})
+    with pytest.raises(ValueError, match=r"evals\.universality\.partner_fraction.*finite"):
+        store.put_evals("sae-a", {"universality": {**UNIVERSALITY, "partner_fraction": float("inf")}})
+    with pytest.raises(ValueError, match=r"evals\.core\.explained_variance"):
+        store.put_sae({**SAE, "evals": {"core": {**CORE, "explained_variance": None}}})
+    with pytest.raises(ValueError, match="evals"):
+        store.put_evals("sae-a", ["core"])
+    assert store.get_sae("sae-a").evals is None  # none of those wrote anything
+
+
+def test_evals_writers_racing_keep_both_suites(store):
+    """Compare-and-set: a report written between this writer's read and its write is merged, not lost."""
+    store.put_sae(SAE)
+    real, raced = store._update_if, []
+
+    def another_writer_first(kind, key, expected, changes):
+        if not raced:
+            raced.append(True)
+            store.put_evals("sae-a", {"universality": UNIVERSALITY, "compared_id": "sae-b"})
+        return real(kind, key, expected, changes)
+
+    store._update_if = another_writer_first
+    store.put_evals("sae-a", {"core": CORE})
+    evals = store.get_sae("sae-a").evals
+    assert raced and evals["core"]["l0"] == 4.0 and evals["universality"]["alive_b"] == 7
+
+
+def near(sae_id: str, index: int, similarity: float, kind: str) -> dict:
+    return {"sae_id": sae_id, "index": index, "similarity": similarity, "kind": kind}
+
+
+def test_neighbours_per_kind_and_partner(store):
+    store.put_features([feature(i) for i in range(4)])
+    decoder = {
+        i: [near("sae-a", (i + 1) % 4, 0.9, "decoder"), near("sae-a", (i + 2) % 4, 0.5, "decoder")] for i in range(4)
+    }
+    assert store.put_neighbours("sae-a", "decoder", "sae-a", decoder) == 4
+    assert store.put_neighbours("sae-a", "activation", "sae-b", {0: [near("sae-b", 7, 0.8, "activation")], 9: []}) == 1
+    got = store.get_feature("sae-a", 0)
+    assert [(n.kind, n.sae_id, n.index) for n in got.neighbours] == [
+        ("decoder", "sae-a", 1),
+        ("decoder", "sae-a", 2),
+        ("activation", "sae-b", 7),
+    ]
+    assert got.top_tokens == feature(0)["top_tokens"]  # the rest of the document kept
+    # a new comparison with sae-b replaces only that group; a feature left out loses it
+    assert store.put_neighbours("sae-a", "activation", "sae-b", {1: [near("sae-b", 3, 0.4, "activation")]}) == 1
+    assert [n.sae_id for n in store.get_feature("sae-a", 0).neighbours] == ["sae-a", "sae-a"]
+    assert store.get_feature("sae-a", 1).neighbours[-1].index == 3
+    store.put_neighbours("sae-a", "activation", "sae-c", {1: [near("sae-c", 0, 0.3, "activation")]})
+    assert [n.sae_id for n in store.get_feature("sae-a", 1).neighbours] == ["sae-a", "sae-a", "sae-b", "sae-c"]
+    # they survive explanations being written, and pages can ask for them
+    store.put_explanations("sae-a", {1: Explanation.model_validate(explanation(0.9))})
+    assert len(store.get_feature("sae-a", 1).neighbours) == 4
+    page, total = store.list_features("sae-a", fields=["neighbours"], limit=2)
+    assert total == 4 and [len(f.neighbours) for f in page] == [2, 4]
+    assert store.put_neighbours("nobody", "decoder", "nobody", {0: []}) == 0
+
+
+def test_bad_neighbours_name_the_field(store):
+    store.put_features([feature(0)])
+    cases = [
+        ([near("sae-a", 0, 0.9, "decoder")], "its own neighbour"),
+        ([near("sae-a", 1, 1.5, "decoder")], r"neighbours\.0\.similarity"),
+        ([near("sae-a", 1, float("nan"), "decoder")], r"neighbours\.0\.similarity"),
+        ([near("sae-a", -1, 0.5, "decoder")], r"neighbours\.0\.index"),
+        ([near("", 1, 0.5, "decoder")], r"neighbours\.0\.sae_id"),
+        ([near("sae-a", 1, 0.5, "weights")], r"neighbours\.0\.kind"),
+        ([near("sae-b", i, 0.5, "activation") for i in range(11)], "more than 10 activation neighbours in 'sae-b'"),
+        ("sae-b:1", "must be a list"),
+    ]
+    for neighbours, message in cases:
+        with pytest.raises(ValueError, match=message):
+            store.put_features([feature(0, neighbours=neighbours)])
+    # ten per kind and SAE is fine, in several SAEs at once
+    many = [near("sae-b", i, 0.5, "activation") for i in range(10)] + [near("sae-c", 1, 0.2, "activation")]
+    store.put_features([feature(0, neighbours=many)])
+    assert len(store.get_feature("sae-a", 0).neighbours) == 11
+    with pytest.raises(ValueError, match="kind must be one of"):
+        store.put_neighbours("sae-a", "weights", "sae-a", {})
+    with pytest.raises(ValueError, match="every neighbour given must be a decoder one in 'sae-a'"):
+        store.put_neighbours("sae-a", "decoder", "sae-a", {0: [near("sae-b", 1, 0.5, "activation")]})
+    assert len(store.get_feature("sae-a", 0).neighbours) == 11
+
+
+def test_sqlite_store_of_schema_2_takes_evals_and_neighbours(tmp_path):
+    """A store written before evals existed: its SAE and feature documents lack the new fields."""
+    path = tmp_path / "v2.db"
+    with SQLiteDocumentStore(path) as old:
+        old._put_record(SAES, {"id": "s", "model": "m"})  # as an older writer stored it
+        old.put_features([{"sae_id": "s", "index": 0, "density": 0.1, "max_activation": 1.0}])
+    with SQLiteDocumentStore(path) as store:
+        assert store.get_sae("s").evals is None and store.get_feature("s", 0).neighbours == []
+        store.put_evals("s", {"core": CORE})
+        store.put_neighbours("s", "activation", "t", {0: [near("t", 2, 0.7, "activation")]})
+    with SQLiteDocumentStore(path) as store:
+        assert store.get_sae("s").evals["core"]["tokens"] == 100
+        assert store.get_feature("s", 0).neighbours[0].index == 2

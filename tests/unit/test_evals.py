@@ -12,8 +12,16 @@ import torch
 from lm_saes.config import EvalConfig
 from lm_saes.evals.ground_truth import SyntheticSuiteConfig, run_scenario
 from lm_saes.evals.recovery import match, max_cosines, pearson, recovery
+from lm_saes.evals.suite import EvalReport, merge_reports
 from lm_saes.evals.synthetic import SyntheticActivations, SyntheticFeatures, SyntheticScenario
-from lm_saes.evals.universality import ActivationCorrelation, compare, nearest_neighbours
+from lm_saes.evals.universality import (
+    ActivationCorrelation,
+    Universality,
+    compare,
+    cosine_matrix,
+    decoder_neighbours,
+    nearest_neighbours,
+)
 from lm_saes.evaluation import DENSITY_LOG10_EDGES, density_histogram, evaluate
 from lm_saes.saes import ReLUConfig, build_sae, make_spec
 
@@ -173,6 +181,57 @@ def test_a_dictionary_is_universal_with_a_permuted_copy_of_itself():
     assert unrelated.partner_fraction == 0 and unrelated.mean_max_correlation < 0.3
     neighbours = nearest_neighbours(corr.correlation(), k=2)
     assert [n[0].partner for n in neighbours] == torch.argsort(perm).tolist()
+
+
+def test_decoder_neighbours_equal_the_brute_force_cosines_without_self():
+    g = torch.Generator().manual_seed(5)
+    decoder = torch.randn(37, 6, generator=g)
+    decoder[4] = 3 * decoder[9] + 0.05 * torch.randn(6, generator=g)  # nearly the same direction, longer
+    decoder[20] = 0  # a zero row has cosine 0 with everything
+    brute = nearest_neighbours(cosine_matrix(decoder, decoder), k=4, exclude_self=True)
+    for chunk in (1, 5, 37, 100):  # chunk boundaries do not matter
+        got = decoder_neighbours(decoder, k=4, chunk=chunk)
+        some = decoder_neighbours(decoder, k=4, features=[31, 4], chunk=chunk)
+        for row, full in zip(some, [got[31], got[4]], strict=True):  # a few features: the same rows
+            assert [(n.feature, n.partner) for n in row] == [(n.feature, n.partner) for n in full]
+            assert [n.similarity for n in row] == pytest.approx([n.similarity for n in full], abs=1e-6)
+        assert [[n.partner for n in row] for row in got] == [[n.partner for n in row] for row in brute]
+        assert all(n.feature == i and n.partner != i for i, row in enumerate(got) for n in row)
+        for row, expected in zip(got, brute, strict=True):
+            assert [n.similarity for n in row] == pytest.approx([n.similarity for n in expected], abs=1e-5)
+    assert got[4][0].partner == 9 and got[4][0].similarity > 0.99 and got[9][0].partner == 4
+    assert len(decoder_neighbours(decoder[:3], k=10)[0]) == 2  # k is capped by the other features
+    assert decoder_neighbours(decoder[:1], k=5) == [[]]
+
+
+def test_merge_keeps_the_suites_a_report_did_not_run():
+    metrics = {"tokens": 1, "l0": 2.0, "explained_variance": 0.5, "mse": 0.1, "dead_fraction": 0, "dense_fraction": 0}
+    core = EvalReport.model_validate({"sae": "runs/a/sae", "core": metrics, "seconds": {"core": 1.0}})
+    universality = Universality(
+        tokens=1,
+        features_a=2,
+        features_b=2,
+        alive_a=2,
+        alive_b=2,
+        mean_max_correlation=0.9,
+        partner_fraction=1.0,
+        mean_max_correlation_b=0.9,
+        partner_fraction_b=1.0,
+        decoder_mean_max_cosine=0.8,
+        decoder_matched_cosine=0.8,
+    )
+    compared = EvalReport(
+        compared_with="runs/b/sae", compared_id="b", universality=universality, seconds={"universality": 2.0}
+    )
+    merged = merge_reports(core, compared)
+    assert merged.core == core.core and merged.universality == universality and merged.sae == "runs/a/sae"
+    assert (merged.compared_with, merged.compared_id) == ("runs/b/sae", "b")
+    assert merged.seconds == {"core": 1.0, "universality": 2.0}
+    assert core.universality is None  # the stored report is not changed in place
+    # a core-only rerun that happened to name --compare keeps the compared SAE of the stored universality
+    again = merge_reports(merged, EvalReport(compared_with="runs/c/sae", core=core.core, seconds={"core": 3.0}))
+    assert (again.compared_with, again.compared_id, again.seconds["core"]) == ("runs/b/sae", "b", 3.0)
+    assert merge_reports(None, compared) == compared
 
 
 # --- core: density histogram and KL -----------------------------------------------------

@@ -32,6 +32,14 @@ export type ExplanationScore = Schemas["ExplanationScore"];
 export type SearchHit = Schemas["SearchHit"];
 export type SearchResults = Schemas["SearchResults"];
 export type ScoreDistribution = Schemas["ScoreDistribution"];
+export type SaeEvals = Schemas["SaeEvals"];
+export type EvalMetrics = Schemas["EvalMetrics"];
+export type EvalDensity = Schemas["DensityHistogram"];
+export type Universality = Schemas["Universality"];
+export type SyntheticResult = Schemas["SyntheticResult"];
+export type FeatureNeighbour = Schemas["FeatureNeighbour"];
+export type NeighbourKind = FeatureNeighbour["kind"];
+export type NeighbourPage = Schemas["NeighbourPage"];
 export type FeatureSort = NonNullable<
   NonNullable<paths["/api/v1/saes/{sae_id}/features"]["get"]["parameters"]["query"]>["sort"]
 >;
@@ -155,6 +163,19 @@ export const api = {
   /** A histogram of the SAE's explanation scores. */
   scores: (saeId: string, signal?: AbortSignal) =>
     request<ScoreDistribution>("GET", `/saes/${enc(saeId)}/scores`, { signal }),
+  /** A page of the SAE's features with their stored neighbours (in `partner`, of `kind`). */
+  neighbours: (
+    saeId: string,
+    query: {
+      partner?: string;
+      kind?: NeighbourKind;
+      sort?: FeatureSort;
+      order?: SortOrder;
+      offset?: number;
+      limit?: number;
+    },
+    signal?: AbortSignal,
+  ) => request<NeighbourPage>("GET", `/saes/${enc(saeId)}/neighbours`, { query, signal }),
   searchToken: (saeId: string, token: string, limit = 20, signal?: AbortSignal) =>
     request<TokenMatch[]>("GET", `/saes/${enc(saeId)}/search`, { query: { token, limit }, signal }),
   activations: (saeId: string, body: ActivationRequest, signal?: AbortSignal) =>

@@ -298,6 +298,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/saes/{sae_id}/evals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Evals
+         * @description The SAE's evaluation suite report (core metrics with KL and density, universality against
+         *     another SAE, absorption, probing, ...), as `lm-saes eval --suite` stored it.
+         */
+        get: operations["get_evals_api_v1_saes__sae_id__evals_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/saes/{sae_id}/features": {
         parameters: {
             query?: never;
@@ -327,6 +348,27 @@ export interface paths {
         };
         /** Get Feature */
         get: operations["get_feature_api_v1_saes__sae_id__features__index__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/saes/{sae_id}/neighbours": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Neighbours
+         * @description A page of the SAE's features (ordered as the feature listing) with their stored nearest
+         *     neighbours: within the SAE by decoder cosine, in another SAE by activation correlation.
+         */
+        get: operations["list_neighbours_api_v1_saes__sae_id__neighbours_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -564,6 +606,43 @@ export interface components {
             /** Items */
             items: components["schemas"]["GraphSummary"][];
         };
+        /** DensityHistogram */
+        DensityHistogram: {
+            /** Counts */
+            counts: number[];
+            /** Dead */
+            dead: number;
+            /** Log10 Edges */
+            log10_edges: number[];
+        };
+        /** EvalMetrics */
+        EvalMetrics: {
+            /** Ce Loss Clean */
+            ce_loss_clean?: number | null;
+            /** Ce Loss Recovered */
+            ce_loss_recovered?: number | null;
+            /** Ce Loss With Sae */
+            ce_loss_with_sae?: number | null;
+            /** Ce Loss Zero Ablation */
+            ce_loss_zero_ablation?: number | null;
+            /** Dead Fraction */
+            dead_fraction: number;
+            /** Delta Lm Loss */
+            delta_lm_loss?: number | null;
+            /** Dense Fraction */
+            dense_fraction: number;
+            density?: components["schemas"]["DensityHistogram"] | null;
+            /** Explained Variance */
+            explained_variance: number;
+            /** Kl Divergence */
+            kl_divergence?: number | null;
+            /** L0 */
+            l0: number;
+            /** Mse */
+            mse: number;
+            /** Tokens */
+            tokens: number;
+        };
         /**
          * Explanation
          * @description What a feature means, in words, and how well that predicts where it fires.
@@ -656,6 +735,11 @@ export interface components {
             max_activation: number;
             /** Mean Activation */
             mean_activation?: number | null;
+            /**
+             * Neighbours
+             * @description Nearest features, most similar first within each kind and SAE (at most 10 each)
+             */
+            neighbours?: components["schemas"]["FeatureNeighbour"][];
             /** Quantile Samples */
             quantile_samples?: {
                 [key: string]: unknown;
@@ -697,6 +781,47 @@ export interface components {
              * @description Scale factor or clamped value
              */
             value: number;
+        };
+        /**
+         * FeatureNeighbour
+         * @description A feature near this one: within its SAE by decoder cosine (`decoder`), or in another SAE
+         *     of the same model by activation correlation over the same tokens (`activation`).
+         */
+        FeatureNeighbour: {
+            /**
+             * Index
+             * @description The neighbour's feature index
+             */
+            index: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "decoder" | "activation";
+            /**
+             * Sae Id
+             * @description The neighbour's SAE
+             */
+            sae_id: string;
+            /**
+             * Similarity
+             * @description Cosine or Pearson correlation
+             */
+            similarity: number;
+        };
+        /**
+         * FeatureNeighbours
+         * @description One feature of the SAE and its stored neighbours (those asked for).
+         */
+        FeatureNeighbours: {
+            /** Density */
+            density: number;
+            /** Index */
+            index: number;
+            /** Max Activation */
+            max_activation: number;
+            /** Neighbours */
+            neighbours: components["schemas"]["FeatureNeighbour"][];
         };
         /** FeaturePage */
         FeaturePage: {
@@ -1007,6 +1132,43 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * NeighbourPage
+         * @description A page of an SAE's features with their neighbours, in the listing's order; a feature
+         *     without such neighbours is listed with none, so pages line up with the feature listing.
+         */
+        NeighbourPage: {
+            /** Items */
+            items: components["schemas"]["FeatureNeighbours"][];
+            /**
+             * Kind
+             * @description Only neighbours of this kind
+             */
+            kind?: ("decoder" | "activation") | null;
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+            /**
+             * Order
+             * @enum {string}
+             */
+            order: "asc" | "desc";
+            /**
+             * Partner
+             * @description Only neighbours in this SAE
+             */
+            partner?: string | null;
+            /** Sae Id */
+            sae_id: string;
+            /**
+             * Sort
+             * @enum {string}
+             */
+            sort: "index" | "density" | "max_activation" | "score";
+            /** Total */
+            total: number;
+        };
+        /**
          * Problem
          * @description RFC 7807 problem details (`application/problem+json`).
          */
@@ -1031,6 +1193,21 @@ export interface components {
              */
             type: string;
         };
+        /** Recovery */
+        Recovery: {
+            /** F1 */
+            f1: number;
+            /** Mcc */
+            mcc: number;
+            /** Mmcs */
+            mmcs: number;
+            /** Precision */
+            precision: number;
+            /** Recall */
+            recall: number;
+            /** Recovered Fraction */
+            recovered_fraction: number;
+        };
         /**
          * Sae
          * @description A trained SAE or transcoder, with its evaluation.
@@ -1051,6 +1228,13 @@ export interface components {
             created?: string | null;
             /** D Sae */
             d_sae?: number | null;
+            /**
+             * Evals
+             * @description The evaluation suite's report (an lm_saes.evals.suite.EvalReport: core metrics, universality, absorption, probing, ...), each suite's latest run; the store validates it
+             */
+            evals?: {
+                [key: string]: unknown;
+            } | null;
             /** Hook In */
             hook_in?: string | null;
             /** Hook Out */
@@ -1088,6 +1272,13 @@ export interface components {
             created?: string | null;
             /** D Sae */
             d_sae?: number | null;
+            /**
+             * Evals
+             * @description The evaluation suite's report (an lm_saes.evals.suite.EvalReport: core metrics, universality, absorption, probing, ...), each suite's latest run; the store validates it
+             */
+            evals?: {
+                [key: string]: unknown;
+            } | null;
             /** Hook In */
             hook_in?: string | null;
             /** Hook Out */
@@ -1105,6 +1296,44 @@ export interface components {
             model: string;
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * SaeEvals
+         * @description An SAE's evaluation suite report: each suite's latest run (`lm-saes eval --suite ...
+         *     --documents ... --sae-id ...`, or evals.json beside the SAE when it was analyzed).
+         */
+        SaeEvals: {
+            /** Absorption */
+            absorption?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Compared Id
+             * @description The compared SAE's id in the document store, when stored there
+             */
+            compared_id?: string | null;
+            /** Compared With */
+            compared_with?: string | null;
+            core?: components["schemas"]["EvalMetrics"] | null;
+            /** Probing */
+            probing?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Sae
+             * @description Location of the evaluated SAE
+             */
+            sae?: string | null;
+            /**
+             * Seconds
+             * @description Wall time per suite
+             */
+            seconds?: {
+                [key: string]: number;
+            };
+            /** Synthetic */
+            synthetic?: components["schemas"]["SyntheticResult"][];
+            universality?: components["schemas"]["Universality"] | null;
         };
         /**
          * ScoreDistribution
@@ -1262,6 +1491,27 @@ export interface components {
              */
             track?: number[];
         };
+        /** SyntheticResult */
+        SyntheticResult: {
+            /** Architecture */
+            architecture: string;
+            /** D Sae */
+            d_sae: number;
+            /** Explained Variance */
+            explained_variance: number;
+            /** L0 */
+            l0: number;
+            random: components["schemas"]["Recovery"];
+            /** Scenario */
+            scenario: string;
+            /** Train Seconds */
+            train_seconds: number;
+            /** Train Tokens */
+            train_tokens: number;
+            trained: components["schemas"]["Recovery"];
+            /** True L0 */
+            true_l0: number;
+        };
         /** TextMatch */
         TextMatch: {
             /** Index */
@@ -1388,6 +1638,31 @@ export interface components {
              * @description Idempotency key: a repeat of yours returns the same job
              */
             request_id?: string | null;
+        };
+        /** Universality */
+        Universality: {
+            /** Alive A */
+            alive_a: number;
+            /** Alive B */
+            alive_b: number;
+            /** Decoder Matched Cosine */
+            decoder_matched_cosine: number;
+            /** Decoder Mean Max Cosine */
+            decoder_mean_max_cosine: number;
+            /** Features A */
+            features_a: number;
+            /** Features B */
+            features_b: number;
+            /** Mean Max Correlation */
+            mean_max_correlation: number;
+            /** Mean Max Correlation B */
+            mean_max_correlation_b: number;
+            /** Partner Fraction */
+            partner_fraction: number;
+            /** Partner Fraction B */
+            partner_fraction_b: number;
+            /** Tokens */
+            tokens: number;
         };
     };
     responses: never;
@@ -3046,6 +3321,108 @@ export interface operations {
             };
         };
     };
+    get_evals_api_v1_saes__sae_id__evals_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SaeEvals"];
+                };
+            };
+            /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks the route's scope, or the object is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the stored state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `field` names the culprit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams or requests; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A store or service is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     list_features_api_v1_saes__sae_id__features_get: {
         parameters: {
             query?: {
@@ -3172,6 +3549,116 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Feature"];
+                };
+            };
+            /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks the route's scope, or the object is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the stored state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `field` names the culprit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams or requests; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A store or service is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_neighbours_api_v1_saes__sae_id__neighbours_get: {
+        parameters: {
+            query?: {
+                /** @description Only those in this SAE */
+                partner?: string | null;
+                kind?: ("decoder" | "activation") | null;
+                sort?: "index" | "density" | "max_activation" | "score";
+                order?: "asc" | "desc";
+                offset?: number;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NeighbourPage"];
                 };
             };
             /** @description No or unknown bearer token (WWW-Authenticate says which scope) */

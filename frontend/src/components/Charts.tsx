@@ -1,4 +1,16 @@
-import { Bar, BarChart, CartesianGrid, Line, LineChart, Tooltip, XAxis, YAxis } from "recharts";
+import {
+  Bar,
+  BarChart,
+  CartesianGrid,
+  LabelList,
+  Line,
+  LineChart,
+  Scatter,
+  ScatterChart,
+  Tooltip,
+  XAxis,
+  YAxis,
+} from "recharts";
 import { fmt } from "../format";
 
 export interface Bin {
@@ -73,6 +85,63 @@ export function CurveChart({
         <Tooltip formatter={(v) => fmt(Number(v), 4)} labelFormatter={(s) => `step ${s}`} />
         <Line type="monotone" dataKey={metric} stroke={color} dot={false} isAnimationActive={false} />
       </LineChart>
+    </figure>
+  );
+}
+
+export interface ScatterPoint {
+  label: string;
+  x: number;
+  y: number;
+}
+
+/** Labeled points, e.g. one per SAE (fixed size, like the other charts). */
+export function ScatterPlot({
+  points,
+  title,
+  xLabel,
+  yLabel,
+  width = 560,
+  height = 320,
+}: {
+  points: ScatterPoint[];
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  width?: number;
+  height?: number;
+}) {
+  return (
+    <figure className="chart" aria-label={title} data-testid="scatter" data-points={points.length} data-y={yLabel}>
+      <figcaption>{title}</figcaption>
+      <ScatterChart width={width} height={height} margin={{ top: 12, right: 24, bottom: 28, left: 12 }}>
+        <CartesianGrid strokeDasharray="3 3" />
+        <XAxis
+          dataKey="x"
+          type="number"
+          name={xLabel}
+          domain={["auto", "auto"]}
+          fontSize={11}
+          tickFormatter={(v: number) => fmt(v, 2)}
+          label={{ value: xLabel, position: "bottom", offset: 10, fontSize: 11 }}
+        />
+        <YAxis
+          dataKey="y"
+          type="number"
+          name={yLabel}
+          domain={["auto", "auto"]}
+          fontSize={11}
+          tickFormatter={(v: number) => fmt(v, 3)}
+          label={{ value: yLabel, angle: -90, position: "insideLeft", fontSize: 11 }}
+        />
+        <Tooltip
+          formatter={(v, name) => [fmt(Number(v), 4), String(name)]}
+          labelFormatter={(_l, items) => String((items?.[0]?.payload as ScatterPoint | undefined)?.label ?? "")}
+        />
+        <Scatter data={points} fill="#e8700a" isAnimationActive={false}>
+          <LabelList dataKey="label" position="top" fontSize={10} />
+        </Scatter>
+      </ScatterChart>
     </figure>
   );
 }

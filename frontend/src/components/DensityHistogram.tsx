@@ -1,4 +1,4 @@
-import { api, type FeatureSummary } from "../api/client";
+import { api, type EvalDensity, type FeatureSummary } from "../api/client";
 import { useApi } from "../api/useApi";
 import { HistogramChart, type Bin } from "./Charts";
 import { ErrorMessage } from "./ErrorMessage";
@@ -23,8 +23,46 @@ export function densityBins(features: Pick<FeatureSummary, "density">[], width =
   return bins;
 }
 
+/** The evaluation's own histogram (log10 edges, dead latents apart) as labeled bins. */
+export function evalDensityBins(histogram: EvalDensity): Bin[] {
+  const bins: Bin[] = [{ label: "dead", count: histogram.dead }];
+  histogram.counts.forEach((count, i) =>
+    bins.push({ label: `1e${(histogram.log10_edges[i] ?? Number.NaN).toFixed(1)}`, count }),
+  );
+  return bins;
+}
+
+/** Feature densities: over the analyzed text (fetched page by page), or, given the evaluation's
+ * `histogram`, over its held-out tokens. */
+export function DensityHistogram({
+  saeId,
+  dSae,
+  histogram,
+}: {
+  saeId: string;
+  dSae?: number | null;
+  histogram?: EvalDensity | null;
+}) {
+  if (histogram) {
+    const live = histogram.counts.reduce((sum, c) => sum + c, 0);
+    return (
+      <div>
+        <HistogramChart
+          bins={evalDensityBins(histogram)}
+          title="Feature density on held-out tokens (log10 bins)"
+          xLabel="density"
+        />
+        <p className="note">
+          {live + histogram.dead} latents, {histogram.dead} never fired on the evaluation's tokens.
+        </p>
+      </div>
+    );
+  }
+  return <AnalyzedDensity saeId={saeId} dSae={dSae} />;
+}
+
 /** Fetches feature summaries page by page (up to MAX_FEATURES) and bins their densities. */
-export function DensityHistogram({ saeId, dSae }: { saeId: string; dSae?: number | null }) {
+function AnalyzedDensity({ saeId, dSae }: { saeId: string; dSae?: number | null }) {
   const { data, error, loading, reload } = useApi(
     async (signal) => {
       const first = await api.features(saeId, { sort: "index", limit: PAGE, offset: 0 }, signal);

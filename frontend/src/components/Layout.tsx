@@ -18,6 +18,7 @@ export function Layout() {
           <NavLink to="/" end>
             SAEs
           </NavLink>
+          <NavLink to="/compare">Compare</NavLink>
           <NavLink to="/steer">Steer</NavLink>
           <NavLink to="/circuits">Circuits</NavLink>
           <NavLink to="/jobs">Jobs</NavLink>

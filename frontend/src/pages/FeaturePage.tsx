@@ -1,5 +1,5 @@
 import { Link, useParams } from "react-router";
-import { api, type Feature } from "../api/client";
+import { api, type Feature, type FeatureNeighbour } from "../api/client";
 import { useApi } from "../api/useApi";
 import { HistogramChart, type Bin } from "../components/Charts";
 import { ErrorMessage } from "../components/ErrorMessage";
@@ -143,6 +143,7 @@ export function FeaturePage() {
               <Empty>No logit lens (the SAE does not write to the residual stream).</Empty>
             )}
           </section>
+          <Neighbours saeId={saeId} neighbours={f.neighbours ?? []} />
           {peaks.length > 0 && (
             <section aria-labelledby="peaks-heading">
               <h2 id="peaks-heading">Peaks on</h2>
@@ -158,6 +159,69 @@ export function FeaturePage() {
         </div>
       </div>
     </div>
+  );
+}
+
+/** Stored neighbours by kind and SAE: `lm-saes eval --suite universality --sae-id …` writes them. */
+export function neighbourGroups(saeId: string, neighbours: FeatureNeighbour[]) {
+  const groups = new Map<string, { kind: FeatureNeighbour["kind"]; sae: string; items: FeatureNeighbour[] }>();
+  for (const n of neighbours) {
+    const key = `${n.kind} ${n.sae_id}`;
+    if (!groups.has(key)) groups.set(key, { kind: n.kind, sae: n.sae_id, items: [] });
+    groups.get(key)!.items.push(n);
+  }
+  // this SAE's decoder neighbours first, then partners in other SAEs
+  return [...groups.values()].sort(
+    (x, y) => Number(x.kind !== "decoder" || x.sae !== saeId) - Number(y.kind !== "decoder" || y.sae !== saeId),
+  );
+}
+
+function Neighbours({ saeId, neighbours }: { saeId: string; neighbours: FeatureNeighbour[] }) {
+  const groups = neighbourGroups(saeId, neighbours);
+  return (
+    <section aria-labelledby="neighbours-heading">
+      <h2 id="neighbours-heading">Nearest features</h2>
+      {groups.length === 0 ? (
+        <Empty>
+          No stored neighbours (<code>lm-saes eval --suite universality</code> with <code>--sae-id</code> stores them).
+        </Empty>
+      ) : (
+        groups.map((g) => {
+          const title =
+            g.kind === "decoder"
+              ? g.sae === saeId
+                ? "Similar decoder directions in this SAE"
+                : `Similar decoder directions in ${g.sae}`
+              : `Partners in ${g.sae} (activation correlation)`;
+          return (
+            <div key={`${g.kind} ${g.sae}`}>
+              <h3>
+                {title}
+                {g.sae !== saeId && (
+                  <>
+                    {" "}
+                    <small>
+                      <Link to={`/compare?a=${encodeURIComponent(saeId)}&b=${encodeURIComponent(g.sae)}`}>compare</Link>
+                    </small>
+                  </>
+                )}
+              </h3>
+              <ul className="plain" aria-label={title}>
+                {g.items.map((n) => (
+                  <li key={n.index}>
+                    <Link to={`/saes/${encodeURIComponent(n.sae_id)}/features/${n.index}`}>
+                      {n.sae_id === saeId ? `#${n.index}` : `${n.sae_id} #${n.index}`}
+                    </Link>{" "}
+                    <span className="note">{g.kind === "decoder" ? "cosine" : "correlation"}</span>{" "}
+                    {fmt(n.similarity, 3)}
+                  </li>
+                ))}
+              </ul>
+            </div>
+          );
+        })
+      )}
+    </section>
   );
 }
 

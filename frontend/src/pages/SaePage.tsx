@@ -4,9 +4,11 @@ import { api, type TokenMatch } from "../api/client";
 import { useApi } from "../api/useApi";
 import { DensityHistogram } from "../components/DensityHistogram";
 import { ErrorMessage } from "../components/ErrorMessage";
+import { EvalSuites } from "../components/EvalSuites";
 import { FeatureTable } from "../components/FeatureTable";
 import { ScoreHistogram } from "../components/ScoreHistogram";
 import { Empty, Loading } from "../components/Status";
+import { evalsOf } from "../evals";
 import { fmt, pct, showToken } from "../format";
 
 export function SaePage() {
@@ -32,7 +34,8 @@ export function SaePage() {
           </>
         )}{" "}
         · d_sae {sae!.d_sae ?? "—"} · <Link to={`/saes/${encodeURIComponent(saeId)}/try`}>Try it on text</Link> ·{" "}
-        <Link to={`/search?sae=${encodeURIComponent(saeId)}`}>Search its features by meaning</Link>
+        <Link to={`/search?sae=${encodeURIComponent(saeId)}`}>Search its features by meaning</Link> ·{" "}
+        <Link to={`/compare?a=${encodeURIComponent(saeId)}`}>Compare with other SAEs</Link>
       </p>
       <dl className="metrics">
         <div>
@@ -46,6 +49,10 @@ export function SaePage() {
         <div>
           <dt>CE recovered</dt>
           <dd>{fmt(m.ce_loss_recovered)}</dd>
+        </div>
+        <div>
+          <dt>KL divergence</dt>
+          <dd>{fmt(m.kl_divergence, 4)}</dd>
         </div>
         <div>
           <dt>Dead fraction</dt>
@@ -62,6 +69,10 @@ export function SaePage() {
           {(sae!.analyses ?? []).map((a) => `${a.id} (${a.state}${a.tokens ? `, ${a.tokens} tokens` : ""})`).join("; ")}
         </p>
       )}
+      <section aria-labelledby="evals-heading" className="card">
+        <h2 id="evals-heading">Evaluation suites</h2>
+        <EvalSuites saeId={saeId} evals={evalsOf(sae!)} />
+      </section>
       <div className="two-col">
         <FeatureTable saeId={saeId} />
         <div>

@@ -14,17 +14,20 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
 from pydantic import ValidationError
 
 from lm_saes.records import (
     JOB_STATES,
+    MAX_NEIGHBOURS,
     MAX_PAGE,
+    NEIGHBOUR_KINDS,
     AnalysisRecord,
     Explanation,
+    FeatureNeighbour,
     FeatureRecord,
     GraphRecord,
     JobRecord,
@@ -33,6 +36,9 @@ from lm_saes.records import (
     SaeRecord,
     TokenMatch,
 )
+
+if TYPE_CHECKING:
+    from lm_saes.evals.suite import EvalReport
 
 FeatureSort = Literal["index", "density", "max_activation", "score"]
 SORT_KEYS: tuple[str, ...] = get_args(FeatureSort)
@@ -123,7 +129,33 @@ class DocumentStore(ABC):
         return [ModelRecord.model_validate(d) for d in self._list_records(MODELS, None)]
 
     def put_sae(self, record: SaeRecord | dict[str, Any]) -> None:
-        self._put(SAES, record)
+        """Upsert an SAE; its `evals`, if any, must be an EvalReport (stored as its JSON)."""
+        doc = cast(SaeRecord, _validated(SAES, record)).doc()
+        if doc.get("evals") is None:
+            doc.pop("evals", None)  # as records written before evals existed
+        else:
+            doc["evals"] = _eval_doc(doc["evals"], doc["id"])
+        self._put_record(SAES, _keyed(doc, SAES))
+
+    def put_evals(self, sae_id: str, report: EvalReport | dict[str, Any]) -> SaeRecord:
+        """Merge an evaluation report into SAE `sae_id`'s stored one (lm_saes.evals.suite.
+        merge_reports: the suites `report` ran replace theirs, the others stay) and return the
+        record. A LookupError for an SAE the store does not hold. Compare-and-set, so two writers
+        never lose each other's suites."""
+        from lm_saes.evals.suite import EvalReport, merge_reports
+
+        new = EvalReport.model_validate(_eval_doc(report, sae_id))
+        for _ in range(20):
+            doc = self._get_record(SAES, sae_id)
+            if doc is None:
+                raise LookupError(f"sae_id: no SAE {sae_id!r} in {self.uri}; analyze it first")
+            stored = doc.get("evals")
+            old = None if stored is None else EvalReport.model_validate(stored)
+            merged = _eval_doc(merge_reports(old, new), sae_id)
+            updated = self._update_if(SAES, sae_id, {"evals": stored}, {"evals": merged})
+            if updated is not None:
+                return SaeRecord.model_validate(updated)
+        raise RuntimeError(f"SAE {sae_id!r}: its evals kept changing under this write; try again")
 
     def get_sae(self, sae_id: str) -> SaeRecord | None:
         return _typed(SaeRecord, self._get_record(SAES, sae_id))
@@ -194,6 +226,45 @@ class DocumentStore(ABC):
                 docs.append({**doc, "explanation": explanation.model_dump(mode="json")})
         self.put_features(docs)
         return len(docs)
+
+    def put_neighbours(
+        self,
+        sae_id: str,
+        kind: str,
+        partner: str,
+        neighbours: Mapping[int, Sequence[FeatureNeighbour | dict[str, Any]]],
+    ) -> int:
+        """Set the `kind` neighbours in SAE `partner` of every stored feature of `sae_id`:
+        those of `neighbours[index]` (most similar first), replacing that kind and partner's old
+        ones (a feature not in `neighbours` loses them); other kinds and partners stay. Each
+        document is rewritten whole. Returns how many features now have such neighbours."""
+        if kind not in NEIGHBOUR_KINDS:
+            raise ValueError(f"neighbours: kind must be one of {NEIGHBOUR_KINDS}, got {kind!r}")
+        if not isinstance(partner, str) or not partner:
+            raise ValueError(f"neighbours: the partner SAE must be a non-empty string, got {partner!r}")
+        given = {
+            operator.index(index): [FeatureNeighbour.model_validate(n).model_dump(mode="json") for n in items]
+            for index, items in neighbours.items()
+        }
+        for index, items in given.items():
+            if any(n["kind"] != kind or n["sae_id"] != partner for n in items):
+                raise ValueError(f"feature {sae_id}/{index}: every neighbour given must be a {kind} one in {partner!r}")
+        updated, offset = 0, 0
+        while True:
+            page, total = self._list_features(sae_id, "index", False, offset, MAX_PAGE, None)
+            docs = []
+            for doc in page:
+                kept = [
+                    n for n in doc.get("neighbours", []) if not (n.get("kind") == kind and n.get("sae_id") == partner)
+                ]
+                new = given.get(doc["index"], [])
+                updated += bool(new)
+                if kept + new != doc.get("neighbours", []):
+                    docs.append({**doc, "neighbours": kept + new})
+            self.put_features(docs)
+            offset += len(page)
+            if not page or offset >= total:
+                return updated
 
     def list_features(
         self,
@@ -320,6 +391,8 @@ def _feature(doc: dict[str, Any]) -> dict[str, Any]:
         doc["explanation"] = explanation.model_dump(mode="json")
         if (score := explanation.summary_score()) is not None:
             doc["score"] = score
+    if "neighbours" in doc:
+        doc["neighbours"] = _neighbours(doc["neighbours"], doc["sae_id"], doc["index"], where)
     tokens = doc.get("top_tokens", [])
     if not isinstance(tokens, list) or not all(_is_token_entry(t) for t in tokens):
         raise ValueError(
@@ -327,6 +400,67 @@ def _feature(doc: dict[str, Any]) -> dict[str, Any]:
             "finite number 'max_activation'"
         )
     return doc
+
+
+def _neighbours(value: Any, sae_id: str, index: int, where: str) -> list[dict[str, Any]]:
+    """A feature's `neighbours` checked: FeatureNeighbour entries, never the feature itself, at
+    most MAX_NEIGHBOURS per kind and SAE."""
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: field 'neighbours' must be a list, got {type(value).__name__}")
+    out: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str], int] = {}
+    for i, item in enumerate(value):
+        try:
+            neighbour = FeatureNeighbour.model_validate(item)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(p) for p in ("neighbours", i, *first["loc"]))
+            raise ValueError(f"{where}: field {field!r}: {first['msg']}") from None
+        if (neighbour.sae_id, neighbour.index) == (sae_id, index):
+            raise ValueError(f"{where}: field 'neighbours.{i}': a feature is not its own neighbour")
+        group = (neighbour.kind, neighbour.sae_id)
+        groups[group] = groups.get(group, 0) + 1
+        if groups[group] > MAX_NEIGHBOURS:
+            raise ValueError(
+                f"{where}: field 'neighbours': more than {MAX_NEIGHBOURS} {neighbour.kind} neighbours in "
+                f"{neighbour.sae_id!r}"
+            )
+        out.append(neighbour.model_dump(mode="json"))
+    return out
+
+
+def _eval_doc(report: Any, sae_id: str) -> dict[str, Any]:
+    """`report` (an EvalReport or its JSON) validated as an EvalReport, as the JSON the store
+    keeps; a field that does not fit, or a number that is not finite (JSON has no NaN), is a
+    ValueError naming it."""
+    from lm_saes.evals.suite import EvalReport
+
+    where = f"saes {sae_id!r}: field 'evals"
+    if isinstance(report, EvalReport):
+        doc = report.model_dump(mode="json")
+    elif isinstance(report, dict):
+        try:
+            doc = EvalReport.model_validate(report).model_dump(mode="json")
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{where}.{field}': {first['msg']}") from None
+    else:
+        raise ValueError(f"{where}': must be an EvalReport or a dict, got {type(report).__name__}")
+    if (path := _non_finite(doc)) is not None:
+        raise ValueError(f"{where}{path}': must be a finite number (JSON has no NaN or infinity)")
+    return doc
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The path of the first NaN or infinite number in a JSON value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _non_finite(item, f"{path}.{key}")) is not None:
+            return found
+    return None
 
 
 def _is_token_entry(entry: Any) -> bool:

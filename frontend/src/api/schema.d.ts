@@ -507,6 +507,46 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AbsorptionResult
+         * @description First-letter absorption of one dictionary (SAEBench's mean_absorption_fraction_score etc.).
+         */
+        AbsorptionResult: {
+            /**
+             * Enough Letters
+             * @description letters_evaluated >= min_letters (SAEBench reports nothing below)
+             */
+            enough_letters: boolean;
+            /** Letters */
+            letters: components["schemas"]["LetterAbsorption"][];
+            /**
+             * Letters Evaluated
+             * @description Letters whose probe F1 exceeds min_probe_f1
+             */
+            letters_evaluated: number;
+            /** Mean Absorption Rate */
+            mean_absorption_rate: number;
+            /** Mean Full Absorption Rate */
+            mean_full_absorption_rate: number;
+            /**
+             * Mean Main Latents
+             * @description Main latents per letter (SAEBench mean_num_split_features)
+             */
+            mean_main_latents: number;
+            /**
+             * Probe F1
+             * @description The dense probes' test F1, mean over letters
+             */
+            probe_f1: number;
+            /** @description The same procedure on a random dictionary of the same shape */
+            random_baseline?: components["schemas"]["AbsorptionResult"] | null;
+            /** Test Words */
+            test_words: number;
+            /** Train Words */
+            train_words: number;
+            /** Words */
+            words: number;
+        };
         /** ActivationRequest */
         ActivationRequest: {
             /**
@@ -1117,6 +1157,49 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** LetterAbsorption */
+        LetterAbsorption: {
+            /**
+             * Absorption Rate
+             * @description Mean absorption fraction over the probe's true positives
+             */
+            absorption_rate: number;
+            /**
+             * Evaluated
+             * @description probe_f1 above min_probe_f1: counted in the means
+             */
+            evaluated: boolean;
+            /** Full Absorption Rate */
+            full_absorption_rate: number;
+            /** Full Absorptions */
+            full_absorptions: number;
+            /** Letter */
+            letter: string;
+            /**
+             * Main Latents
+             * @description The letter's latents by the feature-split rule
+             */
+            main_latents: number[];
+            /**
+             * Probe F1
+             * @description The dense probe's F1 on the test words
+             */
+            probe_f1: number;
+            /**
+             * Probe True Positives
+             * @description Test words of the letter the probe calls positive
+             */
+            probe_true_positives: number;
+            /**
+             * Sparse F1
+             * @description F1 of the k-sparse probe, k = 1..max_k
+             */
+            sparse_f1: number[];
+            /** Test Words */
+            test_words: number;
+            /** Train Words */
+            train_words: number;
+        };
         /**
          * Model
          * @description A language model features were computed on.
@@ -1167,6 +1250,62 @@ export interface components {
             sort: "index" | "density" | "max_activation" | "score";
             /** Total */
             total: number;
+        };
+        /** ProbingResult */
+        ProbingResult: {
+            /** K Values */
+            k_values: number[];
+            /** Mean Dense Accuracy */
+            mean_dense_accuracy: number;
+            /**
+             * Mean Sparse Accuracy
+             * @description Mean over tasks, by k
+             */
+            mean_sparse_accuracy: {
+                [key: string]: number;
+            };
+            /** @description The same tasks and splits on a random dictionary of the same shape */
+            random_baseline?: components["schemas"]["ProbingResult"] | null;
+            /**
+             * Skipped
+             * @description Tasks left out, and why
+             */
+            skipped?: {
+                [key: string]: string;
+            };
+            /** Tasks */
+            tasks: components["schemas"]["ProbingTaskResult"][];
+        };
+        /** ProbingTaskResult */
+        ProbingTaskResult: {
+            /** Dense Accuracy */
+            dense_accuracy: number;
+            /**
+             * Latents
+             * @description The latents by mean-activation difference on the train split, best first
+             */
+            latents: number[];
+            /**
+             * Level
+             * @enum {string}
+             */
+            level: "token" | "text";
+            /** Name */
+            name: string;
+            /**
+             * Sparse Accuracy
+             * @description Test accuracy of the probe on the best k latents, by k
+             */
+            sparse_accuracy: {
+                [key: string]: number;
+            };
+            /** Test Examples */
+            test_examples: number;
+            /**
+             * Train Examples
+             * @description Both classes together (half each)
+             */
+            train_examples: number;
         };
         /**
          * Problem
@@ -1303,10 +1442,7 @@ export interface components {
          *     --documents ... --sae-id ...`, or evals.json beside the SAE when it was analyzed).
          */
         SaeEvals: {
-            /** Absorption */
-            absorption?: {
-                [key: string]: unknown;
-            } | null;
+            absorption?: components["schemas"]["AbsorptionResult"] | null;
             /**
              * Compared Id
              * @description The compared SAE's id in the document store, when stored there
@@ -1315,10 +1451,7 @@ export interface components {
             /** Compared With */
             compared_with?: string | null;
             core?: components["schemas"]["EvalMetrics"] | null;
-            /** Probing */
-            probing?: {
-                [key: string]: unknown;
-            } | null;
+            probing?: components["schemas"]["ProbingResult"] | null;
             /**
              * Sae
              * @description Location of the evaluated SAE

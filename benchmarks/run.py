@@ -20,6 +20,7 @@
   (benchmarks/autointerp_speed.py).
 - multi_sae: 8 SAEs of the main shape trained from one activation stream (a sweep) vs 8 separate
   runs, over stored activations and on the fly (benchmarks/multi_sae.py).
+- evals: wall time of `lm-saes eval --suite core,absorption,probing` on the main SAE.
 - search: the feature-search vector index over 1M synthetic 384-d vectors: build seconds,
   single-query p50 / p99 and recall@10 against exact search (benchmarks/search.py; the library
   comparison behind its choice: benchmarks/search_libraries.py).
@@ -84,6 +85,17 @@ def stored_analysis_pass(sae, store: LocalObjectStore, batch_contexts: int = 16)
         x = rows.rows(int(starts[start]), int(starts[stop]))[HOOK]
         acts, valid = encode_rows(sae, contexts[start:stop], x, bos)
         collector.update(contexts[start:stop], acts, valid, torch.arange(start, stop))
+
+
+def bench_evals() -> dict[str, float]:
+    """Wall time of the evaluation suite (core, absorption, probing) on the main SAE, as configured."""
+    if not (RUN_SAE / "sae.json").is_file():
+        return {}
+    from lm_saes.runner import run_eval_suite
+
+    started = time.perf_counter()
+    report = run_eval_suite(["core", "absorption", "probing"], str(RUN_SAE), progress=False)
+    return {"suite_seconds": time.perf_counter() - started, **{f"{k}_seconds": v for k, v in report.seconds.items()}}
 
 
 def default_sae():
@@ -251,7 +263,8 @@ def main() -> int:
     autointerp = bench_autointerp()
     from multi_sae import bench_multi_sae
 
-    multi_sae = bench_multi_sae(model, contexts, args.rounds)
+    multi_sae = bench_multi_sae(model, contexts, rounds=1)  # minutes per round: 8 x 2 trainers' set-up and checkpoints
+    evals = bench_evals()
     from search import bench_search
 
     search = bench_search()
@@ -275,6 +288,7 @@ def main() -> int:
         "steer": steer,
         "autointerp": autointerp,
         "multi_sae": multi_sae,
+        "evals": evals,
         "search": search,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -338,6 +352,7 @@ def main() -> int:
             for key in ("ratio_to_separate", "stored_ratio", "on_the_fly_ratio")
             if key in multi_sae
         ),
+        *((f"evals.{key}", evals[key]) for key in ("suite_seconds",) if key in evals),
         *((f"search.{key}", search[key]) for key in ("build_s", "p50_ms", "p99_ms", "recall_at_10")),
     ]
     width = max(len(name) for name, _ in rows)

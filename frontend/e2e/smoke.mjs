@@ -233,7 +233,7 @@ try {
       check(header.includes("KL divergence") && header.includes("Partners"), `metrics columns: ${header.join(", ")}`);
       const points = main.locator('figure[aria-label="Explained variance against L0"] .recharts-scatter-symbol');
       await points.first().waitFor();
-      await page.getByRole("radio", { name: "CE loss recovered" }).check();
+      await page.getByRole("radio", { name: "CE loss recovered" }).click(); // a controlled radio: its checked state follows the URL a render later, so click, then wait for the new plot
       await main.locator('figure[aria-label="CE loss recovered against L0"] .recharts-scatter-symbol').first().waitFor();
       await page.getByLabel("SAE A").selectOption(saeId);
       await page.getByLabel("SAE B").selectOption(partner);

@@ -187,17 +187,7 @@ def _train_runs(
         layer_store = open_store(layer_cfg.output)
         if layer_store.exists(f"{SAE_PREFIX}/sae.json") and layer_store.exists(SUMMARY_KEY):
             log.info("transcoder for layer %d already trained in %s", layer, layer_cfg.output)
-            summary = layer_store.get_json(SUMMARY_KEY)
-            metrics = EvalMetrics(**summary["eval"]) if summary.get("eval") else None
-            runs.append(
-                TrainRun(
-                    layer_cfg.output,
-                    load_sae(f"{layer_cfg.output}/{SAE_PREFIX}"),
-                    metrics,
-                    summary.get("timings_s", {}),
-                    summary.get("train_tokens", 0),
-                )
-            )
+            runs.append(_saved_run(layer_cfg.output, layer_store))
             continue
         if dist.is_main:
             layer_store.put_json(CONFIG_KEY, layer_cfg.model_dump(mode="json"))

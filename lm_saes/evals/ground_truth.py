@@ -20,6 +20,7 @@ from lm_saes.evals.synthetic import SYNTHETIC_HOOK, SyntheticActivations, Synthe
 from lm_saes.saes import SparseAutoencoder, TopKConfig, build_sae, make_spec
 from lm_saes.stores import LocalObjectStore
 from lm_saes.training import Trainer
+from lm_saes.training.trainer import explained_variance
 
 
 class SyntheticSuiteConfig(Section):
@@ -77,8 +78,6 @@ def run_scenario(cfg: SyntheticSuiteConfig, progress: bool = False) -> list[Synt
         with torch.no_grad():
             acts = sae.encode(held_out.x)
             recon = sae.decode(acts)
-        sse = (recon - held_out.x).double().pow(2).sum()
-        sst = (held_out.x - held_out.x.mean(0)).double().pow(2).sum()
         results.append(
             SyntheticResult(
                 scenario=cfg.scenario.name,
@@ -86,7 +85,7 @@ def run_scenario(cfg: SyntheticSuiteConfig, progress: bool = False) -> list[Synt
                 d_sae=spec.d_sae,
                 l0=float((acts > 0).sum(1).double().mean()),
                 true_l0=float((held_out.codes > 0).sum(1).double().mean()),
-                explained_variance=float(1 - sse / sst),
+                explained_variance=explained_variance(recon.double(), held_out.x.double()),
                 trained=recovery(sae.W_dec.detach(), acts, features.directions, held_out.codes),
                 random=random,
                 train_seconds=seconds,

@@ -112,7 +112,7 @@ class FeatureSummary(BaseModel):
 ScorerName = Literal["detection", "fuzzing", "embedding"]
 SCORERS: tuple[ScorerName, ...] = get_args(ScorerName)
 # The scores whose mean is a feature's `score` (its sort key): the two that ask the explainer's
-# own kind of model, as delphi reports them.
+# own kind of model, as delphi reports them (the embedding score stands in when both are absent).
 SUMMARY_SCORERS: tuple[ScorerName, ...] = ("detection", "fuzzing")
 
 
@@ -140,8 +140,12 @@ class Explanation(BaseModel):
     completion_tokens: int = 0
 
     def summary_score(self) -> float | None:
-        """Mean of the detection and fuzzing scores present (None without either)."""
+        """Mean of the detection and fuzzing scores present; without either, the embedding score
+        (an AUROC, chance 0.5 like theirs), so that an embedding-only run is still sorted and
+        searchable; None when unscored."""
         values = [self.scores[name].value for name in SUMMARY_SCORERS if name in self.scores]
+        if not values and "embedding" in self.scores:
+            values = [self.scores["embedding"].value]
         return sum(values) / len(values) if values else None
 
 

@@ -7,7 +7,8 @@ embedded the same way and the nearest explanations by cosine similarity come bac
 and lets each SAE be rebuilt on its own.
 
 What is indexed: the features of each SAE that hold an explanation with a summary score (the
-store's `score` sort key: detection and/or fuzzing), i.e. what an autointerp run writes.
+store's `score` sort key: detection and/or fuzzing, else the embedding score), i.e. what an
+autointerp run writes.
 
 Freshness: at most every `refresh_s` seconds a search first checks each SAE's fingerprint, the
 (index, score) pairs of its scored features, read from the store's summary rows in score order

@@ -97,6 +97,19 @@ def test_paraphrased_query_finds_its_explanation_first(store, embedder):
     assert search.counts() == {"sae-a": 5, "sae-b": 4}
 
 
+def test_an_embedding_only_explanation_is_found(store, embedder):
+    only_embedding = Explanation(
+        text="Snowfall, blizzards and icy winter weather",
+        model="test-llm",
+        prompt_version="v1",
+        created="2026-01-01T00:00:00+00:00",
+        scores={"embedding": ExplanationScore(value=0.71, examples=40, positives=20)},
+    )
+    store.put_explanations("sae-a", {7: only_embedding})
+    hit = FeatureSearch(store, embedder).search("heavy snow storms", k=1)[0]
+    assert (hit.sae_id, hit.index, hit.score) == ("sae-a", 7, pytest.approx(0.71))
+
+
 @pytest.mark.parametrize("exact_below", [None, 2], ids=["exact", "ivf"])
 def test_sae_filter_is_exact_even_for_small_k(store, embedder, exact_below):
     if exact_below is not None:

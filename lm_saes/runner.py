@@ -40,12 +40,14 @@ from lm_saes.evals.suite import (
 from lm_saes.evals.universality import Neighbour, compare, decoder_neighbours, nearest_neighbours
 from lm_saes.evaluation import EvalMetrics, evaluate
 from lm_saes.models import LanguageModel, load_language_model
+from lm_saes.models.facts import facts_of
 from lm_saes.records import MAX_NEIGHBOURS, FeatureNeighbour, NeighbourKind
 from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.stores.documents import open_document_store
 from lm_saes.training import Trainer
 from lm_saes.training.distributed import init_distributed
+from lm_saes.training.memory import estimate_run
 from lm_saes.training.sweep import Sweep
 from lm_saes.training.trainer import TrainSummary
 
@@ -167,6 +169,9 @@ def _train_runs(
     model = load_language_model(cfg.model)
     model.check_hooks(cfg.activations.hooks)
     timings["load_model"] = time.perf_counter() - clock
+    if dist.is_main:
+        facts = facts_of(model)
+        log.warning("this run needs %s", estimate_run(cfg, facts.d_model, facts.parameter_bytes).describe())
 
     clock = time.perf_counter()
     splits = load_token_splits(cfg.data, model.tokenizer)

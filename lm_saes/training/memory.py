@@ -25,16 +25,23 @@ def shard_bytes(data: DataConfig, activations: ActivationsConfig, d_in: int) -> 
 
 
 def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
-    """For `cfg` on a model with residual width `d_in` whose weights take `model_bytes`."""
-    n_saes = len(cfg.transcoders.layers) if cfg.transcoders else 1
-    d_sae, batch = cfg.sae.d_sae, cfg.train.batch_size
-    params = 2 * d_in * d_sae + d_sae + d_in
-    dictionary = params * 4 * 4  # fp32 weights, gradients, Adam's two moments
-    step = batch * d_sae * 4 * 3  # pre-activations, activations and their gradient, [batch, d_sae]
+    """For `cfg` on a model with residual width `d_in` whose weights take `model_bytes`.
+
+    A sweep holds every member's dictionary (weights, gradients, Adam state) at once but steps
+    them one after another, so dictionaries add up and the per-step activations are the
+    largest member's."""
+    if cfg.sweep is not None:
+        members = [cfg.for_member(i) for i in range(len(cfg.sweep))]
+        widths = [(member.sae.d_sae, member.train.batch_size) for member in members]
+    else:
+        n_saes = len(cfg.transcoders.layers) if cfg.transcoders else 1
+        widths = [(cfg.sae.d_sae, cfg.train.batch_size)] * n_saes
+    dictionaries = sum((2 * d_in * d_sae + d_sae + d_in) * 4 * 4 for d_sae, _ in widths)  # fp32 w, grad, Adam x2
+    step = max(batch * d_sae * 4 * 3 for d_sae, batch in widths)  # pre-acts, acts, their gradient
     width = BYTES[cfg.activations.dtype]
     hooks = len(cfg.activations.hooks)
     buffer = cfg.activations.buffer_tokens * d_in * width * hooks
     storage = (
         shard_bytes(cfg.data, cfg.activations, d_in) if cfg.activations.store and cfg.activations.path is None else 0
     )
-    return RunEstimate(model_bytes + n_saes * dictionary + step + buffer, storage)
+    return RunEstimate(model_bytes + dictionaries + step + buffer, storage)

@@ -145,6 +145,29 @@ def test_sweep_config_merges_each_member_and_names_bad_fields():
         parse_config({"sweep": [{"name": "a"}], "transcoders": {"layers": [0]}}, RunConfig)
 
 
+def test_a_sweeps_memory_estimate_holds_every_members_dictionary():
+    from lm_saes.training.memory import estimate_run
+
+    one = parse_config({"sae": {"d_sae": 4608}, "activations": {"path": "x"}}, RunConfig)
+    widths = [4608, 4608, 9216]
+    sweep = parse_config(
+        {
+            "sae": {"d_sae": 4608},
+            "activations": {"path": "x"},
+            "sweep": [{"name": f"m{i}", "sae": {"d_sae": w}} for i, w in enumerate(widths)],
+        },
+        RunConfig,
+    )
+    d_in, model = 576, 10**8
+    dictionary = (2 * d_in * 4608 + 4608 + d_in) * 16  # fp32 weights, gradients, Adam's two moments
+    single = estimate_run(one, d_in, model).memory_bytes
+    # four 4608-wide dictionaries' worth (the 9216-wide one counts twice), the widest member's step
+    step_growth = one.train.batch_size * (9216 - 4608) * 4 * 3
+    assert estimate_run(sweep, d_in, model).memory_bytes == pytest.approx(
+        single + 3 * dictionary + step_growth, rel=1e-3
+    )
+
+
 def test_lm_saes_train_runs_a_sweep_and_keeps_finished_members(tmp_path):
     from lm_saes.config import load_config
     from lm_saes.runner import run_train

@@ -152,3 +152,28 @@ def test_each_rank_holds_half_the_dictionary(runs, tag, name):
             expected = size // 2 if param in build_sae(SPECS[name]).feature_params else size  # b_dec replicated
             assert local[param] == expected, (rank, param)
         assert sum(local.values()) <= sum(whole.values()) / 2 + D  # ~1/N: all but b_dec is split
+
+
+def test_torchrun_cli_with_two_feature_shards_matches_one_process(tmp_path):
+    """`torchrun ... lm_saes.cli train` with train.feature_shards = 2 on the tiny model: the
+    runner shards, saves sharded, evaluates the assembled SAE, and ends where one process ends."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lm_saes.cli import main
+
+    tiny = "examples/configuration/train-tiny.toml"
+    assert main(["-q", "train", tiny, "--set", f'output="{tmp_path / "single"}"']) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lm_saes.cli", "-q"]
+    command += ["train", tiny, "--set", f'output="{tmp_path / "fs2"}"', "--set", "train.feature_shards=2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(i, n) for i, n, _ in shard_files(LocalObjectStore(tmp_path / "fs2"), "sae")] == [(0, 2), (1, 2)]
+    single, sharded = load_sae(str(tmp_path / "single" / "sae")), load_sae(str(tmp_path / "fs2" / "sae"))
+    differences = _max_difference(single.state_dict(), sharded.state_dict())
+    assert max(differences.values()) <= TOLERANCE, differences
+    evals = [json.loads((tmp_path / run / "eval.json").read_text()) for run in ("single", "fs2")]
+    assert abs(evals[0]["explained_variance"] - evals[1]["explained_variance"]) <= 1e-5

@@ -53,16 +53,19 @@ def world_size(settings: KubernetesSettings) -> int:
 
 
 def check_training_world(config: dict[str, Any], settings: KubernetesSettings) -> None:
-    """Refuse a training config that cannot run on this executor's ranks (raises ValueError)."""
-    from lm_saes.config import RunConfig, parse_config
+    """Refuse a training config that cannot run on this executor's ranks (a ConfigError)."""
+    from lm_saes.config import ConfigError, RunConfig, parse_config
     from lm_saes.training.distributed import check_feature_shards
 
     cfg = parse_config(config, RunConfig, "training job")
     world = world_size(settings)
-    check_feature_shards(cfg.train.feature_shards, world)
+    try:
+        check_feature_shards(cfg.train.feature_shards, world)
+    except ValueError as error:
+        raise ConfigError(f"{error}; this executor runs workers x procs_per_worker = {world} ranks") from None
     replicas = world // cfg.train.feature_shards
     if cfg.train.batch_size % replicas:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size = {cfg.train.batch_size} must divide evenly over the {replicas} data-parallel "
             f"replicas of {world} ranks (workers x procs_per_worker) / train.feature_shards"
         )

@@ -3,6 +3,7 @@
 import kubernetes_validate
 import pytest
 
+from lm_saes.config import ConfigError
 from lm_saes.jobs import new_job
 from lm_saes.jobs.kubernetes import (
     KubernetesExecutor,
@@ -102,12 +103,30 @@ def _executor(tmp_path, settings: KubernetesSettings) -> KubernetesExecutor:
 def test_feature_shards_that_do_not_divide_the_world_are_refused_before_any_job(tmp_path):
     executor = _executor(tmp_path, GPU.model_copy(update={"workers": 2, "procs_per_worker": 2}))  # 4 ranks
     config = {"sae": {"d_sae": 96}, "train": {"feature_shards": 3, "batch_size": 96}}
-    with pytest.raises(ValueError, match="train.feature_shards = 3 must divide the world size 4"):
+    with pytest.raises(ConfigError, match="train.feature_shards = 3 must divide the world size 4"):
         executor.submit("training", config, request_id="bad")
     assert executor.batch.created == [] and executor.documents.list_jobs("training") == []
-    with pytest.raises(ValueError, match="train.batch_size = 5 must divide evenly over the 2 data-parallel"):
+    with pytest.raises(ConfigError, match="train.batch_size = 5 must divide evenly over the 2 data-parallel"):
         executor.submit("training", {**config, "train": {"feature_shards": 2, "batch_size": 5}}, request_id="odd")
     assert executor.batch.created == []
     job = executor.submit("training", {**config, "train": {"feature_shards": 2}}, request_id="ok")  # 2 dp x 2 fs
     assert [m["kind"] for m in executor.batch.created] == ["Job", "Service"]
     assert executor.documents.list_jobs("training") == [job]
+
+
+def test_the_job_service_answers_a_refused_config_as_an_invalid_argument(tmp_path):
+    import grpc
+
+    from lm_saes.auth import Principal
+    from services.common.auth import _CALLER
+    from services.common.errors import RequestError
+    from services.common.job_servicer import submit_job
+
+    executor = _executor(tmp_path, GPU.model_copy(update={"workers": 3}))
+    token = _CALLER.set(Principal("alice", frozenset({"train"})))
+    try:
+        with pytest.raises(RequestError, match="feature_shards = 2 must divide the world size 3") as refused:
+            submit_job(executor, "training", {"sae": {"d_sae": 64}, "train": {"feature_shards": 2}}, "r")
+    finally:
+        _CALLER.reset(token)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT

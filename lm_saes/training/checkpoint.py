@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lm_saes.saes.base import WEIGHTS_KEY, SparseAutoencoder
-from lm_saes.saes.sharding import shard_state
+from lm_saes.saes.sharding import shard_files, shard_state
 from lm_saes.stores import ObjectStore
 
 if TYPE_CHECKING:
@@ -63,8 +63,11 @@ def finish_checkpoint(store: ObjectStore, step: int, sae: SparseAutoencoder) -> 
 
 
 def load_checkpoint_weights(store: ObjectStore, prefix: str, sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
-    """The state dict for `sae` (its own shard's, when sharded) from the checkpoint at `prefix`."""
-    return shard_state(sae, store, prefix) if sae.shard.sharded else store.get_tensors(f"{prefix}/{WEIGHTS_KEY}")
+    """The state dict for `sae` (its own shard's, when sharded) from the checkpoint at `prefix`;
+    a checkpoint of another shard count is refused with the setting to use."""
+    if sae.shard.sharded or shard_files(store, prefix):
+        return shard_state(sae, store, prefix)
+    return store.get_tensors(f"{prefix}/{WEIGHTS_KEY}")
 
 
 def completed_steps(store: ObjectStore) -> list[int]:

@@ -9,6 +9,7 @@ from lm_saes.config import ConfigError, RunConfig, parse_config
 from lm_saes.saes import BatchTopKConfig, JumpReLUConfig, ReLUConfig, TopKConfig, build_sae, load_sae, make_spec
 from lm_saes.saes.sharding import FeatureShard, pick_global_topk, shard_files, shard_sae, shard_state
 from lm_saes.stores import LocalObjectStore
+from lm_saes.training.checkpoint import load_checkpoint_weights
 from lm_saes.training.distributed import Distributed
 from lm_saes.training.memory import estimate_run
 
@@ -87,7 +88,9 @@ def test_a_checkpoint_of_another_shard_count_is_refused(tmp_path):
     for index in range(2):
         shard_sae(build_sae(spec), FeatureShard(index, 2)).save(store, "ckpt")
     with pytest.raises(ValueError, match="saved with \\[2\\] feature shards.*train.feature_shards = 4"):
-        shard_state(shard_sae(build_sae(spec), FeatureShard(0, 4)), store, "ckpt")
+        load_checkpoint_weights(store, "ckpt", shard_sae(build_sae(spec), FeatureShard(0, 4)))
+    with pytest.raises(ValueError, match="saved with \\[2\\] feature shards.*train.feature_shards = 1"):
+        load_checkpoint_weights(store, "ckpt", build_sae(spec))  # an unsharded run
 
 
 def test_a_shard_does_not_encode_alone():

@@ -79,7 +79,7 @@ def sweep_30_layers() -> dict[str, Any]:
 
 def million_features(shards: int) -> dict[str, Any]:
     d_sae = 2**20
-    raw = {"sae": {"d_sae": d_sae // shards, "k": 32}, "train": {"batch_size": 4096}}
+    raw = {"sae": {"d_sae": d_sae, "k": 32}, "train": {"batch_size": 4096, "feature_shards": shards}}
     cfg = parse_config(raw, RunConfig)
     low, high = seconds_range(D_MODEL, d_sae // shards, TOKENS)
     return {

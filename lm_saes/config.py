@@ -219,6 +219,7 @@ class TrainConfig(Section):
     epochs: int = Field(1, ge=1)
     device: Device = "cpu"
     seed: int = 0
+    feature_shards: int = Field(1, ge=1, description="Ranks splitting each dictionary's features (tensor parallel)")
 
 
 class AbsorptionConfig(Section):
@@ -322,6 +323,11 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check_hooks(self) -> RunConfig:
+        if self.sae.d_sae % self.train.feature_shards:
+            raise ValueError(
+                f"train.feature_shards = {self.train.feature_shards} must divide sae.d_sae = {self.sae.d_sae} "
+                "(every shard holds the same number of features)"
+            )
         if self.transcoders is not None and self.sweep is not None:
             raise ValueError("[transcoders] and [[sweep]] cannot be combined; a run trains one of them")
         if self.transcoders is not None:

@@ -43,9 +43,11 @@ from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.models.facts import facts_of
 from lm_saes.records import MAX_NEIGHBOURS, FeatureNeighbour, NeighbourKind
 from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
+from lm_saes.saes.sharding import shard_sae
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.stores.documents import open_document_store
 from lm_saes.training import Trainer
+from lm_saes.training.checkpoint import save_trained
 from lm_saes.training.distributed import init_distributed
 from lm_saes.training.memory import estimate_run
 from lm_saes.training.sweep import Sweep
@@ -160,7 +162,7 @@ def _train_runs(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    dist = init_distributed(cfg.train.device)
+    dist = init_distributed(cfg.train.device, cfg.train.feature_shards)
     if dist.enabled and not cfg.activations.store:
         raise ValueError("activations.store = false trains on the fly in one process; set it true for torchrun")
     store = open_store(cfg.output)
@@ -286,7 +288,7 @@ def _trainer(
     stats = source.stats()
     d_in, d_out = stats[cfg.sae.input_hook].d, stats[cfg.sae.output_hook].d
     spec = make_spec(cfg.sae, d_in=d_in, d_out=d_out, model=model.name)
-    sae = build_sae(spec).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
+    sae = shard_sae(build_sae(spec), dist.feature_shard()).to(cfg.sae.device, TORCH_DTYPES[cfg.sae.dtype])
     return Trainer(
         sae, source, cfg.train, store, spec.input_hook, spec.output_hook, progress, on_log, should_stop, dist
     )
@@ -303,11 +305,14 @@ def _finish(
     progress: bool,
     dist,
 ) -> TrainRun | None:
-    """Save and evaluate a trained SAE (None when training was interrupted, or off rank 0)."""
-    if summary.steps < trainer.total_steps or not dist.is_main:
+    """Save and evaluate a trained SAE (None when training was interrupted, or off rank 0).
+    A feature-sharded SAE is saved by its shards and evaluated assembled, on rank 0."""
+    if summary.steps < trainer.total_steps:
         return None
-    sae = trainer.sae
-    sae.save(store, SAE_PREFIX)
+    save_trained(store, SAE_PREFIX, trainer.sae, dist)
+    if not dist.is_main:
+        return None
+    sae = load_sae(store.child(SAE_PREFIX), cfg.sae.device) if trainer.sae.shard.sharded else trainer.sae
     metrics = None
     if len(splits.eval):
         clock = time.perf_counter()

@@ -1,8 +1,11 @@
 """Run jobs as Kubernetes batch/v1 Jobs on GPU nodes, following their status into the record.
 
-One worker: a plain Job running `python -m lm_saes.jobs.worker`. Several workers: an Indexed Job
-whose pods find each other through a headless Service and run the same entry point under
-torchrun (rank = completion index), i.e. data-parallel training (lm_saes.training.distributed).
+One worker: a plain Job running `python -m lm_saes.jobs.worker`. Several workers (or several
+processes per worker): an Indexed Job whose pods find each other through a headless Service and
+run the same entry point under torchrun (node rank = completion index), i.e. distributed
+training (lm_saes.training.distributed) on workers x procs_per_worker ranks: data-parallel
+replicas x `train.feature_shards`. A training config whose feature shards do not fit that
+world is refused at submit, before any Job exists.
 The local executor stays the default; the training service uses this one when
 `LM_SAES_EXECUTOR=kubernetes`.
 """
@@ -27,6 +30,7 @@ class KubernetesSettings(BaseModel):
     namespace: str = "lm-saes"
     image: str = "lm-saes/training:0.1.0"
     workers: int = Field(1, ge=1, description="Pods per job; >1 runs torchrun across them")
+    procs_per_worker: int = Field(1, ge=1, description="torchrun processes per pod (one per GPU)")
     gpus_per_worker: int = Field(1, ge=0)
     cpu: str = "4"
     memory: str = "32Gi"
@@ -44,6 +48,29 @@ class KubernetesSettings(BaseModel):
     ttl_seconds_after_finished: int = 86_400
 
 
+def world_size(settings: KubernetesSettings) -> int:
+    return settings.workers * settings.procs_per_worker
+
+
+def check_training_world(config: dict[str, Any], settings: KubernetesSettings) -> None:
+    """Refuse a training config that cannot run on this executor's ranks (a ConfigError)."""
+    from lm_saes.config import ConfigError, RunConfig, parse_config
+    from lm_saes.training.distributed import check_feature_shards
+
+    cfg = parse_config(config, RunConfig, "training job")
+    world = world_size(settings)
+    try:
+        check_feature_shards(cfg.train.feature_shards, world)
+    except ValueError as error:
+        raise ConfigError(f"{error}; this executor runs workers x procs_per_worker = {world} ranks") from None
+    replicas = world // cfg.train.feature_shards
+    if cfg.train.batch_size % replicas:
+        raise ConfigError(
+            f"train.batch_size = {cfg.train.batch_size} must divide evenly over the {replicas} data-parallel "
+            f"replicas of {world} ranks (workers x procs_per_worker) / train.feature_shards"
+        )
+
+
 def k8s_name(job_id: str) -> str:
     return f"lm-saes-{job_id}".lower().replace("_", "-")[:63].rstrip("-")
 
@@ -57,13 +84,13 @@ def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str
         "app.kubernetes.io/component": f"{job.kind}-job",
         "lm-saes/job-id": job.id[:63],
     }
-    multi = settings.workers > 1
+    multi = world_size(settings) > 1
     entry = ["-m", "lm_saes.jobs.worker", "--job", job.id]
     if multi:
         command = [
             "torchrun",
             f"--nnodes={settings.workers}",
-            "--nproc-per-node=1",
+            f"--nproc-per-node={settings.procs_per_worker}",
             "--node-rank=$(JOB_COMPLETION_INDEX)",
             f"--master-addr={name}-0.{name}",
             f"--master-port={WORKER_PORT}",
@@ -191,6 +218,8 @@ class KubernetesExecutor:
     def submit(self, kind: str, config: dict[str, Any], request_id: str | None = None, owner: str = "") -> JobRecord:
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind!r}")
+        if kind == "training":
+            check_training_world(config, self.settings)
         job, created = create_job(self.documents, self.lock, kind, config, request_id, owner)
         if not created:
             return job

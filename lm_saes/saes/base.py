@@ -17,6 +17,7 @@ from pydantic import Field, create_model
 from torch import nn
 
 from lm_saes.config import SAEConfigBase
+from lm_saes.saes.sharding import FeatureShard, save_shard
 from lm_saes.stores import ObjectStore
 
 SPEC_KEY = "sae.json"
@@ -80,6 +81,9 @@ class SparseAutoencoder(nn.Module):
     config_class: ClassVar[type[SAEConfigBase]]
     spec_class: ClassVar[type[SAESpec]]
     constrain_decoder_norm: ClassVar[bool] = True
+    # Parameters with one row per feature: what a feature shard slices (lm_saes.saes.sharding).
+    feature_params: ClassVar[tuple[str, ...]] = ("W_enc", "b_enc", "W_dec")
+    shard: FeatureShard = FeatureShard()  # the whole dictionary; `shard_sae` sets a slice
     input_scale: torch.Tensor  # buffers, registered in __init__
     output_scale: torch.Tensor
 
@@ -104,6 +108,11 @@ class SparseAutoencoder(nn.Module):
         return self.spec.d_sae
 
     @property
+    def local_d_sae(self) -> int:
+        """Features this module holds: d_sae, or its shard's part of it."""
+        return self.W_enc.shape[0]
+
+    @property
     def apply_b_dec_to_input(self) -> bool:
         return not self.spec.is_transcoder
 
@@ -116,7 +125,7 @@ class SparseAutoencoder(nn.Module):
         """[batch, d_in] scaled input -> [batch, d_sae] pre-activations."""
         if self.apply_b_dec_to_input:
             x_scaled = x_scaled - self.b_dec
-        return F.linear(x_scaled, self.W_enc, self.b_enc)
+        return F.linear(self.shard.to_shards(x_scaled), self.W_enc, self.b_enc)
 
     # --- inference (raw activations in and out) ----------------------------------------
     def activate(self, pre_acts: torch.Tensor) -> torch.Tensor:
@@ -129,11 +138,13 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Raw [batch, d_in] -> dense feature activations [batch, d_sae]."""
+        if self.shard.sharded:
+            raise RuntimeError("a feature shard encodes only while training; load the assembled SAE (load_sae)")
         return self.activate(self.raw_pre_acts(x))
 
     def decode(self, acts: torch.Tensor) -> torch.Tensor:
         """Dense feature activations -> raw output [batch, d_out]."""
-        return (acts @ self.W_dec + self.b_dec) / self.output_scale
+        return (self.shard.sum(acts @ self.W_dec) + self.b_dec) / self.output_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -147,19 +158,18 @@ class SparseAutoencoder(nn.Module):
         dtype, device = self.W_enc.dtype, self.W_enc.device
         return x.to(device, dtype) * self.input_scale, target.to(device, dtype) * self.output_scale
 
-    @classmethod
     def dense_output(
-        cls, acts: torch.Tensor, recon: torch.Tensor, target: torch.Tensor, penalty_name: str, penalty: torch.Tensor
+        self, acts: torch.Tensor, recon: torch.Tensor, target: torch.Tensor, penalty_name: str, penalty: torch.Tensor
     ) -> ForwardOutput:
         """ForwardOutput for architectures with dense activations and an additive sparsity penalty."""
-        mse = cls.mse(recon, target)
+        mse = self.mse(recon, target)
         active = acts > 0
         return ForwardOutput(
             recon,
             mse + penalty,
             {"mse": mse.detach(), penalty_name: penalty.detach()},
             active.any(0),
-            active.sum(-1).float().mean(),
+            self.shard.total(active.sum(-1)).float().mean(),
         )
 
     @staticmethod
@@ -191,7 +201,17 @@ class SparseAutoencoder(nn.Module):
 
     # --- persistence -------------------------------------------------------------------
     def save(self, store: ObjectStore, prefix: str = "") -> None:
-        """Weights first, then the spec: a reader that finds sae.json finds complete weights."""
+        """Weights first, then the spec: a reader that finds sae.json finds complete weights.
+
+        A feature shard writes only its weights (`save_shard`); once every shard has, one rank
+        writes the spec (`save_spec`)."""
+        if self.shard.sharded:
+            save_shard(self, store, prefix)
+            return
         key = f"{prefix}/" if prefix else ""
         store.put_tensors(key + WEIGHTS_KEY, {k: v.detach().cpu() for k, v in self.state_dict().items()})
+        self.save_spec(store, prefix)
+
+    def save_spec(self, store: ObjectStore, prefix: str = "") -> None:
+        key = f"{prefix}/" if prefix else ""
         store.put_json(key + SPEC_KEY, self.spec.model_dump(mode="json"))

@@ -13,6 +13,7 @@ import torch
 
 from lm_saes.saes.base import SAESpec
 from lm_saes.saes.registry import register
+from lm_saes.saes.sharding import batch_topk_code
 from lm_saes.saes.sparse_ops import SparseCode
 from lm_saes.saes.topk import TopKConfig, TopKSAE
 
@@ -38,6 +39,8 @@ class BatchTopKSAE(TopKSAE):
         return pre_acts * (pre_acts > self.threshold)
 
     def select(self, pre_acts: torch.Tensor) -> SparseCode:
+        if self.shard.sharded:
+            return batch_topk_code(pre_acts, self.spec.k, self.shard)
         batch, width = pre_acts.shape
         flat = pre_acts.relu().flatten()
         values, positions = flat.topk(min(self.spec.k * batch, flat.numel()), sorted=False)
@@ -53,6 +56,10 @@ class BatchTopKSAE(TopKSAE):
 
     def sparse_forward(self, x_scaled: torch.Tensor):
         code, pre, x_in = super().sparse_forward(x_scaled)
-        if self.training and code.values.numel():
+        if self.training and self.shard.sharded:  # every rank takes the global batch's minimum
+            smallest = self.shard.batch_min(code.values.detach())
+            if bool(torch.isfinite(smallest)):
+                self.update_threshold(smallest)
+        elif self.training and code.values.numel():
             self.update_threshold(code.values.detach().min())
         return code, pre, x_in

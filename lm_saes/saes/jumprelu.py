@@ -70,6 +70,7 @@ class _Step(torch.autograd.Function):
 @register(JumpReLUConfig)
 class JumpReLUSAE(SparseAutoencoder):
     spec: JumpReLUSpec  # built from `spec_class(JumpReLUConfig)`, which register() sets
+    feature_params = (*SparseAutoencoder.feature_params, "log_threshold")
 
     def __init__(self, spec: JumpReLUSpec):
         super().__init__(spec)
@@ -90,6 +91,6 @@ class JumpReLUSAE(SparseAutoencoder):
         threshold = self.threshold
         bw = self.spec.jumprelu_bandwidth
         acts = _JumpReLU.apply(pre, threshold, bw)
-        l0_per_token = _Step.apply(pre, threshold, bw).sum(-1).mean()
+        l0_per_token = self.shard.sum(_Step.apply(pre, threshold, bw).sum(-1).mean())
         sparsity = self.spec.l0_coefficient * info.sparsity_warmup * l0_per_token
-        return self.dense_output(acts, acts @ self.W_dec + self.b_dec, target, "l0_penalty", sparsity)
+        return self.dense_output(acts, self.shard.sum(acts @ self.W_dec) + self.b_dec, target, "l0_penalty", sparsity)

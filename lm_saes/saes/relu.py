@@ -46,6 +46,6 @@ class ReLUSAE(SparseAutoencoder):
     def training_forward(self, x: torch.Tensor, target: torch.Tensor, info: TrainStepInfo) -> ForwardOutput:
         x, target = self.scaled(x, target)
         acts = self.pre_acts(x).relu()
-        l1 = (acts * self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1 = self.shard.sum((acts * self.W_dec.norm(dim=1)).sum(-1).mean())
         penalty = self.spec.l1_coefficient * info.sparsity_warmup * l1
-        return self.dense_output(acts, acts @ self.W_dec + self.b_dec, target, "l1_penalty", penalty)
+        return self.dense_output(acts, self.shard.sum(acts @ self.W_dec) + self.b_dec, target, "l1_penalty", penalty)

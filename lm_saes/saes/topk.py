@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from lm_saes.config import SAEConfigBase
 from lm_saes.saes.base import ForwardOutput, SAESpec, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import register
+from lm_saes.saes.sharding import topk_code
 from lm_saes.saes.sparse_ops import SparseCode, select_pre_acts, sparse_decode
 
 
@@ -49,12 +50,18 @@ class TopKSAE(SparseAutoencoder):
 
     def select(self, pre_acts: torch.Tensor) -> SparseCode:
         """Which latents are active in training (no grad): the top k of each row."""
-        values, indices = pre_acts.topk(self.spec.k, dim=-1, sorted=False)
+        return self.top_per_row(pre_acts, self.spec.k)
+
+    def top_per_row(self, pre_acts: torch.Tensor, k: int) -> SparseCode:
+        """The k largest of each row, over every shard of the dictionary."""
+        if self.shard.sharded:
+            return topk_code(pre_acts, k, self.shard)
+        values, indices = pre_acts.topk(k, dim=-1, sorted=False)
         return SparseCode.from_topk(values, indices)
 
     def sparse_forward(self, x_scaled: torch.Tensor) -> tuple[SparseCode, torch.Tensor, torch.Tensor]:
         """Active code with grad, plus the no-grad pre-activations and the encoder input."""
-        x_in = x_scaled - self.b_dec if self.apply_b_dec_to_input else x_scaled
+        x_in = self.shard.to_shards(x_scaled - self.b_dec if self.apply_b_dec_to_input else x_scaled)
         with torch.no_grad():
             pre = torch.nn.functional.linear(x_in, self.W_enc, self.b_enc)
         chosen = self.select(pre)
@@ -64,29 +71,29 @@ class TopKSAE(SparseAutoencoder):
     def training_forward(self, x: torch.Tensor, target: torch.Tensor, info: TrainStepInfo) -> ForwardOutput:
         x, target = self.scaled(x, target)
         code, pre, x_in = self.sparse_forward(x)
-        recon = sparse_decode(code, self.W_dec) + self.b_dec
+        recon = self.shard.sum(sparse_decode(code, self.W_dec)) + self.b_dec
         mse = self.mse(recon, target)
         losses = {"mse": mse}
         loss = mse
-        if info.dead_mask is not None and bool(info.dead_mask.any()):
+        if info.dead_mask is not None and bool(self.shard.total(info.dead_mask.sum()) > 0):
             aux = self.aux_k_loss(recon.detach() - target, pre, x_in, info.dead_mask)
             losses["aux_k"] = aux
             loss = loss + self.spec.aux_k_coefficient * aux
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=x.device)
+        fired = torch.zeros(self.local_d_sae, dtype=torch.bool, device=x.device)
         fired[code.indices[code.values > 0]] = True
-        l0 = (code.values > 0).sum() / x.shape[0]
+        l0 = self.shard.total((code.values > 0).sum()) / x.shape[0]
         return ForwardOutput(recon, loss, {k: v.detach() for k, v in losses.items()}, fired, l0.detach())
 
     def aux_k_loss(
         self, error: torch.Tensor, pre: torch.Tensor, x_in: torch.Tensor, dead: torch.Tensor
     ) -> torch.Tensor:
         """Normalized MSE of reconstructing -error (target - recon) from the top dead latents."""
-        k_aux = min(self.spec.aux_k or x_in.shape[1] // 2, int(dead.sum()))
+        k_aux = min(self.spec.aux_k or x_in.shape[1] // 2, int(self.shard.total(dead.sum())))
         masked = pre.masked_fill(~dead, float("-inf"))
-        values, indices = masked.topk(k_aux, dim=-1, sorted=False)
-        chosen = SparseCode.from_topk(values, indices)
+        chosen = self.top_per_row(masked, k_aux)
         aux_values = select_pre_acts(pre, chosen, x_in, self.W_enc, self.b_enc).relu()
-        aux_recon = sparse_decode(chosen._replace(values=aux_values), self.W_dec)
+        aux_recon = self.shard.sum(sparse_decode(chosen._replace(values=aux_values), self.W_dec))
         residual = -error
-        total_variance = (residual - residual.mean(0)).pow(2).sum().clamp_min(1e-8)
+        # over the global batch when sharded, as one process normalizes (error carries no grad)
+        total_variance = self.shard.replica_share_of_variance(residual).clamp_min(1e-8)
         return (aux_recon - residual).pow(2).sum() / total_variance

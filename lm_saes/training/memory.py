@@ -25,17 +25,20 @@ def shard_bytes(data: DataConfig, activations: ActivationsConfig, d_in: int) -> 
 
 
 def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
-    """For `cfg` on a model with residual width `d_in` whose weights take `model_bytes`.
+    """Per rank, for `cfg` on a model with residual width `d_in` whose weights take `model_bytes`.
 
     A sweep holds every member's dictionary (weights, gradients, Adam state) at once but steps
     them one after another, so dictionaries add up and the per-step activations are the
-    largest member's."""
+    largest member's. With `train.feature_shards = n` a rank holds 1/n of each dictionary's
+    features (b_dec is replicated) and of the step's [batch, d_sae] tensors."""
     if cfg.sweep is not None:
         members = [cfg.for_member(i) for i in range(len(cfg.sweep))]
         widths = [(member.sae.d_sae, member.train.batch_size) for member in members]
     else:
         n_saes = len(cfg.transcoders.layers) if cfg.transcoders else 1
         widths = [(cfg.sae.d_sae, cfg.train.batch_size)] * n_saes
+    shards = cfg.train.feature_shards
+    widths = [(d_sae // shards, batch) for d_sae, batch in widths]  # this rank's features
     dictionaries = sum((2 * d_in * d_sae + d_sae + d_in) * 4 * 4 for d_sae, _ in widths)  # fp32 w, grad, Adam x2
     step = max(batch * d_sae * 4 * 3 for d_sae, batch in widths)  # pre-acts, acts, their gradient
     width = BYTES[cfg.activations.dtype]

@@ -21,7 +21,15 @@ from lm_saes.config import TrainConfig
 from lm_saes.saes.base import ForwardOutput, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.registry import parse_spec
 from lm_saes.stores import ObjectStore
-from lm_saes.training.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint
+from lm_saes.training.checkpoint import (
+    finish_checkpoint,
+    latest_checkpoint,
+    load_checkpoint_weights,
+    prune_checkpoints,
+    save_checkpoint,
+    save_checkpoint_shard,
+    trainer_state_key,
+)
 from lm_saes.training.distributed import Distributed
 from lm_saes.training.metrics_log import MetricsLog
 
@@ -79,8 +87,15 @@ class Trainer:
         self.on_log = on_log
         self.should_stop = should_stop
         self.dist = distributed or Distributed()
-        if cfg.batch_size % self.dist.world:
-            raise ValueError(f"train.batch_size = {cfg.batch_size} must divide evenly over {self.dist.world} ranks")
+        if cfg.batch_size % self.dist.dp_world:
+            raise ValueError(
+                f"train.batch_size = {cfg.batch_size} must divide evenly over {self.dist.dp_world} data-parallel ranks"
+            )
+        if sae.shard.count != self.dist.feature_shards:
+            raise ValueError(
+                f"the SAE is split in {sae.shard.count} feature shards but the run has "
+                f"train.feature_shards = {self.dist.feature_shards}; build it with shard_sae(sae, dist.feature_shard())"
+            )
         self.total_steps = source.tokens_per_epoch * cfg.epochs // cfg.batch_size
         if self.total_steps < 1:
             raise ValueError(
@@ -88,7 +103,7 @@ class Trainer:
                 "tokens; lower it or raise data.max_tokens"
             )
         self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
-        self.silent_tokens = torch.zeros(sae.d_sae, dtype=torch.long)
+        self.silent_tokens = torch.zeros(sae.local_d_sae, dtype=torch.long)  # this shard's latents
         self.step = 0
         self.log = MetricsLog(store)
 
@@ -119,8 +134,8 @@ class Trainer:
                 f"{self.store.uri} holds checkpoints of a different SAE (sae.{', sae.'.join(changed)} "
                 "differ); use a new output folder or delete its checkpoints/ to start over"
             )
-        state = torch.load(io.BytesIO(self.store.get_bytes(f"{prefix}/trainer.pt")), weights_only=False)
-        self.sae.load_state_dict(self.store.get_tensors(f"{prefix}/sae.safetensors"))
+        state = torch.load(io.BytesIO(self.store.get_bytes(trainer_state_key(prefix, self.sae))), weights_only=False)
+        self.sae.load_state_dict(load_checkpoint_weights(self.store, prefix, self.sae))
         self.sae.spec = saved
         self.optimizer.load_state_dict(state["optimizer"])
         self.silent_tokens = state["silent_tokens"]
@@ -220,7 +235,7 @@ class Trainer:
             "loss": float(out.loss.detach()),
             "l0": float(out.l0),
             "explained_variance": explained_variance(out.recon.detach(), target_scaled),
-            "dead_fraction": float(info.dead_mask.float().mean()),
+            "dead_fraction": self._dead_fraction(info.dead_mask),
             **{k: float(v) for k, v in out.losses.items()},
         }
         record["total_steps"] = self.total_steps
@@ -231,6 +246,11 @@ class Trainer:
         self.log.append(record)
         return record
 
+    def _dead_fraction(self, dead: torch.Tensor) -> float:
+        if not self.sae.shard.sharded:
+            return float(dead.float().mean())
+        return float(self.sae.shard.total(dead.sum())) / self.sae.d_sae
+
     def sync_buffers(self) -> None:
         """Statistics some architectures keep (BatchTopK's threshold) averaged over ranks."""
         if self.dist.enabled:
@@ -239,13 +259,29 @@ class Trainer:
                     self.dist.mean_(buffer)
 
     def checkpoint(self) -> str | None:
-        """Rank 0 writes; the others wait, so nobody races ahead of a half-written checkpoint."""
+        """Rank 0 writes (with feature shards, each shard of data-parallel rank 0 writes its part
+        and rank 0 marks it done); the others wait, so nobody races ahead of a half-written
+        checkpoint."""
+        state = {"optimizer": self.optimizer.state_dict(), "silent_tokens": self.silent_tokens, "step": self.step}
+        if self.sae.shard.sharded:
+            return self._sharded_checkpoint(state)
         if not self.dist.is_main:
             self.dist.barrier()
             return None
-        state = {"optimizer": self.optimizer.state_dict(), "silent_tokens": self.silent_tokens, "step": self.step}
         self.log.flush()  # the log reaches the store with (before) the checkpoint it goes with
         prefix = save_checkpoint(self.store, self.step, self.sae, state)
         prune_checkpoints(self.store, keep=2)
+        self.dist.barrier()
+        return prefix
+
+    def _sharded_checkpoint(self, state: dict) -> str | None:
+        if self.dist.dp_rank == 0:
+            save_checkpoint_shard(self.store, self.step, self.sae, state)
+        self.dist.barrier()  # every shard is written before rank 0 marks the checkpoint done
+        prefix = None
+        if self.dist.is_main:
+            self.log.flush()
+            prefix = finish_checkpoint(self.store, self.step, self.sae)
+            prune_checkpoints(self.store, keep=2)
         self.dist.barrier()
         return prefix

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from lm_saes.config import ConfigError
 from lm_saes.jobs import Executor, progress_of
 from lm_saes.records import JobRecord
 from lm_saes.rpc.v1 import common_pb2, common_pb2_grpc
@@ -36,7 +37,11 @@ def submit_job(executor: Executor, kind: str, config: dict[str, Any], request_id
     """Queue a job owned by the caller (its request id is its own idempotency key)."""
     if len(request_id) > MAX_REQUEST_ID:
         raise invalid("request_id", f"at most {MAX_REQUEST_ID} characters")
-    return job_to_proto(executor.submit(kind, config, request_id or None, owner=caller().name))
+    try:
+        job = executor.submit(kind, config, request_id or None, owner=caller().name)
+    except ConfigError as error:  # the executor's own checks (e.g. feature shards against its ranks)
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+    return job_to_proto(job)
 
 
 def page_offset(page_token: str) -> int:

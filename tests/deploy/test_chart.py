@@ -693,6 +693,13 @@ def test_training_service_runs_jobs_on_kubernetes_with_least_privilege(chart):
     assert env["LM_SAES_EXECUTOR"]["value"] == "kubernetes"
     settings = KubernetesSettings.model_validate(json.loads(env["LM_SAES_KUBERNETES"]["value"]))
     assert settings.workers == 2 and settings.gpus_per_worker == 1 and settings.runtime_class_name == "nvidia"
+    assert settings.procs_per_worker == 1  # the default procsPerWorker: 2 ranks
+    values = load_values("gpu")
+    values["kubernetesJobs"] = {**values["kubernetesJobs"], "procsPerWorker": 4, "gpusPerWorker": 4}
+    (training,) = [c for w, _, c in containers(render_values(chart, values)[0]) if component(w) == "training"]
+    env = {e["name"]: e for e in training["env"]}
+    four = KubernetesSettings.model_validate(json.loads(env["LM_SAES_KUBERNETES"]["value"]))
+    assert (four.workers, four.procs_per_worker) == (2, 4)  # 8 ranks: e.g. 4 replicas x 2 feature shards
     job_env = {e["name"]: e for e in settings.env}
     assert "valueFrom" in job_env["LM_SAES_DOCUMENTS"] and "valueFrom" in job_env["AWS_SECRET_ACCESS_KEY"]
     for manifest in job_manifests(new_job("training", {}, request_id="r"), settings):

@@ -160,6 +160,7 @@ seccompProfile:
   "namespace" $root.Release.Namespace
   "image" (include "lm-saes.image" (dict "root" $root "image" .svc.image))
   "workers" (int $jobs.workers)
+  "procs_per_worker" (int (default 1 $jobs.procsPerWorker))
   "gpus_per_worker" (ternary (int $jobs.gpusPerWorker) 0 $root.Values.gpu.enabled)
   "cpu" (toString $jobs.cpu) "memory" $jobs.memory
   "node_selector" (ternary $root.Values.gpu.nodeSelector (dict) $root.Values.gpu.enabled)

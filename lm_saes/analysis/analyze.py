@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from lm_saes.activations.store import StoredRows, read_manifest
-from lm_saes.analysis.collector import FeatureCollector
+from lm_saes.analysis.collector import STATE_VERSION, FeatureCollector
 from lm_saes.analysis.logit_lens import logit_lens
 from lm_saes.config import AnalyzeConfig, ModelConfig
 from lm_saes.data.packing import load_token_splits
@@ -340,7 +340,7 @@ def _checkpoint(store: ObjectStore, collector: FeatureCollector, fingerprint: st
             "fingerprint": fingerprint,
             "next_batch": next_batch,
             "state": collector.state,
-            "rng": collector.generator.get_state(),
+            "version": STATE_VERSION,
         },
         buffer,
     )
@@ -351,8 +351,7 @@ def _restore(store: ObjectStore, collector: FeatureCollector, fingerprint: str) 
     if not store.exists(CHECKPOINT_KEY):
         return 0
     saved = torch.load(io.BytesIO(store.get_bytes(CHECKPOINT_KEY)), weights_only=False)
-    if saved["fingerprint"] != fingerprint:
-        return 0
+    if saved["fingerprint"] != fingerprint or saved.get("version") != STATE_VERSION:
+        return 0  # another pass's, or an older collector's state: start over
     collector.state = saved["state"]
-    collector.generator.set_state(saved["rng"])
     return int(saved["next_batch"])

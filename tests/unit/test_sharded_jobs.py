@@ -1,9 +1,22 @@
 """Sharded jobs: shard ranges, the shard ledger, retries, and exact merges of collectors."""
 
+import sys
+
 import pytest
 import torch
 
 from lm_saes.analysis.collector import EMPTY_KEY, FeatureCollector, sample_keys
+from lm_saes.sharding import (
+    ATTEMPT_ENV,
+    FAULT_ENV,
+    ShardLedger,
+    ShardsFailed,
+    check_shards,
+    inject_fault,
+    run_shards,
+    shard_range,
+)
+from lm_saes.stores import LocalObjectStore
 
 F, T, N_CONTEXTS = 12, 10, 48
 
@@ -111,3 +124,96 @@ def test_merge_refuses_collectors_of_other_settings():
         _collector().merge(
             [FeatureCollector(F, top_n=5, samples_per_bucket=2, window_before=2, window_after=1, seed=3)]
         )
+
+
+# --- shard ranges, the ledger and retries ----------------------------------------------------
+
+
+@pytest.mark.parametrize("n_items", [0, 1, 5, 6, 7, 64, 1001])
+@pytest.mark.parametrize("count", [1, 2, 4, 7, 64])
+def test_shard_ranges_are_contiguous_covering_and_balanced(n_items, count):
+    ranges = [shard_range(n_items, i, count) for i in range(count)]
+    assert [x for r in ranges for x in r] == list(range(n_items))  # each item once, in order
+    sizes = [len(r) for r in ranges]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+@pytest.mark.parametrize(("index", "count"), [(0, 0), (0, 65), (4, 4), (-1, 4)])
+def test_shard_range_refuses_shards_that_do_not_exist(index, count):
+    with pytest.raises(ValueError, match="shard"):
+        shard_range(10, index, count)
+
+
+def test_shard_counts_are_checked_by_name():
+    assert check_shards(64) == 64
+    for bad in (0, 65, -3, True, "4", 2.0):
+        with pytest.raises(ValueError, match=r"^shards = .*choose 1 to 64"):
+            check_shards(bad)  # type: ignore[arg-type]
+
+
+def _child(script: str) -> list[str]:
+    return [sys.executable, "-c", script]
+
+
+def _flaky(store_uri: str, index: int, fail: dict[int, int]) -> list[str]:
+    """A shard process that reports progress, then fails its first fail[index] attempts."""
+    return _child(
+        "import os, sys\n"
+        "from lm_saes.stores import open_store\n"
+        "from lm_saes.sharding import report_progress\n"
+        f"report_progress(open_store({store_uri!r}), {index}, 0.5)\n"
+        f"sys.exit(3 if int(os.environ['{ATTEMPT_ENV}']) <= {fail.get(index, 0)} else 0)\n"
+    )
+
+
+def test_a_failed_shard_is_retried_alone_and_the_ledger_records_it(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    seen: list[ShardLedger] = []
+    ledger = run_shards(
+        store,
+        4,
+        lambda i: _flaky(store.uri, i, {1: 1}),
+        max_attempts=3,
+        parallel=2,
+        on_update=lambda led: seen.append(led.model_copy(deep=True)),
+        poll_s=0.05,
+    )
+    assert ledger.attempts == [1, 2, 1, 1]
+    assert [s.state for s in ledger.shards] == ["succeeded"] * 4 and ledger.progress == 1.0
+    assert ShardLedger.load(store, 4) == ledger  # what the ledger file says
+    assert any(led.shards[1].attempts == 1 and led.shards[1].state == "pending" for led in seen)
+    assert max(sum(s.state == "running" for s in led.shards) for led in seen) <= 2  # parallel bound
+    metrics = ledger.metrics()
+    assert metrics["shards"] == 4 and metrics["shard.1.attempts"] == 2 and metrics["shard.3.progress"] == 1.0
+    # a rerun finds every shard done and starts nothing
+    ledger = run_shards(store, 4, lambda i: _child("raise SystemExit(1)"), poll_s=0.05)
+    assert ledger.attempts == [1, 2, 1, 1]
+
+
+def test_a_shard_failing_every_attempt_raises_after_the_others_finish(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    with pytest.raises(ShardsFailed, match=r"1 of 3 shards failed: shard 2 after 2 attempts: boom") as caught:
+        run_shards(store, 3, lambda i: _child(f"import sys; print('boom'); sys.exit({int(i == 2)})"), 2, poll_s=0.05)
+    assert [s.state for s in caught.value.ledger.shards] == ["succeeded", "succeeded", "failed"]
+    assert caught.value.ledger.attempts == [1, 1, 2]
+
+
+def test_stopping_terminates_running_shards_and_leaves_them_pending(tmp_path):
+    store = LocalObjectStore(tmp_path)
+    calls = iter(range(1000))
+    with pytest.raises(InterruptedError):
+        run_shards(store, 2, lambda i: _child("import time; time.sleep(60)"), should_stop=lambda: next(calls) > 2)
+    assert [s.state for s in ShardLedger.load(store, 2).shards] == ["pending", "pending"]
+
+
+def test_fault_injection_names_shards_and_attempts(monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "1,3:2")
+    for attempt, failing in ((1, {1, 3}), (2, {1, 3}), (3, set())):
+        monkeypatch.setenv(ATTEMPT_ENV, str(attempt))
+        failed = set()
+        for index in range(4):
+            try:
+                inject_fault(index)
+            except RuntimeError:
+                failed.add(index)
+        assert failed == failing

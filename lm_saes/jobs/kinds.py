@@ -43,8 +43,11 @@ def analysis_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[]
         progress=False,
         should_stop=should_stop,
         on_batch=lambda done, total: reporter.progress(done / total, {"batches": done}),
+        on_shards=lambda ledger: reporter.progress(ledger.progress, ledger.metrics()),
     )
+    extra = {"shard_attempts": result.shard_attempts} if result.shard_attempts is not None else {}
     return {
+        **extra,
         "sae_id": result.sae_id,
         "analysis_id": result.analysis_id,
         "documents": result.documents,
@@ -78,24 +81,48 @@ def activations_job(job: JobRecord, reporter: JobReporter, should_stop: Callable
     config = job.config
     data = parse_config(config.get("data", {}), DataConfig, f"job {job.id} data")
     acts = parse_config(config.get("activations", {}), ActivationsConfig, f"job {job.id} activations")
-    model = load_language_model(ModelConfig(name=config["model"]))
+    model_config = ModelConfig(name=config["model"])
+    model = load_language_model(model_config)
     contexts = load_token_splits(data, model.tokenizer).train
-    manifest = generate_activations(
-        model,
-        contexts,
-        acts.hooks,
-        open_store(config["output"]),
-        acts.batch_contexts,
-        acts.shard_tokens,
-        acts.dtype,
-        progress=False,
-    )
-    return {
+    store = open_store(config["output"])
+    attempts = None
+    if acts.shards > 1:
+        from lm_saes.activations.sharded import generate_sharded_activations
+
+        ledgers = []
+
+        def on_shards(ledger) -> None:
+            ledgers.append(ledger)
+            reporter.progress(ledger.progress, ledger.metrics())
+
+        manifest = generate_sharded_activations(
+            model,
+            model_config,
+            contexts,
+            acts.hooks,
+            store,
+            acts.shards,
+            batch_contexts=acts.batch_contexts,
+            shard_tokens=acts.shard_tokens,
+            dtype=acts.dtype,
+            max_attempts=acts.shard_attempts,
+            on_shards=on_shards,
+            should_stop=should_stop,
+        )
+        attempts = ledgers[-1].attempts if ledgers else None
+    else:
+        manifest = generate_activations(
+            model, contexts, acts.hooks, store, acts.batch_contexts, acts.shard_tokens, acts.dtype, progress=False
+        )
+    result = {
         "output": config["output"],
         "n_tokens": manifest.n_tokens,
         "shards": len(manifest.shards),
         "hooks": list(manifest.hooks),
     }
+    if attempts is not None:
+        result["shard_attempts"] = attempts
+    return result
 
 
 def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:

@@ -2,6 +2,7 @@
 pass; a shard that fails once is retried alone."""
 
 import pytest
+import torch
 
 from lm_saes.analysis import run_analysis
 from lm_saes.cli import main
@@ -77,3 +78,86 @@ def test_a_shard_failing_every_attempt_fails_the_pass_naming_it(tiny_sae, tmp_pa
     )
     assert updates[0] == ["succeeded", "succeeded", "running"]
     assert result.shard_attempts == [1, 1, 1] and result.features_written == 256
+
+
+HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
+TINY = {"name": "tiny", "tiny_layers": 2, "tiny_d_model": 32, "seed": 0}
+
+
+def _rows(store, hooks) -> dict[str, torch.Tensor]:
+    from lm_saes.activations.store import StoredRows, read_manifest
+
+    manifest = read_manifest(store)
+    return StoredRows(store, manifest, hooks).rows(0, manifest.n_tokens)
+
+
+def test_four_activation_shards_merge_into_the_store_of_one_pass(tiny_model, tmp_path, monkeypatch):
+    from lm_saes.activations import StoredActivations, generate_activations
+    from lm_saes.activations.sharded import generate_sharded_activations
+    from lm_saes.activations.store import StoredRows, read_manifest
+    from lm_saes.config import ModelConfig
+    from lm_saes.stores import LocalObjectStore
+
+    g = torch.Generator().manual_seed(5)
+    contexts = torch.randint(32, 127, (30, 16), generator=g)
+    contexts[:, 0] = tiny_model.tokenizer.bos_token_id
+    contexts[7, 9] = tiny_model.tokenizer.bos_token_id  # a document boundary: rows per context differ
+    one, four = LocalObjectStore(tmp_path / "one"), LocalObjectStore(tmp_path / "four")
+    single = generate_activations(tiny_model, contexts, HOOKS, one, batch_contexts=4, shard_tokens=100)
+    monkeypatch.setenv(FAULT_ENV, "0:1")
+    ledgers = []
+    merged = generate_sharded_activations(
+        tiny_model,
+        ModelConfig.model_validate(TINY),
+        contexts,
+        HOOKS,
+        four,
+        shards=4,
+        batch_contexts=4,
+        shard_tokens=100,
+        on_shards=ledgers.append,
+    )
+    assert ledgers[-1].attempts == [2, 1, 1, 1]
+    assert merged.n_tokens == single.n_tokens == int((contexts != tiny_model.tokenizer.bos_token_id).sum())
+    assert read_manifest(four) == merged and len(merged.shards) > 4  # every part's storage shards
+    for hook in HOOKS:
+        assert merged.hooks[hook].d == single.hooks[hook].d
+        assert merged.hooks[hook].mean_norm == pytest.approx(single.hooks[hook].mean_norm, rel=1e-9)
+        assert merged.hooks[hook].rms_norm == pytest.approx(single.hooks[hook].rms_norm, rel=1e-9)
+    # the same rows in the same (global context) order, and the same contexts
+    a, b = _rows(one, HOOKS), _rows(four, HOOKS)
+    for hook in HOOKS:
+        assert torch.equal(a[hook], b[hook]), hook
+    assert torch.equal(StoredRows(four, merged, HOOKS).contexts(), contexts)
+    # the training stream reads one epoch of exactly those rows (as a multiset)
+    stream = StoredActivations(four, HOOKS, seed=1, buffer_tokens=256)
+    assert stream.tokens_per_epoch == merged.n_tokens
+    epoch = next(stream.batches(merged.n_tokens))
+    for hook in HOOKS:
+        assert torch.equal(torch.unique(epoch[hook], dim=0), torch.unique(a[hook], dim=0))
+
+
+def test_training_generates_its_activations_in_shards(tmp_path):
+    from lm_saes.config import RunConfig
+    from lm_saes.data.packing import load_token_splits
+    from lm_saes.models import load_language_model
+    from lm_saes.runner import activation_source
+    from lm_saes.stores import LocalObjectStore
+
+    cfg = load_config(
+        "examples/configuration/train-tiny.toml",
+        RunConfig,
+        {"output": str(tmp_path / "run"), "activations.shards": 2, "data.max_tokens": 3000},
+    )
+    model = load_language_model(cfg.model)
+    splits = load_token_splits(cfg.data, model.tokenizer)
+    source = activation_source(cfg, model, splits, LocalObjectStore(tmp_path / "run"), progress=False)
+    expected = int((splits.train != model.tokenizer.bos_token_id).sum())
+    assert source.tokens_per_epoch == expected
+    assert all(s.key.startswith("parts/part-000") for s in source.manifest.shards)  # type: ignore[attr-defined]
+    one = LocalObjectStore(tmp_path / "single")
+    from lm_saes.activations import generate_activations
+
+    generate_activations(model, splits.train, cfg.activations.hooks, one, cfg.activations.batch_contexts, 2048)
+    hooks = cfg.activations.hooks
+    assert torch.equal(_rows(one, hooks)[hooks[0]], _rows(source.store, hooks)[hooks[0]])  # type: ignore[attr-defined]

@@ -133,6 +133,16 @@ def _read_progress(store: ObjectStore, index: int) -> float | None:
         return None
 
 
+def _done_key(index: int) -> str:
+    return f"done/shard-{index:04d}.json"
+
+
+def mark_done(store: ObjectStore, index: int) -> None:
+    """Written by a shard that finished: whoever merges (a local runner, the merge step after a
+    Kubernetes Indexed Job) knows its result is complete without having run it."""
+    store.put_json(_done_key(index), {"attempt": int(os.environ.get(ATTEMPT_ENV, "1"))})
+
+
 def inject_fault(index: int) -> None:
     """The test hook FAULT_ENV: fail this shard's first N attempts if it is named there."""
     spec = os.environ.get(FAULT_ENV, "")
@@ -159,6 +169,9 @@ def run_shards(
     ShardsFailed if one never succeeds (after the others end), InterruptedError if
     `should_stop()` turns true (running shards are stopped and stay pending)."""
     ledger = ShardLedger.load(store, count)
+    for i, status in enumerate(ledger.shards):
+        if status.state != "succeeded" and store.exists(_done_key(i)):  # finished elsewhere (a pod)
+            status.state, status.progress = "succeeded", 1.0
     pending = [i for i, s in enumerate(ledger.shards) if s.state != "succeeded"]
     for i in pending:  # unfinished work of an earlier run starts over with a fresh attempt budget
         ledger.shards[i] = ShardStatus()
@@ -205,6 +218,8 @@ def run_shards(
             ledger.shards[index].state = "pending"
         if running:
             ledger.save(store)
+    if on_update is not None:
+        on_update(ledger)  # the final state (also when every shard was done before)
     if any(s.state == "failed" for s in ledger.shards):
         raise ShardsFailed(ledger)
     return ledger
@@ -230,8 +245,9 @@ def shard_command(spec_uri: str, index: int) -> list[str]:
     return [sys.executable, "-m", "lm_saes.sharding", "--spec", spec_uri, "--shard", str(index)]
 
 
-def run_part(spec: dict[str, Any], index: int) -> None:
-    """Run shard `index` of a job spec (`kind`: analysis or activations)."""
+def run_part(spec: dict[str, Any], index: int, store: ObjectStore) -> None:
+    """Run shard `index` of a job spec (`kind`: analysis or activations) whose part store is
+    `store`, and mark it done there."""
     inject_fault(index)
     if spec["kind"] == "analysis":
         from lm_saes.analysis.sharded import analyze_part
@@ -243,6 +259,7 @@ def run_part(spec: dict[str, Any], index: int) -> None:
         generate_part(spec, index)
     else:
         raise ValueError(f"unknown sharded job kind {spec['kind']!r}")
+    mark_done(store, index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard", required=True, type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s shard {args.shard} %(levelname)s %(message)s")
-    run_part(open_store(args.spec).get_json(SPEC_KEY), args.shard)
+    store = open_store(args.spec)
+    run_part(store.get_json(SPEC_KEY), args.shard, store)
     return 0
 
 

@@ -60,6 +60,38 @@ def generate_part(spec: dict[str, Any], index: int) -> None:
     report_progress(parts, index, 1.0)
 
 
+def activations_spec(
+    parts: ObjectStore,
+    model_config: ModelConfig,
+    contexts: torch.Tensor,
+    hooks: list[str],
+    shards: int,
+    batch_contexts: int,
+    shard_tokens: int,
+    dtype: str,
+) -> dict[str, Any]:
+    """What every shard process reads (the same from whoever computes it: a runner, a pod)."""
+    return {
+        "kind": "activations",
+        "contexts_sha256": hashlib.sha256(contexts.to(torch.int32).contiguous().numpy().tobytes()).hexdigest(),
+        "parts": parts.uri,
+        "model": model_config.model_dump(mode="json"),
+        "hooks": list(hooks),
+        "shards": shards,
+        "batch_contexts": batch_contexts,
+        "shard_tokens": shard_tokens,
+        "dtype": dtype,
+    }
+
+
+def publish_spec(parts: ObjectStore, spec: dict[str, Any], contexts: torch.Tensor, bos: int) -> None:
+    """Write the spec and contexts shards read; parts left by other work are dropped first."""
+    if parts.exists(SPEC_KEY) and parts.get_json(SPEC_KEY) != spec:
+        parts.delete_prefix("")  # none of it is reusable
+    parts.put_tensors(CONTEXTS_KEY, {"tokens": contexts.to(torch.int32), "bos": torch.tensor([bos])})
+    parts.put_json(SPEC_KEY, spec)
+
+
 def generate_sharded_activations(
     model: LanguageModel,
     model_config: ModelConfig,
@@ -75,26 +107,11 @@ def generate_sharded_activations(
     should_stop: Callable[[], bool] | None = None,
 ) -> ActivationManifest:
     """What `generate_activations` writes, from `shards` local processes (each retried alone
-    when it fails); `model_config` is how they load `model`."""
+    when it fails); `model_config` is how they load `model`. Parts already done are kept."""
     model.check_hooks(hooks)
     parts = store.child(PARTS)
-    bos = model.tokenizer.bos_token_id
-    recorded = {"tokens": contexts.to(torch.int32).contiguous(), "bos": torch.tensor([bos])}
-    spec = {
-        "kind": "activations",
-        "contexts_sha256": hashlib.sha256(recorded["tokens"].numpy().tobytes()).hexdigest(),
-        "parts": parts.uri,
-        "model": model_config.model_dump(mode="json"),
-        "hooks": list(hooks),
-        "shards": shards,
-        "batch_contexts": batch_contexts,
-        "shard_tokens": shard_tokens,
-        "dtype": dtype,
-    }
-    if parts.exists(SPEC_KEY) and parts.get_json(SPEC_KEY) != spec:
-        parts.delete_prefix("")  # parts of other work: none of them is reusable
-    parts.put_tensors(CONTEXTS_KEY, recorded)
-    parts.put_json(SPEC_KEY, spec)
+    spec = activations_spec(parts, model_config, contexts, hooks, shards, batch_contexts, shard_tokens, dtype)
+    publish_spec(parts, spec, contexts, model.tokenizer.bos_token_id)
     run_shards(
         parts,
         shards,

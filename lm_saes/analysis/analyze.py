@@ -138,11 +138,21 @@ def prepare_pass(cfg: AnalyzeConfig, sae_location: str) -> AnalysisPass:
         contexts = torch.cat([splits.train, splits.eval])
     bos = model.tokenizer.bos_token_id
     row_starts = torch.cat([torch.zeros(1, dtype=torch.long), (contexts != bos).sum(1).cumsum(0)])
+    sae_id, fingerprint, analysis_id, store = _identity(cfg, sae_location)
+    return AnalysisPass(sae, model, contexts, stored, row_starts, sae_id, fingerprint, analysis_id, store)
+
+
+def _identity(cfg: AnalyzeConfig, sae_location: str) -> tuple[str, str, str, ObjectStore]:
+    """(SAE id, fingerprint, analysis id, the analysis's object store), known without loading."""
     sae_id = cfg.sae_id or default_sae_id(sae_location)
     fingerprint = _fingerprint(cfg, sae_location)
     analysis_id = f"{sae_id}-{fingerprint[:10]}"
-    store = open_store(cfg.output).child(analysis_id)
-    return AnalysisPass(sae, model, contexts, stored, row_starts, sae_id, fingerprint, analysis_id, store)
+    return sae_id, fingerprint, analysis_id, open_store(cfg.output).child(analysis_id)
+
+
+def parts_store(cfg: AnalyzeConfig, sae_location: str) -> ObjectStore:
+    """Where a sharded pass keeps its spec, ledger and shard results."""
+    return _identity(cfg, sae_location)[3].child(PARTS_PREFIX.rstrip("/"))
 
 
 def new_collector(cfg: AnalyzeConfig, sae: SparseAutoencoder) -> FeatureCollector:

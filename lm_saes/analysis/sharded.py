@@ -61,7 +61,10 @@ def analyze_in_shards(
 ) -> tuple[FeatureCollector, ShardLedger]:
     """Run the unfinished shards as local processes, then merge every shard's collector."""
     parts = run.store.child(PARTS_PREFIX.rstrip("/"))
-    parts.put_json(SPEC_KEY, analysis_spec(cfg, sae_location))
+    spec = analysis_spec(cfg, sae_location)
+    if parts.exists(SPEC_KEY) and parts.get_json(SPEC_KEY) != spec:
+        parts.delete_prefix("")  # shards of other settings (another count): none is reusable
+    parts.put_json(SPEC_KEY, spec)
     ledger = run_shards(
         parts,
         cfg.shards,

@@ -155,6 +155,53 @@ def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[],
     }
 
 
+def job_shards(job: JobRecord) -> int:
+    """How many shards the job's work is split into (1: not sharded)."""
+    from lm_saes.config import ActivationsConfig
+
+    if job.kind == "analysis" and "analyze" in job.config:
+        return parse_config(job.config["analyze"], AnalyzeConfig, f"job {job.id}").shards
+    if job.kind == "activations":
+        return parse_config(job.config.get("activations", {}), ActivationsConfig, f"job {job.id} activations").shards
+    return 1
+
+
+def run_job_shard(job: JobRecord, index: int) -> None:
+    """Shard `index` of a sharded job, as one pod of a Kubernetes Indexed Job runs it: its part
+    and its done marker; the job's own worker (the merge step) then finds every part done."""
+    from lm_saes.sharding import SPEC_KEY, run_part
+
+    shards = job_shards(job)
+    if shards < 2:
+        raise ValueError(f"job {job.id} ({job.kind}) is not sharded; run it without --shard")
+    if job.kind == "analysis":
+        from lm_saes.analysis.analyze import parts_store
+        from lm_saes.analysis.sharded import analysis_spec
+
+        cfg = parse_config(job.config["analyze"], AnalyzeConfig, f"job {job.id}")
+        parts = parts_store(cfg, job.config["sae"])
+        spec = analysis_spec(cfg, job.config["sae"])
+        parts.put_json(SPEC_KEY, spec)
+    else:
+        from lm_saes.activations.sharded import PARTS, activations_spec, publish_spec
+        from lm_saes.config import ActivationsConfig, DataConfig, ModelConfig
+        from lm_saes.data.packing import load_token_splits
+        from lm_saes.models import load_language_model
+        from lm_saes.stores import open_store
+
+        data = parse_config(job.config.get("data", {}), DataConfig, f"job {job.id} data")
+        acts = parse_config(job.config.get("activations", {}), ActivationsConfig, f"job {job.id} activations")
+        model_config = ModelConfig(name=job.config["model"])
+        model = load_language_model(model_config)
+        contexts = load_token_splits(data, model.tokenizer).train
+        parts = open_store(job.config["output"]).child(PARTS)
+        spec = activations_spec(
+            parts, model_config, contexts, acts.hooks, shards, acts.batch_contexts, acts.shard_tokens, acts.dtype
+        )
+        publish_spec(parts, spec, contexts, model.tokenizer.bos_token_id)
+    run_part(spec, index, parts)
+
+
 JOB_KINDS: dict[str, Callable[..., dict[str, Any] | None]] = {
     "training": training_job,
     "analysis": analysis_job,

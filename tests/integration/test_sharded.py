@@ -161,3 +161,35 @@ def test_training_generates_its_activations_in_shards(tmp_path):
     generate_activations(model, splits.train, cfg.activations.hooks, one, cfg.activations.batch_contexts, 2048)
     hooks = cfg.activations.hooks
     assert torch.equal(_rows(one, hooks)[hooks[0]], _rows(source.store, hooks)[hooks[0]])  # type: ignore[attr-defined]
+
+
+def test_shard_pods_then_the_merge_step_make_the_store_of_one_pass(tmp_path):
+    """What a Kubernetes Indexed Job does, with the worker entry point in this process: each
+    `--shard I` writes its part, then the job's plain run finds every part done and merges."""
+    from lm_saes.activations import generate_activations
+    from lm_saes.config import DataConfig, ModelConfig
+    from lm_saes.data.packing import load_token_splits
+    from lm_saes.jobs import new_job
+    from lm_saes.jobs.worker import main as worker
+    from lm_saes.models import load_language_model
+    from lm_saes.stores import LocalObjectStore
+
+    docs = str(tmp_path / "jobs.sqlite")
+    data = {"max_tokens": 1500, "eval_tokens": 0, "context_size": 32}
+    hooks = ["blocks.0.hook_resid_post"]
+    acts = {"hooks": hooks, "shards": 3, "batch_contexts": 4, "shard_tokens": 256}
+    job = new_job("activations", {"model": "tiny", "output": str(tmp_path / "acts"), "data": data, "activations": acts})
+    with open_document_store(docs) as store:
+        store.put_job(job)
+    assert worker(["--job", job.id, "--documents", docs, "--shard", "3"]) == 1  # no such shard
+    for index in (2, 0, 1):  # pods finish in any order
+        assert worker(["--job", job.id, "--documents", docs, "--shard", str(index)]) == 0
+    assert worker(["--job", job.id, "--documents", docs]) == 0  # the merge step
+    with open_document_store(docs) as store:
+        record = store.get_job(job.id)
+    assert record.state == "succeeded" and record.result["shard_attempts"] == [0, 0, 0]  # none rerun
+    model = load_language_model(ModelConfig(name="tiny"))
+    contexts = load_token_splits(DataConfig(**data), model.tokenizer).train
+    generate_activations(model, contexts, hooks, LocalObjectStore(tmp_path / "one"), 4, 256)
+    one, merged = _rows(LocalObjectStore(tmp_path / "one"), hooks), _rows(LocalObjectStore(tmp_path / "acts"), hooks)
+    assert record.result["n_tokens"] == len(one[hooks[0]]) and torch.equal(one[hooks[0]], merged[hooks[0]])

@@ -217,3 +217,15 @@ def test_fault_injection_names_shards_and_attempts(monkeypatch):
             except RuntimeError:
                 failed.add(index)
         assert failed == failing
+
+
+def test_shard_counts_in_configs_are_bounded_with_the_field_named():
+    from lm_saes.config import AnalyzeConfig, ConfigError, RunConfig, parse_config
+
+    assert parse_config({"shards": 64}, AnalyzeConfig).shards == 64
+    assert parse_config({"activations": {"shards": 4}}, RunConfig).activations.shards == 4
+    for bad in (0, 65, "four"):
+        with pytest.raises(ConfigError, match=r"\n  shards: "):
+            parse_config({"shards": bad}, AnalyzeConfig)
+        with pytest.raises(ConfigError, match=r"\n  activations.shards: "):
+            parse_config({"activations": {"shards": bad}}, RunConfig)

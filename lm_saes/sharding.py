@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,7 +163,7 @@ def run_shards(
     parallel: int | None = None,
     on_update: Callable[[ShardLedger], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    poll_s: float = 0.2,
+    poll_s: float = 0.5,
 ) -> ShardLedger:
     """Run every unfinished shard as a local process (`command(index)`), at most `parallel` at
     once; a shard that exits non-zero is restarted alone, up to `max_attempts` in all. Raises
@@ -178,6 +179,7 @@ def run_shards(
     running: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
     logs = Path(tempfile.mkdtemp(prefix="lm-saes-shards-"))
     limit = parallel or count
+    last: ShardLedger | None = None
     try:
         while pending or running:
             if should_stop is not None and should_stop():
@@ -206,9 +208,11 @@ def run_shards(
                     pending.append(index)
                 else:
                     status.state = "failed"
-            ledger.save(store)
-            if on_update is not None:
-                on_update(ledger)
+            if ledger != last:  # write (and report) changes only: the store may be S3
+                ledger.save(store)
+                last = ledger.model_copy(deep=True)
+                if on_update is not None:
+                    on_update(ledger)
             if pending or running:
                 time.sleep(poll_s)
     finally:
@@ -218,6 +222,7 @@ def run_shards(
             ledger.shards[index].state = "pending"
         if running:
             ledger.save(store)
+        shutil.rmtree(logs, ignore_errors=True)
     if on_update is not None:
         on_update(ledger)  # the final state (also when every shard was done before)
     if any(s.state == "failed" for s in ledger.shards):

@@ -133,8 +133,9 @@ def merge_parts(store: ObjectStore, shards: int) -> ActivationManifest:
             raise ValueError(f"shard {index} left no complete activation store at {part.uri}")
         manifests.append((index, manifest))
         contexts.append(part.get_tensors(manifest.contexts)["tokens"])
-    first = manifests[0][1]
-    for index, manifest in manifests:
+    filled = [(i, m) for i, m in manifests if m.n_tokens] or manifests[:1]  # more shards than batches: empty ones
+    first = filled[0][1]
+    for index, manifest in filled:
         same = (manifest.model, manifest.dtype, manifest.context_size, set(manifest.hooks))
         if same != (first.model, first.dtype, first.context_size, set(first.hooks)):
             raise ValueError(f"shard {index} wrote other activations than shard 0: {same}")
@@ -143,7 +144,7 @@ def merge_parts(store: ObjectStore, shards: int) -> ActivationManifest:
     merged = ActivationManifest(
         model=first.model,
         hooks={
-            hook: _merge_stats([m.hooks[hook] for _, m in manifests], [m.n_tokens for _, m in manifests])
+            hook: _merge_stats([m.hooks[hook] for _, m in filled], [m.n_tokens for _, m in filled])
             for hook in first.hooks
         },
         dtype=first.dtype,

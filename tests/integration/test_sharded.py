@@ -193,3 +193,21 @@ def test_shard_pods_then_the_merge_step_make_the_store_of_one_pass(tmp_path):
     generate_activations(model, contexts, hooks, LocalObjectStore(tmp_path / "one"), 4, 256)
     one, merged = _rows(LocalObjectStore(tmp_path / "one"), hooks), _rows(LocalObjectStore(tmp_path / "acts"), hooks)
     assert record.result["n_tokens"] == len(one[hooks[0]]) and torch.equal(one[hooks[0]], merged[hooks[0]])
+
+
+def test_more_shards_than_batches_leave_empty_parts_that_merge(tiny_model, tmp_path):
+    from lm_saes.activations import generate_activations
+    from lm_saes.activations.sharded import generate_sharded_activations
+    from lm_saes.config import ModelConfig
+    from lm_saes.stores import LocalObjectStore
+
+    contexts = torch.randint(32, 127, (6, 16), generator=torch.Generator().manual_seed(2))
+    contexts[:, 0] = tiny_model.tokenizer.bos_token_id
+    one, four = LocalObjectStore(tmp_path / "one"), LocalObjectStore(tmp_path / "four")
+    generate_activations(tiny_model, contexts, HOOKS[:1], one, batch_contexts=4, shard_tokens=100)
+    ledgers = []
+    merged = generate_sharded_activations(
+        tiny_model, ModelConfig.model_validate(TINY), contexts, HOOKS[:1], four, 4, 4, 100, on_shards=ledgers.append
+    )  # 2 batches, 4 shards: the last two have nothing to do
+    assert ledgers[-1].attempts == [1, 1, 1, 1] and merged.n_tokens == 6 * 15
+    assert torch.equal(_rows(one, HOOKS[:1])[HOOKS[0]], _rows(four, HOOKS[:1])[HOOKS[0]])

@@ -287,13 +287,19 @@ class KubernetesExecutor:
                 self.documents.put_job(job.model_copy(update={**update, "updated": now()}))
             return
         try:
-            self.batch.read_namespaced_job_status(merge_name(job.id), self.settings.namespace)
+            merge = self.batch.read_namespaced_job_status(merge_name(job.id), self.settings.namespace)
         except Exception:  # not there yet (or the API blipped: a second create is refused as a conflict)
             (manifest,) = job_manifests(job, self.settings, shards, merge=True)
             try:
                 self.batch.create_namespaced_job(self.settings.namespace, manifest)
             except Exception as error:
                 log.warning("cannot start the merge of %s: %s", job.id, error)
+            return
+        # its worker writes the record; a merge pod that died without writing it fails the job here
+        if state_from_status(merge.to_dict().get("status"), 1) == "failed":
+            self.documents.put_job(
+                job.model_copy(update={"state": "failed", "error": "the merge Job failed", "updated": now()})
+            )
 
     def resume_unfinished(self) -> list[str]:
         self.schedule()  # Kubernetes keeps running the pods; only the records need catching up

@@ -146,6 +146,11 @@ def test_the_executor_follows_the_shards_then_starts_the_merge(tmp_path):
     executor.batch.jobs[name] = {"succeeded": 4, "completedIndexes": "0-3"}
     executor.schedule()
     assert merge_name(job.id) in executor.batch.jobs
+    executor.schedule()  # the merge runs: its worker owns the record
+    assert executor.documents.get_job(job.id).state == "running"
+    executor.batch.jobs[merge_name(job.id)] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
+    executor.schedule()  # a merge pod that died without writing the record
+    assert executor.documents.get_job(job.id).state == "failed"
     # another job, one of whose shards ran out of retries: failed, naming the shard, no merge
     other = executor.submit("analysis", _sharded().config, request_id="other")
     failed_status = {"failed": 2, "failedIndexes": "2", "conditions": [{"type": "Failed", "status": "True"}]}

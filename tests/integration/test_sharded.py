@@ -1,6 +1,8 @@
 """Sharded analysis and activation generation on the tiny model: 4 shards, merged, equal one
 pass; a shard that fails once is retried alone."""
 
+import signal
+
 import pytest
 import torch
 
@@ -11,6 +13,14 @@ from lm_saes.sharding import FAULT_ENV
 from lm_saes.stores.documents import open_document_store
 
 TINY_ANALYZE = "examples/configuration/analyze-tiny.toml"
+
+
+@pytest.fixture
+def keep_sigterm():
+    """Running a job in this process installs its SIGTERM handler; put pytest's back after."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +173,7 @@ def test_training_generates_its_activations_in_shards(tmp_path):
     assert torch.equal(_rows(one, hooks)[hooks[0]], _rows(source.store, hooks)[hooks[0]])  # type: ignore[attr-defined]
 
 
-def test_shard_pods_then_the_merge_step_make_the_store_of_one_pass(tmp_path):
+def test_shard_pods_then_the_merge_step_make_the_store_of_one_pass(tmp_path, keep_sigterm):
     """What a Kubernetes Indexed Job does, with the worker entry point in this process: each
     `--shard I` writes its part, then the job's plain run finds every part done and merges."""
     from lm_saes.activations import generate_activations
@@ -211,3 +221,31 @@ def test_more_shards_than_batches_leave_empty_parts_that_merge(tiny_model, tmp_p
     )  # 2 batches, 4 shards: the last two have nothing to do
     assert ledgers[-1].attempts == [1, 1, 1, 1] and merged.n_tokens == 6 * 15
     assert torch.equal(_rows(one, HOOKS[:1])[HOOKS[0]], _rows(four, HOOKS[:1])[HOOKS[0]])
+
+
+def test_a_sharded_analysis_job_reports_each_shard_in_its_record(tiny_sae, tmp_path, monkeypatch, keep_sigterm):
+    from lm_saes.jobs import new_job
+    from lm_saes.jobs.executor import run_job
+    from lm_saes.jobs.lifecycle import JobReporter
+
+    docs = str(tmp_path / "jobs.sqlite")
+    analyze = _cfg(tmp_path, "job", shards=2).model_dump(mode="json") | {"documents": docs}
+    job = new_job("analysis", {"sae": str(tiny_sae), "analyze": analyze}, request_id="r")
+    writes: list[dict] = []
+    original = JobReporter.progress
+
+    def spy(self, progress, metrics=None, force=False):
+        writes.append(dict(metrics or {}))
+        return original(self, progress, metrics, force=True)  # unthrottled, so every update lands
+
+    monkeypatch.setattr(JobReporter, "progress", spy)
+    with open_document_store(docs) as store:
+        store.put_job(job)
+    assert run_job(docs, job.id) == 0
+    with open_document_store(docs) as store:
+        record = store.get_job(job.id)
+        assert store.list_features("run")[1] == 256
+    assert record.state == "succeeded" and record.result["shard_attempts"] == [1, 1]
+    assert record.metrics["shards"] == 2 and record.metrics["shard.1.attempts"] == 1
+    assert {"shard.0.progress", "shard.1.progress", "shards_succeeded"} <= writes[0].keys()
+    assert writes[-1]["shards_succeeded"] == 2

@@ -91,6 +91,14 @@ class ActivationsConfig(Section):
     buffer_tokens: int = Field(131_072, ge=256, description="Shuffle-buffer size in tokens")
     dtype: DType = "float32"
     device: Device = "cpu"
+    shards: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Generate in this many worker processes (Kubernetes: pods), each a contiguous "
+        "range of the contexts; their manifests concatenate into one store",
+    )
+    shard_attempts: int = Field(3, ge=1, le=10, description="Attempts per shard before generation fails")
 
 
 class SAEConfigBase(Section):
@@ -463,6 +471,14 @@ class AnalyzeConfig(Section):
         description="An activation store (folder or s3://) holding the SAE's input hook and its contexts: "
         "analyze those contexts from it instead of running the model (data is then unused)",
     )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Split the pass's batches among this many worker processes (Kubernetes: pods) "
+        "and merge their results, exactly what one pass gives",
+    )
+    shard_attempts: int = Field(3, ge=1, le=10, description="Attempts per shard before the pass fails")
 
 
 def inherit_defaults(

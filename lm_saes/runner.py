@@ -101,9 +101,25 @@ def activation_source(
     )
     if not reusable:
         act_store.delete_prefix("")
-        generate_activations(
-            model, splits.train, hooks, act_store, acts.batch_contexts, acts.shard_tokens, acts.dtype, progress
-        )
+        if acts.shards > 1:  # local worker processes, merged into one store (lm_saes.activations.sharded)
+            from lm_saes.activations.sharded import generate_sharded_activations
+
+            generate_sharded_activations(
+                model,
+                cfg.model,
+                splits.train,
+                hooks,
+                act_store,
+                acts.shards,
+                batch_contexts=acts.batch_contexts,
+                shard_tokens=acts.shard_tokens,
+                dtype=acts.dtype,
+                max_attempts=acts.shard_attempts,
+            )
+        else:
+            generate_activations(
+                model, splits.train, hooks, act_store, acts.batch_contexts, acts.shard_tokens, acts.dtype, progress
+            )
     return StoredActivations(act_store, hooks, cfg.train.seed, acts.buffer_tokens)
 
 

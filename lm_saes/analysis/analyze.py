@@ -22,18 +22,20 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from lm_saes.activations.store import StoredRows, read_manifest
-from lm_saes.analysis.collector import FeatureCollector
+from lm_saes.analysis.collector import STATE_VERSION, FeatureCollector
 from lm_saes.analysis.logit_lens import logit_lens
 from lm_saes.config import AnalyzeConfig, ModelConfig
 from lm_saes.data.packing import load_token_splits
 from lm_saes.evals.suite import REPORT_KEY, EvalReport, merge_reports
 from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.saes import SparseAutoencoder, load_sae
+from lm_saes.sharding import ShardLedger
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.stores.documents import DocumentStore, open_document_store
 
 log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "analysis-checkpoint.pt"
+PARTS_PREFIX = "parts/"  # a sharded pass's spec, ledger and shard results
 
 
 @dataclass
@@ -44,6 +46,7 @@ class AnalysisResult:
     tokens: int
     seconds: float
     features_written: int
+    shard_attempts: list[int] | None = None  # attempts each shard took (sharded passes)
 
 
 def _now() -> str:
@@ -105,17 +108,25 @@ def _stored_rows(cfg: AnalyzeConfig, sae: SparseAutoencoder, model: LanguageMode
     return StoredRows(store, manifest, [hook])
 
 
-def run_analysis(
-    cfg: AnalyzeConfig,
-    sae_location: str,
-    progress: bool = True,
-    stop_after_batches: int | None = None,
-    on_batch: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> AnalysisResult:
-    """Analyze every feature; `on_batch(done, total)` reports progress; when `should_stop()`
-    turns true (or after `stop_after_batches`) the pass checkpoints and raises InterruptedError."""
-    started = time.perf_counter()
+@dataclass
+class AnalysisPass:
+    """What a pass (or one shard of it) reads: the SAE, the model, the contexts and where they go."""
+
+    sae: SparseAutoencoder
+    model: LanguageModel
+    contexts: torch.Tensor  # [n_contexts, context_size]; a context's row is its global id
+    stored: StoredRows | None  # the SAE's input rows, when read from an activation store
+    row_starts: torch.Tensor  # first stored row of each context (and the end)
+    sae_id: str
+    fingerprint: str
+    analysis_id: str
+    store: ObjectStore  # checkpoints (and shard results) of this analysis
+
+    def n_batches(self, cfg: AnalyzeConfig) -> int:
+        return -(-len(self.contexts) // cfg.analysis.batch_contexts)
+
+
+def prepare_pass(cfg: AnalyzeConfig, sae_location: str) -> AnalysisPass:
     sae = load_sae(sae_location, device=cfg.analysis.device)
     model = load_language_model(cfg.model or ModelConfig(name=sae.spec.model, device=cfg.device, dtype=cfg.dtype))
     model.check_hooks([sae.spec.input_hook])
@@ -127,62 +138,117 @@ def run_analysis(
         contexts = torch.cat([splits.train, splits.eval])
     bos = model.tokenizer.bos_token_id
     row_starts = torch.cat([torch.zeros(1, dtype=torch.long), (contexts != bos).sum(1).cumsum(0)])
+    sae_id, fingerprint, analysis_id, store = _identity(cfg, sae_location)
+    return AnalysisPass(sae, model, contexts, stored, row_starts, sae_id, fingerprint, analysis_id, store)
+
+
+def _identity(cfg: AnalyzeConfig, sae_location: str) -> tuple[str, str, str, ObjectStore]:
+    """(SAE id, fingerprint, analysis id, the analysis's object store), known without loading."""
     sae_id = cfg.sae_id or default_sae_id(sae_location)
     fingerprint = _fingerprint(cfg, sae_location)
     analysis_id = f"{sae_id}-{fingerprint[:10]}"
-    store = open_store(cfg.output).child(analysis_id)
+    return sae_id, fingerprint, analysis_id, open_store(cfg.output).child(analysis_id)
+
+
+def parts_store(cfg: AnalyzeConfig, sae_location: str) -> ObjectStore:
+    """Where a sharded pass keeps its spec, ledger and shard results."""
+    return _identity(cfg, sae_location)[3].child(PARTS_PREFIX.rstrip("/"))
+
+
+def new_collector(cfg: AnalyzeConfig, sae: SparseAutoencoder) -> FeatureCollector:
+    a = cfg.analysis
+    return FeatureCollector(sae.d_sae, a.top_n, a.samples_per_bucket, a.window_before, a.window_after, a.seed)
+
+
+def collect(
+    run: AnalysisPass,
+    cfg: AnalyzeConfig,
+    collector: FeatureCollector,
+    batches: range,
+    checkpoint_key: str = CHECKPOINT_KEY,
+    progress: bool = False,
+    stop_after_batches: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    """Feed batches `batches` (of the whole pass's batches) to `collector`, checkpointing to
+    `checkpoint_key` and resuming from it; `on_batch(done, total)` counts within `batches`."""
+    sae, model, contexts = run.sae, run.model, run.contexts
+    bos = model.tokenizer.bos_token_id
+    batch_size = cfg.analysis.batch_contexts
+    first = max(batches.start, _restore(run.store, collector, run.fingerprint, checkpoint_key))
+    with tqdm(
+        total=len(batches), initial=first - batches.start, desc="analyze", unit="batch", disable=not progress
+    ) as bar:
+        for index in range(first, batches.stop):
+            stop = should_stop is not None and should_stop()
+            if stop or (stop_after_batches is not None and index - batches.start >= stop_after_batches):
+                _checkpoint(run.store, collector, run.fingerprint, index, checkpoint_key)
+                raise InterruptedError(f"stopped after {index - batches.start} batches (checkpoint saved)")
+            lo, hi = index * batch_size, min((index + 1) * batch_size, len(contexts))
+            tokens = contexts[lo:hi]
+            if run.stored is None:
+                acts, valid = feature_activations(model, sae, tokens)
+            else:
+                rows = run.stored.rows(int(run.row_starts[lo]), int(run.row_starts[hi]))[sae.spec.input_hook]
+                acts, valid = encode_rows(sae, tokens, rows, bos)
+            collector.update(tokens, acts, valid, torch.arange(lo, hi))
+            bar.update(1)
+            if on_batch:
+                on_batch(index + 1 - batches.start, len(batches))
+            every = cfg.analysis.checkpoint_every
+            if every and (index + 1 - batches.start) % every == 0 and index + 1 < batches.stop:
+                _checkpoint(run.store, collector, run.fingerprint, index + 1, checkpoint_key)
+
+
+def run_analysis(
+    cfg: AnalyzeConfig,
+    sae_location: str,
+    progress: bool = True,
+    stop_after_batches: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_shards: Callable[[ShardLedger], None] | None = None,
+) -> AnalysisResult:
+    """Analyze every feature; `on_batch(done, total)` reports progress; when `should_stop()`
+    turns true (or after `stop_after_batches`) the pass checkpoints and raises InterruptedError.
+    With `cfg.shards` > 1 the batches are split among that many local processes whose results
+    merge exactly (lm_saes.analysis.sharded); `on_shards(ledger)` then reports their progress."""
+    started = time.perf_counter()
+    run = prepare_pass(cfg, sae_location)
     documents = open_document_store(cfg.documents)
     try:
-        _register(documents, model, sae, sae_id, sae_location, analysis_id, cfg, len(contexts))
-        collector = FeatureCollector(
-            sae.d_sae,
-            cfg.analysis.top_n,
-            cfg.analysis.samples_per_bucket,
-            cfg.analysis.window_before,
-            cfg.analysis.window_after,
-            cfg.analysis.seed,
-        )
-        batch_size = cfg.analysis.batch_contexts
-        n_batches = -(-len(contexts) // batch_size)
-        first = _restore(store, collector, fingerprint)
-        with tqdm(total=n_batches, initial=first, desc="analyze", unit="batch", disable=not progress) as bar:
-            for index in range(first, n_batches):
-                stop = should_stop is not None and should_stop()
-                if stop or (stop_after_batches is not None and index >= stop_after_batches):
-                    _checkpoint(store, collector, fingerprint, index)
-                    raise InterruptedError(f"stopped after {index} batches (checkpoint saved)")
-                lo, hi = index * batch_size, min((index + 1) * batch_size, len(contexts))
-                tokens = contexts[lo:hi]
-                if stored is None:
-                    acts, valid = feature_activations(model, sae, tokens)
-                else:
-                    rows = stored.rows(int(row_starts[lo]), int(row_starts[hi]))[sae.spec.input_hook]
-                    acts, valid = encode_rows(sae, tokens, rows, bos)
-                ids = torch.arange(index * batch_size, index * batch_size + len(tokens))
-                collector.update(tokens, acts, valid, ids)
-                bar.update(1)
-                if on_batch:
-                    on_batch(index + 1, n_batches)
-                every = cfg.analysis.checkpoint_every
-                if every and (index + 1) % every == 0 and index + 1 < n_batches:
-                    _checkpoint(store, collector, fingerprint, index + 1)
-        written = write_features(documents, collector, sae, model, sae_id, analysis_id, cfg)
-        analysis = documents.get_analysis(analysis_id)
+        _register(documents, run.model, run.sae, run.sae_id, sae_location, run.analysis_id, cfg, len(run.contexts))
+        attempts: list[int] | None = None
+        if cfg.shards > 1:
+            from lm_saes.analysis.sharded import analyze_in_shards
+
+            collector, ledger = analyze_in_shards(run, cfg, sae_location, on_shards, should_stop)
+            attempts = ledger.attempts
+        else:
+            collector = new_collector(cfg, run.sae)
+            batches = range(run.n_batches(cfg))
+            collect(run, cfg, collector, batches, CHECKPOINT_KEY, progress, stop_after_batches, on_batch, should_stop)
+        written = write_features(documents, collector, run.sae, run.model, run.sae_id, run.analysis_id, cfg)
+        analysis = documents.get_analysis(run.analysis_id)
         if analysis is None:
-            raise LookupError(f"analysis {analysis_id} is no longer in {cfg.documents}")
+            raise LookupError(f"analysis {run.analysis_id} is no longer in {cfg.documents}")
         documents.put_analysis(
             analysis.model_copy(
                 update={"state": "succeeded", "updated": _now(), "tokens": int(collector.state["tokens_seen"])}
             )
         )
-        store.delete(CHECKPOINT_KEY)
+        run.store.delete(CHECKPOINT_KEY)
+        if cfg.shards > 1:
+            run.store.delete_prefix(PARTS_PREFIX)
         return AnalysisResult(
-            sae_id,
-            analysis_id,
+            run.sae_id,
+            run.analysis_id,
             cfg.documents,
             int(collector.state["tokens_seen"]),
             time.perf_counter() - started,
             written,
+            attempts,
         )
     finally:
         documents.close()
@@ -333,26 +399,28 @@ def _fingerprint(cfg: AnalyzeConfig, sae_location: str) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _checkpoint(store: ObjectStore, collector: FeatureCollector, fingerprint: str, next_batch: int) -> None:
+def _checkpoint(
+    store: ObjectStore, collector: FeatureCollector, fingerprint: str, next_batch: int, key: str = CHECKPOINT_KEY
+) -> None:
     buffer = io.BytesIO()
     torch.save(
         {
             "fingerprint": fingerprint,
             "next_batch": next_batch,
             "state": collector.state,
-            "rng": collector.generator.get_state(),
+            "version": STATE_VERSION,
         },
         buffer,
     )
-    store.put_bytes(CHECKPOINT_KEY, buffer.getvalue())
+    store.put_bytes(key, buffer.getvalue())
 
 
-def _restore(store: ObjectStore, collector: FeatureCollector, fingerprint: str) -> int:
-    if not store.exists(CHECKPOINT_KEY):
+def _restore(store: ObjectStore, collector: FeatureCollector, fingerprint: str, key: str = CHECKPOINT_KEY) -> int:
+    """The batch to resume at from the checkpoint at `key` (0: none that fits)."""
+    if not store.exists(key):
         return 0
-    saved = torch.load(io.BytesIO(store.get_bytes(CHECKPOINT_KEY)), weights_only=False)
-    if saved["fingerprint"] != fingerprint:
-        return 0
+    saved = torch.load(io.BytesIO(store.get_bytes(key)), weights_only=False)
+    if saved["fingerprint"] != fingerprint or saved.get("version") != STATE_VERSION:
+        return 0  # another pass's, or an older collector's state: start over
     collector.state = saved["state"]
-    collector.generator.set_state(saved["rng"])
     return int(saved["next_batch"])

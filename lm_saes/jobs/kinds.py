@@ -43,8 +43,11 @@ def analysis_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[]
         progress=False,
         should_stop=should_stop,
         on_batch=lambda done, total: reporter.progress(done / total, {"batches": done}),
+        on_shards=lambda ledger: reporter.progress(ledger.progress, ledger.metrics()),
     )
+    extra = {"shard_attempts": result.shard_attempts} if result.shard_attempts is not None else {}
     return {
+        **extra,
         "sae_id": result.sae_id,
         "analysis_id": result.analysis_id,
         "documents": result.documents,
@@ -78,24 +81,48 @@ def activations_job(job: JobRecord, reporter: JobReporter, should_stop: Callable
     config = job.config
     data = parse_config(config.get("data", {}), DataConfig, f"job {job.id} data")
     acts = parse_config(config.get("activations", {}), ActivationsConfig, f"job {job.id} activations")
-    model = load_language_model(ModelConfig(name=config["model"]))
+    model_config = ModelConfig(name=config["model"])
+    model = load_language_model(model_config)
     contexts = load_token_splits(data, model.tokenizer).train
-    manifest = generate_activations(
-        model,
-        contexts,
-        acts.hooks,
-        open_store(config["output"]),
-        acts.batch_contexts,
-        acts.shard_tokens,
-        acts.dtype,
-        progress=False,
-    )
-    return {
+    store = open_store(config["output"])
+    attempts = None
+    if acts.shards > 1:
+        from lm_saes.activations.sharded import generate_sharded_activations
+
+        ledgers = []
+
+        def on_shards(ledger) -> None:
+            ledgers.append(ledger)
+            reporter.progress(ledger.progress, ledger.metrics())
+
+        manifest = generate_sharded_activations(
+            model,
+            model_config,
+            contexts,
+            acts.hooks,
+            store,
+            acts.shards,
+            batch_contexts=acts.batch_contexts,
+            shard_tokens=acts.shard_tokens,
+            dtype=acts.dtype,
+            max_attempts=acts.shard_attempts,
+            on_shards=on_shards,
+            should_stop=should_stop,
+        )
+        attempts = ledgers[-1].attempts if ledgers else None
+    else:
+        manifest = generate_activations(
+            model, contexts, acts.hooks, store, acts.batch_contexts, acts.shard_tokens, acts.dtype, progress=False
+        )
+    result = {
         "output": config["output"],
         "n_tokens": manifest.n_tokens,
         "shards": len(manifest.shards),
         "hooks": list(manifest.hooks),
     }
+    if attempts is not None:
+        result["shard_attempts"] = attempts
+    return result
 
 
 def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[], bool]) -> dict | None:
@@ -126,6 +153,53 @@ def tracing_job(job: JobRecord, reporter: JobReporter, should_stop: Callable[[],
         "counts": record["counts"],
         "seconds": record["seconds"],
     }
+
+
+def job_shards(job: JobRecord) -> int:
+    """How many shards the job's work is split into (1: not sharded)."""
+    from lm_saes.config import ActivationsConfig
+
+    if job.kind == "analysis" and "analyze" in job.config:
+        return parse_config(job.config["analyze"], AnalyzeConfig, f"job {job.id}").shards
+    if job.kind == "activations":
+        return parse_config(job.config.get("activations", {}), ActivationsConfig, f"job {job.id} activations").shards
+    return 1
+
+
+def run_job_shard(job: JobRecord, index: int) -> None:
+    """Shard `index` of a sharded job, as one pod of a Kubernetes Indexed Job runs it: its part
+    and its done marker; the job's own worker (the merge step) then finds every part done."""
+    from lm_saes.sharding import SPEC_KEY, run_part
+
+    shards = job_shards(job)
+    if shards < 2:
+        raise ValueError(f"job {job.id} ({job.kind}) is not sharded; run it without --shard")
+    if job.kind == "analysis":
+        from lm_saes.analysis.analyze import parts_store
+        from lm_saes.analysis.sharded import analysis_spec
+
+        cfg = parse_config(job.config["analyze"], AnalyzeConfig, f"job {job.id}")
+        parts = parts_store(cfg, job.config["sae"])
+        spec = analysis_spec(cfg, job.config["sae"])
+        parts.put_json(SPEC_KEY, spec)
+    else:
+        from lm_saes.activations.sharded import PARTS, activations_spec, publish_spec
+        from lm_saes.config import ActivationsConfig, DataConfig, ModelConfig
+        from lm_saes.data.packing import load_token_splits
+        from lm_saes.models import load_language_model
+        from lm_saes.stores import open_store
+
+        data = parse_config(job.config.get("data", {}), DataConfig, f"job {job.id} data")
+        acts = parse_config(job.config.get("activations", {}), ActivationsConfig, f"job {job.id} activations")
+        model_config = ModelConfig(name=job.config["model"])
+        model = load_language_model(model_config)
+        contexts = load_token_splits(data, model.tokenizer).train
+        parts = open_store(job.config["output"]).child(PARTS)
+        spec = activations_spec(
+            parts, model_config, contexts, acts.hooks, shards, acts.batch_contexts, acts.shard_tokens, acts.dtype
+        )
+        publish_spec(parts, spec, contexts, model.tokenizer.bos_token_id)
+    run_part(spec, index, parts)
 
 
 JOB_KINDS: dict[str, Callable[..., dict[str, Any] | None]] = {

@@ -6,12 +6,17 @@ run the same entry point under torchrun (node rank = completion index), i.e. dis
 training (lm_saes.training.distributed) on workers x procs_per_worker ranks: data-parallel
 replicas x `train.feature_shards`. A training config whose feature shards do not fit that
 world is refused at submit, before any Job exists.
+A sharded analysis or activations job (`shards` > 1): an Indexed Job with one pod per shard
+(`worker --shard $(JOB_COMPLETION_INDEX)`, `backoffLimitPerIndex`: a failed index is retried
+alone), then, once every index succeeded, a plain merge Job (`worker --job ID`) that finds every
+shard done and merges them; the record carries per-shard progress from the Indexed Job's status.
 The local executor stays the default; the training service uses this one when
 `LM_SAES_EXECUTOR=kubernetes`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -75,17 +80,28 @@ def k8s_name(job_id: str) -> str:
     return f"lm-saes-{job_id}".lower().replace("_", "-")[:63].rstrip("-")
 
 
-def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str, Any]]:
-    """The batch/v1 Job (and, for several workers, its headless Service) that run `job`."""
-    name = k8s_name(job.id)
+def merge_name(job_id: str) -> str:
+    """The merge Job of a sharded job (after its Indexed Job, which has `k8s_name`)."""
+    return f"{k8s_name(job_id)[:57].rstrip('-')}-merge"
+
+
+def job_manifests(
+    job: JobRecord, settings: KubernetesSettings, shards: int = 1, merge: bool = False
+) -> list[dict[str, Any]]:
+    """The batch/v1 Job (and, for several workers, its headless Service) that run `job`; with
+    `shards` > 1 the Indexed Job of its shards, or with `merge` the Job that merges them."""
+    name = merge_name(job.id) if merge else k8s_name(job.id)
+    sharded = shards > 1 and not merge
     labels = {
         "app.kubernetes.io/name": "lm-saes",
         **settings.labels,
-        "app.kubernetes.io/component": f"{job.kind}-job",
+        "app.kubernetes.io/component": f"{job.kind}-{'merge' if merge else 'shard' if sharded else 'job'}",
         "lm-saes/job-id": job.id[:63],
     }
-    multi = world_size(settings) > 1
+    multi = world_size(settings) > 1 and shards == 1 and not merge  # torchrun: training only
     entry = ["-m", "lm_saes.jobs.worker", "--job", job.id]
+    if sharded:
+        entry += ["--shard", "$(JOB_COMPLETION_INDEX)"]
     if multi:
         command = [
             "torchrun",
@@ -151,6 +167,15 @@ def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str
     }
     if multi:
         spec.update(completionMode="Indexed", completions=settings.workers, parallelism=settings.workers)
+    if sharded:  # each index retried alone; one index out of retries fails the job
+        del spec["backoffLimit"]
+        spec.update(
+            completionMode="Indexed",
+            completions=shards,
+            parallelism=shards,
+            backoffLimitPerIndex=settings.backoff_limit,
+            maxFailedIndexes=0,
+        )
     manifests = [
         {
             "apiVersion": "batch/v1",
@@ -173,6 +198,28 @@ def job_manifests(job: JobRecord, settings: KubernetesSettings) -> list[dict[str
             }
         )
     return manifests
+
+
+def indexes(text: str | None) -> list[int]:
+    """An Indexed Job's index list ("0-2,5") as numbers."""
+    out: list[int] = []
+    for part in (text or "").split(","):
+        if part.strip():
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def shard_metrics(status: dict[str, Any] | None, shards: int) -> dict[str, float]:
+    """Per-shard progress of a sharded job's Indexed Job, as job-record metrics."""
+    status = status or {}
+    done, failed = set(indexes(status.get("completedIndexes"))), set(indexes(status.get("failedIndexes")))
+    metrics = {"shards": float(shards), "shards_succeeded": float(len(done))}
+    for index in range(shards):
+        metrics[f"shard.{index}.progress"] = 1.0 if index in done else 0.0
+        if index in failed:
+            metrics[f"shard.{index}.failed"] = 1.0
+    return metrics
 
 
 def state_from_status(status: dict[str, Any] | None, workers: int) -> str:
@@ -223,7 +270,7 @@ class KubernetesExecutor:
         job, created = create_job(self.documents, self.lock, kind, config, request_id, owner)
         if not created:
             return job
-        for manifest in job_manifests(job, self.settings):
+        for manifest in job_manifests(job, self.settings, _shards(job)):
             if manifest["kind"] == "Service":
                 self.core.create_namespaced_service(self.settings.namespace, manifest)
             else:
@@ -241,9 +288,47 @@ class KubernetesExecutor:
                 except Exception as error:  # the API may blip; the next poll retries
                     log.warning("cannot read status of %s: %s", job.id, error)
                     continue
+                shards = _shards(job)
+                if shards > 1:
+                    self._follow_shards(job, status.to_dict().get("status"), shards)
+                    continue
                 state = state_from_status(status.to_dict().get("status"), self.settings.workers)
                 if state != job.state and state != "queued":
                     self.documents.put_job(job.model_copy(update={"state": state, "updated": now()}))
+
+    def _follow_shards(self, job: JobRecord, status: dict[str, Any] | None, shards: int) -> None:
+        """Shards running: per-shard progress into the record. All done: start the merge Job,
+        whose worker writes the record from then on. An index out of retries: failed."""
+        state = state_from_status(status, shards)
+        if state == "failed":
+            failed = indexes((status or {}).get("failedIndexes"))
+            error = f"shards {failed} failed every attempt" if failed else "the shards' Job failed"
+            self.documents.put_job(job.model_copy(update={"state": "failed", "error": error, "updated": now()}))
+            return
+        metrics = shard_metrics(status, shards)
+        if state != "succeeded":
+            if state == "running" and metrics != job.metrics:
+                update = {
+                    "state": "running",
+                    "metrics": metrics,
+                    "progress": 0.95 * metrics["shards_succeeded"] / shards,
+                }
+                self.documents.put_job(job.model_copy(update={**update, "updated": now()}))
+            return
+        try:
+            merge = self.batch.read_namespaced_job_status(merge_name(job.id), self.settings.namespace)
+        except Exception:  # not there yet (or the API blipped: a second create is refused as a conflict)
+            (manifest,) = job_manifests(job, self.settings, shards, merge=True)
+            try:
+                self.batch.create_namespaced_job(self.settings.namespace, manifest)
+            except Exception as error:
+                log.warning("cannot start the merge of %s: %s", job.id, error)
+            return
+        # its worker writes the record; a merge pod that died without writing it fails the job here
+        if state_from_status(merge.to_dict().get("status"), 1) == "failed":
+            self.documents.put_job(
+                job.model_copy(update={"state": "failed", "error": "the merge Job failed", "updated": now()})
+            )
 
     def resume_unfinished(self) -> list[str]:
         self.schedule()  # Kubernetes keeps running the pods; only the records need catching up
@@ -253,8 +338,19 @@ class KubernetesExecutor:
         job, cancelled = mark_cancelled(self.documents, job_id)
         if cancelled:
             self.batch.delete_namespaced_job(k8s_name(job_id), self.settings.namespace, propagation_policy="Background")
+            if job is not None and _shards(job) > 1:
+                with contextlib.suppress(Exception):  # no merge Job yet
+                    self.batch.delete_namespaced_job(
+                        merge_name(job_id), self.settings.namespace, propagation_policy="Background"
+                    )
         return job
 
     def shutdown(self, timeout: float = 0.0) -> None:
         self.closed = True
         self.documents.close()
+
+
+def _shards(job: JobRecord) -> int:
+    from lm_saes.jobs.kinds import job_shards
+
+    return job_shards(job)

@@ -320,7 +320,8 @@ class ActivationClient(_JobClient):
         **options: Any,
     ) -> dict[str, Any]:
         """Queue writing activation shards for a dataset (a lm_saes.config.DataConfig dict);
-        returns the job (follow it with `watch`); `options`: batch_contexts, shard_tokens, dtype."""
+        returns the job (follow it with `watch`); `options`: batch_contexts, shard_tokens, dtype,
+        shards (worker processes, merged into one store)."""
         request = activation_pb2.GenerateActivationsRequest(
             model=model,
             hooks=hooks,

@@ -409,11 +409,14 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             raise invalid("hooks", f"at most {MAX_HOOKS} per request")
         raw = parse_object("data_config_json", request.data_config_json or "{}", self.settings.max_config_bytes)
         data = parsed(raw, DataConfig, "data_config_json")
+        if not 0 <= request.shards <= self.settings.max_job_shards:
+            raise invalid("shards", f"choose 1 to {self.settings.max_job_shards} (max_job_shards; 0: one)")
         options = {
             "hooks": list(request.hooks),
             "dtype": request.dtype or "float32",
             "batch_contexts": request.batch_contexts or None,
             "shard_tokens": request.shard_tokens or None,
+            "shards": request.shards or None,
         }
         acts_cfg = parsed({k: v for k, v in options.items() if v is not None}, ActivationsConfig, "request")
         loaded = self.model(request.model or self.settings.model)
@@ -435,7 +438,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
             "output": output,
             "data": data.model_dump(mode="json"),
             "activations": acts_cfg.model_dump(
-                mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype"}
+                mode="json", include={"hooks", "batch_contexts", "shard_tokens", "dtype", "shards"}
             ),
         }
         return submit_job(self.executor, self.kind, config, request.request_id)

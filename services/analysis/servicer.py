@@ -62,6 +62,8 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
         if request.sae_id:
             raw["sae_id"] = _sae_id(request.sae_id)
         cfg = parsed(raw, AnalyzeConfig, "(submitted config)")
+        if cfg.shards > self.settings.max_job_shards:
+            raise invalid("shards", f"at most {self.settings.max_job_shards} per job on this service (max_job_shards)")
         sae_uri, cfg = self.admission.analysis(request.sae_uri, cfg)
         if cfg.sae_id:
             self._check_sae_id(cfg.sae_id, sae_uri)

@@ -61,6 +61,9 @@ class ServiceSettings(BaseSettings):
     max_config_bytes: int = Field(64 * 1024, ge=1024, description="Largest submitted config (JSON or TOML)")
     max_job_memory_gb: float = Field(24.0, gt=0, description="Refuse jobs whose estimated memory exceeds this")
     max_job_storage_gb: float = Field(200.0, gt=0, description="Refuse jobs whose activation shards would exceed this")
+    max_job_shards: int = Field(
+        8, ge=1, le=64, description="Most worker processes (or pods) one sharded analysis or activations job may use"
+    )
     store_wait_s: float = Field(
         2.0, gt=0, description="Longest an RPC waits for an unreachable store before answering UNAVAILABLE"
     )

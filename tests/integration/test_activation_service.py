@@ -316,6 +316,22 @@ def test_generate_activations_job(service):
     assert again["id"] == job["id"] and again["updated"] == job["updated"]  # not run twice
 
 
+def test_sharded_activation_job_and_hostile_shard_counts(service):
+    client = service["client"]
+    out = service["root"] / "objects" / "sharded"
+    request = {"model": "tiny", "data": {"max_tokens": 600, "eval_tokens": 0, "context_size": 32}}
+    for bad in (-1, 65, 9, 2**31 - 1):  # 9: past the service's max_job_shards (8)
+        with pytest.raises(ServiceError) as error:
+            client.generate_activations(["blocks.0.hook_resid_post"], str(out), shards=bad, **request)
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and error.value.details.startswith("shards:")
+    job = client.generate_activations(["blocks.0.hook_resid_post"], str(out), shards=2, shard_tokens=256, **request)
+    events = list(client.watch(job["id"], timeout=240))
+    assert events[-1]["state"] == "succeeded", client.get(job["id"])["error"]
+    job = client.get(job["id"])
+    assert job["result"]["shard_attempts"] == [1, 1] and job["result"]["n_tokens"] >= 600
+    assert job["config"]["activations"]["shards"] == 2 and (out / "manifest.json").exists()
+
+
 def test_activation_jobs_are_listed_and_cancelled_like_any_job(service):
     """The shared JobService: a long activation job is cancelled, never finishes its manifest."""
     client = service["client"]

@@ -274,6 +274,7 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json="null"), "config_json"),
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json="1"), "config_json"),
         (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json='"x"'), "config_json"),
+        (analyzer.Submit, analysis_pb2.SubmitAnalysisRequest(sae_uri="x", config_json='{"shards": 9}'), "shards"),
         (analyzer.ListFeatures, analysis_pb2.ListFeaturesRequest(sae_id="x", sort=99), "sort"),
         (activation.Tokenize, activation_pb2.TokenizeRequest(text="a" * 8_000_000), "text"),
         (activation.Tokenize, activation_pb2.TokenizeRequest(text="hi", model="m" * 20_000), "model"),

@@ -1,4 +1,6 @@
-"""Kubernetes Jobs for training: valid manifests for 1.29 and 1.33, and status mapping."""
+"""Kubernetes Jobs for training and sharded jobs: valid manifests for 1.29 and 1.33, status mapping."""
+
+import threading
 
 import kubernetes_validate
 import pytest
@@ -8,8 +10,11 @@ from lm_saes.jobs import new_job
 from lm_saes.jobs.kubernetes import (
     KubernetesExecutor,
     KubernetesSettings,
+    indexes,
     job_manifests,
     k8s_name,
+    merge_name,
+    shard_metrics,
     state_from_status,
 )
 from lm_saes.stores.documents import open_document_store
@@ -130,3 +135,94 @@ def test_the_job_service_answers_a_refused_config_as_an_invalid_argument(tmp_pat
     finally:
         _CALLER.reset(token)
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _sharded(kind: str = "analysis", shards: int = 4):
+    if kind == "analysis":
+        return new_job("analysis", {"sae": "s3://b/run/sae", "analyze": {"shards": shards}}, request_id="r")
+    return new_job("activations", {"model": "tiny", "output": "s3://b/acts", "activations": {"shards": shards}})
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.33.0"])
+@pytest.mark.parametrize("kind", ["analysis", "activations"])
+def test_sharded_jobs_are_indexed_jobs_retrying_each_index_alone(kind, version):
+    job = _sharded(kind)
+    settings = GPU.model_copy(update={"workers": 4})  # torchrun workers are for training only
+    (shards,) = job_manifests(job, settings, shards=4)
+    (merge,) = job_manifests(job, settings, shards=4, merge=True)
+    for manifest in (shards, merge):
+        kubernetes_validate.validate(manifest, version, strict=True)
+    spec = shards["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == 4
+    assert spec["backoffLimitPerIndex"] == GPU.backoff_limit and spec["maxFailedIndexes"] == 0
+    assert "backoffLimit" not in spec  # the per-index limit is the one that counts
+    command = spec["template"]["spec"]["containers"][0]["command"]
+    assert command == ["python", "-m", "lm_saes.jobs.worker", "--job", job.id, "--shard", "$(JOB_COMPLETION_INDEX)"]
+    assert "subdomain" not in spec["template"]["spec"]  # no rendezvous between shards
+    merge_command = merge["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert merge_command == ["python", "-m", "lm_saes.jobs.worker", "--job", job.id]
+    assert "completionMode" not in merge["spec"] and merge["metadata"]["name"] == merge_name(job.id)
+    assert len(merge_name("x" * 80)) <= 63
+
+
+def test_shard_metrics_from_indexed_job_status():
+    assert indexes("0-2,5") == [0, 1, 2, 5] and indexes(None) == []
+    metrics = shard_metrics({"completedIndexes": "0,2-3", "failedIndexes": "1", "active": 1}, 4)
+    assert metrics["shards_succeeded"] == 3 and metrics["shard.1.progress"] == 0.0 and metrics["shard.1.failed"] == 1
+    assert [metrics[f"shard.{i}.progress"] for i in (0, 2, 3)] == [1.0, 1.0, 1.0]
+
+
+class _Status:
+    def __init__(self, status):
+        self.status = status
+
+    def to_dict(self):
+        return {"status": self.status}
+
+
+class _FakeBatch:
+    """BatchV1Api's calls the executor makes, against a dict of Job statuses."""
+
+    def __init__(self):
+        self.jobs: dict[str, dict | None] = {}
+
+    def create_namespaced_job(self, namespace, manifest):
+        self.jobs[manifest["metadata"]["name"]] = None
+
+    def read_namespaced_job_status(self, name, namespace):
+        if name not in self.jobs:
+            raise LookupError(name)
+        return _Status(self.jobs[name])
+
+
+def test_the_executor_follows_the_shards_then_starts_the_merge(tmp_path):
+    executor = KubernetesExecutor.__new__(KubernetesExecutor)  # no cluster: the API is faked
+    executor.documents = open_document_store(str(tmp_path / "docs.sqlite"))
+    executor.settings, executor.kinds, executor.batch = GPU, ("analysis",), _FakeBatch()
+    executor.lock = threading.Lock()
+    job = executor.submit("analysis", _sharded().config, request_id="r")
+    name = k8s_name(job.id)
+    assert list(executor.batch.jobs) == [name]
+    executor.batch.jobs[name] = {"active": 2, "completedIndexes": "0,3"}
+    executor.schedule()
+    record = executor.documents.get_job(job.id)
+    assert record.state == "running" and record.metrics["shards_succeeded"] == 2
+    assert record.metrics["shard.3.progress"] == 1.0 and record.metrics["shard.1.progress"] == 0.0
+    assert merge_name(job.id) not in executor.batch.jobs  # not before every shard is done
+    executor.batch.jobs[name] = {"succeeded": 4, "completedIndexes": "0-3"}
+    executor.schedule()
+    assert merge_name(job.id) in executor.batch.jobs
+    executor.schedule()  # the merge runs: its worker owns the record
+    assert executor.documents.get_job(job.id).state == "running"
+    executor.batch.jobs[merge_name(job.id)] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
+    executor.schedule()  # a merge pod that died without writing the record
+    assert executor.documents.get_job(job.id).state == "failed"
+    # another job, one of whose shards ran out of retries: failed, naming the shard, no merge
+    other = executor.submit("analysis", _sharded().config, request_id="other")
+    failed_status = {"failed": 2, "failedIndexes": "2", "conditions": [{"type": "Failed", "status": "True"}]}
+    executor.batch.jobs[k8s_name(other.id)] = failed_status
+    executor.schedule()
+    failed = executor.documents.get_job(other.id)
+    assert failed.state == "failed" and "shards [2] failed" in failed.error
+    assert merge_name(other.id) not in executor.batch.jobs
+    executor.documents.close()

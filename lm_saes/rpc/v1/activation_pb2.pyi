@@ -408,6 +408,7 @@ class GenerateActivationsRequest(_message.Message):
     BATCH_CONTEXTS_FIELD_NUMBER: _builtins.int
     SHARD_TOKENS_FIELD_NUMBER: _builtins.int
     DTYPE_FIELD_NUMBER: _builtins.int
+    SHARDS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """empty: the service's default model"""
     data_config_json: _builtins.str
@@ -421,6 +422,10 @@ class GenerateActivationsRequest(_message.Message):
     """0: ActivationsConfig's default"""
     dtype: _builtins.str
     """empty: float32"""
+    shards: _builtins.int
+    """Worker processes (Kubernetes: pods of an Indexed Job), each a contiguous range of the
+    contexts, merged into one store; 0: one. At most 64, and the service's max_job_shards.
+    """
     @_builtins.property
     def hooks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -434,10 +439,11 @@ class GenerateActivationsRequest(_message.Message):
         batch_contexts: _builtins.int = ...,
         shard_tokens: _builtins.int = ...,
         dtype: _builtins.str = ...,
+        shards: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_contexts", b"batch_contexts", "data_config_json", b"data_config_json", "dtype", b"dtype", "hooks", b"hooks", "model", b"model", "output_uri", b"output_uri", "request_id", b"request_id", "shard_tokens", b"shard_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_contexts", b"batch_contexts", "data_config_json", b"data_config_json", "dtype", b"dtype", "hooks", b"hooks", "model", b"model", "output_uri", b"output_uri", "request_id", b"request_id", "shard_tokens", b"shard_tokens", "shards", b"shards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

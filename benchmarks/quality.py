@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -84,7 +85,6 @@ def prepare() -> None:
     (the row index of every batch position of the whole run)."""
     cfg = load_config(CONFIG, RunConfig)
     hook = cfg.activations.hooks[0]
-    sae = load_sae(str(MAIN / "sae"))
     stored = StoredActivations(
         open_store(str(MAIN / "activations")), [hook], cfg.train.seed, cfg.activations.buffer_tokens
     )
@@ -96,14 +96,16 @@ def prepare() -> None:
     if not torch.equal(rows[order[: cfg.train.batch_size]], first):
         raise AssertionError("the replayed order does not give our trainer's first batch")
     STREAM.mkdir(parents=True, exist_ok=True)
-    save_file({"x": rows * float(sae.input_scale)}, str(STREAM / "rows.safetensors"))
+    stats = stored.stats()[hook]
+    scale = math.sqrt(stats.d) / stats.mean_norm  # the trainer's dataset-wide input scaling
+    save_file({"x": rows * scale}, str(STREAM / "rows.safetensors"))
     save_file({"order": order}, str(STREAM / "order.safetensors"))
     meta = {
-        "input_scale": float(sae.input_scale), "batch_size": cfg.train.batch_size, "steps": steps,
+        "input_scale": scale, "batch_size": cfg.train.batch_size, "steps": steps,
         "epochs": cfg.train.epochs, "lr": cfg.train.lr, "lr_warmup_steps": cfg.train.lr_warmup_steps,
         "lr_decay_fraction": cfg.train.lr_decay_fraction, "dead_after_tokens": cfg.train.dead_after_tokens,
         "adam_betas": list(cfg.train.adam_betas), "d_sae": cfg.sae.d_sae, "k": cfg.sae.k,
-        "hook": hook, "model": sae.spec.model,
+        "hook": hook, "model": stored.manifest.model,
     }  # fmt: skip
     (STREAM / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"prepare: {rows.shape[0]:,} rows, {steps} steps of {cfg.train.batch_size} -> {STREAM}")
@@ -142,6 +144,9 @@ def evaluate_all() -> dict:
         trained = json.loads((saelens_dir / "lm_saes_training.json").read_text())
         sae = import_saelens(saelens_dir, hook_in=trained["hook"], model=trained["model"])
         scale = trained["input_scale"]
+        main_scale = float(load_sae(str(MAIN / "sae")).input_scale)
+        if abs(scale - main_scale) > 1e-6 * main_scale:
+            raise AssertionError(f"SAELens trained on rows scaled by {scale}, our trainer by {main_scale}")
         sae.set_scales(scale, scale)  # it trained on scaled rows
         check = load_file(str(saelens_dir / "check.safetensors"))  # SAELens's own reconstruction
         with torch.no_grad():

@@ -131,7 +131,8 @@ def init_distributed(device: str = "cpu", feature_shards: int = 1) -> Distribute
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return mesh(0, 1, feature_shards, device)
-    backend = "nccl" if device.startswith("cuda") else "gloo"
+    # On GPUs, CUDA tensors go over NCCL and the few CPU ones (the stop flag) over gloo.
+    backend = "cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)

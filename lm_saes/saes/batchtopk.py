@@ -39,7 +39,7 @@ class BatchTopKSAE(TopKSAE):
         return pre_acts * (pre_acts > self.threshold)
 
     def select(self, pre_acts: torch.Tensor) -> SparseCode:
-        if self.shard.sharded:
+        if self.shard.global_batch:
             return batch_topk_code(pre_acts, self.spec.k, self.shard)
         batch, width = pre_acts.shape
         flat = pre_acts.relu().flatten()
@@ -56,7 +56,7 @@ class BatchTopKSAE(TopKSAE):
 
     def sparse_forward(self, x_scaled: torch.Tensor):
         code, pre, x_in = super().sparse_forward(x_scaled)
-        if self.training and self.shard.sharded:  # every rank takes the global batch's minimum
+        if self.training and self.shard.global_batch:  # every rank takes the global batch's minimum
             smallest = self.shard.batch_min(code.values.detach())
             if bool(torch.isfinite(smallest)):
                 self.update_threshold(smallest)

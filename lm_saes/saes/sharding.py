@@ -67,6 +67,12 @@ class FeatureShard:
     def sharded(self) -> bool:
         return self.count > 1
 
+    @property
+    def global_batch(self) -> bool:
+        """Whether batch-wide choices (BatchTopK's budget, aux-k's normalizer) span other ranks:
+        with feature shards, or with data-parallel replicas of a whole dictionary."""
+        return self.sharded or self.batch_count > 1
+
     def features(self, d_sae: int) -> slice:
         size = d_sae // self.count
         return slice(self.index * size, (self.index + 1) * size)
@@ -175,8 +181,11 @@ def batch_topk_code(pre: torch.Tensor, k: int, shard: FeatureShard) -> SparseCod
 # --- building, saving and assembling shards -----------------------------------------------
 def shard_sae(sae: SparseAutoencoder, shard: FeatureShard) -> SparseAutoencoder:
     """Keep only `shard`'s features of a freshly built SAE (built whole, so every layout starts
-    from the same initial weights as one process)."""
+    from the same initial weights as one process). Under plain data parallelism the SAE stays
+    whole but learns its replica groups, so BatchTopK and aux-k see the global batch too."""
     if not shard.sharded:
+        if shard.global_batch:  # whole dictionary, split batch: keep the groups for the merges
+            sae.shard = shard
         return sae
     if sae.d_sae % shard.count:
         raise ValueError(f"train.feature_shards = {shard.count} must divide sae.d_sae = {sae.d_sae}")

@@ -62,7 +62,7 @@ def _local_topk_only(pre: torch.Tensor, k: int, shard) -> SparseCode:
 
 
 def _rank(rank: int, world: int, shards: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous-{world}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous-{world}x{shards}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         grid = mesh(rank, world, shards)
@@ -71,6 +71,8 @@ def _rank(rank: int, world: int, shards: int, root: str) -> None:
             trainer = _train(root, f"{tag}-{name}", name, grid)
             sizes = {n: p.numel() for n, p in trainer.sae.named_parameters()}
             torch.save(sizes, f"{root}/{tag}-{name}-params-rank{rank}.pt")
+        if shards == 1:
+            return  # plain data parallelism: its resume is tests/integration/test_distributed.py's
         _train(root, f"{tag}-resumed", "topk", grid, stop_at_step=7)  # interrupted ...
         _train(root, f"{tag}-resumed", "topk", grid)  # ... and resumed from the sharded checkpoint
         if shards == world:
@@ -84,7 +86,8 @@ def _rank(rank: int, world: int, shards: int, root: str) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
-    """One single-process run per architecture, then the 1x2 and the 2x2 mesh (spawned once each)."""
+    """One single-process run per architecture, then the 1x2 and 2x2 meshes and plain data
+parallelism, 2x1 (spawned once each)."""
     root = tmp_path_factory.mktemp("tp")
     _write_data(root)
     torch.set_num_threads(1)
@@ -93,7 +96,7 @@ def runs(tmp_path_factory) -> Path:
         _train(root, f"single-{name}", name, on_log=records.append)
         if name in ("topk", "batchtopk"):
             assert any("aux_k" in record for record in records), "the aux-k loss never ran; lower dead_after_tokens"
-    for world, shards in ((2, 2), (4, 2)):
+    for world, shards in ((2, 2), (4, 2), (2, 1)):
         mp.spawn(_rank, args=(world, shards, str(root)), nprocs=world, join=True)
     return root
 
@@ -103,9 +106,11 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> d
     return {key: float((a[key] - b[key]).abs().max()) for key in a}
 
 
-@pytest.mark.parametrize("tag", ["1x2", "2x2"])
+@pytest.mark.parametrize("tag", ["1x2", "2x2", "2x1"])
 @pytest.mark.parametrize("name", list(SPECS))
 def test_sharded_training_matches_one_process(runs, tag, name):
+    """2x1 too: data-parallel replicas of a whole dictionary choose BatchTopK's activations and
+    normalize aux-k over the global batch, as one process does."""
     single = load_sae(str(runs / f"single-{name}" / "sae")).state_dict()
     sharded = load_sae(str(runs / f"{tag}-{name}" / "sae")).state_dict()  # assembled from its shards
     differences = _max_difference(single, sharded)

@@ -62,7 +62,9 @@ def _local_topk_only(pre: torch.Tensor, k: int, shard) -> SparseCode:
 
 
 def _rank(rank: int, world: int, shards: int, root: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous-{world}x{shards}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{root}/rendezvous-{world}x{shards}", rank=rank, world_size=world
+    )
     try:
         torch.set_num_threads(1)
         grid = mesh(rank, world, shards)
@@ -87,7 +89,7 @@ def _rank(rank: int, world: int, shards: int, root: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """One single-process run per architecture, then the 1x2 and 2x2 meshes and plain data
-parallelism, 2x1 (spawned once each)."""
+    parallelism, 2x1 (spawned once each)."""
     root = tmp_path_factory.mktemp("tp")
     _write_data(root)
     torch.set_num_threads(1)

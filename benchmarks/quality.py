@@ -11,8 +11,10 @@ width 4,608, k 32) and evaluated on the same held-out text with the same code:
 - candidates from one sweep over the same stream (`seed1` is the main config with another SAE
   seed: the noise floor a difference has to clear), and 4-epoch runs over the same tokens.
 
-    .venv/bin/python benchmarks/quality.py prepare   # the batch stream SAELens reads
+    .venv/bin/python benchmarks/quality.py prepare   # the batch stream SAELens reads (and --epochs 4)
     .venv-saelens/bin/python benchmarks/saelens_train.py --stream runs/quality/stream --out runs/quality/saelens
+    .venv-saelens/bin/python benchmarks/saelens_train.py --stream runs/quality/stream-epochs-4 \\
+        --out runs/quality/saelens-epochs-4
     .venv/bin/python benchmarks/quality.py train     # the candidates (two sweeps)
     .venv/bin/python benchmarks/quality.py eval      # -> benchmarks/quality.json and the table
     .venv/bin/python benchmarks/quality.py --table   # the README's table from quality.json
@@ -50,12 +52,13 @@ CONFIG = ROOT / "examples" / "configuration" / "train.toml"
 MAIN = ROOT / "runs" / "smollm2-l6-topk"
 OUT = ROOT / "runs" / "quality"
 STREAM = OUT / "stream"
+SAELENS = {"saelens": OUT / "saelens", "epochs-4/saelens": OUT / "saelens-epochs-4"}
 RESULTS = HERE / "quality.json"
 # name -> (epochs, sweep members as (name, sae overrides, train overrides))
 SWEEPS = {
     "epochs-2": (2, [("seed1", {"seed": 1}, {}), ("batchtopk", {"architecture": "batchtopk"}, {}),
                      ("lr-2e-3", {}, {"lr": 2e-3})]),
-    "epochs-4": (4, [("topk", {}, {}), ("batchtopk", {"architecture": "batchtopk"}, {})]),
+    "epochs-4": (4, [("topk", {}, {}), ("batchtopk", {"architecture": "batchtopk"}, {}), ("lr-2e-3", {}, {"lr": 2e-3})]),
 }  # fmt: skip
 
 
@@ -80,10 +83,15 @@ class RowIndices(ActivationSource):
         return {}
 
 
-def prepare() -> None:
+def stream_dir(epochs: int) -> Path:
+    return STREAM if epochs == 2 else OUT / f"stream-epochs-{epochs}"
+
+
+def prepare(epochs: int) -> None:
     """rows.safetensors (every stored row, scaled as our trainer scales them) and order.safetensors
-    (the row index of every batch position of the whole run)."""
-    cfg = load_config(CONFIG, RunConfig)
+    (the row index of every batch position of the whole run of `epochs` epochs)."""
+    cfg = load_config(CONFIG, RunConfig, {"train.epochs": epochs})
+    out = stream_dir(epochs)
     hook = cfg.activations.hooks[0]
     stored = StoredActivations(
         open_store(str(MAIN / "activations")), [hook], cfg.train.seed, cfg.activations.buffer_tokens
@@ -95,11 +103,11 @@ def prepare() -> None:
     first = next(stored.batches(cfg.train.batch_size))[hook]
     if not torch.equal(rows[order[: cfg.train.batch_size]], first):
         raise AssertionError("the replayed order does not give our trainer's first batch")
-    STREAM.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     stats = stored.stats()[hook]
     scale = math.sqrt(stats.d) / stats.mean_norm  # the trainer's dataset-wide input scaling
-    save_file({"x": rows * scale}, str(STREAM / "rows.safetensors"))
-    save_file({"order": order}, str(STREAM / "order.safetensors"))
+    save_file({"x": rows * scale}, str(out / "rows.safetensors"))
+    save_file({"order": order}, str(out / "order.safetensors"))
     meta = {
         "input_scale": scale, "batch_size": cfg.train.batch_size, "steps": steps,
         "epochs": cfg.train.epochs, "lr": cfg.train.lr, "lr_warmup_steps": cfg.train.lr_warmup_steps,
@@ -107,8 +115,8 @@ def prepare() -> None:
         "adam_betas": list(cfg.train.adam_betas), "d_sae": cfg.sae.d_sae, "k": cfg.sae.k,
         "hook": hook, "model": stored.manifest.model,
     }  # fmt: skip
-    (STREAM / "meta.json").write_text(json.dumps(meta, indent=1))
-    print(f"prepare: {rows.shape[0]:,} rows, {steps} steps of {cfg.train.batch_size} -> {STREAM}")
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    print(f"prepare: {rows.shape[0]:,} rows, {steps} steps of {cfg.train.batch_size} -> {out}")
 
 
 def sweep_config(name: str) -> RunConfig:
@@ -139,37 +147,61 @@ def evaluate_all() -> dict:
     model = load_language_model(cfg.model)
     held_out = load_token_splits(cfg.data, model.tokenizer).eval
     results: dict[str, dict] = {}
-    saelens_dir = OUT / "saelens"
-    if (saelens_dir / "cfg.json").exists():
-        trained = json.loads((saelens_dir / "lm_saes_training.json").read_text())
-        sae = import_saelens(saelens_dir, hook_in=trained["hook"], model=trained["model"])
-        scale = trained["input_scale"]
-        main_scale = float(load_sae(str(MAIN / "sae")).input_scale)
-        if abs(scale - main_scale) > 1e-6 * main_scale:
-            raise AssertionError(f"SAELens trained on rows scaled by {scale}, our trainer by {main_scale}")
-        sae.set_scales(scale, scale)  # it trained on scaled rows
-        check = load_file(str(saelens_dir / "check.safetensors"))  # SAELens's own reconstruction
-        with torch.no_grad():
-            error = float((sae.decode(sae.encode(check["x"] / scale)) * scale - check["recon"]).abs().max())
-        if error > 1e-4:
-            raise AssertionError(f"the imported SAELens SAE differs from SAELens's by {error:.2g}")
-        results["saelens"] = {**evaluate(sae, model, held_out, cfg.eval).model_dump(exclude={"density"}),
-                              "training": trained}  # fmt: skip
+    for name, folder in SAELENS.items():
+        if (folder / "cfg.json").exists():
+            results[name] = _saelens_evaluation(folder, model, held_out, cfg)
     for name, path in candidates().items():
-        results[name] = evaluate(load_sae(str(path)), model, held_out, cfg.eval).model_dump(exclude={"density"})
+        results[name] = _own_evaluation(path, cfg) or evaluate(
+            load_sae(str(path)), model, held_out, cfg.eval
+        ).model_dump(exclude={"density"})
         print(f"eval {name}: EV {results[name]['explained_variance']:.4f}", file=sys.stderr)
     report: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": _commit(), "saes": results}
-    if "saelens" in results:
-        base = results["saelens"]
-        report["vs_saelens"] = {
+    # against the issue's reference (SAELens, 2 epochs), and against SAELens given as many epochs
+    for key, reference in (("vs_saelens", lambda name: "saelens"), ("vs_saelens_same_epochs", _same_epochs)):
+        report[key] = {
             name: {
-                "ev_gain": r["explained_variance"] - base["explained_variance"],
-                "delta_loss_ratio": r["delta_lm_loss"] / base["delta_lm_loss"],
+                "ev_gain": r["explained_variance"] - results[base]["explained_variance"],
+                "delta_loss_ratio": r["delta_lm_loss"] / results[base]["delta_lm_loss"],
             }
             for name, r in results.items()
-            if name != "saelens"
+            if (base := reference(name)) in results and base != name
         }
     return report
+
+
+def _same_epochs(name: str) -> str:
+    return "epochs-4/saelens" if name.startswith("epochs-4/") else "saelens"
+
+
+def _saelens_evaluation(folder: Path, model, held_out: torch.Tensor, cfg: RunConfig) -> dict:
+    """SAELens's SAE imported, checked against SAELens's own reconstruction, then evaluated."""
+    trained = json.loads((folder / "lm_saes_training.json").read_text())
+    sae = import_saelens(folder, hook_in=trained["hook"], model=trained["model"])
+    scale = trained["input_scale"]
+    main_scale = float(load_sae(str(MAIN / "sae")).input_scale)
+    if abs(scale - main_scale) > 1e-6 * main_scale:
+        raise AssertionError(f"SAELens trained on rows scaled by {scale}, our trainer by {main_scale}")
+    sae.set_scales(scale, scale)  # it trained on scaled rows
+    check = load_file(str(folder / "check.safetensors"))
+    with torch.no_grad():
+        error = float((sae.decode(sae.encode(check["x"] / scale)) * scale - check["recon"]).abs().max())
+    if error > 1e-4:
+        raise AssertionError(f"the imported SAELens SAE differs from SAELens's by {error:.2g}")
+    metrics = evaluate(sae, model, held_out, cfg.eval).model_dump(exclude={"density"})
+    return {**metrics, "training": trained, "import_max_error": error}
+
+
+def _own_evaluation(sae_dir: Path, cfg: RunConfig) -> dict | None:
+    """The run's eval.json when it was made on this held-out text with these settings (the
+    runner calls the same `evaluate`), so a candidate is not evaluated twice."""
+    run = sae_dir.parent
+    if not (run / "eval.json").exists() or not (run / "config.json").exists():
+        return None
+    own = RunConfig.model_validate_json((run / "config.json").read_text())
+    if own.data != cfg.data or own.eval != cfg.eval or own.model != cfg.model:
+        return None
+    metrics = json.loads((run / "eval.json").read_text())
+    return {k: v for k, v in metrics.items() if k != "density"}
 
 
 def table(report: dict) -> str:
@@ -196,13 +228,14 @@ def _commit() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", nargs="?", choices=["prepare", "train", "eval"])
+    parser.add_argument("--epochs", type=int, default=2, help="prepare: the stream of this many epochs")
     parser.add_argument("--table", action="store_true", help="print the README table from quality.json")
     args = parser.parse_args()
     if args.table or args.step is None:
         print(table(json.loads(RESULTS.read_text())))
         return 0
     if args.step == "prepare":
-        prepare()
+        prepare(args.epochs)
     elif args.step == "train":
         train()
     else:

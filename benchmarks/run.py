@@ -196,6 +196,26 @@ def carried(group: str, previous: Path) -> dict:
     return {**entry, "carried_from": source}
 
 
+def quality_keys(path: Path = HERE / "quality.json") -> dict:
+    """issue 18's keys from benchmarks/quality.py's own run (hours here, so not re-run by bench):
+    the default (`make run`'s SAE) against SAELens at the same recipe, and the best candidate."""
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    versus = report.get("vs_saelens", {})
+    if "main" not in versus:
+        return {}
+    best = min(versus, key=lambda name: versus[name]["delta_loss_ratio"])
+    return {
+        "ev_gain_vs_saelens": versus["main"]["ev_gain"],
+        "delta_loss_ratio_vs_saelens": versus["main"]["delta_loss_ratio"],
+        "best_candidate": best,
+        "best_ev_gain_vs_saelens": versus[best]["ev_gain"],
+        "best_delta_loss_ratio_vs_saelens": versus[best]["delta_loss_ratio"],
+        "from": {"file": "benchmarks/quality.json", "commit": report.get("commit"), "date": report.get("date")},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -270,6 +290,7 @@ def main() -> int:
     search = bench_search()
     if "steer_first_token_ms" in live:
         steer["first_token_ms"] = live["steer_first_token_ms"]  # over gRPC, measured with the live service
+    quality = quality_keys()
     results = {
         "commit": _commit(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -290,6 +311,7 @@ def main() -> int:
         "multi_sae": multi_sae,
         "evals": evals,
         "search": search,
+        "quality": quality,
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     rows = [
@@ -354,6 +376,7 @@ def main() -> int:
         ),
         *((f"evals.{key}", evals[key]) for key in ("suite_seconds",) if key in evals),
         *((f"search.{key}", search[key]) for key in ("build_s", "p50_ms", "p99_ms", "recall_at_10")),
+        *((f"quality.{key}", quality[key]) for key in ("ev_gain_vs_saelens", "delta_loss_ratio_vs_saelens") if quality),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"\n{'metric':<{width}}  value")

@@ -48,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = run.summary()
     print(json.dumps(summary, indent=2))
     print(
-        f"\nSAE saved to {summary['sae']}; metrics in {cfg.output}/eval.json, "
+        f"\n{'cross-layer transcoder' if cfg.clt else 'SAE'} saved to {summary['sae']}; "
+        f"metrics in {cfg.output}/eval.json, "
         f"training log in {cfg.output}/metrics.jsonl"
     )
     return 0

@@ -214,6 +214,48 @@ class TranscodersConfig(Section):
         return self.hook_in.format(layer=layer), self.hook_out.format(layer=layer)
 
 
+class CrossLayerTranscoderConfig(Section):
+    """A cross-layer transcoder (CLT): each listed layer's features read that layer's MLP input
+    and write, through one decoder per target, to the MLP outputs of that layer and of every
+    later listed layer. Trained jointly (the sum of the per-layer reconstruction losses); its
+    decoders grow as layers**2, so it may cover a subset of the model's layers."""
+
+    layers: list[int] = Field(..., min_length=1, max_length=256, description="Layers, ascending, e.g. [0, 1, ..., 29]")
+    hook_in: str = "blocks.{layer}.mlp.hook_in"
+    hook_out: str = "blocks.{layer}.hook_mlp_out"
+    d_sae: int = Field(1024, ge=1, le=2**20, description="Features per layer")
+    activation: Literal["topk", "jumprelu"] = "topk"
+    k: int = Field(16, ge=1, description="TopK: active features per token in each layer")
+    l0_coefficient: float = Field(1e-3, ge=0, description="JumpReLU: penalty on the expected L0 (summed over layers)")
+    jumprelu_bandwidth: float = Field(0.05, gt=0, description="JumpReLU: straight-through kernel width")
+    jumprelu_init_threshold: float = Field(0.01, ge=0, description="JumpReLU: every feature's first threshold")
+    normalize_input: bool = Field(True, description="Scale each layer's inputs and targets to mean norm sqrt(d)")
+    device: Device = "cpu"
+    dtype: DType = "float32"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> CrossLayerTranscoderConfig:
+        if self.layers != sorted(set(self.layers)) or self.layers[0] < 0:
+            raise ValueError(f"clt.layers = {self.layers} must be ascending, non-negative and without repeats")
+        if "{layer}" not in self.hook_in or "{layer}" not in self.hook_out:
+            raise ValueError("clt.hook_in and clt.hook_out must contain '{layer}'")
+        if self.activation == "topk" and self.k > self.d_sae:
+            raise ValueError(f"clt.k = {self.k} is more than clt.d_sae = {self.d_sae}; choose k <= d_sae")
+        return self
+
+    def hooks(self, layer: int) -> tuple[str, str]:
+        return self.hook_in.format(layer=layer), self.hook_out.format(layer=layer)
+
+    @property
+    def hooks_in(self) -> list[str]:
+        return [self.hooks(layer)[0] for layer in self.layers]
+
+    @property
+    def hooks_out(self) -> list[str]:
+        return [self.hooks(layer)[1] for layer in self.layers]
+
+
 class TrainConfig(Section):
     batch_size: int = Field(4096, ge=1)
     lr: float = Field(4e-4, gt=0)
@@ -328,6 +370,9 @@ class RunConfig(Section):
     sweep: list[SweepMember] | None = Field(
         None, min_length=1, max_length=64, description="Train these SAEs from one activation stream instead of one"
     )
+    clt: CrossLayerTranscoderConfig | None = Field(
+        None, description="Train one cross-layer transcoder over these layers instead of one SAE"
+    )
 
     @model_validator(mode="after")
     def _check_hooks(self) -> RunConfig:
@@ -338,6 +383,13 @@ class RunConfig(Section):
             )
         if self.transcoders is not None and self.sweep is not None:
             raise ValueError("[transcoders] and [[sweep]] cannot be combined; a run trains one of them")
+        if self.clt is not None:
+            if self.transcoders is not None or self.sweep is not None:
+                raise ValueError("[clt] cannot be combined with [transcoders] or [[sweep]]; a run trains one of them")
+            if self.train.feature_shards != 1:
+                raise ValueError("train.feature_shards: a cross-layer transcoder trains data-parallel only; set it to 1")
+            self.activations.hooks = [h for layer in self.clt.layers for h in self.clt.hooks(layer)]
+            return self
         if self.transcoders is not None:
             if len(set(self.transcoders.layers)) != len(self.transcoders.layers):
                 raise ValueError(f"transcoders.layers = {self.transcoders.layers} repeats a layer; list each once")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from lm_saes.config import EvalConfig
 from lm_saes.models import LanguageModel
 from lm_saes.saes import SparseAutoencoder
+from lm_saes.saes.crosslayer import CrossLayerTranscoder
 
 DENSITY_LOG10_EDGES = [x / 2 for x in range(-14, 1)]  # 1e-7 .. 1 in half decades
 
@@ -53,6 +54,9 @@ class EvalMetrics(BaseModel):
     delta_lm_loss: float | None = None
     kl_divergence: float | None = None  # nats per prediction, clean || with the SAE
     density: DensityHistogram | None = None
+    # a cross-layer transcoder's metrics per covered layer (model layer -> metrics, no CE); the
+    # fields above then average its layers' reconstruction and measure CE with every MLP replaced
+    per_layer: dict[int, EvalMetrics] | None = None
 
 
 class _Sums:
@@ -172,3 +176,89 @@ def _spliced_logits(
     with_sae, _ = model.logits(tokens, replace=replace)
     zeroed, _ = model.logits(tokens, replace={hook_out: zero})
     return with_sae, zeroed
+
+
+@torch.no_grad()
+def evaluate_clt(
+    clt: CrossLayerTranscoder, model: LanguageModel, contexts: torch.Tensor, cfg: EvalConfig, progress: bool = True
+) -> EvalMetrics:
+    """A cross-layer transcoder over `contexts`: each covered layer's reconstruction of its MLP
+    output from the clean pass (explained variance, L0, density per layer; their mean on top),
+    and LM loss with every covered MLP replaced at once (each layer's features read the
+    replaced model's own MLP inputs, as in the replacement model) vs clean and vs every covered
+    MLP output zeroed."""
+    if cfg.max_tokens:
+        contexts = contexts[: max(1, -(-cfg.max_tokens // contexts.shape[1]))]
+    if len(contexts) == 0:
+        raise ValueError("no held-out tokens to evaluate on; set data.eval_tokens > 0")
+    bos = model.tokenizer.bos_token_id
+    hooks = [clt.spec.hooks(layer) for layer in clt.layers]
+    sums = [_Sums(clt.spec.d_model, clt.d_sae) for _ in clt.layers]
+    ce = _Sums(1, 1)
+    for start in tqdm(range(0, len(contexts), cfg.batch_contexts), desc="eval clt", disable=not progress):
+        tokens = contexts[start : start + cfg.batch_contexts].to(model.device)
+        keep = tokens != bos
+        clean_logits, acts = model.logits(tokens, capture=[h for pair in hooks for h in pair])
+        features = {i: clt.encode_layer(i, acts[hook_in][keep]) for i, (hook_in, _) in enumerate(hooks)}
+        for j, (_, hook_out) in enumerate(hooks):
+            sums[j].add_reconstruction(acts[hook_out][keep], clt.decode_layer(j, features), features[j])
+        if not cfg.ce_loss:
+            continue
+        replaced, _ = model.logits(tokens, replace=_clt_splice(clt, hooks, keep))
+        zeroed, _ = model.logits(tokens, replace={hook_out: _zeroed(keep) for _, hook_out in hooks})
+        targets = tokens[:, 1:]
+        clean_lp, clt_lp = _next_token_log_probs(clean_logits), _next_token_log_probs(replaced)
+        for name, lp in (("clean", clean_lp), ("sae", clt_lp), ("zero", _next_token_log_probs(zeroed))):
+            ce.ce[name] -= float(lp.gather(-1, targets[..., None]).sum())
+        ce.ce["kl"] += float((clean_lp.exp() * (clean_lp - clt_lp)).sum())
+        ce.ce_count += targets.numel()
+    per_layer = {layer: s.metrics(cfg.dense_threshold) for layer, s in zip(clt.layers, sums, strict=True)}
+    layers = list(per_layer.values())
+
+    def mean(field: str) -> float:
+        return sum(getattr(m, field) for m in layers) / len(layers)
+
+    out = ce.metrics(cfg.dense_threshold) if ce.ce_count else EvalMetrics(
+        tokens=0, l0=0, explained_variance=0, mse=0, dead_fraction=0, dense_fraction=0
+    )
+    return out.model_copy(
+        update={
+            "tokens": layers[0].tokens,
+            "l0": mean("l0"),
+            "explained_variance": mean("explained_variance"),
+            "mse": mean("mse"),
+            "dead_fraction": mean("dead_fraction"),
+            "dense_fraction": mean("dense_fraction"),
+            "density": None,
+            "per_layer": per_layer,
+        }
+    )
+
+
+def _clt_splice(clt: CrossLayerTranscoder, hooks: list[tuple[str, str]], keep: torch.Tensor) -> dict:
+    """Hook functions that read each covered layer's MLP input and replace each MLP output by
+    the CLT's reconstruction from every earlier (and this) layer's features."""
+    features: dict[int, torch.Tensor] = {}
+    replace = {}
+    for i, (hook_in, hook_out) in enumerate(hooks):
+
+        def read(value: torch.Tensor, i: int = i) -> torch.Tensor:
+            features[i] = clt.encode_layer(i, value[keep])
+            return value
+
+        def write(value: torch.Tensor, j: int = i) -> torch.Tensor:
+            out = value.clone()
+            out[keep] = clt.decode_layer(j, features).to(value.dtype)
+            return out
+
+        replace[hook_in], replace[hook_out] = read, write
+    return replace
+
+
+def _zeroed(keep: torch.Tensor):
+    def zero(value: torch.Tensor) -> torch.Tensor:
+        out = value.clone()
+        out[keep] = 0
+        return out
+
+    return zero

@@ -38,11 +38,12 @@ from lm_saes.evals.suite import (
     run_synthetic,
 )
 from lm_saes.evals.universality import Neighbour, compare, decoder_neighbours, nearest_neighbours
-from lm_saes.evaluation import EvalMetrics, evaluate
+from lm_saes.evaluation import EvalMetrics, evaluate, evaluate_clt
 from lm_saes.models import LanguageModel, load_language_model
 from lm_saes.models.facts import facts_of
 from lm_saes.records import MAX_NEIGHBOURS, FeatureNeighbour, NeighbourKind
 from lm_saes.saes import SparseAutoencoder, build_sae, load_sae, make_spec
+from lm_saes.saes.crosslayer import CrossLayerTranscoder, CrossLayerTranscoderSpec
 from lm_saes.saes.sharding import shard_sae
 from lm_saes.stores import ObjectStore, open_store
 from lm_saes.stores.documents import open_document_store
@@ -55,6 +56,7 @@ from lm_saes.training.trainer import TrainSummary
 
 log = logging.getLogger(__name__)
 SAE_PREFIX = "sae"
+CLT_PREFIX = "clt"
 EVAL_KEY = "eval.json"
 CONFIG_KEY = "config.json"
 SUMMARY_KEY = "summary.json"
@@ -64,16 +66,17 @@ TRANSCODERS_KEY = "transcoders.json"
 @dataclass
 class TrainRun:
     output: str
-    sae: SparseAutoencoder
+    sae: SparseAutoencoder | CrossLayerTranscoder
     metrics: EvalMetrics | None
     timings: dict[str, float] = field(default_factory=dict)
     train_tokens: int = 0
     resumed_from: int = 0  # the checkpoint step training continued from (0: a fresh start)
+    artifact: str = SAE_PREFIX  # the trained dictionary's folder under output (clt for a CLT)
 
     def summary(self) -> dict[str, Any]:
         return {
             "output": self.output,
-            "sae": f"{self.output.rstrip('/')}/{SAE_PREFIX}",
+            "sae": f"{self.output.rstrip('/')}/{self.artifact}",
             "train_tokens": self.train_tokens,
             "resumed_from": self.resumed_from,
             "timings_s": self.timings,
@@ -201,6 +204,8 @@ def _train_runs(
     timings["activations"] = time.perf_counter() - clock
     if cfg.sweep is not None:
         return _train_sweep(cfg, model, splits, source, timings, progress, on_log, should_stop, dist)
+    if cfg.clt is not None:
+        return [_train_clt(cfg, model, splits, source, store, timings, progress, on_log, should_stop, dist)]
     if cfg.transcoders is None:
         return [_train_one(cfg, model, splits, source, store, timings, progress, on_log, should_stop, dist)]
 
@@ -358,6 +363,57 @@ def _train_one(
     summary = trainer.run()
     timings["train"] = time.perf_counter() - clock
     return _finish(cfg, model, splits, store, trainer, summary, timings, progress, dist)
+
+
+def run_train_clt(
+    cfg: RunConfig,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainRun | None:
+    """Train the cross-layer transcoder of `cfg.clt`, saved as `OUTPUT/clt` in circuit-tracer's
+    layout and evaluated (per layer, and LM loss with every covered MLP replaced)."""
+    if cfg.clt is None:
+        raise ValueError("run_train_clt needs a [clt] section")
+    return run_train(cfg, progress, on_log, should_stop)
+
+
+def _train_clt(
+    cfg: RunConfig,
+    model: LanguageModel,
+    splits: TokenSplits,
+    source: ActivationSource,
+    store: ObjectStore,
+    timings: dict[str, float],
+    progress: bool,
+    on_log: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+    dist,
+) -> TrainRun | None:
+    assert cfg.clt is not None
+    clock = time.perf_counter()
+    hooks_in, hooks_out = cfg.clt.hooks_in, cfg.clt.hooks_out
+    spec = CrossLayerTranscoderSpec.model_validate(
+        {**cfg.clt.model_dump(), "d_model": source.stats()[hooks_in[0]].d, "model": model.name}
+    )
+    clt = CrossLayerTranscoder(spec).to(spec.device, TORCH_DTYPES[spec.dtype])
+    trainer = Trainer(
+        clt, source, cfg.train, store, hooks_in, hooks_out, progress and dist.is_main, on_log, should_stop, dist
+    )
+    summary = trainer.run()
+    timings["train"] = time.perf_counter() - clock
+    if summary.steps < trainer.total_steps or not dist.is_main:
+        return None
+    clt.save_circuit_tracer(store.child(CLT_PREFIX))
+    metrics = None
+    if len(splits.eval):
+        clock = time.perf_counter()
+        metrics = evaluate_clt(clt, model, splits.eval, cfg.eval, progress)
+        store.put_json(EVAL_KEY, metrics.model_dump())
+        timings["eval"] = time.perf_counter() - clock
+    run = TrainRun(cfg.output, clt, metrics, timings, summary.tokens, summary.resumed_from, CLT_PREFIX)
+    store.put_json(SUMMARY_KEY, run.summary())
+    return run
 
 
 def run_eval(

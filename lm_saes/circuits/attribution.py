@@ -23,12 +23,8 @@ from collections.abc import Callable
 import torch
 
 from lm_saes.circuits.graph import AttributionGraph
-from lm_saes.circuits.replacement import (
-    PromptState,
-    ReplacementModel,
-    ReplacementOutput,
-    SparseActs,
-)
+from lm_saes.circuits.replacement import PromptState, ReplacementModel, ReplacementOutput
+from lm_saes.circuits.transcoders import SparseActs
 from lm_saes.config import TraceConfig
 
 
@@ -125,11 +121,10 @@ def _targets(
     output logits: concatenated, the targets in node order."""
     parts = []
     for layer, positions, indices in active:
-        sae = replacement.transcoder(layer)
-        if sae is None:
+        if layer not in replacement.covered:
             raise ValueError(f"layer {layer} has active features but no transcoder")
-        x = out.mlp_in[layer][positions].to(sae.W_enc.dtype) * sae.input_scale
-        parts.append((x * sae.W_enc[indices]).sum(-1) + sae.b_enc[indices])
+        rows, bias = replacement.transcoders.encoder(layer, indices)
+        parts.append((out.mlp_in[layer][positions].to(rows.dtype) * rows).sum(-1) + bias)
     last = out.logits[-1]
     parts.append(last[logit_ids] - last.mean())
     return [p.float() for p in parts]

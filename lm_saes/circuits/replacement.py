@@ -2,7 +2,9 @@
 
 Attention patterns and normalization scales are taken from the real forward pass, and every
 MLP output is rebuilt as transcoder output + error node (real output - transcoder output); MLPs
-without a transcoder enter whole as error nodes. With everything else frozen, the residual
+without a transcoder enter whole as error nodes. The transcoders are per-layer ones or one
+cross-layer transcoder (lm_saes.circuits.transcoders): with a CLT, an MLP output is decoded from
+the features of its own and of every earlier covered layer, which changes nothing below. With everything else frozen, the residual
 stream is a linear function of the token embeddings, the feature activations and the error
 nodes, which is what makes attribution edges exact. Unperturbed, it reproduces the real
 logits; with interventions, downstream features are recomputed by their transcoders.
@@ -20,9 +22,8 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from lm_saes.circuits.transcoders import TranscoderSet
+from lm_saes.circuits.transcoders import Acts, SparseActs, Transcoders
 from lm_saes.models import LanguageModel
-from lm_saes.saes import SparseAutoencoder
 
 EMBED_HOOK = "blocks.0.hook_resid_pre"  # token (+ position) embedding entering the residual stream
 FROZEN_SUFFIXES = ("hook_scale", "attn.hook_pattern")
@@ -52,27 +53,6 @@ class PromptState:
     errors: dict[int, torch.Tensor]  # every layer -> [T, d_model]: real MLP output - transcoder output
 
 
-class SparseActs(NamedTuple):
-    """One layer's active features as (position, feature, value) entries. Decoding them costs
-    O(active features) instead of a dense [T, d_sae] x [d_sae, d_model] product, whose gradient
-    is most of the work of attribution's backward passes otherwise."""
-
-    positions: torch.Tensor  # [n]
-    features: torch.Tensor  # [n]
-    values: torch.Tensor  # [n]
-
-    def decode(self, sae: SparseAutoencoder, n_pos: int) -> torch.Tensor:
-        """[n_pos, d_out], equal to `sae.decode` of the dense activations.
-
-        Written as (one-hot positions x values) @ the active decoder rows: the gradient of the
-        values is then one [T, d_out] x [d_out, n] product per batched backward row, and nothing
-        of size n x d_out is materialized per row."""
-        n = len(self.positions)
-        weights = torch.zeros(n_pos, n, dtype=sae.W_dec.dtype, device=sae.W_dec.device)
-        weights[self.positions, torch.arange(n, device=weights.device)] = 1
-        return ((weights * self.values.to(weights.dtype)) @ sae.W_dec[self.features] + sae.b_dec) / sae.output_scale
-
-
 class ReplacementOutput(NamedTuple):
     logits: torch.Tensor  # [T, vocab]
     mlp_in: dict[int, torch.Tensor]  # layer -> [T, d_model] (with grad when inputs have it)
@@ -80,7 +60,7 @@ class ReplacementOutput(NamedTuple):
 
 
 class ReplacementModel:
-    def __init__(self, model: LanguageModel, transcoders: TranscoderSet):
+    def __init__(self, model: LanguageModel, transcoders: Transcoders):
         if transcoders.model and transcoders.model != model.name:
             raise ValueError(
                 f"transcoders at {transcoders.location} were trained on {transcoders.model!r}, "
@@ -96,15 +76,13 @@ class ReplacementModel:
         model.check_hooks([EMBED_HOOK, *(h for pair in self.mlp_hooks.values() for h in pair)])
         self.frozen_hooks = [h for h in model.bridge.hook_dict if h.endswith(FROZEN_SUFFIXES)]
         model.bridge.requires_grad_(False)  # gradients are only ever taken w.r.t. graph nodes
-        for sae in transcoders.by_layer.values():
-            sae.requires_grad_(False)
+        for module in transcoders.modules():
+            module.requires_grad_(False)
+        self.covered = set(transcoders.layers)
 
     @property
     def n_layers(self) -> int:
         return self.model.n_layers
-
-    def transcoder(self, layer: int) -> SparseAutoencoder | None:
-        return self.transcoders.by_layer.get(layer)
 
     @torch.no_grad()
     def prepare(self, tokens: torch.Tensor) -> PromptState:
@@ -122,15 +100,16 @@ class ReplacementModel:
         names = [*self.frozen_hooks, EMBED_HOOK, *(h for pair in self.mlp_hooks.values() for h in pair)]
         logits = self.model.bridge.run_with_hooks(tokens[None], fwd_hooks=[(n, keep(n)) for n in names])
         mlp_in = {layer: cache[hook_in][0] for layer, (hook_in, _) in self.mlp_hooks.items()}
-        acts, errors = {}, {}
+        acts: dict[int, torch.Tensor] = {}
+        errors = {}
         for layer, (_, hook_out) in self.mlp_hooks.items():
             real_out = cache[hook_out][0]
-            sae = self.transcoder(layer)
-            if sae is None:
+            if layer not in self.covered:
                 errors[layer] = real_out
                 continue
-            acts[layer] = sae.encode(mlp_in[layer]).to(real_out.dtype)
-            errors[layer] = real_out - sae.decode(acts[layer]).to(real_out.dtype)
+            acts[layer] = self.transcoders.encode(layer, mlp_in[layer]).to(real_out.dtype)
+            decoded = self.transcoders.decode(layer, acts, len(tokens))
+            errors[layer] = real_out - decoded.to(real_out.dtype)
         return PromptState(
             tokens,
             {h: cache[h] for h in self.frozen_hooks},
@@ -163,13 +142,15 @@ class ReplacementModel:
         """
         embed = state.embed if embed is None else embed
         errors = state.errors if errors is None else errors
-        acts = dict(acts or {})
+        given = dict(acts or {})
+        current: dict[int, Acts] = {}  # each covered layer's activations, set when its input is read
         used: dict[int, torch.Tensor] = {}
         mlp_in: dict[int, torch.Tensor] = {}
         by_layer: dict[int, list[Intervention]] = {}
         for change in interventions:
             self._check_intervention(change, state)
             by_layer.setdefault(change.layer, []).append(change)
+        n_pos = len(state.tokens)
 
         def frozen(tensor: torch.Tensor, hook) -> torch.Tensor:
             return state.frozen[hook.name]
@@ -180,28 +161,19 @@ class ReplacementModel:
         def read_mlp_in(layer: int) -> Callable:
             def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
                 mlp_in[layer] = tensor[0]
+                if layer in self.covered:
+                    current[layer] = self._layer_acts(layer, tensor[0], given.get(layer), state, by_layer, freeze_active_set)
+                    if not isinstance(current[layer], SparseActs):
+                        used[layer] = current[layer]  # type: ignore[assignment]
                 return tensor
 
             return fn
 
         def write_mlp_out(layer: int) -> Callable:
             def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
-                sae = self.transcoder(layer)
-                if sae is None:
+                if layer not in self.covered:
                     return errors[layer][None].to(tensor.dtype)
-                layer_acts = acts.get(layer)
-                if isinstance(layer_acts, SparseActs):
-                    if layer in by_layer:
-                        raise ValueError(f"layer {layer}: interventions need dense activations, not SparseActs")
-                    return (layer_acts.decode(sae, len(state.tokens)) + errors[layer])[None].to(tensor.dtype)
-                if layer_acts is None and freeze_active_set:
-                    layer_acts = sae.raw_pre_acts(mlp_in[layer]).relu() * (state.acts[layer] > 0)
-                elif layer_acts is None:
-                    layer_acts = sae.encode(mlp_in[layer])
-                if layer in by_layer:
-                    layer_acts = apply_interventions(layer_acts, by_layer[layer])
-                used[layer] = layer_acts
-                return (sae.decode(layer_acts) + errors[layer])[None].to(tensor.dtype)
+                return (self.transcoders.decode(layer, current, n_pos) + errors[layer])[None].to(tensor.dtype)
 
             return fn
 
@@ -213,19 +185,40 @@ class ReplacementModel:
         logits = self.model.bridge.run_with_hooks(state.tokens[None], fwd_hooks=hooks)
         return ReplacementOutput(logits[0], mlp_in, used)
 
+    def _layer_acts(
+        self,
+        layer: int,
+        x: torch.Tensor,
+        given: Acts | None,
+        state: PromptState,
+        by_layer: dict[int, list[Intervention]],
+        freeze_active_set: bool,
+    ) -> Acts:
+        """A covered layer's activations in this run: given, or recomputed from its MLP input
+        (with the prompt's active set when frozen), then the interventions on it."""
+        if isinstance(given, SparseActs):
+            if layer in by_layer:
+                raise ValueError(f"layer {layer}: interventions need dense activations, not SparseActs")
+            return given
+        if given is None and freeze_active_set:
+            given = self.transcoders.pre_acts(layer, x).relu() * (state.acts[layer] > 0)
+        elif given is None:
+            given = self.transcoders.encode(layer, x)
+        return apply_interventions(given, by_layer[layer]) if layer in by_layer else given
+
     def _check_frozen_names(self, state: PromptState) -> None:
         missing = [h for h in self.frozen_hooks if h not in state.frozen]
         if missing:
             raise ValueError(f"prompt state lacks frozen values for {missing[:3]}; prepare it with this model")
 
     def _check_intervention(self, change: Intervention, state: PromptState) -> None:
-        if change.layer not in self.transcoders.by_layer:
+        if change.layer not in self.covered:
             raise ValueError(f"intervention layer {change.layer} has no transcoder; covered: {self.transcoders.layers}")
         if not 0 <= change.position < len(state.tokens):
             raise ValueError(
                 f"intervention position {change.position} is outside the prompt (0..{len(state.tokens) - 1})"
             )
-        d_sae = self.transcoders.by_layer[change.layer].d_sae
+        d_sae = self.transcoders.d_sae(change.layer)
         if not 0 <= change.feature < d_sae:
             raise ValueError(f"intervention feature {change.feature} is outside 0..{d_sae - 1}")
         if change.mode not in ("scale", "clamp"):

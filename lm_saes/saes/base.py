@@ -199,6 +199,13 @@ class SparseAutoencoder(nn.Module):
             parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
             self.W_dec.grad -= parallel * self.W_dec
 
+    @classmethod
+    def parse_saved_spec(cls, raw: dict) -> SAESpec:
+        """A saved spec (sae.json) as a spec of its architecture."""
+        from lm_saes.saes.registry import parse_spec  # the registry imports this module
+
+        return parse_spec(raw)
+
     # --- persistence -------------------------------------------------------------------
     def save(self, store: ObjectStore, prefix: str = "") -> None:
         """Weights first, then the spec: a reader that finds sae.json finds complete weights.

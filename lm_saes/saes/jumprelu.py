@@ -67,6 +67,17 @@ class _Step(torch.autograd.Function):
         return None, grad_threshold.sum(0), None
 
 
+def jump_relu(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """pre where it exceeds the threshold, else 0; the threshold's gradient is straight-through
+    (summed over the leading batch dimension)."""
+    return _JumpReLU.apply(pre, threshold, bandwidth)
+
+
+def step(pre: torch.Tensor, threshold: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """1 where pre exceeds the threshold: the L0 count, with a straight-through threshold gradient."""
+    return _Step.apply(pre, threshold, bandwidth)
+
+
 @register(JumpReLUConfig)
 class JumpReLUSAE(SparseAutoencoder):
     spec: JumpReLUSpec  # built from `spec_class(JumpReLUConfig)`, which register() sets
@@ -90,7 +101,7 @@ class JumpReLUSAE(SparseAutoencoder):
         pre = self.pre_acts(x).relu()
         threshold = self.threshold
         bw = self.spec.jumprelu_bandwidth
-        acts = _JumpReLU.apply(pre, threshold, bw)
-        l0_per_token = self.shard.sum(_Step.apply(pre, threshold, bw).sum(-1).mean())
+        acts = jump_relu(pre, threshold, bw)
+        l0_per_token = self.shard.sum(step(pre, threshold, bw).sum(-1).mean())
         sparsity = self.spec.l0_coefficient * info.sparsity_warmup * l0_per_token
         return self.dense_output(acts, self.shard.sum(acts @ self.W_dec) + self.b_dec, target, "l0_penalty", sparsity)

@@ -31,6 +31,8 @@ def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
     them one after another, so dictionaries add up and the per-step activations are the
     largest member's. With `train.feature_shards = n` a rank holds 1/n of each dictionary's
     features (b_dec is replicated) and of the step's [batch, d_sae] tensors."""
+    if cfg.clt is not None:
+        return _estimate_clt(cfg, d_in, model_bytes)
     if cfg.sweep is not None:
         members = [cfg.for_member(i) for i in range(len(cfg.sweep))]
         widths = [(member.sae.d_sae, member.train.batch_size) for member in members]
@@ -48,3 +50,22 @@ def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
         shard_bytes(cfg.data, cfg.activations, d_in) if cfg.activations.store and cfg.activations.path is None else 0
     )
     return RunEstimate(model_bytes + dictionaries + step + buffer, storage)
+
+
+def _estimate_clt(cfg: RunConfig, d_model: int, model_bytes: int) -> RunEstimate:
+    """A cross-layer transcoder over L layers holds L encoders and L(L+1)/2 decoders of
+    d_sae x d_model (fp32 weights, gradients and two Adam moments), so memory grows as L**2;
+    a step holds [batch, L, d_sae] pre-activations, activations and their gradient."""
+    from lm_saes.saes.crosslayer import clt_parameters
+
+    assert cfg.clt is not None
+    n_layers = len(cfg.clt.layers)
+    parameters = clt_parameters(n_layers, cfg.clt.d_sae, d_model).parameters * 4 * 4
+    step = cfg.train.batch_size * n_layers * (cfg.clt.d_sae * 3 + d_model * 4) * 4
+    buffer = cfg.activations.buffer_tokens * d_model * BYTES[cfg.activations.dtype] * len(cfg.activations.hooks)
+    storage = (
+        shard_bytes(cfg.data, cfg.activations, d_model)
+        if cfg.activations.store and cfg.activations.path is None
+        else 0
+    )
+    return RunEstimate(model_bytes + parameters + step + buffer, storage)

@@ -42,7 +42,7 @@ class Sweep:
             trainer.begin(stop_at_step)
         step = min(trainer.step for trainer in self.trainers)
         end = max(trainer.last_step for trainer in self.trainers)
-        hooks = sorted({h for t in self.trainers for h in (t.hook_in, t.hook_out)})
+        hooks = sorted({h for t in self.trainers for h in t.hooks})
         batches = self.source.with_hooks(hooks).batches(self.batch_size, start_row=step * self.batch_size)
         started = time.perf_counter()
         with tqdm(total=end, initial=step, desc="sweep", unit="step", disable=not self.progress) as bar:

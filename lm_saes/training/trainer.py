@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import TrainConfig
 from lm_saes.saes.base import ForwardOutput, SparseAutoencoder, TrainStepInfo
-from lm_saes.saes.registry import parse_spec
 from lm_saes.stores import ObjectStore
 from lm_saes.training.checkpoint import (
     finish_checkpoint,
@@ -68,15 +67,17 @@ class Trainer:
         source: ActivationSource,
         cfg: TrainConfig,
         store: ObjectStore,
-        hook_in: str,
-        hook_out: str,
+        hook_in: str | list[str],
+        hook_out: str | list[str],
         progress: bool = True,
         on_log: Callable[[dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         distributed: Distributed | None = None,
     ):
         """`on_log` receives each metrics record; `should_stop` is polled every step (a job's
-        shutdown or cancel): when it turns true the trainer checkpoints and returns early."""
+        shutdown or cancel): when it turns true the trainer checkpoints and returns early.
+        `hook_in`/`hook_out` name one hook each, or (a cross-layer transcoder) one hook per
+        covered layer, whose rows are stacked into [batch, layers, d]."""
         self.sae = sae
         self.source = source
         self.cfg = cfg
@@ -116,16 +117,32 @@ class Trainer:
             return
         if self.dist.is_main:
             self.log.start()
-        stats = self.source.stats()
-        d_in, d_out = stats[self.hook_in].d, stats[self.hook_out].d
-        in_scale = math.sqrt(d_in) / stats[self.hook_in].mean_norm if self.sae.spec.normalize_input else 1.0
-        out_scale = math.sqrt(d_out) / stats[self.hook_out].mean_norm if self.sae.spec.normalize_input else 1.0
-        self.sae.set_scales(in_scale, out_scale)
+        in_scale, out_scale = self._scales(self.hook_in), self._scales(self.hook_out)
+        self.sae.set_scales(in_scale, out_scale)  # type: ignore[arg-type]  # lists for a CLT
         first = next(self.source.batches(min(self.cfg.batch_size, 4096)))
-        self.sae.initialize_from_data(first[self.hook_in], first[self.hook_out])
+        self.sae.initialize_from_data(self.rows(first, self.hook_in), self.rows(first, self.hook_out))
+
+    def _scales(self, hooks: str | list[str]) -> float | list[float]:
+        """sqrt(d) / mean norm of each hook (1 without `normalize_input`), per hook for a list."""
+        stats = self.source.stats()
+
+        def scale(hook: str) -> float:
+            return math.sqrt(stats[hook].d) / stats[hook].mean_norm if self.sae.spec.normalize_input else 1.0
+
+        return scale(hooks) if isinstance(hooks, str) else [scale(hook) for hook in hooks]
+
+    @staticmethod
+    def rows(batch: dict[str, torch.Tensor], hooks: str | list[str]) -> torch.Tensor:
+        """The batch's rows of one hook, or of several stacked along dim 1."""
+        return batch[hooks] if isinstance(hooks, str) else torch.stack([batch[hook] for hook in hooks], 1)
+
+    @property
+    def hooks(self) -> list[str]:
+        """Every hook a batch for this trainer must hold."""
+        return [h for hooks in (self.hook_in, self.hook_out) for h in ([hooks] if isinstance(hooks, str) else hooks)]
 
     def _restore(self, prefix: str) -> None:
-        saved = parse_spec(self.store.get_json(f"{prefix}/sae.json"))
+        saved = self.sae.parse_saved_spec(self.store.get_json(f"{prefix}/sae.json"))
         ignore = {"input_scale", "output_scale", "seed", "device"}
         ours, theirs = self.sae.spec.model_dump(exclude=ignore), saved.model_dump(exclude=ignore)
         changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
@@ -178,8 +195,8 @@ class Trainer:
     def feed(self, batch: dict[str, torch.Tensor]) -> dict[str, float] | None:
         """One step on `batch` (the source's batch at this step); the metrics record when logged."""
         device = self.sae.W_enc.device
-        x = self.dist.local_rows(batch[self.hook_in]).to(device, non_blocking=True)
-        y = self.dist.local_rows(batch[self.hook_out]).to(device, non_blocking=True)
+        x = self.dist.local_rows(self.rows(batch, self.hook_in)).to(device, non_blocking=True)
+        y = self.dist.local_rows(self.rows(batch, self.hook_out)).to(device, non_blocking=True)
         out, info = self.train_step(x, y)
         record = None
         if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:

@@ -1,7 +1,9 @@
 """Circuit tracing on a tiny model: every check the method promises, against the real code path.
 
 The transcoder set is trained by the real trainer (both layers of a 2-layer random model); the
-replacement model, attribution, pruning and interventions run exactly as on SmolLM2.
+replacement model, attribution, pruning and interventions run exactly as on SmolLM2. Every test
+taking `replacement` or `graph` runs twice: with per-layer transcoders and with a cross-layer
+transcoder (lm_saes.saes.crosslayer) over the same layers, which must satisfy the same identities.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from lm_saes.circuits import (
 )
 from lm_saes.circuits.checks import graph_checks
 from lm_saes.circuits.graph import AttributionGraph, influence, normalized
-from lm_saes.circuits.replacement import SparseActs
+from lm_saes.circuits.transcoders import CrossLayerSet, SparseActs
 from lm_saes.circuits.trace import load_graph, top_feature_nodes
 from lm_saes.config import ConfigError, RunConfig, TraceConfig, load_config, parse_config
 from lm_saes.interop.circuit_tracer import to_graph_json
 from lm_saes.models import load_language_model
-from lm_saes.runner import run_train_transcoders
+from lm_saes.runner import run_train_clt, run_train_transcoders
 from lm_saes.stores import open_store
 from lm_saes.stores.documents import open_document_store
 from tests.integration.conftest import REPO
@@ -52,9 +54,21 @@ def transcoder_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def replacement(transcoder_run):
-    out, cfg, _ = transcoder_run
+def clt_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clt")
+    cfg = load_config(
+        REPO / "examples/configuration/clt-tiny.toml",
+        RunConfig,
+        {"output": str(out), "data.max_tokens": 6000, "train.checkpoint_every": 0},
+    )
+    return out, cfg, run_train_clt(cfg, progress=False)
+
+
+@pytest.fixture(scope="module", params=["per-layer", "clt"])
+def replacement(request):
+    out, cfg, _ = request.getfixturevalue("transcoder_run" if request.param == "per-layer" else "clt_run")
     transcoders = TranscoderSet.load(str(out))
+    assert isinstance(transcoders, CrossLayerSet) == (request.param == "clt")
     return ReplacementModel(load_language_model(cfg.model), transcoders)
 
 
@@ -105,13 +119,33 @@ def test_replacement_model_reproduces_the_real_logits(replacement):
 def test_sparse_activations_decode_like_dense_ones(replacement):
     """Attribution feeds features as SparseActs; they must decode to what the dense path gives."""
     state = prompt_state(replacement, PROMPT)
+    n_pos, transcoders = len(state.tokens), replacement.transcoders
+    sparse_acts = {}
     for layer, acts in state.acts.items():
-        sae = replacement.transcoder(layer)
         positions, features = torch.nonzero(acts > 0, as_tuple=True)
-        sparse = SparseActs(positions, features, acts[positions, features])
-        assert torch.allclose(sparse.decode(sae, len(state.tokens)), sae.decode(acts), atol=1e-5)
+        sparse_acts[layer] = sparse = SparseActs(positions, features, acts[positions, features])
+    for layer in state.acts:
+        dense = transcoders.decode(layer, state.acts, n_pos)
+        assert torch.allclose(transcoders.decode(layer, sparse_acts, n_pos), dense, atol=1e-5)
     with pytest.raises(ValueError, match="dense activations"):
         replacement.forward(state, acts={layer: sparse}, interventions=[Intervention(layer, 1, 0, 2.0)])
+
+
+def test_clt_error_nodes_are_what_the_whole_clt_misses(clt_run):
+    """With a CLT, layer 1's MLP output is decoded from layer 0's features too: its error node is
+    the real output minus the CLT module's own reconstruction from both layers."""
+    out, cfg, run = clt_run
+    replacement = ReplacementModel(load_language_model(cfg.model), TranscoderSet.load(str(out)))
+    state = prompt_state(replacement, PROMPT)
+    hooks = [replacement.mlp_hooks[layer] for layer in (0, 1)]
+    acts = replacement.model.activations(state.tokens[None], [h for pair in hooks for h in pair])
+    x = torch.stack([acts[hook_in][0] for hook_in, _ in hooks], 1)
+    clt = replacement.transcoders.clt
+    for j, (_, hook_out) in enumerate(hooks):
+        assert torch.allclose(state.errors[j], acts[hook_out][0] - clt(x)[:, j], atol=1e-5)
+    # the cross-layer decoder matters: layer 1's output without layer 0's features differs
+    alone = clt.decode_layer(1, {1: clt.encode_layer(1, x[:, 1])})
+    assert (alone - clt(x)[:, 1]).abs().max() > 1e-3
 
 
 def test_replacement_freezes_attention_and_norms(replacement):

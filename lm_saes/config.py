@@ -387,7 +387,9 @@ class RunConfig(Section):
             if self.transcoders is not None or self.sweep is not None:
                 raise ValueError("[clt] cannot be combined with [transcoders] or [[sweep]]; a run trains one of them")
             if self.train.feature_shards != 1:
-                raise ValueError("train.feature_shards: a cross-layer transcoder trains data-parallel only; set it to 1")
+                raise ValueError(
+                    "train.feature_shards: a cross-layer transcoder trains data-parallel only; set it to 1"
+                )
             self.activations.hooks = [h for layer in self.clt.layers for h in self.clt.hooks(layer)]
             return self
         if self.transcoders is not None:

@@ -13,6 +13,8 @@ Conventions (as in SAELens):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
@@ -167,14 +169,9 @@ def _spliced_logits(
         out[keep] = sae(seen.get(hook_in, value)[keep]).to(value.dtype)
         return out
 
-    def zero(value: torch.Tensor) -> torch.Tensor:
-        out = value.clone()
-        out[keep] = 0
-        return out
-
     replace = {hook_out: splice} if hook_in == hook_out else {hook_in: remember_input, hook_out: splice}
     with_sae, _ = model.logits(tokens, replace=replace)
-    zeroed, _ = model.logits(tokens, replace={hook_out: zero})
+    zeroed, _ = model.logits(tokens, replace={hook_out: _zeroed(keep)})
     return with_sae, zeroed
 
 
@@ -218,8 +215,10 @@ def evaluate_clt(
     def mean(field: str) -> float:
         return sum(getattr(m, field) for m in layers) / len(layers)
 
-    out = ce.metrics(cfg.dense_threshold) if ce.ce_count else EvalMetrics(
-        tokens=0, l0=0, explained_variance=0, mse=0, dead_fraction=0, dense_fraction=0
+    out = (
+        ce.metrics(cfg.dense_threshold)
+        if ce.ce_count
+        else EvalMetrics(tokens=0, l0=0, explained_variance=0, mse=0, dead_fraction=0, dense_fraction=0)
     )
     return out.model_copy(
         update={
@@ -235,11 +234,13 @@ def evaluate_clt(
     )
 
 
-def _clt_splice(clt: CrossLayerTranscoder, hooks: list[tuple[str, str]], keep: torch.Tensor) -> dict:
+def _clt_splice(
+    clt: CrossLayerTranscoder, hooks: list[tuple[str, str]], keep: torch.Tensor
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Hook functions that read each covered layer's MLP input and replace each MLP output by
     the CLT's reconstruction from every earlier (and this) layer's features."""
     features: dict[int, torch.Tensor] = {}
-    replace = {}
+    replace: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     for i, (hook_in, hook_out) in enumerate(hooks):
 
         def read(value: torch.Tensor, i: int = i) -> torch.Tensor:
@@ -255,7 +256,9 @@ def _clt_splice(clt: CrossLayerTranscoder, hooks: list[tuple[str, str]], keep: t
     return replace
 
 
-def _zeroed(keep: torch.Tensor):
+def _zeroed(keep: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A hook function setting the kept positions to zero (zero ablation)."""
+
     def zero(value: torch.Tensor) -> torch.Tensor:
         out = value.clone()
         out[keep] = 0

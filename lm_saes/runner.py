@@ -334,6 +334,7 @@ def _finish(
     if not dist.is_main:
         return None
     sae = load_sae(store.child(SAE_PREFIX), cfg.sae.device) if trainer.sae.shard.sharded else trainer.sae
+    assert isinstance(sae, SparseAutoencoder)  # a CLT finishes in _train_clt
     metrics = None
     if len(splits.eval):
         clock = time.perf_counter()

@@ -162,7 +162,9 @@ class ReplacementModel:
             def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
                 mlp_in[layer] = tensor[0]
                 if layer in self.covered:
-                    current[layer] = self._layer_acts(layer, tensor[0], given.get(layer), state, by_layer, freeze_active_set)
+                    current[layer] = self._layer_acts(
+                        layer, tensor[0], given.get(layer), state, by_layer, freeze_active_set
+                    )
                     if not isinstance(current[layer], SparseActs):
                         used[layer] = current[layer]  # type: ignore[assignment]
                 return tensor

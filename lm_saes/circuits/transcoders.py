@@ -129,7 +129,7 @@ class TranscoderSet(Transcoders):
     by_layer: dict[int, SparseAutoencoder]
 
     @classmethod
-    def load(cls, location: str, device: str = "cpu") -> Transcoders:  # type: ignore[override]
+    def load(cls, location: str, device: str = "cpu") -> Transcoders:
         """A per-layer set; a CLT's folder loads as a `CrossLayerSet` (see `Transcoders.load`)."""
         location = location.rstrip("/")
         if location.endswith(SET_KEY):

@@ -26,7 +26,7 @@ from torch import nn
 
 from lm_saes.config import CrossLayerTranscoderConfig
 from lm_saes.dtypes import TORCH_DTYPES
-from lm_saes.saes.base import SPEC_KEY, WEIGHTS_KEY, ForwardOutput, TrainStepInfo
+from lm_saes.saes.base import SPEC_KEY, WEIGHTS_KEY, ForwardOutput, SparseAutoencoder, TrainStepInfo
 from lm_saes.saes.jumprelu import jump_relu, step
 from lm_saes.saes.sharding import FeatureShard
 from lm_saes.saes.sparse_ops import SparseCode, select_pre_acts, sparse_decode
@@ -193,7 +193,7 @@ class CrossLayerTranscoder(nn.Module):
         """Sparse all the way (lm_saes.saes.sparse_ops): source i's k active features decode
         into all of its targets at once through W_dec[i] viewed as [d_sae, (L - i) * d]."""
         batch, n, f = x.shape[0], self.n_layers, self.d_sae
-        recon = self.b_dec.expand(batch, n, -1)
+        written = []
         fired = torch.zeros(n, f, dtype=torch.bool, device=x.device)
         active = torch.zeros((), device=x.device)
         for i in range(n):
@@ -203,22 +203,18 @@ class CrossLayerTranscoder(nn.Module):
             code = SparseCode.from_topk(values, indices)
             values = select_pre_acts(pre, code, x[:, i], self.W_enc[i], self.b_enc[i]).relu()
             code = code._replace(values=values)
-            written = sparse_decode(code, self.W_dec[i].reshape(f, -1)).view(batch, n - i, -1)
-            recon = recon + F.pad(written, (0, 0, i, 0))
+            written.append(sparse_decode(code, self.W_dec[i].reshape(f, -1)).view(batch, n - i, -1))
             on = code.values > 0
             fired[i, code.indices[on]] = True
             active = active + on.sum()
-        return recon, fired.flatten(), active
+        return add_to_targets(self.b_dec, written), fired.flatten(), active
 
     def _jumprelu_recon(self, x: torch.Tensor, info: TrainStepInfo):
         pre = (torch.einsum("bld,lfd->blf", x, self.W_enc) + self.b_enc).relu()
         threshold, bandwidth = self.threshold, self.spec.jumprelu_bandwidth
         acts = jump_relu(pre, threshold, bandwidth)
-        batch, n = x.shape[0], self.n_layers
-        recon = self.b_dec.expand(batch, n, -1)
-        for i in range(n):
-            written = torch.einsum("bf,ftd->btd", acts[:, i], self.W_dec[i])
-            recon = recon + F.pad(written, (0, 0, i, 0))
+        written = [torch.einsum("bf,ftd->btd", acts[:, i], self.W_dec[i]) for i in range(self.n_layers)]
+        recon = add_to_targets(self.b_dec, written)
         expected_l0 = step(pre, threshold, bandwidth).sum(-1).mean(0).sum()  # summed over layers
         penalty = self.spec.l0_coefficient * info.sparsity_warmup * expected_l0
         active = acts > 0
@@ -282,15 +278,41 @@ class CrossLayerTranscoder(nn.Module):
         store.put_json(CLT_SPEC_KEY, folded.model_dump(mode="json"))
 
 
+Dictionary = SparseAutoencoder | CrossLayerTranscoder  # what the trainer trains and checkpoints
+
+
+class _AddToTargets(torch.autograd.Function):
+    """out[:, j] = bias[j] + sum_{i <= j} written[i][:, j - i], for written[i] [batch, L - i, d].
+
+    In place into one buffer, and the backward is views of the output gradient: summing padded
+    copies instead costs L full [batch, L, d] zero-fills each way (a third of a step)."""
+
+    @staticmethod
+    def forward(ctx, bias: torch.Tensor, *written: torch.Tensor) -> torch.Tensor:
+        out = bias.expand(written[0].shape[0], -1, -1).clone()
+        for i, part in enumerate(written):
+            out[:, i:] += part
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (grad.sum(0), *(grad[:, i:] for i in range(grad.shape[1])))
+
+
+def add_to_targets(bias: torch.Tensor, written: list[torch.Tensor]) -> torch.Tensor:
+    return _AddToTargets.apply(bias, *written)
+
+
 class CLTStats(NamedTuple):
     parameters: int
     decoder_parameters: int
 
 
-def clt_parameters(n_layers: int, d_sae: int, d_model: int) -> CLTStats:
+def clt_parameters(n_layers: int, d_sae: int, d_model: int, jumprelu: bool = False) -> CLTStats:
     """Parameter counts: decoders grow as n_layers * (n_layers + 1) / 2."""
     decoder = d_sae * d_model * n_layers * (n_layers + 1) // 2
-    return CLTStats(decoder + n_layers * (d_sae * d_model + d_sae + d_model + d_sae), decoder)
+    per_layer = d_sae * d_model + d_sae + d_model + (d_sae if jumprelu else 0)  # encoder, b_enc, b_dec
+    return CLTStats(decoder + n_layers * per_layer, decoder)
 
 
 def load_clt(location: str | ObjectStore, device: str = "cpu") -> CrossLayerTranscoder:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lm_saes.saes.base import WEIGHTS_KEY, SparseAutoencoder
+from lm_saes.saes.crosslayer import Dictionary
 from lm_saes.saes.sharding import shard_files, shard_state
 from lm_saes.stores import ObjectStore
 
@@ -25,7 +26,7 @@ ROOT = "checkpoints"
 _STEP = re.compile(rf"^{ROOT}/step-(\d+)/done$")
 
 
-def save_checkpoint(store: ObjectStore, step: int, sae: SparseAutoencoder, state: dict[str, Any]) -> str:
+def save_checkpoint(store: ObjectStore, step: int, sae: Dictionary, state: dict[str, Any]) -> str:
     prefix = _prefix(step)
     sae.save(store, prefix)
     buffer = io.BytesIO()
@@ -39,13 +40,13 @@ def _prefix(step: int) -> str:
     return f"{ROOT}/step-{step:08d}"
 
 
-def trainer_state_key(prefix: str, sae: SparseAutoencoder) -> str:
+def trainer_state_key(prefix: str, sae: Dictionary) -> str:
     if not sae.shard.sharded:
         return f"{prefix}/trainer.pt"
     return f"{prefix}/trainer-{sae.shard.index:04d}-of-{sae.shard.count:04d}.pt"
 
 
-def save_checkpoint_shard(store: ObjectStore, step: int, sae: SparseAutoencoder, state: dict[str, Any]) -> None:
+def save_checkpoint_shard(store: ObjectStore, step: int, sae: Dictionary, state: dict[str, Any]) -> None:
     """One feature shard's part of the checkpoint at `step` (not yet done)."""
     prefix = _prefix(step)
     sae.save(store, prefix)
@@ -54,7 +55,7 @@ def save_checkpoint_shard(store: ObjectStore, step: int, sae: SparseAutoencoder,
     store.put_bytes(trainer_state_key(prefix, sae), buffer.getvalue())
 
 
-def finish_checkpoint(store: ObjectStore, step: int, sae: SparseAutoencoder) -> str:
+def finish_checkpoint(store: ObjectStore, step: int, sae: Dictionary) -> str:
     """After every shard's `save_checkpoint_shard`: the spec, then `done`."""
     prefix = _prefix(step)
     sae.save_spec(store, prefix)
@@ -62,10 +63,10 @@ def finish_checkpoint(store: ObjectStore, step: int, sae: SparseAutoencoder) -> 
     return prefix
 
 
-def load_checkpoint_weights(store: ObjectStore, prefix: str, sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
+def load_checkpoint_weights(store: ObjectStore, prefix: str, sae: Dictionary) -> dict[str, torch.Tensor]:
     """The state dict for `sae` (its own shard's, when sharded) from the checkpoint at `prefix`;
     a checkpoint of another shard count is refused with the setting to use."""
-    if sae.shard.sharded or shard_files(store, prefix):
+    if isinstance(sae, SparseAutoencoder) and (sae.shard.sharded or shard_files(store, prefix)):
         return shard_state(sae, store, prefix)
     return store.get_tensors(f"{prefix}/{WEIGHTS_KEY}")
 
@@ -84,7 +85,7 @@ def prune_checkpoints(store: ObjectStore, keep: int) -> None:
         store.delete_prefix(f"{ROOT}/step-{step:08d}")
 
 
-def save_trained(store: ObjectStore, prefix: str, sae: SparseAutoencoder, dist: Distributed) -> None:
+def save_trained(store: ObjectStore, prefix: str, sae: Dictionary, dist: Distributed) -> None:
     """A finished SAE under `prefix`: written by rank 0, or by the feature shards of data-parallel
     rank 0 followed by rank 0's spec (so sae.json still means complete weights). Every rank calls."""
     if not sae.shard.sharded:

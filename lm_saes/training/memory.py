@@ -64,8 +64,6 @@ def _estimate_clt(cfg: RunConfig, d_model: int, model_bytes: int) -> RunEstimate
     step = cfg.train.batch_size * n_layers * (cfg.clt.d_sae * 3 + d_model * 4) * 4
     buffer = cfg.activations.buffer_tokens * d_model * BYTES[cfg.activations.dtype] * len(cfg.activations.hooks)
     storage = (
-        shard_bytes(cfg.data, cfg.activations, d_model)
-        if cfg.activations.store and cfg.activations.path is None
-        else 0
+        shard_bytes(cfg.data, cfg.activations, d_model) if cfg.activations.store and cfg.activations.path is None else 0
     )
     return RunEstimate(model_bytes + parameters + step + buffer, storage)

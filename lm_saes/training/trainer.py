@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from lm_saes.activations.buffer import ActivationSource
 from lm_saes.config import TrainConfig
-from lm_saes.saes.base import ForwardOutput, SparseAutoencoder, TrainStepInfo
+from lm_saes.saes.base import ForwardOutput, TrainStepInfo
+from lm_saes.saes.crosslayer import Dictionary
 from lm_saes.stores import ObjectStore
 from lm_saes.training.checkpoint import (
     finish_checkpoint,
@@ -63,7 +64,7 @@ class TrainSummary:
 class Trainer:
     def __init__(
         self,
-        sae: SparseAutoencoder,
+        sae: Dictionary,
         source: ActivationSource,
         cfg: TrainConfig,
         store: ObjectStore,

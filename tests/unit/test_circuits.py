@@ -28,8 +28,8 @@ from lm_saes.circuits import (
 )
 from lm_saes.circuits.checks import graph_checks
 from lm_saes.circuits.graph import AttributionGraph, influence, normalized
-from lm_saes.circuits.transcoders import CrossLayerSet, SparseActs
 from lm_saes.circuits.trace import load_graph, top_feature_nodes
+from lm_saes.circuits.transcoders import CrossLayerSet, SparseActs
 from lm_saes.config import ConfigError, RunConfig, TraceConfig, load_config, parse_config
 from lm_saes.interop.circuit_tracer import to_graph_json
 from lm_saes.models import load_language_model

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -52,30 +53,19 @@ def attribute(
     state = replacement.prepare(torch.tensor(ids))
     logit_ids, logit_probs = output_logits(state.logits, cfg.logit_probability, cfg.max_logits)
 
-    # Sources: leaves the replacement model is a linear function of. Features enter as the values
-    # of their (position, feature) entries, decoded sparsely; BOS entries stay constants (freeze_bos).
-    embed = state.embed.clone().requires_grad_(True)
-    errors = {layer: e.clone().requires_grad_(True) for layer, e in state.errors.items()}
-    first = 1 if cfg.freeze_bos else 0  # first position whose features and errors are sources
-    entries = {layer: torch.nonzero(a > 0, as_tuple=True) for layer, a in state.acts.items()}
-    values = {layer: state.acts[layer][p, f].clone().requires_grad_(True) for layer, (p, f) in entries.items()}
-    sources = {layer: p >= first for layer, (p, _) in entries.items()}  # entries that are feature nodes
-    active = [(layer, p[sources[layer]], f[sources[layer]]) for layer, (p, f) in entries.items()]
-    features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in active])
-    activations = torch.cat([state.acts[layer][p, f] for layer, p, f in active]).float()
+    src = graph_sources(state, cfg.freeze_bos)
+    features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in src.active])
+    activations = torch.cat([state.acts[layer][p, f] for layer, p, f in src.active]).float()
 
     with torch.enable_grad():
-        acts = {layer: SparseActs(p, f, values[layer]) for layer, (p, f) in entries.items()}
-        groups = _targets(replacement, replacement.forward(state, embed, errors, acts), active, logit_ids)
-        batch_size = cfg.batch_size or (256 if embed.device.type == "cuda" else 64)
-        rows = _edge_rows(groups, state, embed, errors, values, sources, first, batch_size, progress)
+        out = replacement.forward(state, src.embed, src.errors, src.sparse_acts())
+        groups = _targets(replacement, out, src.active, logit_ids)
+        batch_size = cfg.batch_size or (256 if src.embed.device.type == "cuda" else 64)
+        rows = _edge_rows(groups, state, src, batch_size, progress)
         targets = torch.cat(groups).detach()
     with torch.no_grad():
-        zero_acts = {
-            layer: SparseActs(p, f, values[layer].detach() * ~sources[layer]) for layer, (p, f) in entries.items()
-        }
-        bias_out = replacement.forward(state, torch.zeros_like(embed), _zero_from(state.errors, first), zero_acts)
-        bias = torch.cat(_targets(replacement, bias_out, active, logit_ids))
+        bias_out = replacement.forward(state, *src.zeroed(state))
+        bias = torch.cat(_targets(replacement, bias_out, src.active, logit_ids))
 
     n_features, n_pos = len(features), len(ids)
     n_nodes = n_features + replacement.n_layers * n_pos + n_pos + len(logit_ids)
@@ -106,14 +96,6 @@ def attribute(
     )
 
 
-def _zero_from(tensors: dict[int, torch.Tensor], first: int) -> dict[int, torch.Tensor]:
-    """Copies with every position from `first` on set to zero (the constants before it stay)."""
-    out = {layer: t.clone() for layer, t in tensors.items()}
-    for t in out.values():
-        t[first:] = 0
-    return out
-
-
 def _targets(
     replacement: ReplacementModel, out: ReplacementOutput, active, logit_ids: torch.Tensor
 ) -> list[torch.Tensor]:
@@ -130,30 +112,93 @@ def _targets(
     return [p.float() for p in parts]
 
 
+class Sources(NamedTuple):
+    """The leaves the frozen replacement model is a linear function of, for one prompt: token
+    embeddings, error nodes, and the values of the active (position, feature) entries (decoded
+    sparsely). Entries and errors before `first` (BOS, with freeze_bos) are constants, not nodes.
+    Node order, as the graph's columns: feature nodes (`active`), errors layer-major, tokens."""
+
+    embed: torch.Tensor  # [T, d] leaf
+    errors: dict[int, torch.Tensor]  # every layer -> [T, d] leaf
+    entries: dict[int, tuple[torch.Tensor, torch.Tensor]]  # covered layer -> (positions, features)
+    values: dict[int, torch.Tensor]  # covered layer -> [n] leaf values of its entries
+    is_node: dict[int, torch.Tensor]  # covered layer -> [n] bool: the entry is a feature node
+    active: list[tuple[int, torch.Tensor, torch.Tensor]]  # (layer, positions, features) of the nodes
+    first: int
+
+    def sparse_acts(self, values: dict[int, torch.Tensor] | None = None) -> dict[int, SparseActs]:
+        values = self.values if values is None else values
+        return {layer: SparseActs(p, f, values[layer]) for layer, (p, f) in self.entries.items()}
+
+    def zeroed(self, state: PromptState) -> tuple[torch.Tensor, dict[int, torch.Tensor], dict[int, SparseActs]]:
+        """Forward inputs with every node at zero and the constants kept: what gives the bias."""
+        errors = {layer: e.clone() for layer, e in state.errors.items()}
+        for e in errors.values():
+            e[self.first :] = 0
+        kept = {layer: v.detach() * ~self.is_node[layer] for layer, v in self.values.items()}
+        return torch.zeros_like(self.embed), errors, self.sparse_acts(kept)
+
+    @property
+    def inputs(self) -> list[torch.Tensor]:
+        """The leaves in the order `node_columns` reads their gradients."""
+        return [self.embed, *(self.errors[layer] for layer in sorted(self.errors)), *self.values.values()]
+
+    def n_columns(self, n_pos: int) -> int:
+        return sum(int(m.sum()) for m in self.is_node.values()) + (len(self.errors) + 1) * n_pos
+
+    def node_columns(self, grads: tuple, state: PromptState) -> torch.Tensor:
+        """[batch, n_columns]: gradient x value of every node, from batched gradients w.r.t.
+        `inputs` (vector nodes summed over the model dimension)."""
+        layers = sorted(self.errors)
+        grad_embed, grad_errors, grad_acts = grads[0], grads[1 : 1 + len(layers)], grads[1 + len(layers) :]
+        n_pos, batch = self.embed.shape[0], next(g.shape[0] for g in grads if g is not None)
+        block = torch.zeros(batch, self.n_columns(n_pos))
+        column = 0
+        for layer, grad in zip(self.values, grad_acts, strict=True):
+            node_values = self.values[layer].detach()[self.is_node[layer]]
+            if grad is not None:
+                block[:, column : column + len(node_values)] = grad[:, self.is_node[layer]] * node_values
+            column += len(node_values)
+        first = self.first
+        for layer, grad in zip(layers, grad_errors, strict=True):
+            if grad is not None:  # frozen positions' error columns stay zero: they are not sources
+                block[:, column + first : column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)
+            column += n_pos
+        if grad_embed is not None:
+            block[:, column : column + n_pos] = (grad_embed * state.embed).sum(-1)
+        return block
+
+
+def graph_sources(state: PromptState, freeze_bos: bool = True) -> Sources:
+    """Fresh leaves for `state` (BOS entries and errors stay constants with `freeze_bos`)."""
+    first = 1 if freeze_bos else 0
+    entries = {layer: torch.nonzero(a > 0, as_tuple=True) for layer, a in state.acts.items()}
+    values = {layer: state.acts[layer][p, f].clone().requires_grad_(True) for layer, (p, f) in entries.items()}
+    is_node = {layer: p >= first for layer, (p, _) in entries.items()}
+    active = [(layer, p[is_node[layer]], f[is_node[layer]]) for layer, (p, f) in entries.items()]
+    return Sources(
+        state.embed.clone().requires_grad_(True),
+        {layer: e.clone().requires_grad_(True) for layer, e in state.errors.items()},
+        {layer: (p, f) for layer, (p, f) in entries.items()},
+        values,
+        is_node,
+        active,
+        first,
+    )
+
+
 def _edge_rows(
     groups: list[torch.Tensor],
     state: PromptState,
-    embed: torch.Tensor,
-    errors: dict,
-    values: dict[int, torch.Tensor],
-    sources: dict[int, torch.Tensor],
-    first: int,
+    src: Sources,
     batch_size: int,
     progress: Callable[[float], None] | None,
 ) -> torch.Tensor:
-    """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero).
-
-    `values[layer]` are the leaves of that layer's active entries, `sources[layer]` marks the
-    entries that are feature nodes (in node order)."""
-    layers = sorted(errors)
-    inputs = [embed, *(errors[layer] for layer in layers), *values.values()]
+    """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero)."""
     n_targets = sum(len(group) for group in groups)
-    n_pos = embed.shape[0]
-    # per layer: the feature nodes' values (edge = gradient x value) and how many there are
-    node_values = {layer: leaf.detach()[sources[layer]] for layer, leaf in values.items()}
-    n_features = sum(len(v) for v in node_values.values())
-    n_nodes = n_features + len(layers) * n_pos + n_pos + (n_targets - n_features)
-    rows = torch.zeros(n_targets, n_nodes)
+    n_features = sum(int(m.sum()) for m in src.is_node.values())
+    n_columns = src.n_columns(src.embed.shape[0])
+    rows = torch.zeros(n_targets, n_columns + (n_targets - n_features))
     batches = [
         (offset, group, start)
         for offset, group in zip([sum(len(g) for g in groups[:i]) for i in range(len(groups))], groups, strict=True)
@@ -164,22 +209,9 @@ def _edge_rows(
         seeds = torch.zeros(stop - start, len(group), dtype=group.dtype, device=group.device)
         seeds[torch.arange(stop - start), torch.arange(start, stop)] = 1
         grads = torch.autograd.grad(
-            group, inputs, grad_outputs=seeds, is_grads_batched=True, retain_graph=True, allow_unused=True
+            group, src.inputs, grad_outputs=seeds, is_grads_batched=True, retain_graph=True, allow_unused=True
         )
-        grad_embed, grad_errors, grad_acts = grads[0], grads[1 : 1 + len(layers)], grads[1 + len(layers) :]
-        block = rows[offset + start : offset + stop]
-        column = 0
-        for layer, grad in zip(values, grad_acts, strict=True):
-            count = len(node_values[layer])
-            if grad is not None:
-                block[:, column : column + count] = grad[:, sources[layer]] * node_values[layer]
-            column += count
-        for layer, grad in zip(layers, grad_errors, strict=True):
-            if grad is not None:  # frozen positions' error columns stay zero: they are not sources
-                block[:, column + first : column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)
-            column += n_pos
-        if grad_embed is not None:
-            block[:, column : column + n_pos] = (grad_embed * state.embed).sum(-1)
+        rows[offset + start : offset + stop, :n_columns] = src.node_columns(grads, state)
         if progress:
             progress(done / len(batches))
     return rows

@@ -57,6 +57,7 @@ class ReplacementOutput(NamedTuple):
     logits: torch.Tensor  # [T, vocab]
     mlp_in: dict[int, torch.Tensor]  # layer -> [T, d_model] (with grad when inputs have it)
     acts: dict[int, torch.Tensor]  # covered layer -> [T, d_sae] activations used (not layers given sparse)
+    captured: dict[str, torch.Tensor] | None = None  # the `capture` hooks' values (batch dim dropped)
 
 
 class ReplacementModel:
@@ -128,6 +129,7 @@ class ReplacementModel:
         acts: Mapping[int, torch.Tensor | SparseActs] | None = None,
         interventions: Sequence[Intervention] = (),
         freeze_active_set: bool = False,
+        capture: Sequence[str] = (),
     ) -> ReplacementOutput:
         """Run the replacement model; inputs default to the prompt's own values.
 
@@ -179,13 +181,23 @@ class ReplacementModel:
 
             return fn
 
+        captured: dict[str, torch.Tensor] = {}
+
+        def keep(name: str) -> Callable:  # by the name asked for: the bridge's aliases differ
+            def fn(tensor: torch.Tensor, hook) -> torch.Tensor:
+                captured[name] = tensor[0]
+                return tensor
+
+            return fn
+
         hooks: list[tuple[str | Callable, Callable]] = [(h, frozen) for h in self.frozen_hooks]
+        hooks += [(name, keep(name)) for name in capture]
         hooks.append((EMBED_HOOK, embedding))
         for layer, (hook_in, hook_out) in self.mlp_hooks.items():
             hooks += [(hook_in, read_mlp_in(layer)), (hook_out, write_mlp_out(layer))]
         self._check_frozen_names(state)
         logits = self.model.bridge.run_with_hooks(state.tokens[None], fwd_hooks=hooks)
-        return ReplacementOutput(logits[0], mlp_in, used)
+        return ReplacementOutput(logits[0], mlp_in, used, captured)
 
     def _layer_acts(
         self,

@@ -323,3 +323,34 @@ def test_trace_saves_records_and_exports(replacement, tmp_path):
 def test_prompt_too_long_is_refused(replacement):
     with pytest.raises(ValueError, match="max_tokens"):
         attribute(replacement, "x" * 100, TraceConfig(max_tokens=16))
+
+
+def test_qk_attribution_sums_to_the_real_attention_score(replacement, graph):
+    """A head's pre-softmax score splits into node contributions through the query and through
+    the key; each side plus its constants is the score the real model computes (<= 1e-4)."""
+    from lm_saes.circuits.qk import qk_attribution
+
+    state = prompt_state(replacement, PROMPT)
+    last = len(state.tokens) - 1
+    real = replacement.model.bridge.run_with_cache(state.tokens[None], names_filter=lambda n: ".attn.hook_" in n)[1]
+    for layer, head, key in ((1, 2, 3), (0, 0, last)):
+        qk = qk_attribution(replacement, state, layer, head, last, key)
+        # the real pre-softmax scores of this query: their softmax is the real pattern
+        q, k = real[f"blocks.{layer}.attn.hook_q"][0, last, head], real[f"blocks.{layer}.attn.hook_k"][0, :, head]
+        scores_row = k @ q / q.shape[0] ** 0.5
+        assert torch.allclose(
+            scores_row.softmax(0), real[f"blocks.{layer}.attn.hook_pattern"][0, head, last], atol=1e-5
+        )
+        expected = float(scores_row[key])
+        assert qk.score == pytest.approx(expected, abs=1e-4)
+        assert float(qk.query_side.sum()) + qk.query_bias == pytest.approx(expected, abs=1e-4)
+        assert float(qk.key_side.sum()) + qk.key_bias == pytest.approx(expected, abs=1e-4)
+        # columns are the graph's nodes; a key-side node sits at or before the key position
+        assert len(qk.query_side) == graph.logit_start
+        positions = torch.tensor([graph.node(i)["position"] for i in range(graph.logit_start)])
+        assert not qk.key_side[positions > key].any() and qk.query_side.abs().sum() > 0
+        assert abs(qk.pairs[0][2]) >= abs(qk.pairs[-1][2])
+    with pytest.raises(ValueError, match="causal"):
+        qk_attribution(replacement, state, 1, 0, 2, 3)
+    with pytest.raises(ValueError, match="head"):
+        qk_attribution(replacement, state, 1, 99, last, 0)

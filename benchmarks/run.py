@@ -351,7 +351,7 @@ def main() -> int:
         *((("steer.first_token_ms", live["steer_first_token_ms"]),) if "steer_first_token_ms" in live else ()),
         *(
             (f"trace.{key}", trace[key])
-            for key in ("seconds", "forward_seconds", "ratio_to_forward", "feature_nodes", "edges")
+            for key in ("seconds", "clt_seconds", "forward_seconds", "ratio_to_forward", "feature_nodes", "edges")
             if key in trace
         ),
         *(

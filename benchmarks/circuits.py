@@ -84,7 +84,11 @@ def qk_example(replacement: ReplacementModel, graph) -> dict[str, Any]:
     last = len(state.tokens) - 1
     _, cache = replacement.model.bridge.run_with_cache(state.tokens[None], names_filter=lambda n: "hook_pattern" in n)
     best = max(
-        ((layer, head) for layer in range(1, replacement.n_layers) for head in range(replacement.model.bridge.cfg.n_heads)),
+        (
+            (layer, head)
+            for layer in range(1, replacement.n_layers)
+            for head in range(replacement.model.bridge.cfg.n_heads)
+        ),
         key=lambda lh: float(cache[f"blocks.{lh[0]}.attn.hook_pattern"][0, lh[1], last, key]),
     )
     layer, head = best
@@ -160,7 +164,9 @@ def main() -> None:
             "layers": len(replacement.transcoders.layers),
         }
     clt, per_layer = out["clt"]["prompts"], out["per_layer"]["prompts"]
-    out["clt_higher_replacement_on"] = sum(c["replacement"] > p["replacement"] for c, p in zip(clt, per_layer))
+    out["clt_higher_replacement_on"] = sum(
+        c["replacement"] > p["replacement"] for c, p in zip(clt, per_layer, strict=True)
+    )
     out["n_prompts"] = len(clt)
     out["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     OUT.write_text(json.dumps(out, indent=2) + "\n")

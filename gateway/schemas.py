@@ -298,6 +298,41 @@ class InterventionResult(BaseModel):
     after: list[TokenLogit]
 
 
+class AttentionRequest(BaseModel):
+    """Which attention score to explain: one head, from a query position to a key position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: int = Field(ge=0, le=10_000)
+    head: int = Field(ge=0, le=10_000)
+    query_position: int = Field(ge=0, le=100_000)
+    key_position: int = Field(ge=0, le=100_000, description="At most query_position (causal attention)")
+    top_k: int = Field(10, ge=1, le=50, description="Nodes per side and node pairs returned")
+
+
+class NodeContribution(BaseModel):
+    node_id: str
+    contribution: float
+
+
+class NodePair(BaseModel):
+    query_node_id: str
+    key_node_id: str
+    contribution: float
+
+
+class AttentionExplanation(BaseModel):
+    """The head's pre-softmax score split into graph nodes: each side's contributions (all of
+    them, of which the largest are listed) plus its bias sum to `score`."""
+
+    score: float
+    query_side: list[NodeContribution]
+    key_side: list[NodeContribution]
+    query_bias: float
+    key_bias: float
+    pairs: list[NodePair]
+
+
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)

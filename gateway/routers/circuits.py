@@ -11,6 +11,8 @@ from gateway import auth
 from gateway.backends import Backends, backends
 from gateway.errors import PROBLEMS, from_service, not_found
 from gateway.schemas import (
+    AttentionExplanation,
+    AttentionRequest,
     CircuitList,
     Graph,
     InterventionRequest,
@@ -87,3 +89,16 @@ def intervene(store: Store, graph_id: GraphId, body: InterventionRequest, user: 
             )
     except ServiceError as error:
         raise from_service(error, "tracing", rename={"changes": "changes"}) from None
+
+
+@router.post("/circuits/{graph_id}/attention", response_model=AttentionExplanation)
+def explain_attention(store: Store, graph_id: GraphId, body: AttentionRequest, user: auth.Computer) -> dict[str, Any]:
+    """Why a head attended from `query_position` to `key_position` in the graph's prompt: its
+    pre-softmax score split into the graph's nodes through the query and through the key."""
+    _graph_or_404(store, graph_id)
+    fields = ("layer", "head", "query_position", "key_position", "top_k")
+    try:
+        with store.as_user(user):
+            return store.tracing.explain_attention(graph_id, *(getattr(body, k) for k in fields))
+    except ServiceError as error:
+        raise from_service(error, "tracing", rename={k: k for k in fields}) from None

@@ -15,6 +15,19 @@ from typing import Any, NamedTuple, cast
 import torch
 
 
+def feature_node_id(layer: int, feature: int, position: int) -> str:
+    """Node ids as circuit-tracer writes them (and our graph records and pages use)."""
+    return f"{layer}_{feature}_{position}"
+
+
+def error_node_id(layer: int, position: int) -> str:
+    return f"{layer}_-1_{position}"
+
+
+def token_node_id(token: int, position: int) -> str:
+    return f"E_{token}_{position}"
+
+
 @dataclass
 class AttributionGraph:
     prompt: str
@@ -70,7 +83,7 @@ class AttributionGraph:
         if index < self.error_start:
             layer, pos, feature = (int(v) for v in self.features[index])
             return {
-                "id": f"{layer}_{feature}_{pos}",
+                "id": feature_node_id(layer, feature, pos),
                 "kind": "feature",
                 "layer": layer,
                 "position": pos,
@@ -79,11 +92,11 @@ class AttributionGraph:
             }
         if index < self.token_start:
             layer, pos = divmod(index - self.error_start, self.n_pos)
-            return {"id": f"{layer}_-1_{pos}", "kind": "error", "layer": layer, "position": pos}
+            return {"id": error_node_id(layer, pos), "kind": "error", "layer": layer, "position": pos}
         if index < self.logit_start:
             pos = index - self.token_start
             return {
-                "id": f"E_{self.tokens[pos]}_{pos}",
+                "id": token_node_id(self.tokens[pos], pos),
                 "kind": "token",
                 "layer": -1,
                 "position": pos,

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import torch
 
 from lm_saes.circuits.attribution import graph_sources
+from lm_saes.circuits.graph import error_node_id, feature_node_id, token_node_id
 from lm_saes.circuits.replacement import PromptState, ReplacementModel
 
 
@@ -37,6 +38,7 @@ class QKAttribution(NamedTuple):
     key_bias: float  # q . k_0 / sqrt(d)
     pairs: list[tuple[int, int, float]]  # (query node, key node, Q_a.K_b / sqrt(d)), largest |value| first
     pair_bias: float  # q_0 . k_0 / sqrt(d)
+    node_ids: list[str]  # the columns' graph node ids (circuit-tracer's: "L_F_P", "L_-1_P", "E_T_P")
 
 
 def attention_hooks(replacement: ReplacementModel, layer: int) -> tuple[str, str]:
@@ -82,9 +84,14 @@ def qk_attribution(
         q = out.captured[q_hook][query_position, head].float()
         k = out.captured[k_hook][key_position, kv_head].float()
         eye = torch.eye(q.shape[0], dtype=q.dtype, device=q.device)
-        kwargs = {"grad_outputs": eye, "is_grads_batched": True, "retain_graph": True, "allow_unused": True}
-        q_parts = src.node_columns(torch.autograd.grad(q, src.inputs, **kwargs), state)  # [d_head, n]
-        k_parts = src.node_columns(torch.autograd.grad(k, src.inputs, **kwargs), state)
+
+        def parts(vector: torch.Tensor) -> torch.Tensor:  # [d_head, n]: each dimension's node columns
+            grads = torch.autograd.grad(
+                vector, src.inputs, grad_outputs=eye, is_grads_batched=True, retain_graph=True, allow_unused=True
+            )
+            return src.node_columns(grads, state)
+
+        q_parts, k_parts = parts(q), parts(k)
     with torch.no_grad():
         zero = replacement.forward(state, *src.zeroed(state), capture=[q_hook, k_hook])
         assert zero.captured is not None
@@ -107,4 +114,16 @@ def qk_attribution(
         float(q @ k0 / scale),
         pairs,
         float(q0 @ k0 / scale),
+        column_ids(src, state.tokens.tolist()),
     )
+
+
+def column_ids(src, tokens: list[int]) -> list[str]:
+    """Graph node ids of `Sources` columns: feature nodes, errors layer-major, tokens."""
+    ids = [
+        feature_node_id(layer, f, p)
+        for layer, ps, fs in src.active
+        for p, f in zip(ps.tolist(), fs.tolist(), strict=True)
+    ]
+    ids += [error_node_id(layer, p) for layer in sorted(src.errors) for p in range(len(tokens))]
+    return ids + [token_node_id(t, p) for p, t in enumerate(tokens)]

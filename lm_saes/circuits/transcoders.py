@@ -19,7 +19,7 @@ from torch import nn
 
 from lm_saes.saes import SparseAutoencoder, load_sae
 from lm_saes.saes.crosslayer import CLT_SPEC_KEY, CrossLayerTranscoder, load_clt
-from lm_saes.stores import ObjectNotFound, open_store
+from lm_saes.stores import ObjectNotFound, ObjectStore, open_store
 
 SET_KEY = "transcoders.json"
 CLT_FOLDER = "clt"
@@ -118,6 +118,16 @@ class Transcoders:
         if store.exists(f"{CLT_FOLDER}/{CLT_SPEC_KEY}"):
             return CrossLayerSet.from_clt(location, load_clt(store.child(CLT_FOLDER), device))
         return TranscoderSet.load(location, device)
+
+
+def transcoders_manifest(store: ObjectStore) -> dict:
+    """The manifest naming the model: a per-layer set's transcoders.json, or a CLT's clt.json
+    (at the store's root or in its clt folder); ObjectNotFound when there is none. Reads JSON
+    only, so a service can check a location before any weights are loaded."""
+    for key in (SET_KEY, CLT_SPEC_KEY, f"{CLT_FOLDER}/{CLT_SPEC_KEY}"):
+        if store.exists(key):
+            return store.get_json(key)
+    raise ObjectNotFound(f"{store.uri}: no {SET_KEY} or {CLT_SPEC_KEY}")
 
 
 @dataclass

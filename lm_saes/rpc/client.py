@@ -491,6 +491,35 @@ class CircuitClient(_JobClient):
             for g in reply.graphs
         ]
 
+    def explain_attention(
+        self, graph_id: str, layer: int, head: int, query_position: int, key_position: int, top_k: int = 10
+    ) -> dict[str, Any]:
+        """A head's pre-softmax score at (query, key) split into the graph's nodes (qk.py)."""
+        request = circuits_pb2.ExplainAttentionRequest(
+            graph_id=graph_id,
+            layer=layer,
+            head=head,
+            query_position=query_position,
+            key_position=key_position,
+            top_k=top_k,
+        )
+        reply = self._call(self.stub.ExplainAttention, request)
+
+        def side(items: Any) -> list[dict[str, Any]]:
+            return [{"node_id": c.node_id, "contribution": c.contribution} for c in items]
+
+        return {
+            "score": reply.score,
+            "query_side": side(reply.query_side),
+            "key_side": side(reply.key_side),
+            "query_bias": reply.query_bias,
+            "key_bias": reply.key_bias,
+            "pairs": [
+                {"query_node_id": p.query_node_id, "key_node_id": p.key_node_id, "contribution": p.contribution}
+                for p in reply.pairs
+            ],
+        }
+
     def intervene(
         self, graph_id: str, changes: list[dict[str, Any]], top_k: int = 10, freeze_active_set: bool = False
     ) -> dict[str, Any]:

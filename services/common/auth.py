@@ -58,7 +58,13 @@ METHOD_SCOPES: dict[str, str] = {
     },
     **{
         f"lm_saes.v1.CircuitService/{m}": s
-        for m, s in {"Submit": "submit", "GetGraph": "read", "ListGraphs": "read", "Intervene": "compute"}.items()
+        for m, s in {
+            "Submit": "submit",
+            "GetGraph": "read",
+            "ListGraphs": "read",
+            "Intervene": "compute",
+            "ExplainAttention": "compute",
+        }.items()
     },
 }
 _USER = re.compile(rf"^[A-Za-z0-9_.@:+-]{{1,{MAX_NAME}}}$")

@@ -12,6 +12,8 @@ from typing import Literal
 import grpc
 
 from lm_saes.circuits import Intervention, ReplacementModel, TranscoderSet, intervene, prompt_state
+from lm_saes.circuits.qk import qk_attribution
+from lm_saes.circuits.transcoders import transcoders_manifest
 from lm_saes.config import ModelConfig, TraceConfig
 from lm_saes.jobs import Executor, job_id_for
 from lm_saes.models import load_language_model
@@ -29,6 +31,7 @@ MODES: dict[int, Literal["scale", "clamp"]] = {
     circuits_pb2.INTERVENTION_MODE_CLAMP: "clamp",
 }
 MAX_CHANGES = 256
+MAX_ATTENTION_TOP_K = 50
 MAX_VALUE = 1e6  # |scale factor| or |clamped activation|: far past any real activation, far from overflow
 
 
@@ -90,13 +93,12 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
         cfg = parsed(raw, TraceConfig, "(trace config)")
         transcoders = self.admission.roots.readable("transcoders_uri", request.transcoders_uri)
         try:
-            spec = open_store(transcoders, create_bucket=False).get_json("transcoders.json")
+            spec = transcoders_manifest(open_store(transcoders, create_bucket=False))
         except (ObjectNotFound, FileNotFoundError, NotADirectoryError, ValueError):
             raise RequestError(
                 grpc.StatusCode.NOT_FOUND,
-                f"transcoders_uri: no transcoder set at "
-                f"{short(request.transcoders_uri)} (expected transcoders.json; train one with a "
-                "[transcoders] config)",
+                f"transcoders_uri: no transcoders at {short(request.transcoders_uri)} (expected transcoders.json "
+                "of a [transcoders] run, or clt/clt.json of a [clt] run)",
             ) from None
         if isinstance(spec, dict) and spec.get("model"):
             self.admission.roots.model("transcoders_uri", str(spec["model"]))
@@ -160,3 +162,43 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
             ]
 
         return circuits_pb2.InterveneResponse(before=logits(result.before), after=logits(result.after))
+
+    @rpc
+    def ExplainAttention(self, request, context):
+        if not 0 <= request.top_k <= MAX_ATTENTION_TOP_K:
+            raise invalid("top_k", f"between 1 and {MAX_ATTENTION_TOP_K} (0 means 10)")
+        record = self._graph(request.graph_id, context)
+        n_pos = len(record.tokens)
+        if not 0 <= request.layer < record.n_layers:
+            raise invalid("layer", f"{request.layer} is outside the model's layers 0..{record.n_layers - 1}")
+        for field in ("query_position", "key_position"):
+            if not 0 <= getattr(request, field) < n_pos:
+                raise invalid(field, f"{getattr(request, field)} is outside the prompt's positions 0..{n_pos - 1}")
+        if request.key_position > request.query_position:
+            raise invalid("key_position", "attention is causal: the key must be at or before the query position")
+        replacement = self.cache.get(record.transcoders)
+        if not 0 <= request.head < replacement.model.bridge.cfg.n_heads:
+            raise invalid("head", f"{request.head} is outside 0..{replacement.model.bridge.cfg.n_heads - 1}")
+        with self.cache.lock:  # one forward at a time per process: the bridge's hooks are shared state
+            state = prompt_state(replacement, record.prompt)
+            qk = qk_attribution(
+                replacement, state, request.layer, request.head, request.query_position, request.key_position,
+                top_pairs=request.top_k or 10,
+            )  # fmt: skip
+        top_k = request.top_k or 10
+
+        def side(values) -> list:
+            order = values.abs().topk(min(top_k, len(values))).indices.tolist()
+            return [circuits_pb2.NodeContribution(node_id=qk.node_ids[i], contribution=float(values[i])) for i in order]
+
+        return circuits_pb2.ExplainAttentionResponse(
+            score=qk.score,
+            query_side=side(qk.query_side),
+            key_side=side(qk.key_side),
+            query_bias=qk.query_bias,
+            key_bias=qk.key_bias,
+            pairs=[
+                circuits_pb2.NodePair(query_node_id=qk.node_ids[a], key_node_id=qk.node_ids[b], contribution=v)
+                for a, b, v in qk.pairs
+            ],
+        )

@@ -385,6 +385,30 @@ def test_circuit_interventions_and_errors(client, traced, stack):
     )
 
 
+def test_circuit_attention_is_explained_with_problem_details(client, traced):
+    """POST /circuits/{id}/attention: a head's score split into the graph's nodes (QK); bad
+    positions, heads and layers are 422 naming the field, before any model work."""
+    graph_id = traced["graph_id"]
+    graph = client.get(f"/api/v1/circuits/{graph_id}").json()
+    last = len(graph["tokens"]) - 1
+    url = f"/api/v1/circuits/{graph_id}/attention"
+    body = {"layer": 1, "head": 1, "query_position": last, "key_position": 2, "top_k": 4}
+    result = client.post(url, json=body, headers=COMPUTE)
+    assert result.status_code == 200, result.text
+    explained = result.json()
+    assert len(explained["query_side"]) == len(explained["key_side"]) == 4 and len(explained["pairs"]) == 4
+    assert all(int(c["node_id"].rsplit("_", 1)[1]) <= 2 for c in explained["key_side"])
+    _problem(client.post(url, json=body), 401)
+    _problem(client.post(url, json=body, headers=READ), 403)
+    _problem(client.post(url, json={**body, "key_position": last + 1}, headers=COMPUTE), 422, field="key_position")
+    _problem(client.post(url, json={**body, "query_position": 999}, headers=COMPUTE), 422, field="query_position")
+    _problem(client.post(url, json={**body, "head": 99}, headers=COMPUTE), 422, field="head")
+    _problem(client.post(url, json={**body, "layer": 7}, headers=COMPUTE), 422, field="layer")
+    _problem(client.post(url, json={**body, "top_k": 500}, headers=COMPUTE), 422, field="top_k")
+    _problem(client.post(url, json={**body, "extra": 1}, headers=COMPUTE), 422, field="extra")
+    _problem(client.post("/api/v1/circuits/graph-nope/attention", json=body, headers=COMPUTE), 404)
+
+
 def test_autointerp_submission(client, trained):
     url = "/api/v1/jobs/autointerp"
     _problem(client.post(url, json={"sae_id": SAE_ID}), 401)

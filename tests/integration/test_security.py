@@ -297,6 +297,7 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
             circuits_pb2.InterveneRequest(graph_id="g", changes=[circuits_pb2.FeatureChange(value=1.0, mode=99)]),
             "changes[0].mode",
         ),
+        (tracer.ExplainAttention, circuits_pb2.ExplainAttentionRequest(graph_id="g", top_k=10**6), "top_k"),
     ]
     for call, request, field in cases:
         started = time.monotonic()
@@ -543,8 +544,8 @@ def test_fuzz_every_method_found_by_reflection(stack):
                     seen.setdefault(f"{server}:{path}", set()).add(code.name)
                     assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (path, message, details)
                     assert len(details) <= 2100, path
-    # every method of every server was reached: 15 of their own, and each serves the 4 JobService RPCs
-    assert len(seen) == 15 + 4 * 4, sorted(seen)
+    # every method of every server was reached: 16 of their own, and each serves the 4 JobService RPCs
+    assert len(seen) == 16 + 4 * 4, sorted(seen)
     for name, service in stack[0].items():
         reply = health_pb2_grpc.HealthStub(service.raw_channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, name

@@ -12,7 +12,7 @@ import pytest
 from lm_saes.circuits.trace import load_graph
 from lm_saes.config import RunConfig, load_config
 from lm_saes.rpc.client import CircuitClient, ServiceError
-from lm_saes.runner import run_train_transcoders
+from lm_saes.runner import run_train_clt, run_train_transcoders
 from lm_saes.stores import open_store
 from tests.integration.conftest import REPO
 from tests.integration.test_job_services import Service
@@ -126,3 +126,39 @@ def test_errors_carry_codes_and_field_names(tracing):
     with pytest.raises(ServiceError) as error:
         client.intervene(graph_id, [])
     assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and "changes" in error.value.details
+
+
+def test_a_cross_layer_transcoder_traces_and_explains_attention(tracing):
+    """A [clt] run's folder is accepted wherever a transcoder set is; on its graph, the service
+    explains an attention score (QK attribution) and refuses impossible positions by field."""
+    client, _, _ = tracing
+    clt = "s3://lm-saes-tracing/objects/clt"
+    cfg = load_config(
+        REPO / "examples/configuration/clt-tiny.toml",
+        RunConfig,
+        {"output": clt, "data.max_tokens": 5000, "train.checkpoint_every": 0},
+    )
+    run_train_clt(cfg, progress=False)
+    done = _finished(client, client.submit("The capital of France is", clt, request_id="clt")["id"])
+    assert done["state"] == "succeeded", done.get("error")
+    record = client.get_graph(done["result"]["graph_id"])
+    assert record["transcoders"] == clt and record["layers"] == [0, 1]
+    last = len(record["tokens"]) - 1
+    explained = client.explain_attention(record["id"], layer=1, head=0, query_position=last, key_position=3, top_k=5)
+    assert len(explained["query_side"]) == len(explained["key_side"]) == len(explained["pairs"]) == 5
+    sizes = [abs(c["contribution"]) for c in explained["query_side"]]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > 0
+    # key-side nodes sit at or before the key; ids are the graph's (features "L_F_P", errors "L_-1_P")
+    assert all(int(c["node_id"].rsplit("_", 1)[1]) <= 3 for c in explained["key_side"])
+    for request, field in (
+        ({"layer": 1, "head": 0, "query_position": 2, "key_position": 3}, "key_position"),
+        ({"layer": 9, "head": 0, "query_position": last, "key_position": 0}, "layer"),
+        ({"layer": 1, "head": 99, "query_position": last, "key_position": 0}, "head"),
+        ({"layer": 1, "head": 0, "query_position": 999, "key_position": 0}, "query_position"),
+    ):
+        with pytest.raises(ServiceError) as error:
+            client.explain_attention(record["id"], **request)
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT and error.value.details.startswith(field)
+    with pytest.raises(ServiceError) as error:
+        client.explain_attention("graph-missing", 0, 0, 0, 0)
+    assert error.value.code == grpc.StatusCode.NOT_FOUND

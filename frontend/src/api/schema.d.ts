@@ -48,6 +48,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/circuits/{graph_id}/attention": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Explain Attention
+         * @description Why a head attended from `query_position` to `key_position` in the graph's prompt: its
+         *     pre-softmax score split into the graph's nodes through the query and through the key.
+         */
+        post: operations["explain_attention_api_v1_circuits__graph_id__attention_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/circuits/{graph_id}/export": {
         parameters: {
             query?: never;
@@ -622,6 +643,48 @@ export interface components {
             sae_uri: string;
         };
         /**
+         * AttentionExplanation
+         * @description The head's pre-softmax score split into graph nodes: each side's contributions (all of
+         *     them, of which the largest are listed) plus its bias sum to `score`.
+         */
+        AttentionExplanation: {
+            /** Key Bias */
+            key_bias: number;
+            /** Key Side */
+            key_side: components["schemas"]["NodeContribution"][];
+            /** Pairs */
+            pairs: components["schemas"]["NodePair"][];
+            /** Query Bias */
+            query_bias: number;
+            /** Query Side */
+            query_side: components["schemas"]["NodeContribution"][];
+            /** Score */
+            score: number;
+        };
+        /**
+         * AttentionRequest
+         * @description Which attention score to explain: one head, from a query position to a key position.
+         */
+        AttentionRequest: {
+            /** Head */
+            head: number;
+            /**
+             * Key Position
+             * @description At most query_position (causal attention)
+             */
+            key_position: number;
+            /** Layer */
+            layer: number;
+            /** Query Position */
+            query_position: number;
+            /**
+             * Top K
+             * @description Nodes per side and node pairs returned
+             * @default 10
+             */
+            top_k: number;
+        };
+        /**
          * AutointerpJobRequest
          * @description Explain and score an analyzed SAE's features with the analysis service's LLM.
          */
@@ -680,6 +743,10 @@ export interface components {
             l0: number;
             /** Mse */
             mse: number;
+            /** Per Layer */
+            per_layer?: {
+                [key: string]: components["schemas"]["EvalMetrics"];
+            } | null;
             /** Tokens */
             tokens: number;
         };
@@ -1250,6 +1317,22 @@ export interface components {
             sort: "index" | "density" | "max_activation" | "score";
             /** Total */
             total: number;
+        };
+        /** NodeContribution */
+        NodeContribution: {
+            /** Contribution */
+            contribution: number;
+            /** Node Id */
+            node_id: string;
+        };
+        /** NodePair */
+        NodePair: {
+            /** Contribution */
+            contribution: number;
+            /** Key Node Id */
+            key_node_id: string;
+            /** Query Node Id */
+            query_node_id: string;
         };
         /** ProbingResult */
         ProbingResult: {
@@ -2030,6 +2113,112 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Graph"];
+                };
+            };
+            /** @description No or unknown bearer token (WWW-Authenticate says which scope) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The token lacks the route's scope, or the object is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No such object */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The request conflicts with the stored state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input; `field` names the culprit */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many open streams or requests; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A store or service is unreachable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    explain_attention_api_v1_circuits__graph_id__attention_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                graph_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AttentionRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AttentionExplanation"];
                 };
             };
             /** @description No or unknown bearer token (WWW-Authenticate says which scope) */

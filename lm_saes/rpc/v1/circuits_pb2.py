@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from lm_saes.rpc.v1 import common_pb2 as lm__saes_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/circuits.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"f\n\x12SubmitTraceRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0ftranscoders_uri\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x1d\n\x0fGetGraphRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xa7\x01\n\x05Graph\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x19\n\x11replacement_score\x18\x04 \x01(\x01\x12\x1a\n\x12\x63ompleteness_score\x18\x05 \x01(\x01\x12\x14\n\x0c\x61rtifact_uri\x18\x06 \x01(\t\x12\x15\n\rdocument_json\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\t\"\"\n\x11ListGraphsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"7\n\x12ListGraphsResponse\x12!\n\x06graphs\x18\x01 \x03(\x0b\x32\x11.lm_saes.v1.Graph\"|\n\rFeatureChange\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\x03\x12\r\n\x05value\x18\x04 \x01(\x01\x12*\n\x04mode\x18\x05 \x01(\x0e\x32\x1c.lm_saes.v1.InterventionMode\"z\n\x10InterveneRequest\x12\x10\n\x08graph_id\x18\x01 \x01(\t\x12*\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x19.lm_saes.v1.FeatureChange\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x19\n\x11\x66reeze_active_set\x18\x04 \x01(\x08\"Q\n\nTokenLogit\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05logit\x18\x03 \x01(\x01\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\"b\n\x11InterveneResponse\x12&\n\x06\x62\x65\x66ore\x18\x01 \x03(\x0b\x32\x16.lm_saes.v1.TokenLogit\x12%\n\x05\x61\x66ter\x18\x02 \x03(\x0b\x32\x16.lm_saes.v1.TokenLogit*L\n\x10InterventionMode\x12\x1b\n\x17INTERVENTION_MODE_SCALE\x10\x00\x12\x1b\n\x17INTERVENTION_MODE_CLAMP\x10\x01\x32\x9e\x02\n\x0e\x43ircuitService\x12\x39\n\x06Submit\x12\x1e.lm_saes.v1.SubmitTraceRequest\x1a\x0f.lm_saes.v1.Job\x12:\n\x08GetGraph\x12\x1b.lm_saes.v1.GetGraphRequest\x1a\x11.lm_saes.v1.Graph\x12K\n\nListGraphs\x12\x1d.lm_saes.v1.ListGraphsRequest\x1a\x1e.lm_saes.v1.ListGraphsResponse\x12H\n\tIntervene\x12\x1c.lm_saes.v1.InterveneRequest\x1a\x1d.lm_saes.v1.InterveneResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lm_saes/v1/circuits.proto\x12\nlm_saes.v1\x1a\x17lm_saes/v1/common.proto\"f\n\x12SubmitTraceRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0ftranscoders_uri\x18\x02 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x1d\n\x0fGetGraphRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xa7\x01\n\x05Graph\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x19\n\x11replacement_score\x18\x04 \x01(\x01\x12\x1a\n\x12\x63ompleteness_score\x18\x05 \x01(\x01\x12\x14\n\x0c\x61rtifact_uri\x18\x06 \x01(\t\x12\x15\n\rdocument_json\x18\x07 \x01(\t\x12\x0f\n\x07\x63reated\x18\x08 \x01(\t\"\"\n\x11ListGraphsRequest\x12\r\n\x05model\x18\x01 \x01(\t\"7\n\x12ListGraphsResponse\x12!\n\x06graphs\x18\x01 \x03(\x0b\x32\x11.lm_saes.v1.Graph\"|\n\rFeatureChange\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x10\n\x08position\x18\x02 \x01(\x05\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\x03\x12\r\n\x05value\x18\x04 \x01(\x01\x12*\n\x04mode\x18\x05 \x01(\x0e\x32\x1c.lm_saes.v1.InterventionMode\"z\n\x10InterveneRequest\x12\x10\n\x08graph_id\x18\x01 \x01(\t\x12*\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x19.lm_saes.v1.FeatureChange\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x19\n\x11\x66reeze_active_set\x18\x04 \x01(\x08\"Q\n\nTokenLogit\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05logit\x18\x03 \x01(\x01\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\"b\n\x11InterveneResponse\x12&\n\x06\x62\x65\x66ore\x18\x01 \x03(\x0b\x32\x16.lm_saes.v1.TokenLogit\x12%\n\x05\x61\x66ter\x18\x02 \x03(\x0b\x32\x16.lm_saes.v1.TokenLogit\"\x85\x01\n\x17\x45xplainAttentionRequest\x12\x10\n\x08graph_id\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\x05\x12\x0c\n\x04head\x18\x03 \x01(\x05\x12\x16\n\x0equery_position\x18\x04 \x01(\x05\x12\x14\n\x0ckey_position\x18\x05 \x01(\x05\x12\r\n\x05top_k\x18\x06 \x01(\x05\"9\n\x10NodeContribution\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\"L\n\x08NodePair\x12\x15\n\rquery_node_id\x18\x01 \x01(\t\x12\x13\n\x0bkey_node_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"\xd6\x01\n\x18\x45xplainAttentionResponse\x12\r\n\x05score\x18\x01 \x01(\x01\x12\x30\n\nquery_side\x18\x02 \x03(\x0b\x32\x1c.lm_saes.v1.NodeContribution\x12.\n\x08key_side\x18\x03 \x03(\x0b\x32\x1c.lm_saes.v1.NodeContribution\x12\x12\n\nquery_bias\x18\x04 \x01(\x01\x12\x10\n\x08key_bias\x18\x05 \x01(\x01\x12#\n\x05pairs\x18\x06 \x03(\x0b\x32\x14.lm_saes.v1.NodePair*L\n\x10InterventionMode\x12\x1b\n\x17INTERVENTION_MODE_SCALE\x10\x00\x12\x1b\n\x17INTERVENTION_MODE_CLAMP\x10\x01\x32\xfd\x02\n\x0e\x43ircuitService\x12\x39\n\x06Submit\x12\x1e.lm_saes.v1.SubmitTraceRequest\x1a\x0f.lm_saes.v1.Job\x12:\n\x08GetGraph\x12\x1b.lm_saes.v1.GetGraphRequest\x1a\x11.lm_saes.v1.Graph\x12K\n\nListGraphs\x12\x1d.lm_saes.v1.ListGraphsRequest\x1a\x1e.lm_saes.v1.ListGraphsResponse\x12H\n\tIntervene\x12\x1c.lm_saes.v1.InterveneRequest\x1a\x1d.lm_saes.v1.InterveneResponse\x12]\n\x10\x45xplainAttention\x12#.lm_saes.v1.ExplainAttentionRequest\x1a$.lm_saes.v1.ExplainAttentionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lm_saes.v1.circuits_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTERVENTIONMODE']._serialized_start=897
-  _globals['_INTERVENTIONMODE']._serialized_end=973
+  _globals['_INTERVENTIONMODE']._serialized_start=1387
+  _globals['_INTERVENTIONMODE']._serialized_end=1463
   _globals['_SUBMITTRACEREQUEST']._serialized_start=66
   _globals['_SUBMITTRACEREQUEST']._serialized_end=168
   _globals['_GETGRAPHREQUEST']._serialized_start=170
@@ -52,6 +52,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENLOGIT']._serialized_end=795
   _globals['_INTERVENERESPONSE']._serialized_start=797
   _globals['_INTERVENERESPONSE']._serialized_end=895
-  _globals['_CIRCUITSERVICE']._serialized_start=976
-  _globals['_CIRCUITSERVICE']._serialized_end=1262
+  _globals['_EXPLAINATTENTIONREQUEST']._serialized_start=898
+  _globals['_EXPLAINATTENTIONREQUEST']._serialized_end=1031
+  _globals['_NODECONTRIBUTION']._serialized_start=1033
+  _globals['_NODECONTRIBUTION']._serialized_end=1090
+  _globals['_NODEPAIR']._serialized_start=1092
+  _globals['_NODEPAIR']._serialized_end=1168
+  _globals['_EXPLAINATTENTIONRESPONSE']._serialized_start=1171
+  _globals['_EXPLAINATTENTIONRESPONSE']._serialized_end=1385
+  _globals['_CIRCUITSERVICE']._serialized_start=1466
+  _globals['_CIRCUITSERVICE']._serialized_end=1847
 # @@protoc_insertion_point(module_scope)

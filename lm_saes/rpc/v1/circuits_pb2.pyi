@@ -296,3 +296,135 @@ class InterveneResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InterveneResponse: _TypeAlias = InterveneResponse  # noqa: Y015
+
+@_typing.final
+class ExplainAttentionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRAPH_ID_FIELD_NUMBER: _builtins.int
+    LAYER_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    QUERY_POSITION_FIELD_NUMBER: _builtins.int
+    KEY_POSITION_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    graph_id: _builtins.str
+    layer: _builtins.int
+    head: _builtins.int
+    query_position: _builtins.int
+    """a position of the graph's prompt (0 is BOS)"""
+    key_position: _builtins.int
+    """at most query_position (causal attention)"""
+    top_k: _builtins.int
+    """nodes per side and pairs returned; 0: 10, at most 50"""
+    def __init__(
+        self,
+        *,
+        graph_id: _builtins.str = ...,
+        layer: _builtins.int = ...,
+        head: _builtins.int = ...,
+        query_position: _builtins.int = ...,
+        key_position: _builtins.int = ...,
+        top_k: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["graph_id", b"graph_id", "head", b"head", "key_position", b"key_position", "layer", b"layer", "query_position", b"query_position", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainAttentionRequest: _TypeAlias = ExplainAttentionRequest  # noqa: Y015
+
+@_typing.final
+class NodeContribution(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """the graph's node id ("L_F_P" feature, "L_-1_P" error, "E_T_P" embedding)"""
+    contribution: _builtins.float
+    """its part of the score"""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        contribution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeContribution: _TypeAlias = NodeContribution  # noqa: Y015
+
+@_typing.final
+class NodePair(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_NODE_ID_FIELD_NUMBER: _builtins.int
+    KEY_NODE_ID_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    query_node_id: _builtins.str
+    key_node_id: _builtins.str
+    contribution: _builtins.float
+    """Q_a . K_b / sqrt(d_head)"""
+    def __init__(
+        self,
+        *,
+        query_node_id: _builtins.str = ...,
+        key_node_id: _builtins.str = ...,
+        contribution: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "key_node_id", b"key_node_id", "query_node_id", b"query_node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodePair: _TypeAlias = NodePair  # noqa: Y015
+
+@_typing.final
+class ExplainAttentionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORE_FIELD_NUMBER: _builtins.int
+    QUERY_SIDE_FIELD_NUMBER: _builtins.int
+    KEY_SIDE_FIELD_NUMBER: _builtins.int
+    QUERY_BIAS_FIELD_NUMBER: _builtins.int
+    KEY_BIAS_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    """the head's pre-softmax score at (query, key)"""
+    query_bias: _builtins.float
+    """the constants' (BOS, biases) part through the query"""
+    key_bias: _builtins.float
+    @_builtins.property
+    def query_side(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeContribution]:
+        """largest |contribution| first; all sum with query_bias to score"""
+
+    @_builtins.property
+    def key_side(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeContribution]:
+        """the same through the key, with key_bias"""
+
+    @_builtins.property
+    def pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodePair]:
+        """the largest query-node x key-node terms"""
+
+    def __init__(
+        self,
+        *,
+        score: _builtins.float = ...,
+        query_side: _abc.Iterable[Global___NodeContribution] | None = ...,
+        key_side: _abc.Iterable[Global___NodeContribution] | None = ...,
+        query_bias: _builtins.float = ...,
+        key_bias: _builtins.float = ...,
+        pairs: _abc.Iterable[Global___NodePair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_bias", b"key_bias", "key_side", b"key_side", "pairs", b"pairs", "query_bias", b"query_bias", "query_side", b"query_side", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainAttentionResponse: _TypeAlias = ExplainAttentionResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class CircuitServiceStub:
                 request_serializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneRequest.SerializeToString,
                 response_deserializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneResponse.FromString,
                 _registered_method=True)
+        self.ExplainAttention = channel.unary_unary(
+                '/lm_saes.v1.CircuitService/ExplainAttention',
+                request_serializer=lm__saes_dot_v1_dot_circuits__pb2.ExplainAttentionRequest.SerializeToString,
+                response_deserializer=lm__saes_dot_v1_dot_circuits__pb2.ExplainAttentionResponse.FromString,
+                _registered_method=True)
 
 
 class CircuitServiceServicer:
@@ -85,6 +90,14 @@ class CircuitServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainAttention(self, request, context):
+        """Why a head attended from one position to another: its pre-softmax score split into the
+        graph's nodes through the query and through the key (lm_saes.circuits.qk).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CircuitServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +120,11 @@ def add_CircuitServiceServicer_to_server(servicer, server):
                     servicer.Intervene,
                     request_deserializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneRequest.FromString,
                     response_serializer=lm__saes_dot_v1_dot_circuits__pb2.InterveneResponse.SerializeToString,
+            ),
+            'ExplainAttention': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainAttention,
+                    request_deserializer=lm__saes_dot_v1_dot_circuits__pb2.ExplainAttentionRequest.FromString,
+                    response_serializer=lm__saes_dot_v1_dot_circuits__pb2.ExplainAttentionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +235,33 @@ class CircuitService:
             '/lm_saes.v1.CircuitService/Intervene',
             lm__saes_dot_v1_dot_circuits__pb2.InterveneRequest.SerializeToString,
             lm__saes_dot_v1_dot_circuits__pb2.InterveneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainAttention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lm_saes.v1.CircuitService/ExplainAttention',
+            lm__saes_dot_v1_dot_circuits__pb2.ExplainAttentionRequest.SerializeToString,
+            lm__saes_dot_v1_dot_circuits__pb2.ExplainAttentionResponse.FromString,
             options,
             channel_credentials,
             insecure,

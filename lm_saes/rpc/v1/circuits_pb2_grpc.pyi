@@ -39,6 +39,10 @@ class CircuitServiceStub:
     GetGraph: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.GetGraphRequest, _circuits_pb2.Graph]
     ListGraphs: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.ListGraphsRequest, _circuits_pb2.ListGraphsResponse]
     Intervene: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.InterveneRequest, _circuits_pb2.InterveneResponse]
+    ExplainAttention: _grpc.UnaryUnaryMultiCallable[_circuits_pb2.ExplainAttentionRequest, _circuits_pb2.ExplainAttentionResponse]
+    """Why a head attended from one position to another: its pre-softmax score split into the
+    graph's nodes through the query and through the key (lm_saes.circuits.qk).
+    """
 
 @_typing.type_check_only
 class CircuitServiceAsyncStub(CircuitServiceStub):
@@ -48,6 +52,10 @@ class CircuitServiceAsyncStub(CircuitServiceStub):
     GetGraph: _aio.UnaryUnaryMultiCallable[_circuits_pb2.GetGraphRequest, _circuits_pb2.Graph]  # type: ignore[assignment]
     ListGraphs: _aio.UnaryUnaryMultiCallable[_circuits_pb2.ListGraphsRequest, _circuits_pb2.ListGraphsResponse]  # type: ignore[assignment]
     Intervene: _aio.UnaryUnaryMultiCallable[_circuits_pb2.InterveneRequest, _circuits_pb2.InterveneResponse]  # type: ignore[assignment]
+    ExplainAttention: _aio.UnaryUnaryMultiCallable[_circuits_pb2.ExplainAttentionRequest, _circuits_pb2.ExplainAttentionResponse]  # type: ignore[assignment]
+    """Why a head attended from one position to another: its pre-softmax score split into the
+    graph's nodes through the query and through the key (lm_saes.circuits.qk).
+    """
 
 class CircuitServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -78,5 +86,15 @@ class CircuitServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _circuits_pb2.InterveneRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_circuits_pb2.InterveneResponse, _abc.Awaitable[_circuits_pb2.InterveneResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExplainAttention(
+        self,
+        request: _circuits_pb2.ExplainAttentionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_circuits_pb2.ExplainAttentionResponse, _abc.Awaitable[_circuits_pb2.ExplainAttentionResponse]]:
+        """Why a head attended from one position to another: its pre-softmax score split into the
+        graph's nodes through the query and through the key (lm_saes.circuits.qk).
+        """
 
 def add_CircuitServiceServicer_to_server(servicer: CircuitServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -488,6 +488,13 @@ class TraceConfig(Section):
         description="BOS features and error nodes are constants, not nodes: the "
         "attention sink every prompt shares; their effect goes to the targets' bias",
     )
+    max_memory_gb: float = Field(
+        16.0,
+        gt=0,
+        le=4096,
+        description="Refuse a trace whose estimated memory (dense adjacency: nodes**2, kept twice "
+        "while it is assembled) exceeds this, before its backward passes start",
+    )
     device: Device = "cpu"
 
 

@@ -17,6 +17,7 @@ Their effect is part of the bias, which keeps the edges + bias identity exact.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -27,6 +28,8 @@ from lm_saes.circuits.graph import AttributionGraph
 from lm_saes.circuits.replacement import PromptState, ReplacementModel, ReplacementOutput
 from lm_saes.circuits.transcoders import SparseActs
 from lm_saes.config import TraceConfig
+
+log = logging.getLogger(__name__)
 
 
 def output_logits(logits: torch.Tensor, probability: float, max_logits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,13 +57,20 @@ def attribute(
     logit_ids, logit_probs = output_logits(state.logits, cfg.logit_probability, cfg.max_logits)
 
     src = graph_sources(state, cfg.freeze_bos)
+    batch_size = cfg.batch_size or default_batch(state)
+    estimate = trace_memory_bytes(src, len(logit_ids), batch_size)
+    log.warning("trace of %d tokens: %s", len(ids), estimate_text(src, len(logit_ids), estimate))
+    if estimate > cfg.max_memory_gb * 2**30:
+        raise ValueError(
+            f"this trace needs ~{estimate / 2**30:.1f} GiB ({estimate_text(src, len(logit_ids), estimate)}), more than "
+            f"max_memory_gb = {cfg.max_memory_gb:g}: shorten the prompt (max_tokens) or raise max_memory_gb"
+        )
     features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in src.active])
     activations = torch.cat([state.acts[layer][p, f] for layer, p, f in src.active]).float()
 
     with torch.enable_grad():
         out = replacement.forward(state, src.embed, src.errors, src.sparse_acts())
         groups = _targets(replacement, out, src.active, logit_ids)
-        batch_size = cfg.batch_size or (256 if src.embed.device.type == "cuda" else 64)
         rows = _edge_rows(groups, state, src, batch_size, progress)
         targets = torch.cat(groups).detach()
     with torch.no_grad():
@@ -94,6 +104,27 @@ def attribute(
         bias=bias_full,
         info={"seconds": round(time.perf_counter() - clock, 3), "layers": replacement.transcoders.layers},
     )
+
+
+def default_batch(state: PromptState) -> int:
+    """Targets per batched backward pass: the fastest measured (benchmarks/gpu_trace_check.py)."""
+    return 256 if state.embed.device.type == "cuda" else 64
+
+
+def trace_memory_bytes(src: Sources, n_logits: int, batch_size: int) -> int:
+    """What a trace holds at its peak, in bytes: the float32 edge rows of every target and the
+    adjacency matrix they are copied into (both [targets or nodes, nodes]), plus one batch of
+    gradients w.r.t. every leaf. Grows as nodes**2, i.e. (tokens x active features per token)**2."""
+    n_pos, d_model = src.embed.shape
+    n_nodes = src.n_columns(n_pos) + n_logits
+    n_targets = sum(int(m.sum()) for m in src.is_node.values()) + n_logits
+    leaves = n_pos * d_model * (len(src.errors) + 1) + sum(len(v) for v in src.values.values())
+    return 4 * (n_targets * n_nodes + n_nodes * n_nodes + batch_size * leaves)
+
+
+def estimate_text(src: Sources, n_logits: int, estimate: int) -> str:
+    n_nodes = src.n_columns(src.embed.shape[0]) + n_logits
+    return f"{n_nodes} nodes, ~{estimate / 2**30:.2f} GiB at its peak"
 
 
 def _targets(

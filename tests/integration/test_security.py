@@ -298,6 +298,11 @@ def test_bad_input_is_refused_at_submit_with_the_field_named(stack):
             "changes[0].mode",
         ),
         (tracer.ExplainAttention, circuits_pb2.ExplainAttentionRequest(graph_id="g", top_k=10**6), "top_k"),
+        (  # a trace may not plan past the server's memory ceiling (max_job_memory_gb)
+            tracer.Submit,
+            circuits_pb2.SubmitTraceRequest(prompt="hi", transcoders_uri="x", config_json='{"max_memory_gb": 1000}'),
+            "max_memory_gb",
+        ),
     ]
     for call, request, field in cases:
         started = time.monotonic()

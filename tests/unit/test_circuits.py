@@ -26,6 +26,7 @@ from lm_saes.circuits import (
     run_trace,
     scores,
 )
+from lm_saes.circuits.attribution import graph_sources, trace_memory_bytes
 from lm_saes.circuits.checks import graph_checks
 from lm_saes.circuits.graph import AttributionGraph, influence, normalized
 from lm_saes.circuits.trace import load_graph, top_feature_nodes
@@ -320,9 +321,16 @@ def test_trace_saves_records_and_exports(replacement, tmp_path):
     assert model.model_dump(exclude_unset=True)["links"] == exported["links"]
 
 
-def test_prompt_too_long_is_refused(replacement):
+def test_prompt_too_long_is_refused(replacement, graph):
     with pytest.raises(ValueError, match="max_tokens"):
         attribute(replacement, "x" * 100, TraceConfig(max_tokens=16))
+    # the memory estimate (printed before the backward passes) covers what the trace holds, and
+    # a trace past max_memory_gb is refused before them
+    src = graph_sources(prompt_state(replacement, PROMPT))
+    estimate = trace_memory_bytes(src, len(graph.logit_tokens), 48)
+    assert graph.adjacency.numel() * 4 <= estimate <= 4 * graph.adjacency.numel() * 4
+    with pytest.raises(ValueError, match="max_memory_gb"):
+        attribute(replacement, PROMPT, TraceConfig(max_memory_gb=1e-4))
 
 
 def test_qk_attribution_sums_to_the_real_attention_score(replacement, graph):

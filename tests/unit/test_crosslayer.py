@@ -199,3 +199,28 @@ def test_memory_estimate_grows_with_the_square_of_the_layers():
     with torch.no_grad():
         clt = CrossLayerTranscoder(CrossLayerTranscoderSpec(layers=[0, 1, 2, 3], d_sae=16, d_model=8))
     assert sum(p.numel() for p in clt.parameters()) == clt_parameters(4, 16, 8).parameters
+
+
+def test_a_clt_over_a_subset_of_layers_replaces_only_those(tmp_path):
+    """clt.layers = [1] on the 2-layer model: layer 0's MLP enters the replacement model whole
+    as an error node, and the graph identities still hold."""
+    from lm_saes.circuits import ReplacementModel, TranscoderSet, attribute, prompt_state
+    from lm_saes.config import TraceConfig
+
+    cfg = load_config(
+        REPO / "examples/configuration/clt-tiny.toml",
+        RunConfig,
+        {"output": str(tmp_path), "clt.layers": [1], "data.max_tokens": 3000, "train.checkpoint_every": 0},
+    )
+    assert cfg.activations.hooks == ["blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"]
+    run = run_train_clt(cfg, progress=False)
+    assert run is not None and set(run.metrics.per_layer) == {1} and run.sae.W_enc.shape[0] == 1
+    replacement = ReplacementModel(load_language_model(cfg.model), TranscoderSet.load(str(tmp_path)))
+    state = prompt_state(replacement, "The capital of France is")
+    assert set(state.acts) == {1}
+    with torch.no_grad():
+        assert (replacement.forward(state).logits - state.logits).abs().max() <= 1e-4
+    graph = attribute(replacement, "The capital of France is", TraceConfig(batch_size=48))
+    assert set(graph.features[:, 0].tolist()) == {1}
+    targets = torch.cat([torch.arange(graph.n_features), torch.arange(graph.logit_start, graph.n_nodes)])
+    assert (graph.adjacency[targets].sum(1) + graph.bias[targets] - graph.values[targets]).abs().max() <= 1e-4

@@ -29,6 +29,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from lm_saes.circuits import ReplacementModel, TranscoderSet, attribute, prompt_state, scores  # noqa: E402
 from lm_saes.circuits.qk import qk_attribution  # noqa: E402
@@ -122,6 +123,21 @@ def qk_example(replacement: ReplacementModel, graph) -> dict[str, Any]:
     }
 
 
+def trace_speed(model, rounds: int = 3) -> dict[str, Any]:
+    """`make bench`'s trace.seconds and trace.clt_seconds (the 16-token prompt of tracing.py),
+    alternating per-layer and CLT traces; medians."""
+    from tracing import PROMPT
+
+    replacements = {name: ReplacementModel(model, TranscoderSet.load(str(run))) for name, run in RUNS.items()}
+    times: dict[str, list[float]] = {name: [] for name in RUNS}
+    for _ in range(rounds):
+        for name, replacement in replacements.items():
+            start = time.perf_counter()
+            attribute(replacement, PROMPT, TraceConfig())
+            times[name].append(time.perf_counter() - start)
+    return {"prompt": PROMPT, **{f"{name}_seconds": round(statistics.median(t), 2) for name, t in times.items()}}
+
+
 def main() -> None:
     missing = [str(run) for run in RUNS.values() if not run.is_dir()]
     if missing:
@@ -163,6 +179,7 @@ def main() -> None:
             "training_seconds": round(train_seconds, 1),
             "layers": len(replacement.transcoders.layers),
         }
+    out["trace_16_tokens"] = trace_speed(model)
     clt, per_layer = out["clt"]["prompts"], out["per_layer"]["prompts"]
     out["clt_higher_replacement_on"] = sum(
         c["replacement"] > p["replacement"] for c, p in zip(clt, per_layer, strict=True)

@@ -71,7 +71,9 @@ class ActivationSource(ABC):
             rows = self.load_window(epoch, index)
             n = next(iter(rows.values())).shape[0]
             order = torch.randperm(n, generator=seeded_generator(self.seed, epoch, index))
-            cached = {hook: t[order] for hook, t in rows.items()}
+            for hook in rows:  # hook by hook, so one unshuffled copy is alive at a time, not all
+                rows[hook] = rows[hook][order]
+            cached = rows
             self._recent.clear()
             self._recent[(epoch, index)] = cached
         return {hook: cached[hook] for hook in self.hooks}

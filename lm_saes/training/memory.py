@@ -24,6 +24,14 @@ def shard_bytes(data: DataConfig, activations: ActivationsConfig, d_in: int) -> 
     return (data.max_tokens + data.eval_tokens) * d_in * BYTES[activations.dtype] * len(activations.hooks)
 
 
+def buffer_bytes(cfg: RunConfig, d_in: int) -> int:
+    """The shuffle window of every hook: float32 rows (stored shards are read whole, so a window
+    is buffer_tokens rounded up to whole shards), and the shards' own rows while they convert."""
+    acts = cfg.activations
+    tokens = -(-acts.buffer_tokens // acts.shard_tokens) * acts.shard_tokens if acts.store else acts.buffer_tokens
+    return tokens * d_in * (4 + BYTES[acts.dtype]) * len(acts.hooks)
+
+
 def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
     """Per rank, for `cfg` on a model with residual width `d_in` whose weights take `model_bytes`.
 
@@ -43,9 +51,7 @@ def estimate_run(cfg: RunConfig, d_in: int, model_bytes: int) -> RunEstimate:
     widths = [(d_sae // shards, batch) for d_sae, batch in widths]  # this rank's features
     dictionaries = sum((2 * d_in * d_sae + d_sae + d_in) * 4 * 4 for d_sae, _ in widths)  # fp32 w, grad, Adam x2
     step = max(batch * d_sae * 4 * 3 for d_sae, batch in widths)  # pre-acts, acts, their gradient
-    width = BYTES[cfg.activations.dtype]
-    hooks = len(cfg.activations.hooks)
-    buffer = cfg.activations.buffer_tokens * d_in * width * hooks
+    buffer = buffer_bytes(cfg, d_in)
     storage = (
         shard_bytes(cfg.data, cfg.activations, d_in) if cfg.activations.store and cfg.activations.path is None else 0
     )
@@ -62,7 +68,7 @@ def _estimate_clt(cfg: RunConfig, d_model: int, model_bytes: int) -> RunEstimate
     n_layers = len(cfg.clt.layers)
     parameters = clt_parameters(n_layers, cfg.clt.d_sae, d_model).parameters * 4 * 4
     step = cfg.train.batch_size * n_layers * (cfg.clt.d_sae * 3 + d_model * 4) * 4
-    buffer = cfg.activations.buffer_tokens * d_model * BYTES[cfg.activations.dtype] * len(cfg.activations.hooks)
+    buffer = buffer_bytes(cfg, d_model)
     storage = (
         shard_bytes(cfg.data, cfg.activations, d_model) if cfg.activations.store and cfg.activations.path is None else 0
     )

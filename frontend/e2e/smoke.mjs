@@ -440,10 +440,13 @@ try {
       const panel = main.getByTestId("attention-panel");
       const position = (id) => id.split("_").pop();
       if (count > 0) {
-        const link = links.last(); // the strongest is drawn last
+        // the topmost link: the last drawn of the inspected node's (highlighted, drawn above the
+        // others), else of all. Playwright clicks the middle of its box, which is on the link (an
+        // S-curve, symmetric about its middle), between two rows of nodes.
+        const highlighted = page.locator(".react-flow__edge.ce-attn.ce-focus");
+        const link = (await highlighted.count()) > 0 ? highlighted.last() : links.last();
         const [source, target] = (await link.getAttribute("data-id")).split("->");
-        // the link's middle: a link is an S-curve, symmetric about it (a click off the stroke would miss)
-        await link.click({ timeout: 5_000 }).catch(() => link.dispatchEvent("click"));
+        await link.click({ timeout: 10_000 });
         await panel.waitFor();
         const query = await panel.getByLabel(/Query position/).inputValue();
         const key = await panel.getByLabel(/Key position/).inputValue();
@@ -462,8 +465,12 @@ try {
       const score = Number(await panel.getByTestId("attention-score").textContent());
       check(Number.isFinite(score), "the attention score is not a number");
       const rows = {};
-      for (const name of ["Query-side nodes", "Key-side nodes", "Top node pairs"]) {
-        rows[name] = await panel.getByRole("table", { name }).locator("tbody tr").count();
+      for (const [name, testid] of [
+        ["Query-side nodes", "attention-node"],
+        ["Key-side nodes", "attention-node"],
+        ["Top node pairs", "attention-pair"],
+      ]) {
+        rows[name] = await panel.getByRole("table", { name }).getByTestId(testid).count();
         check(rows[name] > 0, `the ${name} table has no rows`);
       }
       // a node of the results that is in the graph selects it there

@@ -178,36 +178,48 @@ function AttentionResult({
       </span>
     );
   };
-  const side = (name: string, rows: NodeContribution[], bias: number) => (
-    <table className="attention-table" aria-label={name}>
-      <thead>
-        <tr>
-          <th scope="col">Node</th>
-          <th scope="col" className="num">
-            Contribution
-          </th>
-        </tr>
-      </thead>
-      <tbody>
-        {rows.map((c) => (
-          <tr key={c.node_id} className={c.node_id === selected ? "current" : undefined} data-testid="attention-node">
-            <td>{node(c.node_id)}</td>
-            <Contribution value={c.contribution} scale={scale} />
+  // nodes that cannot reach the head (later layers, later positions) come back with exactly 0
+  const side = (name: string, listed: NodeContribution[], bias: number) => {
+    const rows = listed.filter((c) => c.contribution !== 0);
+    return (
+      <table className="attention-table" aria-label={name}>
+        <thead>
+          <tr>
+            <th scope="col">Node</th>
+            <th scope="col" className="num">
+              Contribution
+            </th>
           </tr>
-        ))}
-      </tbody>
-      <tfoot>
-        <tr>
-          <td>Other nodes</td>
-          <td className="num">{signed(unlisted(x.score, bias, rows))}</td>
-        </tr>
-        <tr>
-          <td>Bias (no node)</td>
-          <td className="num">{signed(bias)}</td>
-        </tr>
-      </tfoot>
-    </table>
-  );
+        </thead>
+        <tbody>
+          {rows.map((c) => (
+            <tr key={c.node_id} className={c.node_id === selected ? "current" : undefined} data-testid="attention-node">
+              <td>{node(c.node_id)}</td>
+              <Contribution value={c.contribution} scale={scale} />
+            </tr>
+          ))}
+          {rows.length === 0 && (
+            <tr>
+              <td colSpan={2} className="empty">
+                No node contributes on this side.
+              </td>
+            </tr>
+          )}
+        </tbody>
+        <tfoot>
+          <tr>
+            <td>Other nodes</td>
+            <td className="num">{signed(unlisted(x.score, bias, rows))}</td>
+          </tr>
+          <tr>
+            <td>Bias (no node)</td>
+            <td className="num">{signed(bias)}</td>
+          </tr>
+        </tfoot>
+      </table>
+    );
+  };
+  const pairs = x.pairs.filter((p) => p.contribution !== 0);
   return (
     <div className="attention-result" aria-live="polite">
       <h3>{describeAttention(request, tokens)}</h3>
@@ -217,7 +229,10 @@ function AttentionResult({
           <dd data-testid="attention-score">{fmt(x.score)}</dd>
         </div>
       </dl>
-      <p className="note">Each side's nodes, other nodes and bias add up to the score. Blue raises it, red lowers it.</p>
+      <p className="note">
+        Each side's nodes, other nodes and bias add up to the score. Blue raises it, red lowers it. Nodes that contribute
+        nothing (later layers, later positions) are left out.
+      </p>
       <h3>Through the query</h3>
       {side("Query-side nodes", x.query_side, x.query_bias)}
       <h3>Through the key</h3>
@@ -234,13 +249,20 @@ function AttentionResult({
           </tr>
         </thead>
         <tbody>
-          {x.pairs.map((p) => (
-            <tr key={`${p.query_node_id}|${p.key_node_id}`}>
+          {pairs.map((p) => (
+            <tr key={`${p.query_node_id}|${p.key_node_id}`} data-testid="attention-pair">
               <td>{node(p.query_node_id)}</td>
               <td>{node(p.key_node_id)}</td>
               <Contribution value={p.contribution} scale={pairScale} />
             </tr>
           ))}
+          {pairs.length === 0 && (
+            <tr>
+              <td colSpan={3} className="empty">
+                No pair contributes.
+              </td>
+            </tr>
+          )}
         </tbody>
       </table>
     </div>

@@ -141,7 +141,9 @@ export function largest(...lists: readonly (readonly { contribution: number }[])
   return Math.max(0, ...lists.flat().map((c) => Math.abs(c.contribution)));
 }
 
-/** What the nodes that are not listed add up to: the score less the side's bias and listed nodes. */
+/** What the nodes that are not listed add up to: the score less the side's bias and listed nodes
+ * (0 within float32 rounding of the score). */
 export function unlisted(score: number, bias: number, listed: readonly NodeContribution[]): number {
-  return score - bias - listed.reduce((sum, c) => sum + c.contribution, 0);
+  const rest = score - bias - listed.reduce((sum, c) => sum + c.contribution, 0);
+  return Math.abs(rest) <= 1e-5 * Math.max(1, Math.abs(score)) ? 0 : rest;
 }

@@ -16,12 +16,16 @@ const explanation = {
   ],
   key_side: [
     { node_id: "0_10_1", contribution: 2 },
+    { node_id: "1_3_1", contribution: 0 }, // cannot reach the head: not listed
     { node_id: "E_464_1", contribution: 0.75 },
     { node_id: "0_-1_1", contribution: -0.5 },
   ],
   query_bias: 0.5,
   key_bias: 0.125,
-  pairs: [{ query_node_id: "1_20_2", key_node_id: "0_10_1", contribution: 1.25 }],
+  pairs: [
+    { query_node_id: "1_20_2", key_node_id: "0_10_1", contribution: 1.25 },
+    { query_node_id: "1_20_2", key_node_id: "1_3_1", contribution: 0 },
+  ],
 };
 
 function respond(status: number, body: unknown) {

@@ -125,5 +125,8 @@ describe("formatting", () => {
     expect(largest(side, [{ contribution: 1 }])).toBe(3);
     expect(largest([], [])).toBe(0);
     expect(unlisted(1.5, 0.5, side)).toBeCloseTo(2);
+    // float32 rounding is no contribution
+    expect(unlisted(1.309, 0, [{ node_id: "a", contribution: 1.3090004 }])).toBe(0);
+    expect(unlisted(1.309, 0, [{ node_id: "a", contribution: 1.3 }])).toBeCloseTo(0.009);
   });
 });

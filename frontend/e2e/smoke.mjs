@@ -25,7 +25,9 @@
 //              E2E_TRANSCODERS  a transcoder set the tracing service can read: when set, also
 //                          trace a prompt from the circuits page, open its graph, hover and pin a
 //                          feature (its top examples shown), prune with the slider, run an
-//                          intervention on the pinned feature, and download the graph's JSON
+//                          intervention on the pinned feature, explain a link between two positions
+//                          by its attention (the QK panel, opened by clicking the link, or from its
+//                          toggle when no such link is drawn), and download the graph's JSON
 //              E2E_COMPARE another SAE whose evaluation suites were stored against E2E_SAE (lm-saes eval
 //                          --suite core,universality --sae-id E2E_SAE --compare-id it): when set, also
 //                          open the comparison page (metrics table, trade-off plot, the pair's
@@ -428,6 +430,59 @@ try {
       const rows = await table.locator("tbody tr").count();
       check(rows > 0, "the intervention returned no logits");
       return `${rows} logits before/after`;
+    });
+
+    await step("circuit-attention", async () => {
+      // a link between two positions goes through attention: clicking it opens the panel, prefilled
+      const links = page.locator(".react-flow__edge.ce-attn");
+      const count = await links.count();
+      let via;
+      const panel = main.getByTestId("attention-panel");
+      const position = (id) => id.split("_").pop();
+      if (count > 0) {
+        // the topmost link: the last drawn of the inspected node's (highlighted, drawn above the
+        // others), else of all. Playwright clicks the middle of its box, which is on the link (an
+        // S-curve, symmetric about its middle), between two rows of nodes.
+        const highlighted = page.locator(".react-flow__edge.ce-attn.ce-focus");
+        const link = (await highlighted.count()) > 0 ? highlighted.last() : links.last();
+        const [source, target] = (await link.getAttribute("data-id")).split("->");
+        await link.click({ timeout: 10_000 });
+        await panel.waitFor();
+        const query = await panel.getByLabel(/Query position/).inputValue();
+        const key = await panel.getByLabel(/Key position/).inputValue();
+        check(
+          query === position(target) && key === position(source),
+          `link ${source} -> ${target} prefilled query ${query}, key ${key}`,
+        );
+        via = `link ${source} -> ${target} (one of ${count})`;
+      } else {
+        await main.getByRole("button", { name: "Explain attention…" }).click();
+        await panel.waitFor();
+        via = "the toggle (no link between two positions drawn)";
+      }
+      await panel.getByLabel("Head", { exact: true }).fill("0");
+      await panel.getByRole("button", { name: "Explain attention", exact: true }).click();
+      const score = Number(await panel.getByTestId("attention-score").textContent());
+      check(Number.isFinite(score), "the attention score is not a number");
+      const rows = {};
+      for (const [name, testid] of [
+        ["Query-side nodes", "attention-node"],
+        ["Key-side nodes", "attention-node"],
+        ["Top node pairs", "attention-pair"],
+      ]) {
+        rows[name] = await panel.getByRole("table", { name }).getByTestId(testid).count();
+        check(rows[name] > 0, `the ${name} table has no rows`);
+      }
+      // a node of the results that is in the graph selects it there
+      const node = panel.getByRole("table", { name: "Key-side nodes" }).locator("tbody button.link").first();
+      let selected = "";
+      if (await node.count()) {
+        const id = (await node.getAttribute("title")).split(":")[0];
+        await node.click();
+        await page.locator(`[data-testid="node-${id}"].cn-selected`).waitFor();
+        selected = `, selected ${id}`;
+      }
+      return `via ${via}: score ${score}, ${Object.values(rows).join("/")} query/key/pair rows${selected}`;
     });
 
     await step("circuit-export", async () => {

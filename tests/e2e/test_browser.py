@@ -5,7 +5,8 @@ the SAE -> a feature (shaded tokens) -> "try your text" (per-token activations) 
 training job submitted from the editor, followed until it succeeds, with its curves) -> circuits
 (a prompt traced through tiny transcoders from the trace form, its graph opened, a feature hovered
 (top examples) and pinned, the pruning slider moved, an intervention run on the pinned feature,
-its circuit-tracer JSON downloaded) -> feature search (explanations written into the store for a
+a link between two positions clicked and its attention explained (the QK panel: a score, node rows
+on both sides and pairs), its circuit-tracer JSON downloaded) -> feature search (explanations written into the store for a
 few features: a query phrased differently finds its feature, whose page shows the explanation) ->
 the comparison page (the SAE's evaluation suites stored against a transcoder by `lm-saes eval
 --documents --sae-id`: metrics, trade-off plot, universality, a feature partner followed to its
@@ -185,5 +186,6 @@ def test_dashboards_in_a_browser(node, gateway, trained, transcoders, explained,
             pytrace=False,
         )
     steps = [line for line in output.splitlines() if line.startswith("ok ")]
-    assert len(steps) >= 22, output  # steering's and search's two steps each, and the comparison's three
+    assert len(steps) >= 23, output  # steering's and search's two steps each, and the comparison's three
+    assert any(line.split()[1].endswith("-circuit-attention") for line in steps), output
     assert sorted(p.name for p in ARTIFACTS.glob("*.png")) == sorted(line.split()[1] + ".png" for line in steps), output

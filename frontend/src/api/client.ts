@@ -27,6 +27,10 @@ export type FeatureChange = Schemas["FeatureChange"];
 export type InterventionRequest = Schemas["InterventionRequest"];
 export type InterventionResult = Schemas["InterventionResult"];
 export type TokenLogit = Schemas["TokenLogit"];
+export type AttentionRequest = Schemas["AttentionRequest"];
+export type AttentionExplanation = Schemas["AttentionExplanation"];
+export type NodeContribution = Schemas["NodeContribution"];
+export type NodePair = Schemas["NodePair"];
 export type Explanation = Schemas["Explanation"];
 export type ExplanationScore = Schemas["ExplanationScore"];
 export type SearchHit = Schemas["SearchHit"];
@@ -193,6 +197,9 @@ export const api = {
   trace: (body: TraceRequest) => request<Job>("POST", "/circuits", { body }),
   intervene: (graphId: string, body: InterventionRequest, signal?: AbortSignal) =>
     request<InterventionResult>("POST", `/circuits/${enc(graphId)}/interventions`, { body, signal }),
+  /** Why a head attended from one position to another: its score split into graph nodes (compute scope). */
+  explainAttention: (graphId: string, body: AttentionRequest, signal?: AbortSignal) =>
+    request<AttentionExplanation>("POST", `/circuits/${enc(graphId)}/attention`, { body, signal }),
   /** Follow a job's server-sent events (see `followEvents`). */
   jobEvents: (jobId: string, handlers: StreamHandlers, signal?: AbortSignal) =>
     followEvents(`/jobs/${enc(jobId)}/events`, handlers, signal),

@@ -40,6 +40,9 @@ export interface GraphViewProps {
   onHover: (id: string | null) => void;
   onInspect: (id: string | null) => void;
   onTogglePin: (id: string) => void;
+  /** A click on a link between two positions (one that attention carries); links within a position
+   * take no clicks. Without it no link does. */
+  onLinkClick?: (source: string, target: string) => void;
   /** Fit the view again when this changes (e.g. the pinned-only toggle)... */
   fitKey: string;
   /** ...to these nodes only (default: the whole graph with its labels). */
@@ -93,7 +96,8 @@ function Refit({ fitKey, only }: { fitKey: string; only?: string[] }) {
 }
 
 export default function GraphView(props: GraphViewProps) {
-  const { layout, tokens, nodes, links, pinned, inspected, focus, onHover, onInspect, onTogglePin, fitKey, fitTo } = props;
+  const { layout, tokens, nodes, links, pinned, inspected, focus, onHover, onInspect, onTogglePin, onLinkClick, fitKey, fitTo } =
+    props;
 
   const labels = useMemo<LabelFlowNode[]>(
     () => [
@@ -129,6 +133,7 @@ export default function GraphView(props: GraphViewProps) {
         position: layout.positions.get(n.id) ?? { x: 0, y: 0 },
         data: { node: n, pinned: false },
         draggable: false,
+        zIndex: 2, // above every link, highlighted (zIndex 1) ones too: a link never takes a node's click
         ariaLabel: describeNode(n, tokens),
       })),
     [nodes, layout, tokens],
@@ -147,21 +152,31 @@ export default function GraphView(props: GraphViewProps) {
     [labels, base, pinned, inspected],
   );
 
+  const clickable = Boolean(onLinkClick);
   const baseEdges = useMemo<Edge[]>(() => {
     const maxAbs = Math.max(0, ...links.map((l) => Math.abs(l.weight)));
+    const byId = new Map(nodes.map((n) => [n.id, n]));
     return [...links]
       .sort((a, b) => Math.abs(a.weight) - Math.abs(b.weight)) // strongest drawn last, on top
-      .map((l) => ({
-        id: `${l.source}->${l.target}`,
-        source: l.source,
-        target: l.target,
-        selectable: false,
-        focusable: false,
-        interactionWidth: 0,
-        className: l.weight >= 0 ? "ce-pos" : "ce-neg",
-        style: linkStroke(l.weight, maxAbs),
-      }));
-  }, [links]);
+      .map((l) => {
+        // a link between positions goes through attention: a click explains it (see onLinkClick)
+        const [source, target] = [byId.get(l.source), byId.get(l.target)];
+        const across = clickable && source !== undefined && target !== undefined && source.position !== target.position;
+        return {
+          id: `${l.source}->${l.target}`,
+          source: l.source,
+          target: l.target,
+          selectable: false,
+          focusable: false,
+          interactionWidth: across ? 8 : 0,
+          className: `${l.weight >= 0 ? "ce-pos" : "ce-neg"}${across ? " ce-attn" : ""}`,
+          style: linkStroke(l.weight, maxAbs),
+          ariaLabel: across
+            ? `Link from ${describeNode(source, tokens)} to ${describeNode(target, tokens)}: click to explain its attention`
+            : undefined,
+        };
+      });
+  }, [links, nodes, tokens, clickable]);
   const edges = useMemo<Edge[]>(
     () =>
       focus
@@ -194,6 +209,9 @@ export default function GraphView(props: GraphViewProps) {
         onNodeClick={(_, node) => node.type === "circuit" && onTogglePin(node.id)}
         onNodeMouseEnter={(_, node) => node.type === "circuit" && onHover(node.id)}
         onNodeMouseLeave={() => onHover(null)}
+        onEdgeClick={
+          onLinkClick ? (_, edge) => edge.className?.includes("ce-attn") && onLinkClick(edge.source, edge.target) : undefined
+        }
         onPaneClick={() => onInspect(null)}
         nodesDraggable={false}
         nodesConnectable={false}

@@ -2,6 +2,8 @@ import { lazy, Suspense, useCallback, useMemo, useState } from "react";
 import { Link, useParams } from "react-router";
 import { api, type Graph, type GraphNode } from "../api/client";
 import { useApi } from "../api/useApi";
+import { defaultDraft, draftFromLink, type AttentionDraft } from "../circuits/attention";
+import { AttentionPanel } from "../circuits/AttentionPanel";
 import { describeNode } from "../circuits/describe";
 import { ExportLink } from "../circuits/ExportLink";
 import { InterventionPanel } from "../circuits/InterventionPanel";
@@ -57,13 +59,20 @@ export function CircuitView({ graph }: { graph: Graph }) {
   const [pinnedOnly, setPinnedOnly] = useState(false);
   const [hovered, setHovered] = useState<string | null>(null);
   const [inspected, setInspected] = useState<string | null>(null);
+  // The attention panel: open with these starting values; `key` renews it for each clicked link.
+  const [attention, setAttention] = useState<{ draft: AttentionDraft; key: number } | null>(null);
 
   const pinnedSet = useMemo(() => new Set(pinnedIds), [pinnedIds]);
   const layout = useMemo(() => layoutGraph(graph.nodes, graph.tokens, graph.n_layers), [graph]);
 
+  // the inspected node stays drawn (e.g. one picked from the attention panel that pruning hides)
+  const kept = useMemo(
+    () => (inspected && !pinnedSet.has(inspected) ? new Set([...pinnedSet, inspected]) : pinnedSet),
+    [pinnedSet, inspected],
+  );
   const shown = pinnedOnly
     ? pinnedSubgraph(graph.nodes, graph.links, pinnedSet)
-    : pruneGraph(graph.nodes, graph.links, threshold, pinnedSet);
+    : pruneGraph(graph.nodes, graph.links, threshold, kept);
   // Same node set, same arrays: pinning a node that is already shown redraws only that node.
   const shownKey = shown.nodes.map((n) => n.id).join(",");
   // eslint-disable-next-line react-hooks/exhaustive-deps
@@ -72,6 +81,19 @@ export function CircuitView({ graph }: { graph: Graph }) {
 
   const onHover = useCallback((id: string | null) => setHovered(id), []);
   const onInspect = useCallback((id: string | null) => setInspected(id), []);
+  const openAttention = useCallback(
+    (draft: AttentionDraft) => setAttention((prev) => ({ draft, key: (prev?.key ?? 0) + 1 })),
+    [],
+  );
+  const onLinkClick = useCallback(
+    (source: string, target: string) => {
+      const [s, t] = [byId.get(source), byId.get(target)];
+      const draft = s && t ? draftFromLink(s, t, graph.n_layers) : null;
+      if (draft) openAttention(draft);
+    },
+    [byId, graph.n_layers, openAttention],
+  );
+  const inGraph = useCallback((id: string) => byId.has(id), [byId]);
   // a hovered node that the slider just hid gets no mouseleave: forget it
   const hoveredShown = hovered && visible.nodes.some((n) => n.id === hovered) ? hovered : null;
   const detailId = hoveredShown ?? inspected;
@@ -147,7 +169,8 @@ export function CircuitView({ graph }: { graph: Graph }) {
           Clear pins ({pinnedIds.length})
         </button>
         <span className="note">
-          Blue links excite, red inhibit; width ∝ √|weight|. Hover a node for details, click to pin.
+          Blue links excite, red inhibit; width ∝ √|weight|. Hover a node for details, click to pin; click a link
+          between two positions to explain its attention.
         </span>
       </div>
 
@@ -170,6 +193,7 @@ export function CircuitView({ graph }: { graph: Graph }) {
                 onHover={onHover}
                 onInspect={onInspect}
                 onTogglePin={toggle}
+                onLinkClick={onLinkClick}
                 fitKey={pinnedOnly ? "pinned" : "all"}
                 fitTo={pinnedOnly ? pinnedIds : undefined}
               />
@@ -218,7 +242,30 @@ export function CircuitView({ graph }: { graph: Graph }) {
             </table>
           </details>
         </div>
-        <aside className="circuit-side" aria-label="Node details and interventions">
+        <aside className="circuit-side" aria-label="Node details, attention and interventions">
+          {attention ? (
+            <AttentionPanel
+              key={attention.key}
+              graphId={graph.id}
+              tokens={graph.tokens}
+              nLayers={graph.n_layers}
+              initial={attention.draft}
+              inGraph={inGraph}
+              selected={inspected}
+              onSelectNode={setInspected}
+              onClose={() => setAttention(null)}
+            />
+          ) : (
+            <p className="attention-toggle">
+              <button
+                type="button"
+                onClick={() => openAttention(defaultDraft({ nLayers: graph.n_layers, nPositions: graph.tokens.length }))}
+              >
+                Explain attention…
+              </button>{" "}
+              <span className="note">or click a link between two positions</span>
+            </p>
+          )}
           {detail ? (
             <NodeDetails
               node={detail}

@@ -7,22 +7,33 @@ import type { GraphViewProps } from "../circuits/GraphView";
 import { CircuitPage } from "../pages/CircuitPage";
 
 // React Flow needs layout APIs jsdom lacks; the page's logic is tested against a stand-in that
-// draws each node as a button (click = what a click on a React Flow node does: pin it).
+// draws each node as a button (click = what a click on a React Flow node does: pin it), and each
+// link as a button (click = a click on a React Flow link).
 vi.mock("../circuits/GraphView", () => ({
   default: (props: GraphViewProps) => (
-    <div data-testid="graph-view" data-links={props.links.length}>
-      {props.nodes.map((n) => (
-        <button
-          key={n.id}
-          type="button"
-          data-pinned={props.pinned.has(n.id)}
-          onClick={() => props.onTogglePin(n.id)}
-          onMouseEnter={() => props.onHover(n.id)}
-        >
-          node {n.id}
-        </button>
-      ))}
-    </div>
+    <>
+      <div data-testid="graph-view" data-links={props.links.length}>
+        {props.nodes.map((n) => (
+          <button
+            key={n.id}
+            type="button"
+            data-pinned={props.pinned.has(n.id)}
+            data-inspected={props.inspected === n.id}
+            onClick={() => props.onTogglePin(n.id)}
+            onMouseEnter={() => props.onHover(n.id)}
+          >
+            node {n.id}
+          </button>
+        ))}
+      </div>
+      <div data-testid="graph-links">
+        {props.links.map((l) => (
+          <button key={`${l.source}->${l.target}`} type="button" onClick={() => props.onLinkClick?.(l.source, l.target)}>
+            link {l.source}-&gt;{l.target}
+          </button>
+        ))}
+      </div>
+    </>
   ),
 }));
 
@@ -65,6 +76,18 @@ const feature10 = {
   top_examples: [{ max_activation: 4, tokens: ["a", " big", " cat"], activations: [0, 4, 1] }],
 };
 
+const attention = {
+  score: 1.5,
+  query_side: [
+    { node_id: "1_-1_2", contribution: 1 }, // in the graph, hidden at the default pruning
+    { node_id: "0_99_2", contribution: 0.25 }, // not in the graph
+  ],
+  key_side: [{ node_id: "0_10_1", contribution: 1.25 }],
+  query_bias: 0.25,
+  key_bias: 0.25,
+  pairs: [{ query_node_id: "1_-1_2", key_node_id: "0_10_1", contribution: 0.75 }],
+};
+
 let fetchMock: ReturnType<typeof vi.fn>;
 beforeEach(() => {
   fetchMock = vi.fn(async (input: string) => {
@@ -73,6 +96,7 @@ beforeEach(() => {
     if (input === "/api/v1/circuits/g1") return json(graph);
     if (input === "/api/v1/saes/sae-l0/features/10") return json(feature10);
     if (input === "/api/v1/circuits/g1/export") return json({ metadata: { slug: "g1" }, nodes: [], links: [] });
+    if (input === "/api/v1/circuits/g1/attention") return json(attention);
     return json({ title: "Not found", status: 404, detail: `no ${input}` }, 404);
   });
   vi.stubGlobal("fetch", fetchMock);
@@ -186,6 +210,49 @@ describe("CircuitPage", () => {
 
     await userEvent.hover(screen.getByRole("button", { name: "node 1_20_2" }));
     expect(await screen.findByText(/Not analyzed/)).toBeInTheDocument();
+  });
+
+  it("explains a link between two positions by the attention that carries it", async () => {
+    renderAt("/circuits/g1");
+    await screen.findByTestId("graph-view");
+    // a link within one position opens nothing
+    await userEvent.click(screen.getByRole("button", { name: "link 1_20_2->3_5_2" }));
+    expect(screen.queryByRole("region", { name: "Explain attention" })).not.toBeInTheDocument();
+
+    await userEvent.click(screen.getByRole("button", { name: "link 0_10_1->1_20_2" }));
+    const panel = screen.getByRole("region", { name: "Explain attention" });
+    const value = (label: RegExp | string) => (within(panel).getByLabelText(label) as HTMLInputElement).value;
+    expect([value("Layer"), value("Head"), value(/Query position/), value(/Key position/)]).toEqual(["1", "0", "2", "1"]);
+    await userEvent.click(within(panel).getByRole("button", { name: "Explain attention" }));
+    const query = await within(panel).findByRole("table", { name: "Query-side nodes" });
+    const [, init] = fetchMock.mock.calls.find(([u]) => u === "/api/v1/circuits/g1/attention") as [string, RequestInit];
+    expect(JSON.parse(init.body as string)).toEqual({ layer: 1, head: 0, query_position: 2, key_position: 1, top_k: 10 });
+    expect(within(panel).getByTestId("attention-score")).toHaveTextContent("1.5");
+    expect(within(query).getByText(/L0 feature 99/)).toHaveTextContent("(not in graph)");
+
+    // a node of the results is selected in the graph, drawn even where pruning hides it
+    expect(shownNodes()).not.toContain("1_-1_2");
+    await userEvent.click(within(query).getByRole("button", { name: /L1 error at “ cat”/ }));
+    expect(shownNodes()).toContain("1_-1_2");
+    expect(screen.getByRole("button", { name: "node 1_-1_2" })).toHaveAttribute("data-inspected", "true");
+    expect(screen.getByRole("heading", { name: /Error node at layer 1/ })).toBeInTheDocument();
+
+    // another link asks again from its own positions
+    await userEvent.click(screen.getByRole("button", { name: "link 0_10_1->1_20_2" }));
+    expect(within(screen.getByRole("region", { name: "Explain attention" })).queryByRole("table")).not.toBeInTheDocument();
+
+    await userEvent.click(screen.getByRole("button", { name: "Close the attention panel" }));
+    expect(screen.queryByRole("region", { name: "Explain attention" })).not.toBeInTheDocument();
+  });
+
+  it("opens the attention panel without a link, at the last position", async () => {
+    renderAt("/circuits/g1");
+    await screen.findByTestId("graph-view");
+    await userEvent.click(screen.getByRole("button", { name: "Explain attention…" }));
+    const panel = screen.getByRole("region", { name: "Explain attention" });
+    expect(within(panel).getByLabelText(/Query position/)).toHaveValue(2);
+    expect(within(panel).getByLabelText(/Key position/)).toHaveValue(1);
+    expect(within(panel).getByLabelText("Layer")).toHaveValue(1);
   });
 
   it("shows the gateway's problem when the graph does not exist", async () => {

@@ -1,5 +1,5 @@
 import { fireEvent, render, screen } from "@testing-library/react";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import type { GraphLink, GraphNode } from "../api/client";
 import GraphView from "../circuits/GraphView";
 import { layoutGraph } from "../circuits/layout";
@@ -76,5 +76,72 @@ describe("GraphView (React Flow)", () => {
     expect(onTogglePin).toHaveBeenCalledWith("0_4_1");
     fireEvent.mouseEnter(screen.getByTestId("rf__node-2_9_1"));
     expect(onHover).toHaveBeenCalledWith("2_9_1");
+  });
+
+  it("takes clicks on links between two positions only (they go through attention), and nodes still pin", async () => {
+    // measured nodes and handles, so that React Flow draws the links: an observer that reports at
+    // once, and elements with a size
+    vi.stubGlobal(
+      "ResizeObserver",
+      class {
+        constructor(private report: (entries: { target: Element }[]) => void) {}
+        observe(target: Element) {
+          setTimeout(() => this.report([{ target }]));
+        }
+        unobserve() {}
+        disconnect() {}
+      },
+    );
+    for (const size of ["offsetWidth", "offsetHeight"] as const) {
+      const original = Object.getOwnPropertyDescriptor(HTMLElement.prototype, size)!;
+      Object.defineProperty(HTMLElement.prototype, size, { configurable: true, get: () => 20 });
+      onTestFinished(() => void Object.defineProperty(HTMLElement.prototype, size, original));
+    }
+    const across: GraphLink = { source: "E_0_0", target: "0_4_1", weight: 0.5 };
+    const onLinkClick = vi.fn();
+    const onTogglePin = vi.fn();
+    const props = {
+      layout: layoutGraph(nodes, tokens, 2),
+      tokens,
+      nodes,
+      links: [...links, across],
+      pinned: new Set<string>(),
+      inspected: null,
+      focus: null,
+      onHover: () => {},
+      onInspect: () => {},
+      onTogglePin,
+      fitKey: "all",
+    };
+    const { rerender } = render(
+      <div style={{ width: 800, height: 600 }}>
+        <GraphView {...props} onLinkClick={onLinkClick} />
+      </div>,
+    );
+    const attn = await screen.findByTestId("rf__edge-E_0_0->0_4_1");
+    expect(attn).toHaveClass("ce-attn");
+    expect(attn).toHaveAttribute(
+      "aria-label",
+      "Link from Token “<bos>” (position 0) to Feature 4 at layer 0, “Hi” (position 1): click to explain its attention",
+    );
+    const within = screen.getByTestId("rf__edge-E_1_1->0_4_1"); // both at position 1
+    expect(within).not.toHaveClass("ce-attn");
+    expect(screen.getByTestId("rf__edge-0_4_1->2_9_1")).not.toHaveClass("ce-attn");
+
+    fireEvent.click(within);
+    expect(onLinkClick).not.toHaveBeenCalled();
+    fireEvent.click(attn);
+    expect(onLinkClick).toHaveBeenCalledWith("E_0_0", "0_4_1");
+    fireEvent.click(screen.getByTestId("node-0_4_1"));
+    expect(onTogglePin).toHaveBeenCalledWith("0_4_1");
+    expect(onLinkClick).toHaveBeenCalledTimes(1);
+
+    // without a handler no link takes clicks
+    rerender(
+      <div style={{ width: 800, height: 600 }}>
+        <GraphView {...props} />
+      </div>,
+    );
+    expect(screen.getByTestId("rf__edge-E_0_0->0_4_1")).not.toHaveClass("ce-attn");
   });
 });

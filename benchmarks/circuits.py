@@ -9,11 +9,12 @@ Both dictionaries cover all 30 layers and were trained on the same stored activa
     .venv/bin/lm-saes train examples/configuration/clt.toml \\
         --set data.max_tokens=96000 --set activations.path=runs/circuits/activations
 
-(runs/circuits/train.sh); their training seconds are read from the runs' summaries. Scores are
+(in this order); their training seconds are read from the runs' summaries. Scores are
 circuit-tracer's: replacement (the share of the logits' influence that reaches them from
 tokens rather than from error nodes) and completeness (the same, per node's inputs).
 
-    .venv/bin/python benchmarks/circuits.py    # ~15 min on 2 cores
+    .venv/bin/python benchmarks/circuits.py            # ~15 min on 2 cores
+    .venv/bin/python benchmarks/circuits.py --table    # the README's table from circuits.json
 """
 
 from __future__ import annotations
@@ -190,5 +191,30 @@ def main() -> None:
     print(json.dumps({k: v for k, v in out.items() if k not in ("clt", "per_layer")}, indent=2))
 
 
+def table() -> str:
+    """The README's table, from benchmarks/circuits.json."""
+    report = json.loads(OUT.read_text())
+    clt, per_layer = report["clt"], report["per_layer"]
+    lines = [
+        "| prompt | kind | replacement: per-layer | CLT | completeness: per-layer | CLT |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p, c in zip(per_layer["prompts"], clt["prompts"], strict=True):
+        lines.append(
+            f"| {p['prompt']} | {p['kind']} | {p['replacement']:.3f} | {c['replacement']:.3f} "
+            f"| {p['completeness']:.3f} | {c['completeness']:.3f} |"
+        )
+    lines.append(
+        f"| **mean ± sd** | | **{per_layer['mean_replacement']:.3f} ± {per_layer['stdev_replacement']:.3f}** "
+        f"| **{clt['mean_replacement']:.3f} ± {clt['stdev_replacement']:.3f}** "
+        f"| {per_layer['mean_completeness']:.3f} ± {per_layer['stdev_completeness']:.3f} "
+        f"| {clt['mean_completeness']:.3f} ± {clt['stdev_completeness']:.3f} |"
+    )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main()
+    if "--table" in sys.argv:
+        print(table())
+    else:
+        main()

@@ -91,13 +91,13 @@ class CircuitServicer(circuits_pb2_grpc.CircuitServiceServicer):
             raise invalid("transcoders_uri", "name a transcoder set (folder or s3:// prefix with transcoders.json)")
         raw = parse_object("config_json", request.config_json or "{}", self.settings.max_config_bytes)
         cfg = parsed(raw, TraceConfig, "(trace config)")
-        if cfg.max_memory_gb > self.settings.max_job_memory_gb:
+        ceiling = self.settings.max_job_memory_gb
+        if "max_memory_gb" in raw and cfg.max_memory_gb > ceiling:
             raise invalid(
-                "max_memory_gb",
-                f"{cfg.max_memory_gb:g} is above this server's max_job_memory_gb = {self.settings.max_job_memory_gb:g}",
+                "max_memory_gb", f"{cfg.max_memory_gb:g} is above this server's max_job_memory_gb = {ceiling:g}"
             )
-        if "max_memory_gb" not in raw:  # traces stop before the server's ceiling, not the library default's
-            cfg = cfg.model_copy(update={"max_memory_gb": min(cfg.max_memory_gb, self.settings.max_job_memory_gb)})
+        # unset, a trace stops at the server's ceiling when that is below the library default
+        cfg = cfg.model_copy(update={"max_memory_gb": min(cfg.max_memory_gb, ceiling)})
         transcoders = self.admission.roots.readable("transcoders_uri", request.transcoders_uri)
         try:
             spec = transcoders_manifest(open_store(transcoders, create_bucket=False))

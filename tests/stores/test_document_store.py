@@ -412,6 +412,7 @@ def test_evals_merge_suite_by_suite(store):
                 "delta_lm_loss",
                 "kl_divergence",
                 "density",
+                "per_layer",
             ]
         ),
     }

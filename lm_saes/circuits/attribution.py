@@ -26,7 +26,7 @@ import torch
 
 from lm_saes.circuits.graph import AttributionGraph
 from lm_saes.circuits.replacement import PromptState, ReplacementModel, ReplacementOutput
-from lm_saes.circuits.transcoders import SparseActs
+from lm_saes.circuits.transcoders import SparseActs, Transcoders
 from lm_saes.config import TraceConfig
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,14 @@ def attribute(
 
     src = graph_sources(state, cfg.freeze_bos)
     batch_size = cfg.batch_size or default_batch(state)
-    estimate = trace_memory_bytes(src, len(logit_ids), batch_size)
+    estimate = trace_memory_bytes(src, replacement.transcoders, len(logit_ids), batch_size)
     log.warning("trace of %d tokens: %s", len(ids), estimate_text(src, len(logit_ids), estimate))
     if estimate > cfg.max_memory_gb * 2**30:
         raise ValueError(
             f"this trace needs ~{estimate / 2**30:.1f} GiB ({estimate_text(src, len(logit_ids), estimate)}), more than "
             f"max_memory_gb = {cfg.max_memory_gb:g}: shorten the prompt (max_tokens) or raise max_memory_gb"
         )
+    src = src.with_readouts(replacement.transcoders)
     features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in src.active])
     activations = torch.cat([state.acts[layer][p, f] for layer, p, f in src.active]).float()
 
@@ -111,15 +112,16 @@ def default_batch(state: PromptState) -> int:
     return 256 if state.embed.device.type == "cuda" else 64
 
 
-def trace_memory_bytes(src: Sources, n_logits: int, batch_size: int) -> int:
+def trace_memory_bytes(src: Sources, transcoders: Transcoders, n_logits: int, batch_size: int) -> int:
     """What a trace holds at its peak, in bytes: the float32 edge rows of every target and the
-    adjacency matrix they are copied into (both [targets or nodes, nodes]), plus one batch of
-    gradients w.r.t. every leaf. Grows as nodes**2, i.e. (tokens x active features per token)**2."""
+    adjacency matrix they are copied into (both [targets or nodes, nodes]), one batch of
+    gradients w.r.t. every leaf (and w.r.t. the feature entries), and the decoder rows the
+    features read them with. Grows as nodes**2, i.e. (tokens x active features per token)**2."""
     n_pos, d_model = src.embed.shape
     n_nodes = src.n_columns(n_pos) + n_logits
     n_targets = sum(int(m.sum()) for m in src.is_node.values()) + n_logits
     leaves = n_pos * d_model * (len(src.errors) + 1) + sum(len(v) for v in src.values.values())
-    return 4 * (n_targets * n_nodes + n_nodes * n_nodes + batch_size * leaves)
+    return 4 * (n_targets * n_nodes + n_nodes * n_nodes + batch_size * leaves) + src.readout_bytes(transcoders)
 
 
 def estimate_text(src: Sources, n_logits: int, estimate: int) -> str:
@@ -143,19 +145,38 @@ def _targets(
     return [p.float() for p in parts]
 
 
+class Readout(NamedTuple):
+    """How feature nodes read their gradients at one covered layer's MLP output. A feature at
+    position p writes value x decoder row into the MLP outputs of its target layers, so its
+    gradient is the sum over those targets of (gradient at that MLP output at p) . (its row).
+    Per target, the rows of every source layer's entries are gathered once per prompt,
+    zero-padded per position ([T, d, slots of all sources]): a batch of gradients [B, d] at
+    each position reads them with one product, none of it in the backward pass, and each
+    gradient is read once however many layers write to it (a CLT's targets have many)."""
+
+    sources: list[int]  # the covered layers writing to this target
+    widths: list[int]  # their slots per position
+    rows: torch.Tensor  # [T, d, sum(widths)] float32
+
+
 class Sources(NamedTuple):
     """The leaves the frozen replacement model is a linear function of, for one prompt: token
-    embeddings, error nodes, and the values of the active (position, feature) entries (decoded
-    sparsely). Entries and errors before `first` (BOS, with freeze_bos) are constants, not nodes.
+    embeddings and error nodes, plus the values of the active (position, feature) entries. A
+    feature enters the model only through what it writes to MLP outputs, where the error nodes
+    are added, so its edges are read from the error nodes' gradients (`Readout`): the feature
+    values are constants of the forward pass, and no backward pass goes through a decoder.
+    Entries and errors before `first` (BOS, with freeze_bos) are constants, not nodes.
     Node order, as the graph's columns: feature nodes (`active`), errors layer-major, tokens."""
 
     embed: torch.Tensor  # [T, d] leaf
     errors: dict[int, torch.Tensor]  # every layer -> [T, d] leaf
     entries: dict[int, tuple[torch.Tensor, torch.Tensor]]  # covered layer -> (positions, features)
-    values: dict[int, torch.Tensor]  # covered layer -> [n] leaf values of its entries
+    values: dict[int, torch.Tensor]  # covered layer -> [n] values of its entries
     is_node: dict[int, torch.Tensor]  # covered layer -> [n] bool: the entry is a feature node
     active: list[tuple[int, torch.Tensor, torch.Tensor]]  # (layer, positions, features) of the nodes
     first: int
+    slots: dict[int, torch.Tensor]  # covered layer -> [n]: each entry's slot at its position
+    readouts: dict[int, Readout]  # covered target layer -> how entries read its gradients
 
     def sparse_acts(self, values: dict[int, torch.Tensor] | None = None) -> dict[int, SparseActs]:
         values = self.values if values is None else values
@@ -166,32 +187,68 @@ class Sources(NamedTuple):
         errors = {layer: e.clone() for layer, e in state.errors.items()}
         for e in errors.values():
             e[self.first :] = 0
-        kept = {layer: v.detach() * ~self.is_node[layer] for layer, v in self.values.items()}
+        kept = {layer: v * ~self.is_node[layer] for layer, v in self.values.items()}
         return torch.zeros_like(self.embed), errors, self.sparse_acts(kept)
 
     @property
     def inputs(self) -> list[torch.Tensor]:
         """The leaves in the order `node_columns` reads their gradients."""
-        return [self.embed, *(self.errors[layer] for layer in sorted(self.errors)), *self.values.values()]
+        return [self.embed, *(self.errors[layer] for layer in sorted(self.errors))]
 
     def n_columns(self, n_pos: int) -> int:
         return sum(int(m.sum()) for m in self.is_node.values()) + (len(self.errors) + 1) * n_pos
+
+    def with_readouts(self, transcoders: Transcoders) -> Sources:
+        """These sources with their decoder rows gathered (`node_columns` needs them)."""
+        n_pos = self.embed.shape[0]
+        padded = {}
+        for layer, (positions, features) in self.entries.items():
+            slot, width = SparseActs(positions, features, positions).slots(n_pos)
+            index = torch.zeros(n_pos, width, dtype=torch.long, device=features.device)
+            present = torch.zeros(n_pos, width, dtype=torch.bool, device=features.device)
+            index[positions, slot], present[positions, slot] = features, True
+            padded[layer] = (slot, index, present)
+        readouts = {}
+        for target in sorted(self.entries):
+            sources = [s for s in transcoders.sources(target) if s in padded]
+            rows = [transcoders.decoder(s, target).float()[padded[s][1]] * padded[s][2][..., None] for s in sources]
+            widths = [r.shape[1] for r in rows]
+            readouts[target] = Readout(sources, widths, torch.cat(rows, dim=1).transpose(1, 2).contiguous())
+        return self._replace(slots={layer: slot for layer, (slot, _, _) in padded.items()}, readouts=readouts)
+
+    def readout_bytes(self, transcoders: Transcoders) -> int:
+        """What `with_readouts` gathers: float32 [T, slots, d] per (source, target) pair."""
+        n_pos, d = self.embed.shape
+        widths = {layer: SparseActs(p, f, p).slots(n_pos)[1] for layer, (p, f) in self.entries.items()}
+        return 4 * n_pos * d * sum(widths[layer] * len(transcoders.targets(layer)) for layer in widths)
 
     def node_columns(self, grads: tuple, state: PromptState) -> torch.Tensor:
         """[batch, n_columns]: gradient x value of every node, from batched gradients w.r.t.
         `inputs` (vector nodes summed over the model dimension)."""
         layers = sorted(self.errors)
-        grad_embed, grad_errors, grad_acts = grads[0], grads[1 : 1 + len(layers)], grads[1 + len(layers) :]
+        grad_embed, grad_errors = grads[0], dict(zip(layers, grads[1:], strict=True))
         n_pos, batch = self.embed.shape[0], next(g.shape[0] for g in grads if g is not None)
         block = torch.zeros(batch, self.n_columns(n_pos))
         column = 0
-        for layer, grad in zip(self.values, grad_acts, strict=True):
-            node_values = self.values[layer].detach()[self.is_node[layer]]
-            if grad is not None:
-                block[:, column : column + len(node_values)] = grad[:, self.is_node[layer]] * node_values
+        if self.entries and not self.readouts:
+            raise ValueError("node_columns needs the decoder rows: call Sources.with_readouts first")
+        written: dict[int, torch.Tensor] = {}  # source layer -> [T, B, slots]: d target / d entry
+        for target, readout in self.readouts.items():
+            grad = grad_errors[target]
+            if grad is None:
+                continue
+            parts = torch.bmm(grad.transpose(0, 1).float(), readout.rows).split(readout.widths, dim=2)
+            for source, part in zip(readout.sources, parts, strict=True):
+                written[source] = written[source].add_(part) if source in written else part
+        for layer, (positions, _) in self.entries.items():
+            node_values = self.values[layer][self.is_node[layer]]
+            if layer in written:
+                grad = written[layer][positions, :, self.slots[layer]].T
+                block[:, column : column + len(node_values)] = grad[:, self.is_node[layer]] * node_values.float()
             column += len(node_values)
         first = self.first
-        for layer, grad in zip(layers, grad_errors, strict=True):
+        for layer in layers:
+            grad = grad_errors[layer]
             if grad is not None:  # frozen positions' error columns stay zero: they are not sources
                 block[:, column + first : column + n_pos] = (grad[:, first:] * state.errors[layer][first:]).sum(-1)
             column += n_pos
@@ -201,10 +258,11 @@ class Sources(NamedTuple):
 
 
 def graph_sources(state: PromptState, freeze_bos: bool = True) -> Sources:
-    """Fresh leaves for `state` (BOS entries and errors stay constants with `freeze_bos`)."""
+    """Fresh leaves for `state` (BOS entries and errors stay constants with `freeze_bos`); the
+    decoder rows come with `Sources.with_readouts`, after the memory estimate."""
     first = 1 if freeze_bos else 0
     entries = {layer: torch.nonzero(a > 0, as_tuple=True) for layer, a in state.acts.items()}
-    values = {layer: state.acts[layer][p, f].clone().requires_grad_(True) for layer, (p, f) in entries.items()}
+    values = {layer: state.acts[layer][p, f].detach() for layer, (p, f) in entries.items()}
     is_node = {layer: p >= first for layer, (p, _) in entries.items()}
     active = [(layer, p[is_node[layer]], f[is_node[layer]]) for layer, (p, f) in entries.items()]
     return Sources(
@@ -215,6 +273,8 @@ def graph_sources(state: PromptState, freeze_bos: bool = True) -> Sources:
         is_node,
         active,
         first,
+        {},
+        {},
     )
 
 

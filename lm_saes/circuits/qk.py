@@ -77,7 +77,7 @@ def qk_attribution(
     q_hook, k_hook = attention_hooks(replacement, layer)
     scale = cfg.d_head**0.5 if getattr(cfg, "attn_scale", -1) in (None, -1) else cfg.attn_scale
 
-    src = graph_sources(state, freeze_bos)
+    src = graph_sources(state, freeze_bos).with_readouts(replacement.transcoders)
     with torch.enable_grad():
         out = replacement.forward(state, src.embed, src.errors, src.sparse_acts(), capture=[q_hook, k_hook])
         assert out.captured is not None

@@ -26,24 +26,29 @@ CLT_FOLDER = "clt"
 
 
 class SparseActs(NamedTuple):
-    """One layer's active features as (position, feature, value) entries. Decoding them costs
-    O(active features) instead of a dense [T, d_sae] x [d_sae, d_model] product, whose gradient
-    is most of the work of attribution's backward passes otherwise."""
+    """One layer's active features as (position, feature, value) entries: decoding them costs
+    O(active features x d_model) instead of a dense [T, d_sae] x [d_sae, d_model] product."""
 
     positions: torch.Tensor  # [n]
     features: torch.Tensor  # [n]
     values: torch.Tensor  # [n]
 
-    def decode_rows(self, rows: torch.Tensor, n_pos: int) -> torch.Tensor:
-        """[n_pos, d]: sum of value x row at each entry's position, for decoder `rows` [n, d].
+    def decode(self, weight: torch.Tensor, n_pos: int) -> torch.Tensor:
+        """[n_pos, d]: sum of value x weight[feature] at each entry's position, for a decoder
+        `weight` [d_sae, d]. (Attribution reads the features' edges from the gradients at the
+        MLP outputs, so nothing differentiates through this.)"""
+        rows = weight[self.features] * self.values.to(weight.dtype)[:, None]
+        return torch.zeros(n_pos, weight.shape[1], dtype=weight.dtype, device=weight.device).index_add(
+            0, self.positions, rows
+        )
 
-        Written as (one-hot positions x values) @ rows: the gradient of the values is then one
-        [T, d] x [d, n] product per batched backward row, and nothing of size n x d is
-        materialized per row."""
-        n = len(self.positions)
-        weights = torch.zeros(n_pos, n, dtype=rows.dtype, device=rows.device)
-        weights[self.positions, torch.arange(n, device=weights.device)] = 1
-        return (weights * self.values.to(weights.dtype)) @ rows
+    def slots(self, n_pos: int) -> tuple[torch.Tensor, int]:
+        """Each entry's rank among its position's entries, and the most entries at one position:
+        the layout of a [n_pos, slots] zero-padded view of the entries."""
+        counts = torch.bincount(self.positions, minlength=n_pos)
+        order = torch.argsort(self.positions, stable=True)
+        ranks = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[self.positions[order]]
+        return torch.empty_like(ranks).scatter_(0, order, ranks), int(counts.max()) if len(order) else 0
 
 
 Acts = torch.Tensor | SparseActs  # one layer's activations: dense [T, d_sae] or sparse entries
@@ -85,6 +90,10 @@ class Transcoders:
         """Covered layers whose features write to layer `target`'s MLP output."""
         raise NotImplementedError
 
+    def targets(self, source: int) -> list[int]:
+        """Covered layers whose MLP outputs layer `source`'s features write to, ascending."""
+        return [layer for layer in self.layers if source in self.sources(layer)]
+
     def decoder(self, source: int, target: int) -> torch.Tensor:
         """[d_sae, d]: what `source`'s features add to `target`'s raw MLP output per unit."""
         raise NotImplementedError
@@ -99,7 +108,7 @@ class Transcoders:
             layer_acts = acts[source]
             weight = self.decoder(source, target)
             if isinstance(layer_acts, SparseActs):
-                out = out + layer_acts.decode_rows(weight[layer_acts.features], n_pos)
+                out = out + layer_acts.decode(weight, n_pos)
             else:
                 out = out + layer_acts.to(weight.dtype) @ weight
         return out

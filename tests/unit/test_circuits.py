@@ -327,7 +327,7 @@ def test_prompt_too_long_is_refused(replacement, graph):
     # the memory estimate (printed before the backward passes) covers what the trace holds, and
     # a trace past max_memory_gb is refused before them
     src = graph_sources(prompt_state(replacement, PROMPT))
-    estimate = trace_memory_bytes(src, len(graph.logit_tokens), 48)
+    estimate = trace_memory_bytes(src, replacement.transcoders, len(graph.logit_tokens), 48)
     assert graph.adjacency.numel() * 4 <= estimate <= 4 * graph.adjacency.numel() * 4
     with pytest.raises(ValueError, match="max_memory_gb"):
         attribute(replacement, PROMPT, TraceConfig(max_memory_gb=1e-4))

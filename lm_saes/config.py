@@ -495,6 +495,15 @@ class TraceConfig(Section):
         description="Refuse a trace whose estimated memory (dense adjacency: nodes**2, kept twice "
         "while it is assembled) exceeds this, before its backward passes start",
     )
+    max_feature_nodes: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Keep at most this many feature nodes, the most influential on the logits "
+        "(chosen as their rows are computed, as circuit-tracer does); the rest become constants "
+        "whose direct effects join the bias. Unset: every active feature (nodes grow as tokens x "
+        "features per token, memory as its square)",
+    )
     device: Device = "cpu"
 
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from lm_saes.circuits.graph import AttributionGraph
+from lm_saes.circuits.graph import AttributionGraph, normalized
 from lm_saes.circuits.replacement import PromptState, ReplacementModel, ReplacementOutput
 from lm_saes.circuits.transcoders import SparseActs, Transcoders
 from lm_saes.config import TraceConfig
@@ -55,38 +55,55 @@ def attribute(
         raise ValueError(f"prompt has {len(ids)} tokens; max_tokens is {cfg.max_tokens}")
     state = replacement.prepare(torch.tensor(ids))
     logit_ids, logit_probs = output_logits(state.logits, cfg.logit_probability, cfg.max_logits)
-
     src = graph_sources(state, cfg.freeze_bos)
     batch_size = cfg.batch_size or default_batch(state)
-    estimate = trace_memory_bytes(src, replacement.transcoders, len(logit_ids), batch_size)
-    log.warning("trace of %d tokens: %s", len(ids), estimate_text(src, len(logit_ids), estimate))
+    estimate, described = _estimate(replacement, src, len(logit_ids), batch_size, cfg)
+    log.warning("trace of %d tokens: %s", len(ids), described)
     if estimate > cfg.max_memory_gb * 2**30:
         raise ValueError(
-            f"this trace needs ~{estimate / 2**30:.1f} GiB ({estimate_text(src, len(logit_ids), estimate)}), more than "
-            f"max_memory_gb = {cfg.max_memory_gb:g}: shorten the prompt (max_tokens) or raise max_memory_gb"
+            f"this trace needs ~{estimate / 2**30:.1f} GiB ({described}), more than max_memory_gb = "
+            f"{cfg.max_memory_gb:g}: shorten the prompt (max_tokens), set max_feature_nodes, or raise max_memory_gb"
         )
     src = src.with_readouts(replacement.transcoders)
     features = torch.cat([torch.stack([torch.full_like(p, layer), p, f], 1) for layer, p, f in src.active])
     activations = torch.cat([state.acts[layer][p, f] for layer, p, f in src.active]).float()
 
+    n_features, n_pos, n_logits = len(features), len(ids), len(logit_ids)
+    kept_count = min(cfg.max_feature_nodes or n_features, n_features)
     with torch.enable_grad():
         out = replacement.forward(state, src.embed, src.errors, src.sparse_acts())
-        groups = _targets(replacement, out, src.active, logit_ids)
-        rows = _edge_rows(groups, state, src, batch_size, progress)
-        targets = torch.cat(groups).detach()
+        with torch.no_grad():
+            targets = torch.cat(_targets(replacement, out, src.active, logit_ids)).cpu()
+
+        def batch_targets(group: int, members: torch.Tensor) -> torch.Tensor:
+            return _target_group(replacement, out, src.active, logit_ids, group, members)
+
+        sizes = [len(p) for _, p, _ in src.active] + [n_logits]
+        rows, computed = _edge_rows(batch_targets, sizes, state, src, batch_size, kept_count, logit_probs, progress)
     with torch.no_grad():
         bias_out = replacement.forward(state, *src.zeroed(state))
-        bias = torch.cat(_targets(replacement, bias_out, src.active, logit_ids))
+        bias = torch.cat(_targets(replacement, bias_out, src.active, logit_ids)).float().cpu()
 
-    n_features, n_pos = len(features), len(ids)
-    n_nodes = n_features + replacement.n_layers * n_pos + n_pos + len(logit_ids)
+    order = computed.argsort()  # the rows in node order: kept features ascending, then the logits
+    rows, computed = rows[order], computed[order]
+    kept = computed[:kept_count]
+    n_nodes = kept_count + replacement.n_layers * n_pos + n_pos + n_logits
     adjacency = torch.zeros(n_nodes, n_nodes)
-    target_rows = torch.cat([torch.arange(n_features), torch.arange(n_nodes - len(logit_ids), n_nodes)])
-    adjacency[target_rows] = rows.float()
-    node_values = torch.zeros(n_nodes)
-    node_values[target_rows] = targets.detach().float().cpu()
+    target_rows = torch.cat([torch.arange(kept_count), torch.arange(n_nodes - n_logits, n_nodes)])
     bias_full = torch.zeros(n_nodes)
-    bias_full[target_rows] = bias.float().cpu()
+    bias_full[target_rows] = bias[computed]
+    if kept_count == n_features:
+        adjacency[target_rows, : rows.shape[1]] = rows
+    else:  # the features left out are constants of this graph: their direct effects join the bias
+        left_out = torch.ones(n_features, dtype=torch.bool)
+        left_out[kept] = False
+        bias_full[target_rows] += rows[:, :n_features][:, left_out].sum(1)
+        columns = torch.cat([kept, torch.arange(n_features, rows.shape[1])])
+        adjacency[target_rows, : len(columns)] = rows[:, columns]
+        features, activations = features[kept], activations[kept]
+    del rows
+    node_values = torch.zeros(n_nodes)
+    node_values[target_rows] = targets[computed]
     strings = tokenizer.token_strings(ids)
     return AttributionGraph(
         prompt=prompt,
@@ -103,30 +120,66 @@ def attribute(
         adjacency=adjacency,
         values=node_values,
         bias=bias_full,
-        info={"seconds": round(time.perf_counter() - clock, 3), "layers": replacement.transcoders.layers},
+        info={
+            "seconds": round(time.perf_counter() - clock, 3),
+            "layers": replacement.transcoders.layers,
+            "active_features": n_features,
+        },
     )
 
 
+def estimate_trace(replacement: ReplacementModel, prompt: str, cfg: TraceConfig | None = None) -> tuple[int, str]:
+    """The bytes `attribute` estimates it will hold at its peak for `prompt`, and the line it
+    prints before its backward passes (one forward pass of the real model, no gradients)."""
+    cfg = cfg or TraceConfig()
+    tokenizer = replacement.model.tokenizer
+    state = replacement.prepare(torch.tensor([tokenizer.bos_token_id, *tokenizer.encode(prompt)]))
+    logit_ids, _ = output_logits(state.logits, cfg.logit_probability, cfg.max_logits)
+    src = graph_sources(state, cfg.freeze_bos)
+    return _estimate(replacement, src, len(logit_ids), cfg.batch_size or default_batch(state), cfg)
+
+
+def _estimate(
+    replacement: ReplacementModel, src: Sources, n_logits: int, batch_size: int, cfg: TraceConfig
+) -> tuple[int, str]:
+    estimate = trace_memory_bytes(src, replacement.transcoders, n_logits, batch_size, cfg.max_feature_nodes)
+    return estimate, estimate_text(src, n_logits, estimate, cfg.max_feature_nodes)
+
+
 def default_batch(state: PromptState) -> int:
-    """Targets per batched backward pass: the fastest measured (benchmarks/gpu_trace_check.py)."""
-    return 256 if state.embed.device.type == "cuda" else 64
+    """Targets per batched backward pass: the fastest measured (benchmarks/gpu_trace_check.py;
+    on 2 CPU cores 64 for a 16-token prompt, 16 for a 256-token one: 19 s vs 26 s there)."""
+    if state.embed.device.type == "cuda":
+        return 256
+    return 64 if len(state.tokens) <= 64 else 16
 
 
-def trace_memory_bytes(src: Sources, transcoders: Transcoders, n_logits: int, batch_size: int) -> int:
-    """What a trace holds at its peak, in bytes: the float32 edge rows of every target and the
-    adjacency matrix they are copied into (both [targets or nodes, nodes]), one batch of
-    gradients w.r.t. every leaf (and w.r.t. the feature entries), and the decoder rows the
-    features read them with. Grows as nodes**2, i.e. (tokens x active features per token)**2."""
+def trace_memory_bytes(
+    src: Sources, transcoders: Transcoders, n_logits: int, batch_size: int, max_feature_nodes: int | None = None
+) -> int:
+    """What a trace holds at its peak, in bytes: the float32 edge rows of its targets (the kept
+    features and the logits, over every node), the adjacency matrix they are copied into, a
+    batch of gradients w.r.t. every leaf, and the decoder rows the features read them with.
+    Grows as nodes**2, i.e. (tokens x active features per token)**2, unless `max_feature_nodes`
+    caps the features kept. The batch and the rows count twice: the backward pass's own
+    intermediates and the rows' assembly held about as much again when measured
+    (benchmarks/tracing.py prints both beside the measured peak)."""
     n_pos, d_model = src.embed.shape
-    n_nodes = src.n_columns(n_pos) + n_logits
-    n_targets = sum(int(m.sum()) for m in src.is_node.values()) + n_logits
-    leaves = n_pos * d_model * (len(src.errors) + 1) + sum(len(v) for v in src.values.values())
-    return 4 * (n_targets * n_nodes + n_nodes * n_nodes + batch_size * leaves) + src.readout_bytes(transcoders)
+    n_columns = src.n_columns(n_pos)
+    n_features = sum(int(m.sum()) for m in src.is_node.values())
+    kept = min(max_feature_nodes or n_features, n_features)
+    n_rows, n_nodes = kept + n_logits, n_columns - n_features + kept + n_logits
+    copied = n_rows * n_nodes if kept < n_features else 0
+    batch = batch_size * (n_pos * d_model * (len(src.errors) + 1) + n_columns)
+    return 4 * (n_rows * n_columns + n_nodes * n_nodes + copied + 2 * batch) + 2 * src.readout_bytes(transcoders)
 
 
-def estimate_text(src: Sources, n_logits: int, estimate: int) -> str:
-    n_nodes = src.n_columns(src.embed.shape[0]) + n_logits
-    return f"{n_nodes} nodes, ~{estimate / 2**30:.2f} GiB at its peak"
+def estimate_text(src: Sources, n_logits: int, estimate: int, max_feature_nodes: int | None = None) -> str:
+    n_pos = src.embed.shape[0]
+    n_features = sum(int(m.sum()) for m in src.is_node.values())
+    kept = min(max_feature_nodes or n_features, n_features)
+    n_nodes = src.n_columns(n_pos) - n_features + kept + n_logits
+    return f"{n_nodes} nodes ({kept} of {n_features} active features), ~{estimate / 2**30:.2f} GiB at its peak"
 
 
 def _targets(
@@ -134,15 +187,31 @@ def _targets(
 ) -> list[torch.Tensor]:
     """One tensor per covered layer (its active features' pre-activations), then the demeaned
     output logits: concatenated, the targets in node order."""
-    parts = []
-    for layer, positions, indices in active:
-        if layer not in replacement.covered:
-            raise ValueError(f"layer {layer} has active features but no transcoder")
-        rows, bias = replacement.transcoders.encoder(layer, indices)
-        parts.append((out.mlp_in[layer][positions].to(rows.dtype) * rows).sum(-1) + bias)
-    last = out.logits[-1]
-    parts.append(last[logit_ids] - last.mean())
-    return [p.float() for p in parts]
+    return [_target_group(replacement, out, active, logit_ids, g) for g in range(len(active) + 1)]
+
+
+def _target_group(
+    replacement: ReplacementModel,
+    out: ReplacementOutput,
+    active,
+    logit_ids: torch.Tensor,
+    group: int,
+    members: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Group `group`'s targets (the `members` only, when given): a covered layer's features'
+    pre-activations, or (the last group) the demeaned logits. A backward batch builds just its
+    own targets, so no gradient of every target of a layer is ever materialized."""
+    if group == len(active):
+        last = out.logits[-1]
+        ids = logit_ids if members is None else logit_ids[members]
+        return (last[ids] - last.mean()).float()
+    layer, positions, indices = active[group]
+    if layer not in replacement.covered:
+        raise ValueError(f"layer {layer} has active features but no transcoder")
+    if members is not None:
+        positions, indices = positions[members], indices[members]
+    rows, bias = replacement.transcoders.encoder(layer, indices)
+    return ((out.mlp_in[layer][positions].to(rows.dtype) * rows).sum(-1) + bias).float()
 
 
 class Readout(NamedTuple):
@@ -279,30 +348,87 @@ def graph_sources(state: PromptState, freeze_bos: bool = True) -> Sources:
 
 
 def _edge_rows(
-    groups: list[torch.Tensor],
+    batch_targets: Callable[[int, torch.Tensor], torch.Tensor],
+    sizes: list[int],
     state: PromptState,
     src: Sources,
     batch_size: int,
+    max_features: int,
+    logit_probs: torch.Tensor,
     progress: Callable[[float], None] | None,
+    update_every: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adjacency rows [logits + max_features, columns] of the logits and of up to
+    `max_features` feature targets, and each row's target (its node index; logits after the
+    features). With every feature, rows go layer by layer. With fewer, as circuit-tracer does:
+    the logits' rows first, then rounds of the unvisited features with the most influence on
+    the logits through the rows computed so far (`update_every` batches a round). Targets
+    come in groups of `sizes` (covered layers in order, then the logits), built per batch by
+    `batch_targets(group, members)`."""
+    n_features, n_logits = sum(sizes[:-1]), sizes[-1]
+    rows = torch.zeros(max_features + n_logits, src.n_columns(src.embed.shape[0]))
+    computed = torch.full((max_features + n_logits,), -1, dtype=torch.long)
+    offsets = torch.tensor([0, *sizes]).cumsum(0)
+    filled = 0
+
+    def run(indices: torch.Tensor) -> None:
+        nonlocal filled
+        for batch in indices.split(batch_size):
+            group_of = torch.searchsorted(offsets, batch, right=True) - 1
+            outputs, seeds = [], []
+            for g in group_of.unique().tolist():
+                mine = (group_of == g).nonzero().flatten()
+                outputs.append(batch_targets(g, batch[mine] - offsets[g]))
+                seed = torch.zeros(len(batch), len(mine), dtype=outputs[-1].dtype, device=outputs[-1].device)
+                seed[mine, torch.arange(len(mine))] = 1
+                seeds.append(seed)
+            grads = torch.autograd.grad(
+                outputs,
+                src.inputs,
+                grad_outputs=seeds,
+                is_grads_batched=True,
+                retain_graph=True,
+                allow_unused=True,
+            )
+            rows[filled : filled + len(batch)] = src.node_columns(grads, state)
+            computed[filled : filled + len(batch)] = batch
+            filled += len(batch)
+            if progress:
+                progress(filled / len(computed))
+
+    run(torch.arange(n_features, n_features + n_logits))
+    if max_features == n_features:
+        run(torch.arange(n_features))
+        return rows, computed
+    visited = torch.zeros(n_features, dtype=torch.bool)
+    while filled < len(computed):
+        ranked = partial_influence(rows[:filled], computed[:filled], n_features, logit_probs)[:n_features]
+        ranked = ranked.argsort(descending=True)
+        pending = ranked[~visited[ranked]][: min(update_every * batch_size, len(computed) - filled)]
+        visited[pending] = True
+        run(pending.sort().values)  # node order keeps a batch's targets in few layers
+    return rows, computed
+
+
+def partial_influence(
+    rows: torch.Tensor, computed: torch.Tensor, n_features: int, logit_probs: torch.Tensor, max_depth: int = 10_000
 ) -> torch.Tensor:
-    """[n_targets, n_nodes]: the adjacency rows of the targets (logit columns stay zero)."""
-    n_targets = sum(len(group) for group in groups)
-    n_features = sum(int(m.sum()) for m in src.is_node.values())
-    n_columns = src.n_columns(src.embed.shape[0])
-    rows = torch.zeros(n_targets, n_columns + (n_targets - n_features))
-    batches = [
-        (offset, group, start)
-        for offset, group in zip([sum(len(g) for g in groups[:i]) for i in range(len(groups))], groups, strict=True)
-        for start in range(0, len(group), batch_size)
-    ]
-    for done, (offset, group, start) in enumerate(batches, start=1):
-        stop = min(start + batch_size, len(group))
-        seeds = torch.zeros(stop - start, len(group), dtype=group.dtype, device=group.device)
-        seeds[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        grads = torch.autograd.grad(
-            group, src.inputs, grad_outputs=seeds, is_grads_batched=True, retain_graph=True, allow_unused=True
-        )
-        rows[offset + start : offset + stop, :n_columns] = src.node_columns(grads, state)
-        if progress:
-            progress(done / len(batches))
-    return rows
+    """[columns] the influence of every node on the logits through the rows computed so far
+    (`computed`: each row's target, logits numbered after the features), as graph.influence
+    measures it on a whole graph: a feature without a row yet passes nothing further down."""
+    matrix = normalized(rows)
+    is_logit = computed >= n_features
+    row_of = torch.full((n_features,), -1, dtype=torch.long)
+    row_of[computed[~is_logit]] = torch.nonzero(~is_logit).flatten()
+    has_row = row_of >= 0
+    current = torch.zeros(len(rows))
+    current[is_logit] = logit_probs.float().cpu()[computed[is_logit] - n_features]
+    total = torch.zeros(rows.shape[1])
+    for _ in range(max_depth):
+        step = current @ matrix
+        if not bool(step.any()):
+            return total
+        total += step
+        current = torch.zeros(len(rows))
+        current[row_of[has_row]] = step[:n_features][has_row]
+    raise RuntimeError("influence did not converge: the adjacency matrix has a cycle")

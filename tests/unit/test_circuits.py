@@ -176,6 +176,33 @@ def test_edges_plus_bias_equal_each_target(graph):
     assert not feature_edges[pos[:, None] < pos[None, :]].any()
 
 
+def test_max_feature_nodes_keeps_the_most_influential_and_the_identity(replacement, graph):
+    """A capped graph keeps the features the logits depend on most (chosen as rows come in), the
+    left-out ones become constants in the bias, so edges + bias = value still holds exactly, and
+    the edges it keeps are the full graph's."""
+    cap = graph.n_features // 3
+    capped = attribute(replacement, PROMPT, TraceConfig(batch_size=16, max_feature_nodes=cap))
+    assert capped.n_features == cap and capped.info["active_features"] == graph.n_features
+    assert capped.n_nodes == graph.n_nodes - (graph.n_features - cap)
+    targets = torch.cat([torch.arange(cap), torch.arange(capped.logit_start, capped.n_nodes)])
+    total = capped.adjacency[targets].sum(1) + capped.bias[targets]
+    assert (total - capped.values[targets]).abs().max() <= 1e-4
+    kept = torch.tensor([graph.feature_index(*f) for f in capped.features[:, [0, 1, 2]].tolist()])
+    full_rows = torch.cat([kept, torch.arange(graph.logit_start, graph.n_nodes)])
+    full_columns = torch.cat([kept, torch.arange(graph.error_start, graph.n_nodes)])
+    assert torch.allclose(capped.adjacency[targets], graph.adjacency[full_rows][:, full_columns], atol=1e-6)
+    # the first round ranks by direct effect on the logits: the strongest such feature is kept
+    direct = (graph.logit_weights()[graph.logit_start :] @ normalized(graph.adjacency)[graph.logit_start :])
+    assert int(direct[: graph.n_features].argmax()) in kept.tolist()
+    # and the kept ones carry more of the full graph's influence than the same number at random
+    weight = influence(normalized(graph.adjacency), graph.logit_weights())[: graph.n_features]
+    others = torch.randperm(graph.n_features, generator=torch.Generator().manual_seed(0))[:cap]
+    assert weight[kept].sum() > weight[others].sum()
+    # a cap at or above the active count is the full graph
+    same = attribute(replacement, PROMPT, TraceConfig(batch_size=48, max_feature_nodes=graph.n_features + 5))
+    assert torch.equal(same.adjacency, graph.adjacency)
+
+
 def test_bos_features_and_errors_are_constants_by_default(replacement, graph):
     """As in circuit-tracer: the BOS position's features and errors fold into the bias."""
     assert (graph.features[:, 1] > 0).all()
@@ -328,7 +355,10 @@ def test_prompt_too_long_is_refused(replacement, graph):
     # a trace past max_memory_gb is refused before them
     src = graph_sources(prompt_state(replacement, PROMPT))
     estimate = trace_memory_bytes(src, replacement.transcoders, len(graph.logit_tokens), 48)
-    assert graph.adjacency.numel() * 4 <= estimate <= 4 * graph.adjacency.numel() * 4
+    assert graph.adjacency.numel() * 4 <= estimate <= 8 * graph.adjacency.numel() * 4  # tiny: batch terms weigh in
+    # a cap on feature nodes shrinks it, and the capped trace fits the cap's estimate
+    capped = trace_memory_bytes(src, replacement.transcoders, len(graph.logit_tokens), 48, graph.n_features // 4)
+    assert capped < estimate
     with pytest.raises(ValueError, match="max_memory_gb"):
         attribute(replacement, PROMPT, TraceConfig(max_memory_gb=1e-4))
 

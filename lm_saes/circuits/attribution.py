@@ -291,9 +291,11 @@ class Sources(NamedTuple):
         widths = {layer: SparseActs(p, f, p).slots(n_pos)[1] for layer, (p, f) in self.entries.items()}
         return 4 * n_pos * d * sum(widths[layer] * len(transcoders.targets(layer)) for layer in widths)
 
-    def node_columns(self, grads: tuple, state: PromptState) -> torch.Tensor:
+    def node_columns(self, grads: tuple, state: PromptState, reach: int | None = None) -> torch.Tensor:
         """[batch, n_columns]: gradient x value of every node, from batched gradients w.r.t.
-        `inputs` (vector nodes summed over the model dimension)."""
+        `inputs` (vector nodes summed over the model dimension). `reach`: the batch's targets sit
+        before this position, so (attention being causal) every gradient after it is zero and
+        the features there are not read."""
         layers = sorted(self.errors)
         grad_embed, grad_errors = grads[0], dict(zip(layers, grads[1:], strict=True))
         n_pos, batch = self.embed.shape[0], next(g.shape[0] for g in grads if g is not None)
@@ -301,20 +303,23 @@ class Sources(NamedTuple):
         column = 0
         if self.entries and not self.readouts:
             raise ValueError("node_columns needs the decoder rows: call Sources.with_readouts first")
-        written: dict[int, torch.Tensor] = {}  # source layer -> [T, B, slots]: d target / d entry
+        reach = n_pos if reach is None else reach
+        written: dict[int, torch.Tensor] = {}  # source layer -> [reach, B, slots]: d target / d entry
         for target, readout in self.readouts.items():
             grad = grad_errors[target]
             if grad is None:
                 continue
-            parts = torch.bmm(grad.transpose(0, 1).float(), readout.rows).split(readout.widths, dim=2)
+            rows = readout.rows[:reach]
+            parts = torch.bmm(grad[:, :reach].transpose(0, 1).float(), rows).split(readout.widths, dim=2)
             for source, part in zip(readout.sources, parts, strict=True):
                 written[source] = written[source].add_(part) if source in written else part
         for layer, (positions, _) in self.entries.items():
-            node_values = self.values[layer][self.is_node[layer]]
+            nodes = self.is_node[layer] & (positions < reach)
             if layer in written:
-                grad = written[layer][positions, :, self.slots[layer]].T
-                block[:, column : column + len(node_values)] = grad[:, self.is_node[layer]] * node_values.float()
-            column += len(node_values)
+                grad = written[layer][positions[nodes], :, self.slots[layer][nodes]].T
+                where = torch.nonzero(nodes[self.is_node[layer]]).flatten() + column
+                block[:, where] = grad * self.values[layer][nodes].float()
+            column += int(self.is_node[layer].sum())
         first = self.first
         for layer in layers:
             grad = grad_errors[layer]
@@ -369,6 +374,10 @@ def _edge_rows(
     rows = torch.zeros(max_features + n_logits, src.n_columns(src.embed.shape[0]))
     computed = torch.full((max_features + n_logits,), -1, dtype=torch.long)
     offsets = torch.tensor([0, *sizes]).cumsum(0)
+    n_pos = src.embed.shape[0]
+    target_positions = (
+        torch.cat([p for _, p, _ in src.active]).cpu() if n_features else torch.zeros(0, dtype=torch.long)
+    )
     filled = 0
 
     def run(indices: torch.Tensor) -> None:
@@ -390,7 +399,8 @@ def _edge_rows(
                 retain_graph=True,
                 allow_unused=True,
             )
-            rows[filled : filled + len(batch)] = src.node_columns(grads, state)
+            reach = n_pos if (group_of == len(sizes) - 1).any() else int(target_positions[batch].max()) + 1
+            rows[filled : filled + len(batch)] = src.node_columns(grads, state, reach)
             computed[filled : filled + len(batch)] = batch
             filled += len(batch)
             if progress:

@@ -9,8 +9,10 @@
 - live: feature activations of a 64-token text through the gRPC activation service vs in
   process, 16 concurrent clients vs sequential, and four SAEs on four hooks in one request (one
   forward pass) vs one request per SAE (benchmarks/live.py).
-- trace: the attribution graph of a 16-token prompt on SmolLM2 through its transcoder set, vs
-  a bare forward pass of the prompt (benchmarks/tracing.py).
+- trace: the attribution graph of a 16-token prompt on SmolLM2 through its per-layer transcoder
+  set and its cross-layer transcoder, vs a bare forward pass of the prompt, and a 256-token
+  trace capped at 1024 feature nodes with its memory estimate and measured peak
+  (benchmarks/tracing.py; TopK stand-ins of the trained shapes where runs/ lacks the sets).
 - analysis: the streaming pass of `lm-saes analyze` (model, SAE, per-feature collector) for all
   features of the default SAE, over the same contexts, as a ratio to activation generation; and
   the same pass reading the activations just stored (`analyze.activations`, no model forward).
@@ -244,7 +246,7 @@ def main() -> int:
 
             partial = bench_autointerp()
         elif args.only == "trace":
-            partial = bench_trace(model, args.rounds)
+            partial = bench_trace(model, args.rounds, allow_stand_ins=True)
         elif args.only == "steer":
             partial = bench_steer(model, default_sae()[0], args.rounds)
         elif args.only == "multi_sae":
@@ -267,7 +269,7 @@ def main() -> int:
     live = bench_live(RUN_SAE) if (RUN_SAE / "sae.json").is_file() else {}
     from tracing import bench_trace
 
-    trace = bench_trace(model, args.rounds)
+    trace = bench_trace(model, args.rounds, allow_stand_ins=True)
     if not trace:
         trace = carried("trace", Path(args.out))
         print(
@@ -351,7 +353,18 @@ def main() -> int:
         *((("steer.first_token_ms", live["steer_first_token_ms"]),) if "steer_first_token_ms" in live else ()),
         *(
             (f"trace.{key}", trace[key])
-            for key in ("seconds", "clt_seconds", "forward_seconds", "ratio_to_forward", "feature_nodes", "edges")
+            for key in (
+                "seconds",
+                "clt_seconds",
+                "clt_ratio_to_per_layer",
+                "forward_seconds",
+                "ratio_to_forward",
+                "feature_nodes",
+                "edges",
+                "estimate_mb_256_tokens",
+                "peak_mb_256_tokens",
+                "seconds_256_tokens",
+            )
             if key in trace
         ),
         *(

@@ -87,6 +87,8 @@ def stand_ins(
     with torch.no_grad():
         clt.b_enc.fill_(1.0)
     clt.save_circuit_tracer(LocalObjectStore(clt_folder / "clt"))
+    for folder in (per_layer, clt_folder):
+        (folder / "STAND_IN").write_text("random-weight TopK stand-in (benchmarks/tracing.py stand_ins)\n")
     return per_layer, clt_folder
 
 

@@ -192,7 +192,7 @@ def test_max_feature_nodes_keeps_the_most_influential_and_the_identity(replaceme
     full_columns = torch.cat([kept, torch.arange(graph.error_start, graph.n_nodes)])
     assert torch.allclose(capped.adjacency[targets], graph.adjacency[full_rows][:, full_columns], atol=1e-6)
     # the first round ranks by direct effect on the logits: the strongest such feature is kept
-    direct = (graph.logit_weights()[graph.logit_start :] @ normalized(graph.adjacency)[graph.logit_start :])
+    direct = graph.logit_weights()[graph.logit_start :] @ normalized(graph.adjacency)[graph.logit_start :]
     assert int(direct[: graph.n_features].argmax()) in kept.tolist()
     # and the kept ones carry more of the full graph's influence than the same number at random
     weight = influence(normalized(graph.adjacency), graph.logit_weights())[: graph.n_features]

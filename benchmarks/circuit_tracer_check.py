@@ -50,23 +50,20 @@ def ours(clt_folder: str, prompt: str, out: str) -> None:
     start = time.perf_counter()
     graph = attribute(replacement, prompt, TraceConfig())
     seconds = time.perf_counter() - start
-    n_pos, n_layers = len(graph.tokens), graph.n_layers
-    torch.save(
-        {
-            "tokens": graph.tokens,
-            "features": graph.features,  # (layer, position, feature)
-            "logits": graph.logit_tokens,
-            "adjacency": graph.adjacency,
-            "n_layers": n_layers,
-            "n_pos": n_pos,
-            "real_logits": real,
-            "mlp_in": mlp_in,
-            "seconds": seconds,
-            "prompt": prompt,
-            "transcoders": _describe(clt_folder),
-        },
-        out,
-    )
+    graph_fields = {
+        "tokens": graph.tokens,
+        "features": graph.features,  # (layer, position, feature)
+        "logits": graph.logit_tokens,
+        "adjacency": graph.adjacency,
+        "n_layers": graph.n_layers,
+    }
+    _save(out, graph_fields, prompt, clt_folder, real, mlp_in, seconds)
+
+
+def _save(out: str, graph_fields: dict, prompt: str, clt_folder: str, real, mlp_in, seconds: float) -> None:
+    """One side's graph, the real model's last logits and MLP inputs, and the trace's time."""
+    fields = {"n_pos": len(graph_fields["tokens"]), "real_logits": real, "mlp_in": mlp_in, "seconds": seconds}
+    torch.save({**graph_fields, **fields, "prompt": prompt, "transcoders": _describe(clt_folder)}, out)
 
 
 def _describe(clt_folder: str) -> str:
@@ -140,24 +137,15 @@ def theirs(clt_folder: str, prompt: str, out: str) -> None:
     start = time.perf_counter()
     graph = attribute(torch.tensor(tokens), model, batch_size=64, max_n_logits=10, desired_logit_prob=0.95)
     seconds = time.perf_counter() - start
-    torch.save(
-        {
-            "tokens": tokens,
-            "active_features": graph.active_features,  # (layer, position, feature)
-            "selected_features": graph.selected_features,
-            "logits": [int(t) for t in graph.logit_tokens] if hasattr(graph, "logit_tokens") else None,
-            "logit_targets": [str(t) for t in getattr(graph, "logit_targets", [])],
-            "adjacency": graph.adjacency_matrix,
-            "n_layers": model.cfg.n_layers,
-            "n_pos": len(tokens),
-            "real_logits": real,
-            "mlp_in": mlp_in,
-            "seconds": seconds,
-            "prompt": prompt,
-            "transcoders": _describe(clt_folder),
-        },
-        out,
-    )
+    graph_fields = {
+        "tokens": tokens,
+        "active_features": graph.active_features,  # (layer, position, feature)
+        "selected_features": graph.selected_features,
+        "logits": [int(t) for t in graph.logit_tokens],
+        "adjacency": graph.adjacency_matrix,
+        "n_layers": model.cfg.n_layers,
+    }
+    _save(out, graph_fields, prompt, clt_folder, real, mlp_in, seconds)
 
 
 def compare(ours_file: str, theirs_file: str, out: str | None = None) -> dict:

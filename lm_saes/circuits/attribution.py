@@ -2,12 +2,22 @@
 
 Through the frozen replacement model, each target (a feature's pre-activation, or a demeaned
 output logit) is an affine function of the source nodes (token embeddings, feature activations,
-error nodes). One forward pass with the sources as leaf tensors builds that function; batched
-backward passes (one gradient row per target, vectorized with `is_grads_batched`) read its
-coefficients. Targets are grouped by layer, so a layer's backward pass only traverses the
-model below it (and only the logits' pass goes through the unembedding). Edge = source value x
-gradient, summed over the model dimension for vector sources, so a target's incoming edges plus
-its bias (the target's value with every source set to zero) add up to the target exactly.
+error nodes). One forward pass with embeddings and error nodes as leaf tensors builds that
+function; batched backward passes (one gradient row per target, vectorized with
+`is_grads_batched`) read its coefficients. A batch's targets come from few layers, so its
+backward pass only traverses the model below them (and only the logits' pass goes through the
+unembedding). Edge = source value x gradient, summed over the model dimension for vector
+sources, so a target's incoming edges plus its bias (the target's value with every source set
+to zero) add up to the target exactly.
+
+Features need no leaves of their own: a feature enters the model only through what it writes
+into MLP outputs, where the error nodes are added, so its gradient is the error nodes'
+gradients at its position dotted with its decoder rows (`Readout`; a CLT feature has one per
+later layer). No backward pass goes through a decoder.
+
+With `max_feature_nodes`, as in circuit-tracer, the logits' rows come first and then rounds of
+the unvisited features most influential on the logits through the rows so far; features never
+visited are constants of the graph and their direct effects join the bias (the identity holds).
 
 With `freeze_bos` (the default, as in circuit-tracer) the BOS position's features and error
 nodes are constants rather than sources: every prompt shares that position (the attention sink),

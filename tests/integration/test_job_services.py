@@ -62,20 +62,48 @@ class Service:
         self.start()
 
     def start(self) -> None:
-        env = {
-            **os.environ,
-            **self.env,
-            "LM_SAES_HOST": "127.0.0.1",
-            "LM_SAES_PORT": str(self.port),
-            "LM_SAES_METRICS_PORT": str(free_port()),
-        }
-        self.metrics_port = int(env["LM_SAES_METRICS_PORT"])
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], cwd=REPO, env=env, stdout=self.log.open("a"), stderr=subprocess.STDOUT
-        )
-        self.raw_channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        grpc.channel_ready_future(self.raw_channel).result(timeout=180)
-        self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(self.token))
+        """Start the process and wait until it serves. A port that another process took between
+        `free_port()` and the bind makes the service exit at once: then try fresh ports."""
+        for _ in range(3):
+            written = self.log.stat().st_size if self.log.exists() else 0
+            env = {
+                **os.environ,
+                **self.env,
+                "LM_SAES_HOST": "127.0.0.1",
+                "LM_SAES_PORT": str(self.port),
+                "LM_SAES_METRICS_PORT": str(free_port()),
+            }
+            self.metrics_port = int(env["LM_SAES_METRICS_PORT"])
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=REPO,
+                env=env,
+                stdout=self.log.open("a"),
+                stderr=subprocess.STDOUT,
+            )
+            self.raw_channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+            if self._ready(time.time() + 180):
+                self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(self.token))
+                return
+            self.raw_channel.close()
+            output = self.log.read_text()[written:]
+            if "Failed to bind" not in output:
+                raise RuntimeError(f"{self.module} exited ({self.proc.returncode}) before serving:\n{output[-3000:]}")
+            self.port = free_port()
+        raise RuntimeError(f"{self.module} found no free port in 3 tries")
+
+    def _ready(self, deadline: float) -> bool:
+        """True once the service answers; False as soon as its process has exited."""
+        ready = grpc.channel_ready_future(self.raw_channel)
+        while True:
+            try:
+                ready.result(timeout=1)
+                return True
+            except grpc.FutureTimeoutError:
+                if self.proc.poll() is not None:
+                    return False
+                if time.time() > deadline:
+                    raise
 
     def stop(self, sig=signal.SIGTERM) -> int:
         self.proc.send_signal(sig)
@@ -271,6 +299,31 @@ def test_killed_training_service_finishes_job_after_restart(stack):
     assert resumed_from > 0 and resumed_from % 4 == 0  # continued from a checkpoint, not from scratch
     assert training.stop() == 0  # graceful SIGTERM exits cleanly
     training.start()  # leave the stack as the other tests expect it
+
+
+def test_a_taken_port_is_retried_not_waited_on(tmp_path):
+    """The harness itself: a service whose port was taken exits at once, and the next start gets
+    a fresh port instead of waiting 180 s for a server that will never answer."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        service = Service.__new__(Service)
+        service.module, service.env, service.log, service.token = (
+            "services.training",
+            {"LM_SAES_OBJECT_STORE": str(tmp_path / "objects")},
+            tmp_path / "training.log",
+            ADMIN_TOKEN,
+        )
+        service.port = taken.getsockname()[1]
+        started = time.time()
+        service.start()
+        try:
+            assert service.port != taken.getsockname()[1] and time.time() - started < 120
+            assert "Failed to bind" in service.log.read_text()
+        finally:
+            service.stop()
 
 
 def test_unreachable_store_gives_unavailable(tmp_path):

@@ -224,6 +224,15 @@ def _target_group(
     return ((out.mlp_in[layer][positions].to(rows.dtype) * rows).sum(-1) + bias).float()
 
 
+def position_slots(positions: torch.Tensor, n_pos: int) -> tuple[torch.Tensor, int]:
+    """Each entry's rank among the entries at its position, and the most at one position: the
+    layout of a [n_pos, slots] zero-padded view of the entries."""
+    counts = torch.bincount(positions, minlength=n_pos)
+    order = torch.argsort(positions, stable=True)
+    ranks = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[positions[order]]
+    return torch.empty_like(ranks).scatter_(0, order, ranks), int(counts.max()) if len(order) else 0
+
+
 class Readout(NamedTuple):
     """How feature nodes read their gradients at one covered layer's MLP output. A feature at
     position p writes value x decoder row into the MLP outputs of its target layers, so its
@@ -282,7 +291,7 @@ class Sources(NamedTuple):
         n_pos = self.embed.shape[0]
         padded = {}
         for layer, (positions, features) in self.entries.items():
-            slot, width = SparseActs(positions, features, positions).slots(n_pos)
+            slot, width = position_slots(positions, n_pos)
             index = torch.zeros(n_pos, width, dtype=torch.long, device=features.device)
             present = torch.zeros(n_pos, width, dtype=torch.bool, device=features.device)
             index[positions, slot], present[positions, slot] = features, True
@@ -298,7 +307,7 @@ class Sources(NamedTuple):
     def readout_bytes(self, transcoders: Transcoders) -> int:
         """What `with_readouts` gathers: float32 [T, slots, d] per (source, target) pair."""
         n_pos, d = self.embed.shape
-        widths = {layer: SparseActs(p, f, p).slots(n_pos)[1] for layer, (p, f) in self.entries.items()}
+        widths = {layer: position_slots(p, n_pos)[1] for layer, (p, _) in self.entries.items()}
         return 4 * n_pos * d * sum(widths[layer] * len(transcoders.targets(layer)) for layer in widths)
 
     def node_columns(self, grads: tuple, state: PromptState, reach: int | None = None) -> torch.Tensor:

@@ -42,14 +42,6 @@ class SparseActs(NamedTuple):
             0, self.positions, rows
         )
 
-    def slots(self, n_pos: int) -> tuple[torch.Tensor, int]:
-        """Each entry's rank among its position's entries, and the most entries at one position:
-        the layout of a [n_pos, slots] zero-padded view of the entries."""
-        counts = torch.bincount(self.positions, minlength=n_pos)
-        order = torch.argsort(self.positions, stable=True)
-        ranks = torch.arange(len(order), device=order.device) - (counts.cumsum(0) - counts)[self.positions[order]]
-        return torch.empty_like(ranks).scatter_(0, order, ranks), int(counts.max()) if len(order) else 0
-
 
 Acts = torch.Tensor | SparseActs  # one layer's activations: dense [T, d_sae] or sparse entries
 

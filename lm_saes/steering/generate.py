@@ -14,13 +14,14 @@ residual stream, as the live model would.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from lm_saes.models import LanguageModel
+from lm_saes.steering.batch import Batch
 from lm_saes.steering.interventions import Change, FeatureIntervention, SteeringSAE, resolve
 from lm_saes.steering.runner import Backend, BridgeBackend, Hook, Runner, hf_backend
 from lm_saes.steering.sampling import GenerationConfig, TextStream, choose
@@ -123,9 +124,15 @@ class Steerer:
     def steer(self, request: SteerRequest, keep_logits: bool = False) -> SteerResult:
         """Default and steered continuations, stepped alternately (same seed, same settings)."""
         changes = resolve(request.interventions, self.saes)
-        default = self.stream(request, steered=False, keep_logits=keep_logits)
-        steered = self.stream(request, keep_logits=keep_logits)
-        default_steps, steered_steps = _interleave(default, steered)
+        if self.batchable(request):  # one forward per step for both
+            default_steps, steered_steps = [], []
+            for steps in self.stream_batch([(request, False), (request, True)], keep_logits):
+                for index, step in steps:
+                    (steered_steps if index else default_steps).append(step)
+        else:
+            default = self.stream(request, steered=False, keep_logits=keep_logits)
+            steered = self.stream(request, keep_logits=keep_logits)
+            default_steps, steered_steps = _interleave(default, steered)
         strings = self.model.tokenizer.token_strings(self.prompt_ids(request.prompt))
         return SteerResult(
             prompt_tokens=strings,
@@ -142,38 +149,49 @@ class Steerer:
         frozen = request.frozen_attention and splice is not None
         runner = Runner(self.model, self.backend(splice, frozen), cfg.use_cache)
         shadow = Runner(self.model, self.bridge, cfg.use_cache) if frozen else None
-        generator = torch.Generator().manual_seed(cfg.seed)
-        text = TextStream(self.model.tokenizer, cfg.stop)
-        track = torch.tensor(request.track, dtype=torch.long)
+        continuation = Continuation(self, request, keep_logits)
         new = prompt
-        for index in range(cfg.max_new_tokens):
-            logits = self._forward(runner, shadow, splice, new)
-            token = choose(logits, cfg, generator)
-            probs = logits.softmax(-1)
-            finish: FinishReason | None = None
-            if cfg.stop_at_eos and token == self.eos:
-                piece, finish = text.flush(), "eos"
-            else:
-                piece = text.push(token)
-                finish = "stop" if text.stopped else None
-                if finish is None and index == cfg.max_new_tokens - 1:
-                    piece, finish = piece + text.flush(), "length"
-            tracked = (
-                dict(zip(request.track, probs[track.to(probs.device)].tolist(), strict=True)) if request.track else {}
-            )
-            yield Step(
-                index=index,
-                token_id=token,
-                token=self.model.tokenizer.token_strings([token])[0],
-                text=piece,
-                probability=float(probs[token]),
-                tracked=tracked,
-                finish_reason=finish,
-                logits=logits if keep_logits else None,
-            )
-            if finish:
+        while True:
+            step = continuation.step(self._forward(runner, shadow, splice, new))
+            yield step
+            if step.finish_reason:
                 return
-            new = [token]
+            new = [step.token_id]
+
+    def batchable(self, request: SteerRequest) -> bool:
+        """Whether this request may share a `Batch` with others: the plain HF path runs its
+        hooks, with a KV cache, and its attention is not frozen."""
+        if self.hf is None or request.frozen_attention or not request.generation.use_cache:
+            return False
+        changes = resolve(request.interventions, self.saes)
+        splice = Splice(self.saes, changes, 1) if changes else None
+        return self.hf.supports(splice.hook_names if splice else [])
+
+    def batch(self) -> Batch:
+        """An empty batch on this model's HF path (see `batchable`)."""
+        if self.hf is None:
+            raise ValueError(f"{self.model.name}: no plain HF path, so no batched generation")
+        return Batch(self.hf, self.model.tokenizer.bos_token_id)
+
+    def add_to(
+        self, batch: Batch, key: Hashable, request: SteerRequest, steered: bool = True, keep_logits: bool = False
+    ) -> None:
+        """Queue one continuation of `request` in `batch` (checked here, as `stream` checks)."""
+        changes = resolve(request.interventions, self.saes) if steered else {}
+        prompt = self.prompt_ids(request.prompt)
+        self._check(len(prompt), request)
+        splice = Splice(self.saes, changes, len(prompt)) if changes else None
+        batch.add(key, Continuation(self, request, keep_logits), prompt, splice)
+
+    def stream_batch(
+        self, items: Sequence[tuple[SteerRequest, bool]], keep_logits: bool = False
+    ) -> Iterator[list[tuple[int, Step]]]:
+        """Several continuations ((request, steered) each) in one batch: per step, the
+        (item index, Step) pairs it produced, until every one has finished."""
+        batch = self.batch()
+        for index, (request, steered) in enumerate(items):
+            self.add_to(batch, index, request, steered, keep_logits)
+        return _drain(batch)
 
     def backend(self, splice: Splice | None, frozen: bool) -> Backend:
         """The plain HF path when it runs these hooks like the bridge; frozen attention needs
@@ -219,6 +237,54 @@ class Steerer:
         bad = [t for t in request.track if not 0 <= t < vocab]
         if bad:
             raise ValueError(f"track: token ids {bad[:5]} are outside the vocabulary (0..{vocab - 1})")
+
+
+class Continuation:
+    """One continuation's own state: sampler, seed, text and tracked tokens; turns each step's
+    last-position logits into a `Step` (the lone loop and `Batch` share it)."""
+
+    def __init__(self, steerer: Steerer, request: SteerRequest, keep_logits: bool):
+        self.cfg = request.generation
+        self.eos = steerer.eos
+        self.tokenizer = steerer.model.tokenizer
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.text = TextStream(self.tokenizer, self.cfg.stop)
+        self.track = request.track
+        self.track_ids = torch.tensor(request.track, dtype=torch.long)
+        self.keep_logits = keep_logits
+        self.index = 0
+
+    def step(self, logits: torch.Tensor) -> Step:
+        cfg, index = self.cfg, self.index
+        token = choose(logits, cfg, self.generator)
+        probs = logits.softmax(-1)
+        finish: FinishReason | None = None
+        if cfg.stop_at_eos and token == self.eos:
+            piece, finish = self.text.flush(), "eos"
+        else:
+            piece = self.text.push(token)
+            finish = "stop" if self.text.stopped else None
+            if finish is None and index == cfg.max_new_tokens - 1:
+                piece, finish = piece + self.text.flush(), "length"
+        tracked = (
+            dict(zip(self.track, probs[self.track_ids.to(probs.device)].tolist(), strict=True)) if self.track else {}
+        )
+        self.index += 1
+        return Step(
+            index=index,
+            token_id=token,
+            token=self.tokenizer.token_strings([token])[0],
+            text=piece,
+            probability=float(probs[token]),
+            tracked=tracked,
+            finish_reason=finish,
+            logits=logits if self.keep_logits else None,
+        )
+
+
+def _drain(batch: Batch) -> Iterator[list[tuple[int, Step]]]:
+    while len(batch):
+        yield batch.step()
 
 
 def _complete(steps: list[Step]) -> Completion:

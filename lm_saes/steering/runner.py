@@ -139,7 +139,10 @@ class HFBackend:
             self.checked[key] = all(n in self.sites for n in key) and self._agrees(sorted(key))
         return self.checked[key]
 
-    def run(self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool) -> tuple[torch.Tensor, Any]:
+    def run(
+        self, chunk: torch.Tensor, cache: Any, hooks: Sequence[Hook], use_cache: bool, **inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, Any]:
+        """`inputs`: more model inputs (a batch's `attention_mask` and `position_ids`)."""
         handles = []
         try:
             for name, fn in hooks:
@@ -152,6 +155,7 @@ class HFBackend:
                 input_ids=chunk,
                 use_cache=use_cache,
                 **({self.cache_kwarg: cache} if use_cache else {}),
+                **inputs,
             )
         finally:
             for handle in handles:

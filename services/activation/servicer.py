@@ -153,6 +153,7 @@ class ActivationServicer(activation_pb2_grpc.ActivationServiceServicer):
         return LoadedSAE(sae_id, sae, model, batcher)
 
     def close(self) -> None:
+        self.steering.close()
         with self._saes_lock:
             for loaded in self._saes.values():
                 loaded.batcher.close()

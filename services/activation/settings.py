@@ -21,6 +21,9 @@ class ActivationSettings(JobServiceSettings):
     )
     max_batch: int = Field(32, ge=1, description="Most texts in one batched forward")
     max_new_tokens: int = Field(256, ge=1, le=1024, description="Most tokens one Generate request may ask for")
+    max_generate_batch: int = Field(
+        8, ge=1, le=64, description="Most continuations Generate decodes together (a compared request is two)"
+    )
     max_interventions: int = Field(32, ge=1, description="Most feature interventions per Generate request")
     sae_cache_size: int = Field(4, ge=1, description="SAEs kept loaded (least recently used goes first)")
     stream_chunk_mb: float = Field(

@@ -3,8 +3,10 @@
 The request is checked whole before any model work (sizes, finite strengths, known SAEs on one
 model, features in range, token ids in the vocabulary); then the SAEs come from the service's
 SAE cache and a `Steerer` per (model, SAE set) is kept, so repeated requests reuse the model,
-the SAEs and the steerer's probed fast path. One generation holds its model's lock for its
-whole length: steering hooks are module state, shared with live feature activations.
+the SAEs and the steerer's probed fast path. Requests the plain HF path runs are decoded
+together (`generation.GenerationBatcher`, continuous batching); the others (frozen attention,
+hooks only the bridge has) hold their model's lock for their whole length: steering hooks are
+module state, shared with live feature activations.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
@@ -23,6 +26,7 @@ from lm_saes.rpc.v1 import activation_pb2
 from lm_saes.steering import Steerer, SteeringSAE, SteerRequest, Step, max_activations
 from lm_saes.steering.generate import _describe
 from lm_saes.steering.interventions import resolve
+from services.activation.generation import GenerationBatcher, GenerationClosed
 from services.common.errors import RequestError, invalid
 
 if TYPE_CHECKING:
@@ -126,15 +130,22 @@ def _event(step: Step, run: str) -> activation_pb2.GenerateEvent:
     )
 
 
+@dataclass
+class _Entry:
+    steerer: Steerer
+    lock: threading.Lock  # the model's
+    batcher: GenerationBatcher | None  # None where the model has no plain HF path
+
+
 class SteeringHost:
     """The Generate RPC's work, on the servicer's model and SAE caches."""
 
     def __init__(self, servicer: ActivationServicer):
         self.servicer = servicer
-        self.steerers: OrderedDict[tuple[str, ...], Steerer] = OrderedDict()
+        self.entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
         self.lock = threading.Lock()
 
-    def _steerer(self, sae_ids: list[str]) -> tuple[Steerer, threading.Lock]:
+    def _entry(self, sae_ids: list[str]) -> _Entry:
         loaded = [self.servicer.sae(sae_id) for sae_id in sae_ids]
         models = {item.model.model.name for item in loaded}
         if len(models) > 1:
@@ -142,27 +153,41 @@ class SteeringHost:
         key = (next(iter(models)), *sorted(sae_ids))
         model = loaded[0].model
         with self.lock:
-            if key in self.steerers:
-                self.steerers.move_to_end(key)
-                return self.steerers[key], model.lock
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
         saes = {
             item.sae_id: SteeringSAE(item.sae, max_activations(self.servicer.documents, item.sae_id, item.sae.d_sae))
             for item in loaded
         }
         with model.lock:  # the steerer probes its fast path with a forward
             steerer = Steerer(model.model, saes)
+        batcher = None
+        if steerer.hf is not None:
+            batcher = GenerationBatcher(steerer, model.lock, self.servicer.settings.max_generate_batch, "-".join(key))
+        entry = _Entry(steerer, model.lock, batcher)
         with self.lock:
-            self.steerers[key] = steerer
-            while len(self.steerers) > CACHED_STEERERS:
-                self.steerers.popitem(last=False)
-        return steerer, model.lock
+            self.entries[key] = entry
+            while len(self.entries) > CACHED_STEERERS:
+                evicted = self.entries.popitem(last=False)[1]
+                if evicted.batcher:
+                    evicted.batcher.close()
+        return entry
+
+    def close(self) -> None:
+        with self.lock:
+            for entry in self.entries.values():
+                if entry.batcher:
+                    entry.batcher.close()
+            self.entries.clear()
 
     def generate(self, request: activation_pb2.GenerateRequest) -> Iterator[activation_pb2.GenerateEvent]:
         settings = self.servicer.settings
         steer = steer_request(request, settings.max_new_tokens, settings.max_interventions, settings.max_text_chars)
         if not steer.interventions:
             raise invalid("interventions", "give at least one feature to change (sae_id, feature, mode, strength)")
-        steerer, lock = self._steerer(sorted({i.sae for i in steer.interventions}))
+        entry = self._entry(sorted({i.sae for i in steer.interventions}))
+        steerer = entry.steerer
         vocab = int(steerer.model.bridge.cfg.d_vocab)
         bad = [t for t in steer.track if not 0 <= t < vocab]
         if bad:
@@ -178,21 +203,34 @@ class SteeringHost:
                 f"{len(prompt) - 1} prompt tokens plus max_new_tokens exceed "
                 f"{settings.max_text_tokens} (max_text_tokens)",
             )
-        with lock:
-            runs = [("steered", steerer.stream(steer))]
-            if request.compare:
-                runs.append(("default", steerer.stream(steer, steered=False)))
-            first = True
-            live = dict(runs)
+        rows = [("steered", steer, True)] + ([("default", steer, False)] if request.compare else [])
+        first = True
+        for run, step in self._steps(entry, rows):
+            event = _event(step, run)
+            if first:
+                event.prompt_tokens.extend(steerer.model.tokenizer.token_strings(prompt))
+                event.changes_json = json.dumps(_describe(changes))
+                first = False
+            yield event
+
+    def _steps(self, entry: _Entry, rows: list[tuple[str, SteerRequest, bool]]) -> Iterator[tuple[str, Step]]:
+        """Batched with other requests where the HF path runs this request; else alone, holding
+        the model's lock for the whole generation (the bridge's hooks and frozen attention)."""
+        if entry.batcher and entry.steerer.batchable(rows[0][1]):
+            try:
+                steps = entry.batcher.submit(rows)
+            except GenerationClosed:  # evicted just now: a fresh entry
+                fresh = self._entry(sorted({i.sae for i in rows[0][1].interventions}))
+                assert fresh.batcher is not None
+                steps = fresh.batcher.submit(rows)
+            yield from steps
+            return
+        with entry.lock:
+            live = {run: entry.steerer.stream(request, steered) for run, request, steered in rows}
             while live:
-                for run, steps in list(live.items()):
-                    step = next(steps, None)
+                for run, steps_ in list(live.items()):
+                    step = next(steps_, None)
                     if step is None:
                         del live[run]
                         continue
-                    event = _event(step, run)
-                    if first:
-                        event.prompt_tokens.extend(steerer.model.tokenizer.token_strings(prompt))
-                        event.changes_json = json.dumps(_describe(changes))
-                        first = False
-                    yield event
+                    yield run, step

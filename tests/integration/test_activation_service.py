@@ -29,6 +29,8 @@ from tests.integration.conftest import REPO, free_port
 SAE_ID = "tiny-sae"
 OTHER_SAE_ID = "tiny-sae-mlp"
 OTHER_HOOK = "blocks.0.hook_mlp_out"
+LLAMA_SAE_ID = "tiny-llama-sae"  # on a model with a plain HF path: its Generate requests batch
+LLAMA_HOOK = "blocks.1.hook_resid_post"
 MAX_TEXT_TOKENS = 200
 TEXTS = [
     "The cat sat on the mat.",
@@ -59,7 +61,19 @@ def tiny(tmp_path_factory):
         TopKConfig(hook_in=OTHER_HOOK, hook_out=OTHER_HOOK, d_sae=96, k=6, seed=5), d_in=spec.d_in, d_out=spec.d_in
     )
     build_sae(other.model_copy(update={"model": "tiny"})).save(open_store(str(root / "other")), "sae")
+    llama = make_spec(TopKConfig(hook_in=LLAMA_HOOK, hook_out=LLAMA_HOOK, d_sae=128, k=8, seed=6), d_in=64, d_out=64)
+    build_sae(llama.model_copy(update={"model": "tiny-llama"})).save(open_store(str(root / "llama")), "sae")
     with open_document_store(documents) as store:
+        store.put_sae(
+            {
+                "id": LLAMA_SAE_ID,
+                "model": "tiny-llama",
+                "hook_in": LLAMA_HOOK,
+                "architecture": "topk",
+                "d_sae": 128,
+                "artifact": str(root / "llama" / "sae"),
+            }
+        )
         store.put_sae(
             {
                 "id": OTHER_SAE_ID,
@@ -95,6 +109,7 @@ def service(tiny):
         "LM_SAES_METRICS_PORT": str(metrics_port),
         "LM_SAES_DOCUMENTS": documents,
         "LM_SAES_MODEL": "tiny",
+        "LM_SAES_MODELS": '["tiny", "tiny-llama"]',
         "LM_SAES_MAX_TEXT_TOKENS": str(MAX_TEXT_TOKENS),
         "LM_SAES_BATCH_WINDOW_MS": "100",
         "LM_SAES_STREAM_CHUNK_MB": "0.001",
@@ -383,6 +398,32 @@ def test_generate_streams_steered_beside_default(service):
         )
     )
     assert {e["run"] for e in alone} == {"steered"} and len(alone) == 3
+
+
+def test_concurrent_generate_requests_share_a_batch_and_match_their_lone_runs(service):
+    """Requests on a model with a plain HF path are decoded together (continuous batching): run
+    at once from four threads they give exactly what each gives alone, and some steps of the
+    service's decode held more than one request."""
+    client = service["client"]
+
+    def call(i: int) -> list[tuple[str, int]]:
+        change = {"sae_id": LLAMA_SAE_ID, "feature": 5 + i, "strength": 3.0 * i}
+        events = client.generate(
+            "Hello there" * (i + 1), [change], compare=i % 2 == 0, max_new_tokens=40, ignore_eos=True, seed=i
+        )
+        return [(e["run"], e["token_id"]) for e in events]
+
+    alone = [call(i) for i in range(4)]
+    before = metric(scrape(service), "lm_saes_generate_batch_rows_bucket", {"le": "1.0"})
+    steps_before = metric(scrape(service), "lm_saes_generate_batch_rows_count")
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(call, range(4)))
+    assert together == alone
+    assert [len(runs) for runs in alone] == [80, 40, 80, 40]
+    text = scrape(service)
+    single = metric(text, "lm_saes_generate_batch_rows_bucket", {"le": "1.0"}) - before
+    steps = metric(text, "lm_saes_generate_batch_rows_count") - steps_before
+    assert steps < 160 and single < steps  # shared steps: fewer than one per request's token
 
 
 def test_generate_refuses_hostile_input_before_work(service):

@@ -375,6 +375,8 @@ def main() -> int:
                 "hf_generate_tokens_per_s",
                 "ratio_to_generate",
                 "generate_ratio_to_hf",
+                "batch_tokens_per_s",
+                "batch_speedup",
             )
         ),
         *(

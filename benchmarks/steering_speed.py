@@ -6,7 +6,11 @@ included; rounds alternate and medians are reported:
   position from the first prompt token on);
 - steer.generate_tokens_per_s: the same loop with no intervention;
 - steer.hf_generate_tokens_per_s: `transformers` `generate` on the same checkpoint, loaded on its
-  own (its default attention), same prompt and token count.
+  own (its default attention), same prompt and token count;
+- steer.batch_tokens_per_s: four steered requests (different prompts and features, 64 tokens
+  each) decoded together by continuous batching (`Steerer.stream_batch`, what the service does
+  with concurrent Generate calls), tokens of all four per second; `batch_speedup` is that over
+  the same four requests generated one after another.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from lm_saes.models import LanguageModel
 from lm_saes.steering import FeatureIntervention, Steerer, SteeringSAE, SteerRequest
 
 PROMPT = "The history of the old town begins in the twelfth century, when"
+BATCH_PROMPTS = [PROMPT, "My favourite recipe is", "In 1969 the first people to walk on the Moon", "Dear friend,"]
 NEW_TOKENS = 64
 
 
@@ -46,19 +51,44 @@ def bench_steer(model: LanguageModel, sae, rounds: int = 3, feature: int = 0) ->
             out = hf.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
         return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - start)
 
-    ours(plain), theirs()  # warm up
-    runs: dict[str, list[float]] = {"steer": [], "generate": [], "hf": []}
+    several = [
+        steered.model_copy(
+            update={"prompt": p, "interventions": [FeatureIntervention(feature=feature + i, strength=4.0)]}
+        )
+        for i, p in enumerate(BATCH_PROMPTS)
+    ]
+
+    def one_by_one() -> float:
+        start = time.perf_counter()
+        n = sum(len(steerer.generate(r).token_ids) for r in several)
+        return n / (time.perf_counter() - start)
+
+    def batched() -> float:
+        start = time.perf_counter()
+        n = sum(len(pairs) for pairs in steerer.stream_batch([(r, True) for r in several]))
+        return n / (time.perf_counter() - start)
+
+    ours(plain), theirs(), batched()  # warm up
+    runs: dict[str, list[float]] = {"steer": [], "generate": [], "hf": [], "batch": [], "serial": []}
     for _ in range(rounds):
         runs["steer"].append(ours(steered))
         runs["generate"].append(ours(plain))
         runs["hf"].append(theirs())
-    steer, generate, hf_rate = (statistics.median(runs[k]) for k in ("steer", "generate", "hf"))
+        runs["batch"].append(batched())
+        runs["serial"].append(one_by_one())
+    steer, generate, hf_rate, batch, serial = (
+        statistics.median(runs[k]) for k in ("steer", "generate", "hf", "batch", "serial")
+    )
     return {
         "tokens_per_s": steer,
         "generate_tokens_per_s": generate,
         "hf_generate_tokens_per_s": hf_rate,
         "ratio_to_generate": steer / generate,
         "generate_ratio_to_hf": generate / hf_rate,
+        "batch_tokens_per_s": batch,
+        "serial_tokens_per_s": serial,
+        "batch_speedup": batch / serial,
+        "batch_requests": len(several),
         "new_tokens": NEW_TOKENS,
         "prompt_tokens": int(ids.shape[1]),
         "rounds": rounds,

@@ -105,10 +105,16 @@ def main() -> int:
         help="take the real scores stored by an earlier run (that scored the features in SECONDS)",
     )
     parser.add_argument(
+        "--scorers", default=",".join(SCORES), help="scorers of the real explanations (comma-separated)"
+    )
+    parser.add_argument(
         "--shuffled-scorers", default=",".join(SCORES), help="scorers of the shuffled baseline (comma-separated)"
     )
     args = parser.parse_args()
+    real_scorers = tuple(name for name in args.scorers.split(",") if name)
     shuffled_scorers = tuple(name for name in args.shuffled_scorers.split(",") if name)
+    if not set(real_scorers) | set(shuffled_scorers) <= set(SCORES):
+        parser.error(f"--scorers and --shuffled-scorers take names from {SCORES}")
 
     with ExitStack() as stack:
         if args.base_url:
@@ -179,7 +185,7 @@ def main() -> int:
         else:
             started = time.perf_counter()
             with ThreadPoolExecutor(args.concurrency) as pool:
-                real = dict(zip(chosen, pool.map(lambda i: score(i, texts[i]), chosen), strict=True))
+                real = dict(zip(chosen, pool.map(lambda i: score(i, texts[i], real_scorers), chosen), strict=True))
             score_s = time.perf_counter() - started
             print(f"scored {len(chosen)} features in {score_s:.0f} s", flush=True)
             updates = {}
@@ -198,7 +204,7 @@ def main() -> int:
     for i in chosen:
         row = {"index": i, "explanation": texts[i], "density": records[i].density}
         for name in SCORES:
-            r = real[i][name].score
+            r = real[i][name].score if name in real[i] else None
             s = shuffled[i][name].score if name in shuffled[i] else None
             row[name] = r.value if r else None
             row[f"{name}_shuffled"] = s.value if s else None
@@ -234,6 +240,7 @@ def main() -> int:
         "explain_measured_over": {"features": n_explained, "seconds": explain_s},
         "scored_per_min": len(chosen) / (score_s / 60),
         "explain_tokens": explain_tokens,
+        "scorers": {"real": list(real_scorers), "shuffled": list(shuffled_scorers)},
         **summary,
         "features": features,
     }
@@ -246,13 +253,18 @@ def main() -> int:
                 {"tokens": list(c.tokens), "activations": list(c.activations)} for c in contexts[i][0].activating
             ],
             "negatives": [{"tokens": list(c.tokens)} for c in contexts[i][1]],
-            "ours": {k: (real[i][k].score.value if real[i][k].score else None) for k in ("detection", "fuzzing")},
+            "ours": {
+                k: (real[i][k].score.value if k in real[i] and real[i][k].score else None)
+                for k in ("detection", "fuzzing")
+            },
         }
         for i in chosen
     ]
     Path(args.cases).write_text(json.dumps(cases))
     for name in SCORES:
         s = summary[name]
+        if s["real_mean"] is None:
+            continue
         if s["shuffled_mean"] is None:
             print(f"{name:10s} real {s['real_mean']}  (no shuffled baseline)")
             continue

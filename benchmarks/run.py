@@ -228,6 +228,7 @@ def main() -> int:
         choices=["train", "trace", "steer", "autointerp", "search", "multi_sae"],
         help="run one group and print it; results.json is only ever written whole, by a full run",
     )
+    parser.add_argument("--save", help="with --only: also write the group (with commit and date) to this JSON file")
     args = parser.parse_args()
 
     if args.only == "search":  # no language model involved
@@ -256,6 +257,9 @@ def main() -> int:
         else:
             partial = bench_train(training_inputs(model), args.rounds, args.steps)
         print(json.dumps(partial, indent=2))
+        if args.save:
+            stamp = {"group": args.only, "commit": _commit(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
+            Path(args.save).write_text(json.dumps({**stamp, **partial}, indent=1) + "\n")
         return 0
     contexts = multi_sae_contexts(model)
     forward = bench_activations(model, contexts, args.rounds)

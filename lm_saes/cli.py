@@ -148,6 +148,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             folder = export_neuronpedia(documents, args.sae_id, args.out)
         print(f"exported {args.sae_id}'s features, activations and explanations for Neuronpedia to {folder}")
         return 0
+    if args.format == "circuit-tracer":
+        from lm_saes.saes.crosslayer import load_clt
+        from lm_saes.stores import open_store
+
+        if not args.sae:
+            raise ValueError("--format circuit-tracer exports a cross-layer transcoder: name its folder with --sae")
+        clt = load_clt(args.sae)
+        clt.save_circuit_tracer(open_store(args.out), args.model_layers)
+        padded = f", zero-padded to {args.model_layers} layers" if args.model_layers else ""
+        print(f"exported {args.sae} (layers {clt.layers}) in circuit-tracer's CLT layout{padded} to {args.out}")
+        return 0
     from lm_saes.interop import export_saelens
     from lm_saes.saes import load_sae
 
@@ -403,8 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", help="write an SAE in another tool's format")
-    export.add_argument("--sae", help="saelens: the SAE's folder or s3:// URI")
-    export.add_argument("--format", choices=["saelens", "neuronpedia"], default="saelens")
+    export.add_argument("--sae", help="saelens: the SAE's folder or s3:// URI; circuit-tracer: the CLT's folder")
+    export.add_argument("--format", choices=["saelens", "neuronpedia", "circuit-tracer"], default="saelens")
+    export.add_argument(
+        "--model-layers",
+        type=int,
+        help="circuit-tracer: the model's layer count, to zero-pad a CLT over a subset of its layers",
+    )
     export.add_argument("--sae-id", help="neuronpedia: the analyzed SAE's id in the document store")
     export.add_argument("--documents", default="runs/lm-saes.sqlite", help="neuronpedia: SQLite file or mongodb://")
     export.add_argument("--out", required=True)

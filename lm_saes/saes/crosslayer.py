@@ -253,29 +253,58 @@ class CrossLayerTranscoder(nn.Module):
         key = f"{prefix}/" if prefix else ""
         store.put_json(key + SPEC_KEY, self.spec.model_dump(mode="json"))
 
-    def circuit_tracer_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+    def circuit_tracer_tensors(self, model_layers: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
         """file name -> tensors, in circuit-tracer's CLT layout with the scales folded in:
-        `W_enc_{i}` holds W_enc_i, b_enc_i, b_dec_i (and threshold_i), `W_dec_{i}` W_dec_i."""
+        `W_enc_{i}` holds W_enc_i, b_enc_i, b_dec_i (and threshold_i), `W_dec_{i}` W_dec_i.
+
+        circuit-tracer's CLT covers every layer of its model, 0..N-1. `model_layers=N` writes
+        that for a CLT over a subset of them: file i is model layer i, a layer it does not
+        cover gets zero weights (no feature fires: zero encoder and bias, thresholds of 1; and
+        a zero output bias), and a covered layer's decoder to a layer it does not cover is zero.
+        The reconstruction of every covered layer is then ours, and of every other layer zero,
+        so its MLP output is all error, as our replacement model treats it."""
+        if model_layers is None:
+            model_layers, place = self.n_layers, list(range(self.n_layers))
+        else:
+            if model_layers <= max(self.layers):
+                raise ValueError(f"model_layers: {model_layers}, but this CLT covers layer {max(self.layers)}")
+            place = self.layers
+        f, d = self.d_sae, self.spec.d_model
+        covered = {layer: i for i, layer in enumerate(place)}
         files = {}
-        for i in range(self.n_layers):
-            encoder = {
-                f"W_enc_{i}": self.W_enc[i] * self.input_scale[i],
-                f"b_enc_{i}": self.b_enc[i],
-                f"b_dec_{i}": self.output_bias(i),
-            }
-            if self.spec.activation == "jumprelu":
-                encoder[f"threshold_{i}"] = self.threshold[i]
-            files[f"W_enc_{i}.safetensors"] = encoder
-            files[f"W_dec_{i}.safetensors"] = {f"W_dec_{i}": self.W_dec[i] / self.output_scale[i:, None]}
+        for m in range(model_layers):
+            i = covered.get(m)
+            if i is None:
+                encoder = {f"W_enc_{m}": torch.zeros(f, d), f"b_enc_{m}": torch.zeros(f), f"b_dec_{m}": torch.zeros(d)}
+                if self.spec.activation == "jumprelu":
+                    encoder[f"threshold_{m}"] = torch.ones(f)
+                decoder = torch.zeros(f, model_layers - m, d)
+            else:
+                encoder = {
+                    f"W_enc_{m}": self.W_enc[i] * self.input_scale[i],
+                    f"b_enc_{m}": self.b_enc[i],
+                    f"b_dec_{m}": self.output_bias(i),
+                }
+                if self.spec.activation == "jumprelu":
+                    encoder[f"threshold_{m}"] = self.threshold[i]
+                rows = self.W_dec[i] / self.output_scale[i:, None]  # [f, L - i, d] to covered targets
+                decoder = rows.new_zeros(f, model_layers - m, d)
+                decoder[:, [place[j] - m for j in range(i, self.n_layers)]] = rows
+            files[f"W_enc_{m}.safetensors"] = encoder
+            files[f"W_dec_{m}.safetensors"] = {f"W_dec_{m}": decoder}
         return {name: {k: v.detach().float().cpu().contiguous() for k, v in t.items()} for name, t in files.items()}
 
-    def save_circuit_tracer(self, store: ObjectStore) -> None:
-        """The trained CLT as circuit-tracer reads it (its `load_clt(folder)` for a CLT that
-        covers layers 0..L-1), then clt.json, last, so a reader finding it finds every file."""
-        for name, tensors in self.circuit_tracer_tensors().items():
+    def save_circuit_tracer(self, store: ObjectStore, model_layers: int | None = None) -> None:
+        """The trained CLT as circuit-tracer reads it (its `load_clt(folder)`), then clt.json,
+        last, so a reader finding it finds every file. With `model_layers` (a CLT over a subset
+        of a model's layers), zero-padded to all of them (see `circuit_tracer_tensors`); its
+        clt.json then says it covers every layer, which is what the files hold."""
+        for name, tensors in self.circuit_tracer_tensors(model_layers).items():
             store.put_tensors(name, tensors)
-        folded = self.spec.model_copy(update={"input_scale": [], "output_scale": []})
-        store.put_json(CLT_SPEC_KEY, folded.model_dump(mode="json"))
+        update: dict[str, Any] = {"input_scale": [], "output_scale": []}
+        if model_layers is not None:
+            update["layers"] = list(range(model_layers))
+        store.put_json(CLT_SPEC_KEY, self.spec.model_copy(update=update).model_dump(mode="json"))
 
 
 Dictionary = SparseAutoencoder | CrossLayerTranscoder  # what the trainer trains and checkpoints

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lm_saes.cli import main
 from lm_saes.config import ConfigError, RunConfig, load_config, parse_config
 from lm_saes.evaluation import evaluate_clt
 from lm_saes.models import load_language_model
@@ -117,6 +118,34 @@ def test_circuit_tracer_reads_our_files_and_computes_the_same(tmp_path, activati
         # and our loader reads the same files back (scales folded into the weights)
         again = load_clt(str(tmp_path))
         assert again.input_scale.eq(1).all() and (again(x) - ours).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("activation", ["topk", "jumprelu"])
+def test_a_clt_over_some_layers_exports_zero_padded_for_circuit_tracer(tmp_path, activation, capsys):
+    """circuit-tracer's CLT covers every layer of its model: ours over layers 1 and 3 of a
+    5-layer model, padded, reconstructs those two as ours does and the others as zero."""
+    from circuit_tracer.transcoder.activation_functions import TopK
+    from circuit_tracer.transcoder.cross_layer_transcoder import load_clt as circuit_tracer_load
+
+    torch.manual_seed(3)
+    clt = make_clt(activation, layers=(1, 3))
+    clt.save_circuit_tracer(open_store(tmp_path / "run"))  # as training saves it
+    padded = str(tmp_path / "padded")
+    export = ["export", "--format", "circuit-tracer", "--sae", str(tmp_path / "run"), "--out", padded]
+    assert main([*export, "--model-layers", "5"]) == 0
+    theirs = circuit_tracer_load(padded, device=torch.device("cpu"), dtype=torch.float32, lazy_decoder=False)
+    if activation == "topk":
+        theirs.activation_function = TopK(clt.spec.k)
+    x = torch.randn(20, 5, 8) * 2  # every model layer's MLP input
+    with torch.no_grad():
+        ours = clt(x[:, [1, 3]])
+        out = theirs(x.transpose(0, 1)).transpose(0, 1)
+        assert (out[:, [1, 3]] - ours).abs().max() <= 1e-5
+        assert out[:, [0, 2, 4]].abs().max() == 0
+        again = load_clt(padded)  # our loader reads it as the 5-layer CLT it now is
+        assert again.layers == [0, 1, 2, 3, 4] and (again(x)[:, [1, 3]] - ours).abs().max() <= 1e-5
+    assert main([*export, "--model-layers", "3"]) == 1  # the CLT covers layer 3: too few
+    assert "model_layers: 3" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

@@ -125,3 +125,25 @@ def test_adding_a_feature_promotes_its_logit_lens_token_more_than_subtracting_it
 
     promoted = [p_token(f, 1.0) > p_token(f, -1.0) for f in chosen]
     assert len(chosen) == 5 and sum(promoted) >= 4, (chosen, promoted)
+
+
+def test_a_batch_of_requests_on_smollm2_equals_each_run_alone(steerer):
+    """Continuous batching on the real model: prompts of different lengths (left padding),
+    different interventions and samplers, decoded together, give each request's own tokens."""
+    requests = [
+        SteerRequest(
+            prompt=prompt,
+            interventions=[FeatureIntervention(feature=3 + i, strength=4.0 * i)],
+            generation={"max_new_tokens": 8 + 2 * i, "temperature": 0.7 * (i % 2), "seed": i},
+        )
+        for i, prompt in enumerate(PROMPTS)
+    ]
+    steps: dict[int, list] = {}
+    for pairs in steerer.stream_batch([(r, True) for r in requests], keep_logits=True):
+        for index, step in pairs:
+            steps.setdefault(index, []).append(step)
+    for index, request in enumerate(requests):
+        alone = steerer.generate(request, keep_logits=True)
+        assert [s.token_id for s in steps[index]] == alone.token_ids
+        batched = torch.stack([s.logits for s in steps[index]])
+        assert (batched - logits(alone)).abs().max() <= 1e-4 * logits(alone).abs().max()

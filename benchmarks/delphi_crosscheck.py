@@ -84,6 +84,7 @@ def main() -> int:
             cwd=ROOT,
         )
         delphi = json.loads(scored.read_text())
+    order = [c["index"] for c in cases]
     result = {
         "date": datetime.now(UTC).isoformat(),
         "model": model,
@@ -91,12 +92,15 @@ def main() -> int:
         **compare(cases, delphi),
         "per_feature": [
             {"index": c["index"], "ours": c["ours"], "delphi": {k: d[k]["value"] for k in ("detection", "fuzzing")}}
-            for c, d in zip(cases, sorted(delphi, key=[c["index"] for c in cases].index), strict=True)
+            for c, d in zip(cases, sorted(delphi, key=lambda row: order.index(row["index"])), strict=True)
         ],
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     for name in ("detection", "fuzzing"):
         r = result[name]
+        if not r["features"]:
+            print(f"{name}: no feature where both scored ({r['delphi_failed']} delphi parse failures)")
+            continue
         print(
             f"{name}: ours {r['ours_mean']:.3f}  delphi {r['delphi_mean']:.3f}  |difference| {r['mean_difference']:.3f}"
             f"  over {r['features']} features"

@@ -15,7 +15,7 @@ residual stream, as the live model would.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -122,10 +122,11 @@ class Steerer:
         return _complete(list(self.stream(request, steered, keep_logits)))
 
     def steer(self, request: SteerRequest, keep_logits: bool = False) -> SteerResult:
-        """Default and steered continuations, stepped alternately (same seed, same settings)."""
+        """Default and steered continuations, stepped together (same seed, same settings)."""
         changes = resolve(request.interventions, self.saes)
         if self.batchable(request):  # one forward per step for both
-            default_steps, steered_steps = [], []
+            default_steps: list[Step] = []
+            steered_steps: list[Step] = []
             for steps in self.stream_batch([(request, False), (request, True)], keep_logits):
                 for index, step in steps:
                     (steered_steps if index else default_steps).append(step)
@@ -284,7 +285,7 @@ class Continuation:
 
 def _drain(batch: Batch) -> Iterator[list[tuple[int, Step]]]:
     while len(batch):
-        yield batch.step()
+        yield [(cast(int, key), step) for key, step in batch.step()]
 
 
 def _complete(steps: list[Step]) -> Completion:

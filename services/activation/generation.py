@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from prometheus_client import Histogram
 
@@ -130,7 +131,8 @@ class GenerationBatcher:
                 running.clear()
                 batch = self.steerer.batch()
                 continue
-            for (number, run), step in steps:
+            for key, step in steps:
+                number, run = cast(tuple[int, str], key)
                 job = running[number]
                 job.events.put((run, step))
                 if step.finish_reason:

@@ -161,9 +161,9 @@ class Batch:
             if step.finish_reason is None:
                 row.last = step.token_id
                 keep.append(place)
-        finished = len(places) - len(keep)
+        finished = set(places) - set(keep)
         if finished:
-            self._keep([i for i in range(len(self.rows)) if i not in set(places) - set(keep)])
+            self._keep([i for i in range(len(self.rows)) if i not in finished])
         return out
 
     def _merge(self, cache: Any, mask: torch.Tensor) -> None:

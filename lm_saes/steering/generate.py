@@ -25,7 +25,7 @@ from lm_saes.steering.batch import Batch
 from lm_saes.steering.interventions import Change, FeatureIntervention, SteeringSAE, resolve
 from lm_saes.steering.runner import Backend, BridgeBackend, Hook, Runner, hf_backend
 from lm_saes.steering.sampling import GenerationConfig, TextStream, choose
-from lm_saes.steering.splice import Splice
+from lm_saes.steering.splice import Splice, hook_names
 
 FinishReason = Literal["length", "stop", "eos"]
 MAX_TRACKED = 64
@@ -164,9 +164,7 @@ class Steerer:
         hooks, with a KV cache, and its attention is not frozen."""
         if self.hf is None or request.frozen_attention or not request.generation.use_cache:
             return False
-        changes = resolve(request.interventions, self.saes)
-        splice = Splice(self.saes, changes, 1) if changes else None
-        return self.hf.supports(splice.hook_names if splice else [])
+        return self.hf.supports(hook_names(self.saes, resolve(request.interventions, self.saes)))
 
     def batch(self) -> Batch:
         """An empty batch on this model's HF path (see `batchable`)."""

@@ -78,16 +78,20 @@ def _changed(change: Change, current: torch.Tensor) -> torch.Tensor:
     return current * change.value  # scale
 
 
+def hook_names(saes: Mapping[str, SteeringSAE], changes: Mapping[str, list[Change]]) -> list[str]:
+    """The hooks a splice of these changes runs (each changed SAE's input and output)."""
+    return sorted(
+        {h for sae_id, group in changes.items() if group for h in (saes[sae_id].hook_in, saes[sae_id].hook_out)}
+    )
+
+
 class Splice:
     """The hooks of one steered sequence; SAEs on the same hook apply in the order given."""
 
     def __init__(self, saes: Mapping[str, SteeringSAE], changes: Mapping[str, list[Change]], prompt_len: int):
         self.prompt_len = prompt_len
         self.groups = [_Group(saes[sae_id], group) for sae_id, group in changes.items() if group]
-
-    @property
-    def hook_names(self) -> list[str]:
-        return sorted({h for g in self.groups for h in (g.steering.hook_in, g.steering.hook_out)})
+        self.hook_names = hook_names(saes, changes)
 
     def hooks(self, start: int, n: int) -> list[tuple[str, HookFn]]:
         """Hooks for a forward over absolute positions start..start+n-1."""
